@@ -1,0 +1,128 @@
+// Command fakeec2 serves a fake EC2 region over the EC2 Query API, with a
+// control API under /_fake/v1/, so the AWS CLI, the SDKs and the VPC CNI can
+// run against it unmodified.
+//
+//	fakeec2 serve --listen 127.0.0.1:8787 [--config world.yaml] [--no-throttle] [--seed N]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/vpclab/vpclab/fakeec2"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, `usage: fakeec2 serve [--listen ADDR] [--config FILE] [--no-throttle] [--seed N] [--strict] [--log-level LEVEL]
+
+Serves a fake EC2 region: the EC2 Query API at /, the control API at /_fake/v1/.`)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "serve" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			usage(stdout)
+			return 0
+		}
+		usage(stderr)
+		return 2
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8787", "address for the EC2 API and control API")
+	cfgPath := fs.String("config", "", "YAML file declaring the world, throttling, faults and timing")
+	noThrottle := fs.Bool("no-throttle", false, "disable EC2 request throttling")
+	seed := fs.Uint64("seed", 0, "seed for ids, request ids and fault dice (overrides the config)")
+	strict := fs.Bool("strict", false, "verify SigV4 signatures against the config's credentials")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fakeec2: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(stderr, "fakeec2: --log-level %q: %v\n", *level, err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
+
+	cfg := &fakeec2.Config{}
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = fakeec2.LoadConfig(*cfgPath); err != nil {
+			fmt.Fprintf(stderr, "fakeec2: --config %s: %v\n", *cfgPath, err)
+			return 2
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "seed" {
+			cfg.Seed = *seed
+		}
+	})
+	if cfg.Throttling == nil {
+		cfg.Throttling = &fakeec2.ThrottleConfig{Enabled: true}
+	}
+	if *noThrottle {
+		cfg.Throttling.Enabled = false
+	}
+	if *strict {
+		if len(cfg.Credentials) == 0 {
+			fmt.Fprintln(stderr, "fakeec2: --strict needs credentials in the config file")
+			return 2
+		}
+		cfg.Strict = true
+	}
+	region := fakeec2.NewRegion(cfg.RegionOptions())
+	opts := cfg.ServerOptions()
+	opts.Logger = log
+	srv := fakeec2.NewServer(region, opts)
+	if _, err := cfg.Apply(region, srv); err != nil {
+		fmt.Fprintf(stderr, "fakeec2: --config %s: %v\n", *cfgPath, err)
+		return 2
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "fakeec2: --listen %s: %v\n", *listen, err)
+		return 1
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(stdout, "fakeec2: EC2 API http://%s (region %s, throttling %v)\n", ln.Addr(), region.Name(), cfg.Throttling.Enabled)
+	fmt.Fprintf(stdout, "fakeec2: control API http://%s%s\n", ln.Addr(), fakeec2.ControlPrefix)
+	for _, i := range srv.InstanceSummaries() {
+		fmt.Fprintf(stdout, "fakeec2: instance %s %s %s\n", i.InstanceID, i.InstanceType, i.PrivateIP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+		return 0
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return 0
+		}
+		log.Error("serve", "err", err)
+		return 1
+	}
+}

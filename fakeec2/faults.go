@@ -1,0 +1,222 @@
+package fakeec2
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"path"
+	"sync"
+	"time"
+)
+
+// Duration is a time.Duration that reads and writes as "1.5s" in JSON and YAML.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads "1.5s" or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var n int64
+		if err2 := json.Unmarshal(b, &n); err2 != nil {
+			return fmt.Errorf("duration must be a string like \"1.5s\": %w", err)
+		}
+		*d = Duration(n)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// UnmarshalText reads "1.5s" (used by YAML).
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes "1.5s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// FaultRule injects an error and/or latency into matching API calls.
+type FaultRule struct {
+	// ID names the rule; assigned when empty.
+	ID string `json:"id,omitempty" yaml:"id,omitempty"`
+	// Action is an EC2 action name or a glob ("Assign*", "*"); empty matches all.
+	Action string `json:"action,omitempty" yaml:"action,omitempty"`
+	// Code is the EC2 error code to answer with; empty injects latency only.
+	Code string `json:"code,omitempty" yaml:"code,omitempty"`
+	// Message overrides the error message.
+	Message string `json:"message,omitempty" yaml:"message,omitempty"`
+	// Status overrides the HTTP status (default: EC2's status for Code).
+	Status int `json:"status,omitempty" yaml:"status,omitempty"`
+	// Probability that a matching call is hit; 0 means always.
+	Probability float64 `json:"probability,omitempty" yaml:"probability,omitempty"`
+	// Count limits how many calls the rule hits; 0 means unlimited.
+	Count int `json:"count,omitempty" yaml:"count,omitempty"`
+	// After delays the rule's start, relative to when it was added.
+	After Duration `json:"after,omitempty" yaml:"after,omitempty"`
+	// For bounds the rule's active window; 0 means forever.
+	For Duration `json:"for,omitempty" yaml:"for,omitempty"`
+	// Latency is added to every call the rule hits.
+	Latency Duration `json:"latency,omitempty" yaml:"latency,omitempty"`
+
+	// Hits counts calls the rule has hit (read-only).
+	Hits int `json:"hits" yaml:"hits,omitempty"`
+	// Added is when the rule was installed (read-only).
+	Added time.Time `json:"added" yaml:"-"`
+}
+
+// Validate checks a rule for nonsense values.
+func (f *FaultRule) Validate() error {
+	switch {
+	case f.Probability < 0 || f.Probability > 1:
+		return fmt.Errorf("fault rule %q: probability %v not in [0,1]", f.ID, f.Probability)
+	case f.Count < 0:
+		return fmt.Errorf("fault rule %q: count %d is negative", f.ID, f.Count)
+	case f.After < 0 || f.For < 0 || f.Latency < 0:
+		return fmt.Errorf("fault rule %q: durations must not be negative", f.ID)
+	case f.Code == "" && f.Latency == 0:
+		return fmt.Errorf("fault rule %q: needs a code or a latency", f.ID)
+	case f.Status != 0 && (f.Status < 400 || f.Status > 599):
+		return fmt.Errorf("fault rule %q: status %d is not an HTTP error status", f.ID, f.Status)
+	}
+	if _, err := path.Match(f.Action, ""); err != nil {
+		return fmt.Errorf("fault rule %q: bad action pattern %q: %w", f.ID, f.Action, err)
+	}
+	return nil
+}
+
+// Faults holds the fault rules; dice are rolled from a seeded source.
+type Faults struct {
+	mu    sync.Mutex
+	rules []*FaultRule
+	rng   *rand.Rand
+	now   func() time.Time
+	next  int
+}
+
+// NewFaults returns an empty rule set.
+func NewFaults(seed uint64, now func() time.Time) *Faults {
+	if now == nil {
+		now = time.Now
+	}
+	return &Faults{rng: rand.New(rand.NewPCG(seed, 0xfa17)), now: now}
+}
+
+// Add installs rules, in order after existing ones.
+func (f *Faults) Add(rules ...FaultRule) ([]FaultRule, error) {
+	for i := range rules {
+		if err := rules[i].Validate(); err != nil {
+			return nil, err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]FaultRule, 0, len(rules))
+	for _, r := range rules {
+		r := r
+		if r.ID == "" {
+			f.next++
+			r.ID = fmt.Sprintf("fault-%d", f.next)
+		}
+		r.Added, r.Hits = f.now(), 0
+		f.rules = append(f.rules, &r)
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Remove deletes one rule; it reports whether it existed.
+func (f *Faults) Remove(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, r := range f.rules {
+		if r.ID == id {
+			f.rules = append(f.rules[:i], f.rules[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// Clear deletes every rule.
+func (f *Faults) Clear() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rules = nil
+}
+
+// List returns the rules with their hit counts.
+func (f *Faults) List() []FaultRule {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]FaultRule, len(f.rules))
+	for i, r := range f.rules {
+		out[i] = *r
+	}
+	return out
+}
+
+// Evaluate returns the latency to add and the error to answer for one call.
+func (f *Faults) Evaluate(action string) (time.Duration, *APIError) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	var lat time.Duration
+	for _, r := range f.rules {
+		if r.Action != "" {
+			if ok, _ := path.Match(r.Action, action); !ok {
+				continue
+			}
+		}
+		start := r.Added.Add(time.Duration(r.After))
+		if now.Before(start) || (r.For > 0 && !now.Before(start.Add(time.Duration(r.For)))) {
+			continue
+		}
+		if r.Count > 0 && r.Hits >= r.Count {
+			continue
+		}
+		if r.Probability > 0 && f.rng.Float64() >= r.Probability {
+			continue
+		}
+		r.Hits++
+		lat += time.Duration(r.Latency)
+		if r.Code != "" {
+			e := Errorf(r.Code, "%s", r.Message)
+			if r.Message == "" {
+				e.Message = defaultFaultMessage(r.Code, action)
+			}
+			if r.Status != 0 {
+				e.Status = r.Status
+			}
+			return lat, e
+		}
+	}
+	return lat, nil
+}
+
+func defaultFaultMessage(code, action string) string {
+	switch code {
+	case "RequestLimitExceeded":
+		return "Request limit exceeded."
+	case "InsufficientFreeAddressesInSubnet":
+		return "The specified subnet does not have enough free addresses to satisfy the request."
+	case "InsufficientCidrBlocks":
+		return "The specified subnet does not have enough free cidr blocks to satisfy the request."
+	case "InternalError":
+		return "An internal error has occurred"
+	case "UnauthorizedOperation":
+		return "You are not authorized to perform this operation."
+	}
+	return fmt.Sprintf("Injected fault for %s", action)
+}
