@@ -15,18 +15,18 @@ import (
 // JSON, which is YAML) and is applied through the model's own operations,
 // so a config can never build a state the API could not.
 type Config struct {
-	Region        string            `yaml:"region"`
-	AccountID     string            `yaml:"accountId"`
-	Seed          uint64            `yaml:"seed"`
-	Strict        bool              `yaml:"strict"`
-	Credentials   map[string]string `yaml:"credentials"`
-	Timing        Timing            `yaml:"timing"`
+	Region      string            `yaml:"region"`
+	AccountID   string            `yaml:"accountId"`
+	Seed        uint64            `yaml:"seed"`
+	Strict      bool              `yaml:"strict"`
+	Credentials map[string]string `yaml:"credentials"`
+	Timing      Timing            `yaml:"timing"`
 	// Throttling, when present, replaces the default throttling settings.
-	Throttling    *ThrottleConfig   `yaml:"throttling"`
-	Faults        []FaultRule       `yaml:"faults"`
-	InstanceTypes []InstanceType    `yaml:"instanceTypes"`
-	VPCs          []VPCConfig       `yaml:"vpcs"`
-	Instances     []InstanceConfig  `yaml:"instances"`
+	Throttling    *ThrottleConfig  `yaml:"throttling"`
+	Faults        []FaultRule      `yaml:"faults"`
+	InstanceTypes []InstanceType   `yaml:"instanceTypes"`
+	VPCs          []VPCConfig      `yaml:"vpcs"`
+	Instances     []InstanceConfig `yaml:"instances"`
 }
 
 // VPCConfig declares one VPC.

@@ -234,6 +234,7 @@ func (s *Server) writeResult(w http.ResponseWriter, c *call, r *http.Request, ou
 	buf.WriteString("</" + c.action + "Response>")
 	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
 	w.Header().Set("x-amzn-requestid", c.rid)
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf.Bytes())
 	var resp any

@@ -1,0 +1,57 @@
+# vpclab — see README.md.
+GO ?= go
+GOBIN ?= $(shell $(GO) env GOPATH)/bin
+PKGS := ./...
+
+.PHONY: all deps build test test-cli bench fuzz lint fmt vet catalog clean
+
+all: build
+
+## deps: install what builds and tests need on a bare Debian machine (root).
+deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=""; \
+		[ -x /usr/bin/aws ] || missing="$$missing awscli"; \
+		command -v ip >/dev/null || missing="$$missing iproute2"; \
+		if [ -n "$$missing" ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		fi; \
+	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2) yourself"; fi
+	$(GO) mod download
+
+## build: build every binary into bin/.
+build:
+	@mkdir -p bin
+	$(GO) build -o bin/ ./cmd/...
+
+## test: the whole test suite (what CI runs).
+test: build
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt: files above need formatting"; exit 1)
+	$(GO) test -race -count=1 $(PKGS)
+
+## bench: performance figures (BENCH lines) with their comparisons.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./fakeec2/ | tee /dev/stderr | grep -E '^BENCH' || true
+
+## fuzz: two minutes per fuzz target (not run in CI).
+fuzz:
+	$(GO) test ./fakeec2/ -run '^$$' -fuzz '^FuzzQueryDecoder$$' -fuzztime 2m
+	$(GO) test ./fakeec2/ -run '^$$' -fuzz '^FuzzFilters$$' -fuzztime 2m
+
+lint: vet
+	@test -z "$$(gofmt -l .)" || (gofmt -l .; exit 1)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w .
+
+## catalog: regenerate fakeec2/data/instance_types.json (see tools/gencatalog).
+catalog:
+	@test -n "$(CNI)" -a -n "$(RC)" || (echo "usage: make catalog CNI=vpc_ip_resource_limit.go RC=limits.go [DESCRIBE=instance_types.json.gz]"; exit 2)
+	$(GO) run ./tools/gencatalog --cni $(CNI) --rc $(RC) $(if $(DESCRIBE),--describe $(DESCRIBE)) > fakeec2/data/instance_types.json
+
+clean:
+	rm -rf bin
