@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// awsCLI is Debian's AWS CLI v2 (package awscli), installed by make deps.
+const awsCLI = "/usr/bin/aws"
+
+const worldYAML = `
+region: us-west-2
+seed: 7
+throttling:
+  enabled: true
+  overrides:
+    CreateTags: {capacity: 2, refill: 0.01}
+vpcs:
+  - name: main
+    cidr: 10.0.0.0/16
+    subnets:
+      - {name: big, cidr: 10.0.0.0/24, az: us-west-2a}
+      - {name: tiny, cidr: 10.0.1.0/28, az: us-west-2a}
+      - {name: pd, cidr: 10.0.2.0/24, az: us-west-2a}
+instances:
+  - {name: m5, type: m5.large, subnet: big}
+  - {name: nano, type: t3.nano, subnet: big}
+  - {name: pdnode, type: m5.large, subnet: pd}
+`
+
+type server struct {
+	t   *testing.T
+	url string
+}
+
+// startServer builds and starts the standalone binary and waits for the
+// control API, as other tools do.
+func startServer(t *testing.T, config string, extra ...string) *server {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "fakeec2")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cfg := filepath.Join(dir, "world.yaml")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--config", cfg}, extra...)...)
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(stdout)
+	re := regexp.MustCompile(`EC2 API (http://\S+)`)
+	var url string
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			url = m[1]
+			break
+		}
+	}
+	if url == "" {
+		t.Fatalf("server printed no endpoint; stderr: %s", stderr.String())
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get(url + "/_fake/v1/instances")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("control API never answered: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return &server{t: t, url: url}
+}
+
+func (s *server) instances() []map[string]any {
+	resp, err := http.Get(s.url + "/_fake/v1/instances")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		s.t.Fatal(err)
+	}
+	return out
+}
+
+// aws runs the CLI; it returns parsed JSON output or the error text.
+func (s *server) aws(args ...string) (map[string]any, string) {
+	s.t.Helper()
+	full := append([]string{"--endpoint-url", s.url, "--region", "us-west-2", "--output", "json", "ec2"}, args...)
+	cmd := exec.Command(awsCLI, full...)
+	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=secret", "AWS_MAX_ATTEMPTS=1",
+		"AWS_RETRY_MODE=standard", "AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		if _, ok := err.(*exec.ExitError); !ok {
+			s.t.Fatalf("run %s: %v", awsCLI, err)
+		}
+		return nil, stderr.String()
+	}
+	var out map[string]any
+	if stdout.Len() > 0 {
+		if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+			s.t.Fatalf("aws %v: bad JSON %q", args, stdout.String())
+		}
+	}
+	return out, ""
+}
+
+func (s *server) ok(args ...string) map[string]any {
+	s.t.Helper()
+	out, errText := s.aws(args...)
+	if errText != "" {
+		s.t.Fatalf("aws ec2 %s: %s", strings.Join(args, " "), errText)
+	}
+	return out
+}
+
+func (s *server) fails(code string, args ...string) {
+	s.t.Helper()
+	_, errText := s.aws(args...)
+	if !strings.Contains(errText, "("+code+")") {
+		s.t.Fatalf("aws ec2 %s: want %s, got %q", strings.Join(args, " "), code, errText)
+	}
+}
+
+func get(m any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m = m.(map[string]any)[k]
+		case int:
+			m = m.([]any)[k]
+		}
+	}
+	return m
+}
+
+func str(m any, path ...any) string { return fmt.Sprint(get(m, path...)) }
+
+func TestAWSCLIv2(t *testing.T) {
+	if _, err := os.Stat(awsCLI); err != nil {
+		t.Fatalf("%s missing (run make deps): %v", awsCLI, err)
+	}
+	s := startServer(t, worldYAML)
+	byType := map[string]map[string]any{}
+	for _, i := range s.instances() {
+		if _, ok := i["instanceId"].(string); !ok {
+			t.Fatalf("instance without instanceId: %v", i)
+		}
+		byType[str(i, "instanceType")+"/"+str(i, "subnetId")] = i
+	}
+	subnets := s.ok("describe-subnets")
+	ids := map[string]string{}
+	for _, sn := range get(subnets, "Subnets").([]any) {
+		ids[str(sn, "CidrBlock")] = str(sn, "SubnetId")
+	}
+	big, tiny, pd := ids["10.0.0.0/24"], ids["10.0.1.0/28"], ids["10.0.2.0/24"]
+	m5 := str(byType["m5.large/"+big], "instanceId")
+	nano := str(byType["t3.nano/"+big], "instanceId")
+	pdnode := byType["m5.large/"+pd]
+
+	t.Run("m5.large 3 ENIs x 10 IPv4", func(t *testing.T) {
+		d := s.ok("describe-instances", "--instance-ids", m5)
+		primary := str(d, "Reservations", 0, "Instances", 0, "NetworkInterfaces", 0, "NetworkInterfaceId")
+		s.ok("assign-private-ip-addresses", "--network-interface-id", primary, "--secondary-private-ip-address-count", "9")
+		s.fails("PrivateIpAddressLimitExceeded", "assign-private-ip-addresses", "--network-interface-id", primary, "--secondary-private-ip-address-count", "1")
+		for dev := 1; dev <= 3; dev++ {
+			eni := str(s.ok("create-network-interface", "--subnet-id", big), "NetworkInterface", "NetworkInterfaceId")
+			args := []string{"attach-network-interface", "--network-interface-id", eni, "--instance-id", m5, "--device-index", fmt.Sprint(dev)}
+			if dev == 3 {
+				s.fails("AttachmentLimitExceeded", args...)
+			} else {
+				s.ok(args...)
+			}
+		}
+	})
+	t.Run("t3.nano 2 ENIs x 2 IPv4", func(t *testing.T) {
+		d := s.ok("describe-instances", "--instance-ids", nano)
+		primary := str(d, "Reservations", 0, "Instances", 0, "NetworkInterfaces", 0, "NetworkInterfaceId")
+		s.fails("PrivateIpAddressLimitExceeded", "assign-private-ip-addresses", "--network-interface-id", primary, "--secondary-private-ip-address-count", "2")
+		s.ok("assign-private-ip-addresses", "--network-interface-id", primary, "--secondary-private-ip-address-count", "1")
+		e1 := str(s.ok("create-network-interface", "--subnet-id", big), "NetworkInterface", "NetworkInterfaceId")
+		e2 := str(s.ok("create-network-interface", "--subnet-id", big), "NetworkInterface", "NetworkInterfaceId")
+		s.ok("attach-network-interface", "--network-interface-id", e1, "--instance-id", nano, "--device-index", "1")
+		s.fails("AttachmentLimitExceeded", "attach-network-interface", "--network-interface-id", e2, "--instance-id", nano, "--device-index", "2")
+	})
+	t.Run("/28 exhausts after 11 addresses", func(t *testing.T) {
+		out := s.ok("create-network-interface", "--subnet-id", tiny, "--secondary-private-ip-address-count", "10")
+		addrs := get(out, "NetworkInterface", "PrivateIpAddresses").([]any)
+		if len(addrs) != 11 {
+			t.Fatalf("got %d addresses", len(addrs))
+		}
+		seen := map[string]bool{}
+		for _, a := range addrs {
+			ip := netip.MustParseAddr(str(a, "PrivateIpAddress"))
+			if last := ip.As4()[3]; seen[ip.String()] || last < 4 || last == 15 {
+				t.Fatalf("bad address %s", ip)
+			}
+			seen[ip.String()] = true
+		}
+		s.fails("InsufficientFreeAddressesInSubnet", "create-network-interface", "--subnet-id", tiny)
+		sn := s.ok("describe-subnets", "--subnet-ids", tiny)
+		if n := str(sn, "Subnets", 0, "AvailableIpAddressCount"); n != "0" {
+			t.Fatalf("available %s", n)
+		}
+	})
+	t.Run("aligned /28 prefixes", func(t *testing.T) {
+		primary := str(pdnode, "primaryNetworkInterfaceId")
+		out := s.ok("assign-private-ip-addresses", "--network-interface-id", primary, "--ipv4-prefix-count", "3")
+		pfx := get(out, "AssignedIpv4Prefixes").([]any)
+		if len(pfx) != 3 {
+			t.Fatalf("got %d prefixes", len(pfx))
+		}
+		for _, p := range pfx {
+			pf := netip.MustParsePrefix(str(p, "Ipv4Prefix"))
+			if pf.Bits() != 28 || pf.Masked() != pf || !netip.MustParsePrefix("10.0.2.0/24").Contains(pf.Addr()) {
+				t.Fatalf("prefix %s", pf)
+			}
+		}
+		d := s.ok("describe-network-interfaces", "--filters", "Name=network-interface-id,Values="+primary)
+		if n := len(get(d, "NetworkInterfaces", 0, "Ipv4Prefixes").([]any)); n != 3 {
+			t.Fatalf("describe shows %d prefixes", n)
+		}
+	})
+	t.Run("trunk and branch", func(t *testing.T) {
+		trunk := str(s.ok("create-network-interface", "--subnet-id", big, "--interface-type", "trunk", "--description", "trunk-eni"), "NetworkInterface", "NetworkInterfaceId")
+		branch := str(s.ok("create-network-interface", "--subnet-id", big, "--description", "branch-eni"), "NetworkInterface", "NetworkInterfaceId")
+		d := s.ok("describe-instances", "--instance-ids", str(pdnode, "instanceId"))
+		_ = d
+		// pdnode is in another subnet but the same AZ and VPC: attach the trunk there.
+		s.ok("attach-network-interface", "--network-interface-id", trunk, "--instance-id", str(pdnode, "instanceId"), "--device-index", "1")
+		as := s.ok("associate-trunk-interface", "--branch-interface-id", branch, "--trunk-interface-id", trunk, "--vlan-id", "42")
+		if str(as, "InterfaceAssociation", "VlanId") != "42" || str(as, "InterfaceAssociation", "InterfaceProtocol") != "VLAN" {
+			t.Fatalf("association %v", as)
+		}
+		di := s.ok("describe-network-interfaces", "--network-interface-ids", branch, trunk)
+		types := map[string]string{}
+		for _, n := range get(di, "NetworkInterfaces").([]any) {
+			types[str(n, "NetworkInterfaceId")] = str(n, "InterfaceType")
+		}
+		if types[trunk] != "trunk" || types[branch] != "branch" {
+			t.Fatalf("interface types %v", types)
+		}
+		dt := s.ok("describe-trunk-interface-associations", "--association-ids", str(as, "InterfaceAssociation", "AssociationId"))
+		if n := len(get(dt, "InterfaceAssociations").([]any)); n != 1 {
+			t.Fatalf("describe associations: %d", n)
+		}
+	})
+	t.Run("RequestLimitExceeded under a burst", func(t *testing.T) {
+		// CreateTags has a 2-token bucket in this world; the third call in a
+		// row is throttled (the CLI runs with one attempt).
+		for i := 0; i < 2; i++ {
+			s.ok("create-tags", "--resources", m5, "--tags", fmt.Sprintf("Key=k%d,Value=v", i))
+		}
+		s.fails("RequestLimitExceeded", "create-tags", "--resources", m5, "--tags", "Key=k9,Value=v")
+		resp, err := http.Get(s.url + "/_fake/v1/events?code=RequestLimitExceeded")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var recs []map[string]any
+		json.NewDecoder(resp.Body).Decode(&recs)
+		if len(recs) != 1 || recs[0]["eventName"] != "CreateTags" || !strings.Contains(fmt.Sprint(recs[0]["userAgent"]), "aws-cli/2") {
+			t.Fatalf("audit records %v", recs)
+		}
+	})
+	resp, err := http.Get(s.url + "/_fake/v1/invariants")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("invariants: %v %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+}
+
+func TestServeErrors(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"bogus"}, &out, &errb); code != 2 {
+		t.Fatalf("bogus command: exit %d", code)
+	}
+	errb.Reset()
+	if code := run([]string{"serve", "--config", "/nonexistent.yaml"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--config") {
+		t.Fatalf("missing config: exit %d %s", code, errb.String())
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("vpcs:\n  - name: x\n    cidr: 10.0.0.0/8\n"), 0o644)
+	errb.Reset()
+	if code := run([]string{"serve", "--config", bad}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "InvalidVpc.Range") {
+		t.Fatalf("bad CIDR: exit %d %s", code, errb.String())
+	}
+	os.WriteFile(bad, []byte("vpcz: []\n"), 0o644)
+	errb.Reset()
+	if code := run([]string{"serve", "--config", bad}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "vpcz") {
+		t.Fatalf("unknown field: exit %d %s", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"serve", "--strict"}, &out, &errb); code != 2 {
+		t.Fatalf("strict without credentials: exit %d", code)
+	}
+}
