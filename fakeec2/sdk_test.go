@@ -145,3 +145,5 @@ func (bufferedClient) Do(req *http.Request) (*http.Response, error) {
 	}
 	return http.DefaultClient.Do(req)
 }
+
+func httptestServer(h http.Handler) *httptest.Server { return httptest.NewServer(h) }
