@@ -3,7 +3,6 @@ package fakeec2
 import (
 	"bytes"
 	"encoding/xml"
-	"io"
 	"net/url"
 	"sort"
 	"strconv"
@@ -201,7 +200,7 @@ func xmlToJSON(body []byte) any {
 	var root any
 	for {
 		tok, err := d.Token()
-		if err == io.EOF || err != nil {
+		if err != nil { // io.EOF or a decode error ends the walk
 			break
 		}
 		switch t := tok.(type) {

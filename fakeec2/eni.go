@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -516,12 +515,4 @@ func (r *Region) trunksSorted() []*TrunkAssociation {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
-}
-
-func joinAddrs[T fmt.Stringer](xs []T) string {
-	s := make([]string, len(xs))
-	for i, x := range xs {
-		s[i] = x.String()
-	}
-	return strings.Join(s, ", ")
 }

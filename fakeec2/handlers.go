@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // handler decodes one action's parameters, calls the model and returns the
@@ -464,13 +463,10 @@ func (s *Server) runInstances(q *qnode) (any, error) {
 
 func (s *Server) xmlInstance(i *Instance, enis []NetworkInterface, groups map[string]string) xInstance {
 	x := xInstance{InstanceID: i.ID, ImageID: i.ImageID, InstanceType: i.Type, LaunchTime: fmtTime(i.LaunchTime),
-		SubnetID: i.SubnetID, VPCID: i.VPCID, SourceDestCheck: true, Architecture: "x86_64", Hypervisor: "xen",
+		SubnetID: i.SubnetID, VPCID: i.VPCID, SourceDestCheck: true, Architecture: "x86_64", Hypervisor: "xen", // EC2 reports "xen" for Nitro instances too
 		RootDeviceType: "ebs", TagSet: tagSet(i.Tags)}
 	x.InstanceState.Code, x.InstanceState.Name = StateCode(i.State), i.State
 	x.Placement.AvailabilityZone, x.Placement.AvailabilityZoneID, x.Placement.Tenancy = i.AZ, i.AZID, "default"
-	if it, ok := s.region.InstanceType(i.Type); ok && it.Hypervisor == "nitro" {
-		x.Hypervisor = "xen" // EC2 reports "xen" for Nitro instances too.
-	}
 	if i.State != "terminated" {
 		x.PrivateIPAddress, x.PrivateDNSName = i.PrivateIP.String(), dnsName(i.PrivateIP, s.region.Name())
 	}
@@ -1161,5 +1157,3 @@ func (s *Server) describeTrunkAssociations(q *qnode) (any, error) {
 	}
 	return out, nil
 }
-
-var _ = time.Second

@@ -204,8 +204,7 @@ func (s *Server) xmlVPC(v *VPC) xVPC {
 	x := xVPC{VPCID: v.ID, OwnerID: s.region.AccountID(), State: v.State, CIDRBlock: v.CIDRBlocks[0].String(),
 		DHCPOptionsID: "dopt-0fake0000000001", InstanceTenancy: "default", TagSet: tagSet(v.Tags)}
 	for i, c := range v.CIDRBlocks {
-		a := xCIDRAssoc{AssociationID: v.ID[4:] + "-cidr-" + strconv.Itoa(i), CIDRBlock: c.String()}
-		a.AssociationID = "vpc-cidr-assoc-" + v.ID[4:] + strconv.Itoa(i)
+		a := xCIDRAssoc{AssociationID: "vpc-cidr-assoc-" + v.ID[4:] + strconv.Itoa(i), CIDRBlock: c.String()}
 		a.State.State = "associated"
 		x.CIDRSet.Items = append(x.CIDRSet.Items, a)
 	}
@@ -265,10 +264,6 @@ type xSecurityGroup struct {
 	IPPermissions    struct{} `xml:"ipPermissions"`
 	IPPermsEgress    struct{} `xml:"ipPermissionsEgress"`
 	TagSet           *xTagSet `xml:"tagSet"`
-}
-
-type xInstanceENI struct {
-	xENI
 }
 
 type xInstance struct {
