@@ -126,6 +126,7 @@ type AssignPrivateIPsInput struct {
 func (r *Region) AssignPrivateIPs(in AssignPrivateIPsInput) ([]netip.Addr, []netip.Prefix, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("AssignPrivateIpAddresses")
 	e, err := r.lookupENI(in.ENIID)
 	if err != nil {
 		return nil, nil, err
@@ -235,6 +236,7 @@ func (r *Region) markSeen(e *eniState, key any, at time.Time) {
 func (r *Region) UnassignPrivateIPs(eniID string, addrs []netip.Addr, prefixes []netip.Prefix) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("UnassignPrivateIpAddresses")
 	e, err := r.lookupENI(eniID)
 	if err != nil {
 		return err
@@ -377,6 +379,7 @@ type AssignIPv6Input struct {
 func (r *Region) AssignIPv6(in AssignIPv6Input) ([]netip.Addr, []netip.Prefix, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("AssignIpv6Addresses")
 	e, err := r.lookupENI(in.ENIID)
 	if err != nil {
 		return nil, nil, err
@@ -409,6 +412,7 @@ func (r *Region) AssignIPv6(in AssignIPv6Input) ([]netip.Addr, []netip.Prefix, e
 func (r *Region) UnassignIPv6(eniID string, addrs []netip.Addr, prefixes []netip.Prefix) ([]netip.Addr, []netip.Prefix, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("UnassignIpv6Addresses")
 	e, err := r.lookupENI(eniID)
 	if err != nil {
 		return nil, nil, err

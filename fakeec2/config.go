@@ -3,6 +3,7 @@ package fakeec2
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"time"
@@ -71,8 +72,10 @@ type InstanceConfig struct {
 		HopLimit     int    `yaml:"hopLimit"`
 	} `yaml:"metadata"`
 	// IMDS is the listen address of the instances' metadata service
-	// (default an ephemeral loopback port).
+	// (default an ephemeral loopback port). A fixed port needs count 1.
 	IMDS string `yaml:"imds"`
+	// IMDSLag overrides timing.imdsLag for these instances.
+	IMDSLag *Duration `yaml:"imdsLag"`
 }
 
 // LoadConfig reads a YAML config file; unknown fields are errors.
@@ -108,7 +111,12 @@ func (c *Config) RegionOptions() Options {
 
 // ServerOptions returns the ServerOptions the config asks for.
 func (c *Config) ServerOptions() ServerOptions {
-	o := ServerOptions{Seed: c.Seed, Strict: c.Strict, Credentials: c.Credentials}
+	o := ServerOptions{Seed: c.Seed, Strict: c.Strict, Credentials: c.Credentials, IMDS: IMDSOptions{Lag: durationOf(c.Timing.IMDSLag)}}
+	for k, v := range c.Credentials { // the instance role signs with a configured key
+		if o.IMDS.RoleAccessKeyID == "" || k < o.IMDS.RoleAccessKeyID {
+			o.IMDS.RoleAccessKeyID, o.IMDS.RoleSecretKey = k, v
+		}
+	}
 	if c.Throttling != nil {
 		o.Throttle = *c.Throttling
 	}
@@ -203,6 +211,18 @@ func (c *Config) Apply(r *Region, s *Server) (*World, error) {
 			}
 			in.PrivateIP = a
 		}
+		if ic.IMDS != "" {
+			_, port, err := net.SplitHostPort(ic.IMDS)
+			if err != nil {
+				return nil, fmt.Errorf("config instances[%d] (%s): imds %q: %w", ii, ic.Name, ic.IMDS, err)
+			}
+			if port != "0" && ic.Count > 1 {
+				return nil, fmt.Errorf("config instances[%d] (%s): imds %q: a fixed port cannot serve %d instances (use port 0)", ii, ic.Name, ic.IMDS, ic.Count)
+			}
+		}
+		if ic.IMDSLag != nil && *ic.IMDSLag < 0 {
+			return nil, fmt.Errorf("config instances[%d] (%s): imdsLag %v is negative", ii, ic.Name, *ic.IMDSLag)
+		}
 		insts, err := r.RunInstances(in)
 		if err != nil {
 			return nil, fmt.Errorf("config instances[%d] (%s): %w", ii, ic.Name, err)
@@ -211,6 +231,11 @@ func (c *Config) Apply(r *Region, s *Server) (*World, error) {
 			w.Instances[ic.Name] = append(w.Instances[ic.Name], i.ID)
 			if ic.IMDS != "" {
 				w.IMDS[i.ID] = ic.IMDS
+			}
+			if ic.IMDSLag != nil && s != nil {
+				if err := s.IMDS().SetLag(i.ID, time.Duration(*ic.IMDSLag)); err != nil {
+					return nil, fmt.Errorf("config instances[%d] (%s): imdsLag: %w", ii, ic.Name, err)
+				}
 			}
 		}
 	}

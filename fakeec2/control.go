@@ -18,6 +18,8 @@ type Timing struct {
 	AttachLatency  Duration `json:"attachLatency" yaml:"attachLatency"`
 	DetachLatency  Duration `json:"detachLatency" yaml:"detachLatency"`
 	ConsistencyLag Duration `json:"consistencyLag" yaml:"consistencyLag"`
+	// IMDSLag is the default delay before a change shows in IMDS.
+	IMDSLag Duration `json:"imdsLag" yaml:"imdsLag"`
 }
 
 // InstanceSummary is one entry of GET /_fake/v1/instances.
@@ -90,6 +92,8 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		s.controlTiming(w, r)
 	case "events":
 		s.controlEvents(w, r)
+	case "imds":
+		s.controlIMDS(w, r, seg[1:])
 	case "invariants":
 		if !allow(w, r, http.MethodGet) {
 			return
@@ -117,19 +121,11 @@ func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 
 // InstanceSummaries lists instances as GET /_fake/v1/instances does.
 func (s *Server) InstanceSummaries() []InstanceSummary {
-	s.mu.Lock()
-	info := s.instanceInfo
-	s.mu.Unlock()
 	insts := s.region.Instances()
 	out := make([]InstanceSummary, 0, len(insts))
 	for _, i := range insts {
 		sum := InstanceSummary{InstanceID: i.ID, InstanceType: i.Type, State: i.State, PrivateIP: i.PrivateIP.String(),
-			SubnetID: i.SubnetID, VPCID: i.VPCID, AZ: i.AZ, PrimaryENI: i.PrimaryENI}
-		if info != nil {
-			if ep, ok := info(i.ID)["imdsEndpoint"].(string); ok {
-				sum.IMDSEndpoint = ep
-			}
-		}
+			SubnetID: i.SubnetID, VPCID: i.VPCID, AZ: i.AZ, PrimaryENI: i.PrimaryENI, IMDSEndpoint: s.imds.Endpoint(i.ID)}
 		out = append(out, sum)
 	}
 	return out
@@ -206,18 +202,19 @@ func (s *Server) controlTiming(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
 		a, d, l := s.region.Timing()
-		writeJSON(w, http.StatusOK, Timing{Duration(a), Duration(d), Duration(l)})
+		writeJSON(w, http.StatusOK, Timing{Duration(a), Duration(d), Duration(l), Duration(s.imds.DefaultLag())})
 	case http.MethodPut:
 		var t Timing
 		if err := decodeBody(r, &t); err != nil {
 			controlErr(w, http.StatusBadRequest, "%v", err)
 			return
 		}
-		if t.AttachLatency < 0 || t.DetachLatency < 0 || t.ConsistencyLag < 0 {
+		if t.AttachLatency < 0 || t.DetachLatency < 0 || t.ConsistencyLag < 0 || t.IMDSLag < 0 {
 			controlErr(w, http.StatusBadRequest, "durations must not be negative")
 			return
 		}
 		s.region.SetTiming(time.Duration(t.AttachLatency), time.Duration(t.DetachLatency), time.Duration(t.ConsistencyLag))
+		s.imds.SetDefaultLag(time.Duration(t.IMDSLag))
 		writeJSON(w, http.StatusOK, t)
 	default:
 		allow(w, r, http.MethodGet, http.MethodPut)
@@ -260,4 +257,47 @@ func (s *Server) controlEvents(w http.ResponseWriter, r *http.Request) {
 		recs = []Record{}
 	}
 	writeJSON(w, http.StatusOK, recs)
+}
+
+// controlIMDS lists the instances' metadata services (GET /_fake/v1/imds)
+// and sets one instance's propagation lag (PUT /_fake/v1/imds/{id} with
+// {"lag":"2s"}; a negative lag returns the instance to the default).
+func (s *Server) controlIMDS(w http.ResponseWriter, r *http.Request, rest []string) {
+	id := ""
+	if len(rest) > 0 {
+		id = rest[0]
+	}
+	switch {
+	case r.Method == http.MethodGet && id == "":
+		writeJSON(w, http.StatusOK, s.imds.Status())
+	case r.Method == http.MethodGet:
+		for _, st := range s.imds.Status() {
+			if st.InstanceID == id {
+				writeJSON(w, http.StatusOK, st)
+				return
+			}
+		}
+		controlErr(w, http.StatusNotFound, "no running instance %q", id)
+	case r.Method == http.MethodPut && id != "":
+		var body struct {
+			Lag *Duration `json:"lag"`
+		}
+		if err := decodeBody(r, &body); err != nil {
+			controlErr(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+		if body.Lag == nil {
+			controlErr(w, http.StatusBadRequest, "body needs a \"lag\" duration")
+			return
+		}
+		if err := s.imds.SetLag(id, time.Duration(*body.Lag)); err != nil {
+			controlErr(w, http.StatusNotFound, "%v", err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"instanceId": id, "lag": *body.Lag})
+	case id == "":
+		allow(w, r, http.MethodGet)
+	default:
+		allow(w, r, http.MethodGet, http.MethodPut)
+	}
 }

@@ -37,6 +37,7 @@ var validInterfaceTypes = map[string]string{"": "interface", "interface": "inter
 func (r *Region) CreateNetworkInterface(in CreateNetworkInterfaceInput) (NetworkInterface, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("CreateNetworkInterface")
 	if in.SubnetID == "" {
 		return NetworkInterface{}, errMissing("SubnetId")
 	}
@@ -224,6 +225,7 @@ func (r *Region) lookupENI(id string) (*eniState, error) {
 func (r *Region) DeleteNetworkInterface(id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("DeleteNetworkInterface")
 	e, err := r.lookupENI(id)
 	if err != nil {
 		return err
@@ -280,6 +282,7 @@ type AttachNetworkInterfaceInput struct {
 func (r *Region) AttachNetworkInterface(in AttachNetworkInterfaceInput) (Attachment, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("AttachNetworkInterface")
 	e, err := r.lookupENI(in.ENIID)
 	if err != nil {
 		return Attachment{}, err
@@ -363,6 +366,7 @@ func (r *Region) AttachNetworkInterface(in AttachNetworkInterfaceInput) (Attachm
 		time.AfterFunc(lat, func() {
 			r.mu.Lock()
 			defer r.mu.Unlock()
+			r.doing("AttachNetworkInterface")
 			if cur, ok := r.enis[e.ID]; ok && cur.Attachment != nil && cur.Attachment.ID == id && cur.Attachment.Status == "attaching" {
 				r.finishAttach(cur)
 			}
@@ -389,6 +393,7 @@ func (r *Region) emitAttach(e *eniState, state string) {
 func (r *Region) DetachNetworkInterface(attachmentID string, force bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("DetachNetworkInterface")
 	if attachmentID == "" {
 		return errMissing("AttachmentId")
 	}
@@ -420,6 +425,7 @@ func (r *Region) DetachNetworkInterface(attachmentID string, force bool) error {
 		time.AfterFunc(lat, func() {
 			r.mu.Lock()
 			defer r.mu.Unlock()
+			r.doing("DetachNetworkInterface")
 			if cur, ok := r.enis[eid]; ok && cur.Attachment != nil && cur.Attachment.ID == attachmentID {
 				r.finishDetach(cur)
 			}
@@ -431,6 +437,7 @@ func (r *Region) DetachNetworkInterface(attachmentID string, force bool) error {
 }
 
 func (r *Region) finishDetach(e *eniState) {
+	e.Attachment.Status = "detached"
 	r.emitAttach(e, "detached")
 	delete(r.attach, e.Attachment.ID)
 	e.Attachment, e.Status = nil, "available"
@@ -450,6 +457,7 @@ type ModifyNetworkInterfaceInput struct {
 func (r *Region) ModifyNetworkInterfaceAttribute(in ModifyNetworkInterfaceInput) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("ModifyNetworkInterfaceAttribute")
 	e, err := r.lookupENI(in.ENIID)
 	if err != nil {
 		return err

@@ -69,6 +69,11 @@ type FaultRule struct {
 	For Duration `json:"for,omitempty" yaml:"for,omitempty"`
 	// Latency is added to every call the rule hits.
 	Latency Duration `json:"latency,omitempty" yaml:"latency,omitempty"`
+	// IMDSLag makes the rule an IMDS rule: it never touches API calls;
+	// instead every change made by a matching action (an attach, an
+	// assignment…) reaches the affected instance's IMDS this much later
+	// than the instance's own lag. Count and Probability apply per change.
+	IMDSLag Duration `json:"imdsLag,omitempty" yaml:"imdsLag,omitempty"`
 
 	// Hits counts calls the rule has hit (read-only).
 	Hits int `json:"hits" yaml:"hits,omitempty"`
@@ -83,10 +88,12 @@ func (f *FaultRule) Validate() error {
 		return fmt.Errorf("fault rule %q: probability %v not in [0,1]", f.ID, f.Probability)
 	case f.Count < 0:
 		return fmt.Errorf("fault rule %q: count %d is negative", f.ID, f.Count)
-	case f.After < 0 || f.For < 0 || f.Latency < 0:
+	case f.After < 0 || f.For < 0 || f.Latency < 0 || f.IMDSLag < 0:
 		return fmt.Errorf("fault rule %q: durations must not be negative", f.ID)
-	case f.Code == "" && f.Latency == 0:
-		return fmt.Errorf("fault rule %q: needs a code or a latency", f.ID)
+	case f.IMDSLag > 0 && (f.Code != "" || f.Latency > 0):
+		return fmt.Errorf("fault rule %q: imdsLag delays IMDS and cannot be combined with code or latency (use two rules)", f.ID)
+	case f.Code == "" && f.Latency == 0 && f.IMDSLag == 0:
+		return fmt.Errorf("fault rule %q: needs a code, a latency or an imdsLag", f.ID)
 	case f.Status != 0 && (f.Status < 400 || f.Status > 599):
 		return fmt.Errorf("fault rule %q: status %d is not an HTTP error status", f.ID, f.Status)
 	}
@@ -167,6 +174,43 @@ func (f *Faults) List() []FaultRule {
 	return out
 }
 
+// hits reports whether rule r applies to action now, rolling its dice and
+// counting the hit; callers hold f.mu.
+func (f *Faults) hits(r *FaultRule, action string, now time.Time) bool {
+	if r.Action != "" {
+		if ok, _ := path.Match(r.Action, action); !ok {
+			return false
+		}
+	}
+	start := r.Added.Add(time.Duration(r.After))
+	if now.Before(start) || (r.For > 0 && !now.Before(start.Add(time.Duration(r.For)))) {
+		return false
+	}
+	if r.Count > 0 && r.Hits >= r.Count {
+		return false
+	}
+	if r.Probability > 0 && f.rng.Float64() >= r.Probability {
+		return false
+	}
+	r.Hits++
+	return true
+}
+
+// IMDSLag returns the extra IMDS propagation delay for one change made by
+// action: the sum of the imdsLag of every IMDS rule that hits it.
+func (f *Faults) IMDSLag(action string) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	var lag time.Duration
+	for _, r := range f.rules {
+		if r.IMDSLag > 0 && f.hits(r, action, now) {
+			lag += time.Duration(r.IMDSLag)
+		}
+	}
+	return lag
+}
+
 // Evaluate returns the latency to add and the error to answer for one call.
 func (f *Faults) Evaluate(action string) (time.Duration, *APIError) {
 	f.mu.Lock()
@@ -174,22 +218,9 @@ func (f *Faults) Evaluate(action string) (time.Duration, *APIError) {
 	now := f.now()
 	var lat time.Duration
 	for _, r := range f.rules {
-		if r.Action != "" {
-			if ok, _ := path.Match(r.Action, action); !ok {
-				continue
-			}
-		}
-		start := r.Added.Add(time.Duration(r.After))
-		if now.Before(start) || (r.For > 0 && !now.Before(start.Add(time.Duration(r.For)))) {
+		if r.IMDSLag > 0 || !f.hits(r, action, now) {
 			continue
 		}
-		if r.Count > 0 && r.Hits >= r.Count {
-			continue
-		}
-		if r.Probability > 0 && f.rng.Float64() >= r.Probability {
-			continue
-		}
-		r.Hits++
 		lat += time.Duration(r.Latency)
 		if r.Code != "" {
 			e := Errorf(r.Code, "%s", r.Message)

@@ -2,6 +2,7 @@ package fakeec2
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -32,9 +33,12 @@ const (
 // Change is one state change, reported in the order the model applied it.
 // Fields that do not apply to a kind are zero.
 type Change struct {
-	Seq        uint64
-	Time       time.Time
-	Kind       ChangeKind
+	Seq  uint64
+	Time time.Time
+	Kind ChangeKind
+	// Action is the EC2 API action whose call (or whose timer, for the
+	// second half of an attach or detach) caused the change.
+	Action     string
 	InstanceID string
 	ENIID      string
 	MAC        string
@@ -198,8 +202,40 @@ func (r *Region) SubscribeWithSnapshot() (Snapshot, *Subscription) {
 	return snap, sub
 }
 
-// emit publishes a change; callers hold r.mu so changes are ordered as applied.
+// emit publishes a change; callers hold r.mu so changes are ordered as
+// applied. Synchronous observers (IMDS) see it before the method returns.
 func (r *Region) emit(c Change) {
 	c.Time = r.opts.Now()
+	if c.Action == "" {
+		c.Action = r.action
+	}
+	for _, o := range r.observers {
+		o.fn(c)
+	}
 	r.feed.publish(c)
 }
+
+// observer is an in-package consumer called synchronously, under r.mu, for
+// every change. It may read the region's maps but must not call its methods.
+type observer struct{ fn func(Change) }
+
+// observe registers fn under r.mu (with init run first, also under r.mu, so
+// it can copy the current state atomically) and returns a cancel function.
+func (r *Region) observe(init func(), fn func(Change)) (cancel func()) {
+	o := &observer{fn: fn}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if init != nil {
+		init()
+	}
+	r.observers = append(r.observers, o)
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.observers = slices.DeleteFunc(r.observers, func(x *observer) bool { return x == o })
+	}
+}
+
+// doing names the API action whose changes are about to be emitted; callers
+// hold r.mu.
+func (r *Region) doing(action string) { r.action = action }

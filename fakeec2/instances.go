@@ -37,6 +37,7 @@ func StateCode(name string) int { return instanceStateCode[name] }
 func (r *Region) RunInstances(in RunInstancesInput) ([]Instance, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("RunInstances")
 	if in.InstanceType == "" {
 		return nil, errMissing("InstanceType")
 	}
@@ -135,6 +136,7 @@ func (r *Region) RunInstances(in RunInstancesInput) ([]Instance, error) {
 func (r *Region) TerminateInstances(ids []string) ([]InstanceStateChange, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("TerminateInstances")
 	if len(ids) == 0 {
 		return nil, errMissing("InstanceId")
 	}

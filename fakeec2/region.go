@@ -56,7 +56,9 @@ type Region struct {
 	types    map[string]*InstanceType
 	order    []string // ENI ids in creation order, for stable listings
 
-	feed feed
+	feed      feed
+	observers []*observer
+	action    string // the action being applied, stamped on emitted changes
 }
 
 type subnetState struct {
@@ -402,6 +404,7 @@ func (r *Region) Instance(id string) (Instance, error) {
 func (r *Region) SetMetadataOptions(id string, m MetadataOptions) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("ModifyInstanceMetadataOptions")
 	i, ok := r.insts[id]
 	if !ok {
 		return errInstanceNotFound(id)

@@ -36,6 +36,7 @@ func newEnv(t *testing.T, opts fakeec2.Options, sopts fakeec2.ServerOptions, sub
 	s := fakeec2.NewServer(r, sopts)
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
+	t.Cleanup(func() { _ = s.Close() })
 	e := &env{t: t, region: r, srv: s, http: hs, ec2: newClient(hs.URL, 1)}
 	ctx := context.Background()
 	v, err := e.ec2.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.0.0.0/16")})

@@ -40,6 +40,9 @@ type ServerOptions struct {
 	Logger *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// IMDS configures the instance metadata service (its Faults are the
+	// server's own).
+	IMDS IMDSOptions
 }
 
 // Server serves the EC2 Query API for a Region, with throttling, fault
@@ -53,12 +56,10 @@ type Server struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	imds *IMDS
+
 	ridMu sync.Mutex
 	rid   *rand.Rand
-
-	// Extra control endpoints (IMDS listing) plugged in by the embedding program.
-	mu           sync.Mutex
-	instanceInfo func(id string) map[string]any
 }
 
 // NewServer returns a server for region.
@@ -71,12 +72,26 @@ func NewServer(region *Region, opts ServerOptions) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{
+	s := &Server{
 		region: region, throttle: NewThrottler(opts.Throttle, now), faults: NewFaults(opts.Seed, now),
 		audit: NewAudit(opts.AuditCapacity), opts: opts, log: log, now: now,
 		rid: rand.New(rand.NewPCG(opts.Seed, 0x5eed)),
 	}
+	io := opts.IMDS
+	io.Faults = s.faults
+	if io.Logger == nil {
+		io.Logger = log
+	}
+	s.imds = NewIMDS(region, io)
+	return s
 }
+
+// Close releases the server's IMDS listeners and stops it following the
+// region. The EC2 handler itself holds nothing to release.
+func (s *Server) Close() error { return s.imds.Close() }
+
+// IMDS returns the instance metadata service of the server's region.
+func (s *Server) IMDS() *IMDS { return s.imds }
 
 // Region returns the model behind the server.
 func (s *Server) Region() *Region { return s.region }
@@ -89,14 +104,6 @@ func (s *Server) Faults() *Faults { return s.faults }
 
 // Audit returns the audit log.
 func (s *Server) Audit() *Audit { return s.audit }
-
-// SetInstanceInfo registers a function adding fields (such as imdsEndpoint)
-// to each instance listed by GET /_fake/v1/instances.
-func (s *Server) SetInstanceInfo(f func(id string) map[string]any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.instanceInfo = f
-}
 
 func (s *Server) requestID() string {
 	s.ridMu.Lock()

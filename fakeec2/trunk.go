@@ -17,6 +17,7 @@ type AssociateTrunkInput struct {
 func (r *Region) AssociateTrunkInterface(in AssociateTrunkInput) (TrunkAssociation, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("AssociateTrunkInterface")
 	if in.BranchID == "" {
 		return TrunkAssociation{}, errMissing("BranchInterfaceId")
 	}
@@ -91,6 +92,7 @@ func (r *Region) AssociateTrunkInterface(in AssociateTrunkInput) (TrunkAssociati
 func (r *Region) DisassociateTrunkInterface(id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.doing("DisassociateTrunkInterface")
 	if id == "" {
 		return errMissing("AssociationId")
 	}

@@ -3,17 +3,24 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 )
 
 // awsCLI is Debian's AWS CLI v2 (package awscli), installed by make deps.
@@ -42,6 +49,28 @@ instances:
 type server struct {
 	t   *testing.T
 	url string
+
+	mu  sync.Mutex
+	out []string // stdout lines after the EC2 API line
+}
+
+// printed waits until the server has printed n lines after its EC2 API
+// line and returns them.
+func (s *server) printed(n int) []string {
+	s.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		out := slices.Clone(s.out)
+		s.mu.Unlock()
+		if len(out) >= n {
+			return out
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("server printed %d lines, want %d: %q", len(out), n, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // startServer builds and starts the standalone binary and waits for the
@@ -77,8 +106,12 @@ func startServer(t *testing.T, config string, extra ...string) *server {
 	if url == "" {
 		t.Fatalf("server printed no endpoint; stderr: %s", stderr.String())
 	}
+	srv := &server{t: t, url: url}
 	go func() {
 		for sc.Scan() {
+			srv.mu.Lock()
+			srv.out = append(srv.out, sc.Text())
+			srv.mu.Unlock()
 		}
 	}()
 	deadline := time.Now().Add(5 * time.Second)
@@ -95,7 +128,7 @@ func startServer(t *testing.T, config string, extra ...string) *server {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return &server{t: t, url: url}
+	return srv
 }
 
 func (s *server) instances() []map[string]any {
@@ -324,5 +357,110 @@ func TestServeErrors(t *testing.T) {
 	errb.Reset()
 	if code := run([]string{"serve", "--strict"}, &out, &errb); code != 2 {
 		t.Fatalf("strict without credentials: exit %d", code)
+	}
+}
+
+const imdsYAML = `
+region: eu-west-1
+vpcs:
+  - name: main
+    cidr: 10.2.0.0/16
+    subnets:
+      - {name: a, cidr: 10.2.0.0/24, az: eu-west-1b}
+instances:
+  - {name: fixed, type: m5.large, subnet: a, imds: "127.0.0.1:0", metadata: {httpTokens: required}}
+  - {name: auto, type: t3.small, subnet: a, imdsLag: 1s}
+`
+
+// TestStandaloneIMDS checks that every instance, from the config and from
+// RunInstances, gets an IMDS listener that is printed, listed as
+// imdsEndpoint, and usable through AWS_EC2_METADATA_SERVICE_ENDPOINT.
+func TestStandaloneIMDS(t *testing.T) {
+	s := startServer(t, imdsYAML)
+	lines := s.printed(3) // control API + 2 instances
+	re := regexp.MustCompile(`instance (i-[0-9a-f]+) \S+ \S+ imds (http://127\.0\.0\.1:\d+)$`)
+	printed := map[string]string{}
+	for _, l := range lines {
+		if m := re.FindStringSubmatch(l); m != nil {
+			printed[m[1]] = m[2]
+		}
+	}
+	if len(printed) != 2 {
+		t.Fatalf("start-up lines lack IMDS endpoints: %q", lines)
+	}
+	readID := func(endpoint string) string {
+		t.Helper()
+		t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint)
+		t.Setenv("AWS_CONFIG_FILE", "/dev/null")
+		t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+		cfg, err := config.LoadDefaultConfig(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := imds.NewFromConfig(cfg).GetMetadata(context.Background(), &imds.GetMetadataInput{Path: "instance-id"})
+		if err != nil {
+			t.Fatalf("IMDS at %s: %v", endpoint, err)
+		}
+		b, _ := io.ReadAll(out.Content)
+		return string(b)
+	}
+	for _, i := range s.instances() {
+		id, ep := str(i, "instanceId"), str(i, "imdsEndpoint")
+		if printed[id] != ep {
+			t.Fatalf("instance %s: printed %q, listed %q", id, printed[id], ep)
+		}
+		if got := readID(ep); got != id {
+			t.Fatalf("IMDS at %s says instance-id %q, want %s", ep, got, id)
+		}
+	}
+	// An instance launched through the API gets a listener too.
+	subnet := str(s.ok("describe-subnets"), "Subnets", 0, "SubnetId")
+	out := s.ok("run-instances", "--instance-type", "c5.xlarge", "--subnet-id", subnet, "--image-id", "ami-11112222", "--count", "1")
+	id := str(out, "Instances", 0, "InstanceId")
+	var ep string
+	for _, i := range s.instances() {
+		if str(i, "instanceId") == id {
+			ep, _ = i["imdsEndpoint"].(string)
+		}
+	}
+	if ep == "" {
+		t.Fatalf("RunInstances instance %s has no imdsEndpoint", id)
+	}
+	if got := readID(ep); got != id {
+		t.Fatalf("new instance's IMDS says %q, want %s", got, id)
+	}
+	// The control API shows lags (the config gave "auto" its own).
+	resp, err := http.Get(s.url + "/_fake/v1/imds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st []map[string]any
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	own := 0
+	for _, x := range st {
+		if x["ownLag"] == true && x["lag"] == "1s" {
+			own++
+		}
+	}
+	if len(st) != 3 || own != 1 {
+		t.Fatalf("GET /_fake/v1/imds = %v", st)
+	}
+}
+
+func TestServeIMDSConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	base := "vpcs:\n  - name: v\n    cidr: 10.0.0.0/16\n    subnets: [{name: a, cidr: 10.0.0.0/24}]\ninstances:\n"
+	for _, c := range []struct{ inst, want string }{
+		{"  - {type: m5.large, subnet: a, count: 2, imds: \"127.0.0.1:9999\"}", "fixed port"},
+		{"  - {type: m5.large, subnet: a, imds: \"nonsense\"}", "imds \"nonsense\""},
+		{"  - {type: m5.large, subnet: a, imdsLag: -1s}", "imdsLag"},
+	} {
+		os.WriteFile(bad, []byte(base+c.inst+"\n"), 0o644)
+		var out, errb bytes.Buffer
+		if code := run([]string{"serve", "--listen", "127.0.0.1:0", "--config", bad}, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%s: exit %d, stderr %s", c.inst, code, errb.String())
+		}
 	}
 }

@@ -3,6 +3,8 @@
 // run against it unmodified.
 //
 //	fakeec2 serve --listen 127.0.0.1:8787 [--config world.yaml] [--no-throttle] [--seed N]
+//
+// Every instance also gets an IMDS listener (point AWS_EC2_METADATA_SERVICE_ENDPOINT at it).
 package main
 
 import (
@@ -27,9 +29,11 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, `usage: fakeec2 serve [--listen ADDR] [--config FILE] [--no-throttle] [--seed N] [--strict] [--log-level LEVEL]
+	fmt.Fprintln(w, `usage: fakeec2 serve [--listen ADDR] [--config FILE] [--no-throttle] [--seed N] [--strict] [--imds-host HOST] [--log-level LEVEL]
 
-Serves a fake EC2 region: the EC2 Query API at /, the control API at /_fake/v1/.`)
+Serves a fake EC2 region: the EC2 Query API at /, the control API at /_fake/v1/,
+and one instance metadata service (IMDS) listener per instance, listed by
+GET /_fake/v1/instances (imdsEndpoint) and printed at start-up.`)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -49,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 0, "seed for ids, request ids and fault dice (overrides the config)")
 	strict := fs.Bool("strict", false, "verify SigV4 signatures against the config's credentials")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	imdsHost := fs.String("imds-host", "127.0.0.1", "host on which every instance gets an IMDS listener on a free port (unless the config gives one)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -93,10 +98,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	opts := cfg.ServerOptions()
 	opts.Logger = log
 	srv := fakeec2.NewServer(region, opts)
-	if _, err := cfg.Apply(region, srv); err != nil {
+	defer srv.Close()
+	world, err := cfg.Apply(region, srv)
+	if err != nil {
 		fmt.Fprintf(stderr, "fakeec2: --config %s: %v\n", *cfgPath, err)
 		return 2
 	}
+	auto := net.JoinHostPort(*imdsHost, "0")
+	for _, i := range region.Instances() {
+		if i.State != "running" {
+			continue
+		}
+		addr, ok := world.IMDS[i.ID]
+		if !ok {
+			addr = auto
+		}
+		if _, err := srv.IMDS().Listen(i.ID, addr); err != nil {
+			fmt.Fprintf(stderr, "fakeec2: %v\n", err)
+			return 1
+		}
+	}
+	srv.IMDS().SetAutoListen(auto)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "fakeec2: --listen %s: %v\n", *listen, err)
@@ -106,7 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "fakeec2: EC2 API http://%s (region %s, throttling %v)\n", ln.Addr(), region.Name(), cfg.Throttling.Enabled)
 	fmt.Fprintf(stdout, "fakeec2: control API http://%s%s\n", ln.Addr(), fakeec2.ControlPrefix)
 	for _, i := range srv.InstanceSummaries() {
-		fmt.Fprintf(stdout, "fakeec2: instance %s %s %s\n", i.InstanceID, i.InstanceType, i.PrivateIP)
+		fmt.Fprintf(stdout, "fakeec2: instance %s %s %s imds %s\n", i.InstanceID, i.InstanceType, i.PrivateIP, i.IMDSEndpoint)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
