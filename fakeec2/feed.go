@@ -239,3 +239,11 @@ func (r *Region) observe(init func(), fn func(Change)) (cancel func()) {
 // doing names the API action whose changes are about to be emitted; callers
 // hold r.mu.
 func (r *Region) doing(action string) { r.action = action }
+
+// FeedSeq returns the sequence number of the newest change; a consumer that
+// has processed it is caught up with the region.
+func (r *Region) FeedSeq() uint64 {
+	r.feed.mu.Lock()
+	defer r.feed.mu.Unlock()
+	return r.feed.seq
+}

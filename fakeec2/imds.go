@@ -438,21 +438,18 @@ func (h imdsHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(rep.body)))
-	var restore func()
 	if rep.hopLimit > 0 {
 		if c, ok := req.Context().Value(imdsConnKey{}).(net.Conn); ok {
-			restore = setConnTTL(c, rep.hopLimit)
+			// Every packet of the token response, retransmissions included,
+			// leaves with TTL = hop limit; the connection is closed after
+			// it so no later response inherits the TTL.
+			setConnTTL(c, rep.hopLimit)
+			w.Header().Set("Connection", "close")
 		}
 	}
 	w.WriteHeader(rep.status)
 	if req.Method != http.MethodHead {
 		_, _ = w.Write([]byte(rep.body))
-	}
-	if restore != nil {
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
-		}
-		restore()
 	}
 }
 
