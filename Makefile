@@ -13,10 +13,14 @@ deps:
 		missing=""; \
 		[ -x /usr/bin/aws ] || missing="$$missing awscli"; \
 		command -v ip >/dev/null || missing="$$missing iproute2"; \
+		command -v iptables >/dev/null || missing="$$missing iptables"; \
+		command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
+		command -v ping >/dev/null || missing="$$missing iputils-ping"; \
+		command -v sysctl >/dev/null || missing="$$missing procps"; \
 		if [ -n "$$missing" ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		fi; \
-	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2) yourself"; fi
+	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2), iproute2, iptables, tcpdump, iputils-ping, procps yourself"; fi
 	$(GO) mod download
 
 ## build: build every binary into bin/.
@@ -32,7 +36,7 @@ test: build
 
 ## bench: performance figures (BENCH lines) with their comparisons.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./fakeec2/ | tee /dev/stderr | grep -E '^BENCH' || true
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./fakeec2/ ./fabric/ | tee /dev/stderr | grep -E '^BENCH' || true
 
 ## fuzz: two minutes per fuzz target (not run in CI).
 fuzz:
