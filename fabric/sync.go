@@ -3,6 +3,7 @@ package fabric
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/vpclab/vpclab/fakeec2"
@@ -82,6 +83,14 @@ func (f *Fabric) removeStale() error {
 				continue
 			}
 			f.log.Info("removing stale link", "router", r.nsName, "link", name)
+			if _, vid, ok := strings.Cut(name, "."); ok && strings.HasPrefix(name, "b") {
+				// A branch link: also drop its filter on the trunk.
+				if parent, err := r.h.LinkByIndex(l.Attrs().ParentIndex); err == nil {
+					n, _ := strconv.Atoi(vid)
+					errs = append(errs, f.vlan.Del(r.h, parent, name, n))
+					continue
+				}
+			}
 			if err := r.h.LinkDel(l); err != nil && !isNotFound(err) {
 				errs = append(errs, fmt.Errorf("router %s: delete %s: %w", r.vpcID, name, err))
 			}

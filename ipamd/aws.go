@@ -1,0 +1,187 @@
+package ipamd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/smithy-go"
+)
+
+// cloud wraps the EC2 and IMDS clients: every call is rate limited on the
+// client side, timed and counted in the awscni_* metrics.
+type cloud struct {
+	ec2    *ec2.Client
+	imds   *imds.Client
+	region string
+	m      *metrics
+	lim    *limiter
+	log    *slog.Logger
+}
+
+// bodyCopyClient hands the transport its own copy of the request body, so
+// the SDK closing the body early cannot drop a connection mid-response.
+type bodyCopyClient struct{ c *http.Client }
+
+func (b bodyCopyClient) Do(req *http.Request) (*http.Response, error) {
+	if req.Body != nil && req.Body != http.NoBody {
+		data, err := io.ReadAll(req.Body)
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(data))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+	}
+	return b.c.Do(req)
+}
+
+// newCloud builds the clients from the SDK's default configuration: the
+// credential chain, AWS_EC2_METADATA_SERVICE_ENDPOINT for IMDS,
+// AWS_ENDPOINT_URL_EC2 or AWS_EC2_ENDPOINT for EC2, the standard retryer.
+func newCloud(ctx context.Context, c *Config, m *metrics, log *slog.Logger) (*cloud, error) {
+	hc := bodyCopyClient{c: &http.Client{Timeout: c.HTTPTimeout}}
+	awsCfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(hc))
+	if err != nil {
+		return nil, fmt.Errorf("aws config: %w", err)
+	}
+	cl := &cloud{imds: imds.NewFromConfig(awsCfg), m: m, lim: newLimiter(c.EC2QPS, c.EC2Burst), log: log}
+	var region *imds.GetRegionOutput
+	err = cl.timed(ctx, "imds:GetRegion", false, func() (err error) {
+		region, err = cl.imds.GetRegion(ctx, &imds.GetRegionInput{})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("region from IMDS: %w", err)
+	}
+	cl.region = region.Region
+	awsCfg.Region = region.Region
+	ua := "amazon-vpc-cni-k8s/vpclab"
+	if c.Version != "" {
+		ua = "amazon-vpc-cni-k8s/" + c.Version
+	}
+	cl.ec2 = ec2.NewFromConfig(awsCfg, func(o *ec2.Options) {
+		if c.EC2Endpoint != "" {
+			o.BaseEndpoint = aws.String(c.EC2Endpoint)
+		}
+		o.AppID = ua
+	})
+	return cl, nil
+}
+
+// errorCode returns the EC2 error code of err ("" when none).
+func errorCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
+// timed runs one AWS call: rate limit (EC2 only), latency and counters.
+func (c *cloud) timed(ctx context.Context, api string, isEC2 bool, f func() error) error {
+	if isEC2 {
+		if err := c.lim.wait(ctx); err != nil {
+			return err
+		}
+		c.m.ec2Req.WithLabelValues(api).Inc()
+	}
+	t0 := time.Now()
+	err := f()
+	ms := float64(time.Since(t0).Microseconds()) / 1000
+	status := "200"
+	isErr := "false"
+	if err != nil {
+		isErr, status = "true", "error"
+		code := errorCode(err)
+		if code == "" {
+			code = "other"
+		}
+		c.m.apiErr.WithLabelValues(api, code).Inc()
+		if isEC2 {
+			c.m.ec2Err.WithLabelValues(api).Inc()
+		}
+	}
+	c.m.apiLatency.WithLabelValues(api, isErr, status).Observe(ms)
+	return err
+}
+
+// errNotFound marks a metadata key IMDS does not have (404).
+var errNotFound = errors.New("not found in IMDS")
+
+// metadata reads one IMDS path (under meta-data/) as trimmed text.
+func (c *cloud) metadata(ctx context.Context, path string) (string, error) {
+	var out *imds.GetMetadataOutput
+	err := c.timed(ctx, "imds:"+path, false, func() (err error) {
+		out, err = c.imds.GetMetadata(ctx, &imds.GetMetadataInput{Path: path})
+		return err
+	})
+	if err != nil {
+		if strings.Contains(err.Error(), "StatusCode: 404") {
+			return "", fmt.Errorf("%s: %w", path, errNotFound)
+		}
+		return "", fmt.Errorf("imds %s: %w", path, err)
+	}
+	defer out.Content.Close()
+	b, err := io.ReadAll(out.Content)
+	if err != nil {
+		return "", fmt.Errorf("imds %s: %w", path, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// metadataList reads an IMDS list; a 404 is an empty list.
+func (c *cloud) metadataList(ctx context.Context, path string) ([]string, error) {
+	v, err := c.metadata(ctx, path)
+	if errors.Is(err, errNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(v), nil
+}
+
+// limiter is a token bucket: qps tokens a second, up to burst.
+type limiter struct {
+	mu     sync.Mutex
+	qps    float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newLimiter(qps float64, burst int) *limiter {
+	return &limiter{qps: qps, burst: float64(burst), tokens: float64(burst), last: time.Now()}
+}
+
+func (l *limiter) wait(ctx context.Context) error {
+	for {
+		l.mu.Lock()
+		now := time.Now()
+		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.qps)
+		l.last = now
+		if l.tokens >= 1 {
+			l.tokens--
+			l.mu.Unlock()
+			return nil
+		}
+		need := time.Duration((1 - l.tokens) / l.qps * float64(time.Second))
+		l.mu.Unlock()
+		select {
+		case <-time.After(need):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

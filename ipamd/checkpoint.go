@@ -1,0 +1,78 @@
+package ipamd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// CheckpointVersion is the VPC CNI's checkpoint format version.
+const CheckpointVersion = "vpc-cni-ipam/1"
+
+// Allocation is one checkpointed assignment, in the VPC CNI's JSON shape.
+type Allocation struct {
+	IPAMKey
+	IPv4                string       `json:"ipv4,omitempty"`
+	IPv6                string       `json:"ipv6,omitempty"`
+	AllocationTimestamp int64        `json:"allocationTimestamp"`
+	Metadata            IPAMMetadata `json:"metadata"`
+}
+
+// checkpointFile is the file's top level.
+type checkpointFile struct {
+	Version     string       `json:"version"`
+	Allocations []Allocation `json:"allocations"`
+}
+
+// WriteCheckpoint writes the allocations atomically: a temporary file in
+// the same directory, fsync, rename.
+func WriteCheckpoint(path string, allocs []Allocation) error {
+	if allocs == nil {
+		allocs = []Allocation{}
+	}
+	b, err := json.Marshal(checkpointFile{Version: CheckpointVersion, Allocations: allocs})
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	_, werr := f.Write(b)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadCheckpoint reads a checkpoint; a missing file is a fresh node (nil).
+func ReadCheckpoint(path string) ([]Allocation, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	var c checkpointFile
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	if c.Version != CheckpointVersion {
+		return nil, fmt.Errorf("checkpoint %s: version %q, want %q", path, c.Version, CheckpointVersion)
+	}
+	return c.Allocations, nil
+}

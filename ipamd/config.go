@@ -1,0 +1,274 @@
+package ipamd
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is ipamd's configuration, read from the same environment
+// variables as aws-node (same names, defaults and validation), plus
+// VPCLAB_* duration knobs that scenarios shrink to run in seconds.
+type Config struct {
+	WarmENITarget          int
+	WarmIPTarget           int // 0: unset
+	MinimumIPTarget        int // 0: unset
+	WarmPrefixTarget       int
+	EnablePrefixDelegation bool
+	MaxENI                 int // -1: unset
+	MTU                    int
+	VethPrefix             string
+	ExternalSNAT           bool
+	ExcludeSNATCIDRs       []netip.Prefix
+	RandomizeSNAT          string // prng | hashrandom | none
+	ConnMark               uint32
+	NodePortSupport        bool
+	LogLevel               string
+	LogFile                string
+	DisableMetrics         bool
+	DisableIntrospection   bool
+	DisableLeakedENIClean  bool
+	DisableProvisioning    bool
+	AdditionalENITags      map[string]string
+	ClusterName            string
+	EnableIPv4             bool
+	EnableIPv6             bool
+	EnablePodENI           bool
+	NetworkPolicyMode      string
+	EC2Endpoint            string // AWS_EC2_ENDPOINT
+	IntrospectionAddr      string
+	MetricsAddr            string
+	SocketPath             string
+	TCPAddr                string // "" disables the v1.22-style TCP listener
+	BackingStore           string
+	HTTPTimeout            time.Duration
+	Version                string
+
+	// Timers (VPC CNI constants; VPCLAB_* overrides).
+	IPCooldown              time.Duration
+	PoolInterval            time.Duration
+	DecreaseInterval        time.Duration
+	ReconcileInterval       time.Duration
+	InsufficientCIDRBackoff time.Duration
+	MinENILifetime          time.Duration
+	ENIAttachWait           time.Duration
+	LeakedENIInterval       time.Duration
+	LeakedENIGrace          time.Duration
+	// EC2QPS and EC2Burst bound ipamd's own EC2 call rate (client side).
+	EC2QPS   float64
+	EC2Burst int
+	// MaxPods caps the pool (TotalIPs ≥ MaxPods stops growth); 0: none.
+	MaxPods int
+}
+
+// Env reads one variable; tests pass a map-backed lookup.
+type Env func(string) (string, bool)
+
+// ConfigFromEnv reads the process environment.
+func ConfigFromEnv() (*Config, error) { return LoadConfig(os.LookupEnv) }
+
+// LoadConfig builds a Config from env, or an error naming the bad variable.
+func LoadConfig(env Env) (*Config, error) {
+	p := parser{env: env}
+	c := &Config{
+		WarmENITarget:          p.intv("WARM_ENI_TARGET", 1, 0, 1<<16),
+		WarmIPTarget:           p.intv("WARM_IP_TARGET", 0, 0, 1<<16),
+		MinimumIPTarget:        p.intv("MINIMUM_IP_TARGET", 0, 0, 1<<16),
+		WarmPrefixTarget:       p.intv("WARM_PREFIX_TARGET", 1, 0, 1<<16),
+		EnablePrefixDelegation: p.boolv("ENABLE_PREFIX_DELEGATION", false),
+		MaxENI:                 p.intv("MAX_ENI", -1, -1, 1<<10),
+		MTU:                    p.intv("AWS_VPC_ENI_MTU", 9001, 576, 9001),
+		VethPrefix:             p.str("AWS_VPC_K8S_CNI_VETHPREFIX", "eni"),
+		ExternalSNAT:           p.boolv("AWS_VPC_K8S_CNI_EXTERNALSNAT", false),
+		ExcludeSNATCIDRs:       p.cidrs("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS"),
+		RandomizeSNAT:          p.oneOf("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "prng", "hashrandom", "none"),
+		ConnMark:               uint32(p.intv("AWS_VPC_K8S_CNI_CONNMARK", 0x80, 1, 1<<31-1)),
+		NodePortSupport:        p.boolv("AWS_VPC_CNI_NODE_PORT_SUPPORT", true),
+		LogLevel:               p.oneOf("AWS_VPC_K8S_CNI_LOGLEVEL", "debug", "debug", "info", "warn", "warning", "error"),
+		LogFile:                p.str("AWS_VPC_K8S_CNI_LOG_FILE", "/var/log/aws-routed-eni/ipamd.log"),
+		DisableMetrics:         p.boolv("DISABLE_METRICS", false),
+		DisableIntrospection:   p.boolv("DISABLE_INTROSPECTION", false),
+		DisableLeakedENIClean:  p.boolv("DISABLE_LEAKED_ENI_CLEANUP", false),
+		DisableProvisioning:    p.boolv("DISABLE_NETWORK_RESOURCE_PROVISIONING", false),
+		AdditionalENITags:      p.tags("ADDITIONAL_ENI_TAGS"),
+		ClusterName:            p.str("CLUSTER_NAME", ""),
+		EnableIPv4:             p.boolv("ENABLE_IPv4", true),
+		EnableIPv6:             p.boolv("ENABLE_IPv6", false),
+		EnablePodENI:           p.boolv("ENABLE_POD_ENI", false),
+		NetworkPolicyMode:      p.oneOf("NETWORK_POLICY_ENFORCING_MODE", "", "none", "strict", "standard"),
+		EC2Endpoint:            p.str("AWS_EC2_ENDPOINT", ""),
+		IntrospectionAddr:      p.str("INTROSPECTION_BIND_ADDRESS", "127.0.0.1:61679"),
+		MetricsAddr:            p.str("VPCLAB_METRICS_ADDR", ":61678"),
+		SocketPath:             p.str("VPCLAB_IPAMD_SOCKET", "/var/run/aws-node/ipamd.sock"),
+		TCPAddr:                p.str("VPCLAB_IPAMD_TCP", ""),
+		BackingStore:           p.str("AWS_VPC_K8S_CNI_BACKING_STORE", "/var/run/aws-node/ipam.json"),
+		HTTPTimeout:            time.Duration(max(p.intv("HTTP_TIMEOUT", 10, 1, 3600), 10)) * time.Second,
+		Version:                p.str("VPC_CNI_VERSION", ""),
+
+		IPCooldown:              time.Duration(p.intv("IP_COOLDOWN_PERIOD", 30, 0, 86400)) * time.Second,
+		PoolInterval:            p.dur("VPCLAB_POOL_INTERVAL", 5*time.Second),
+		DecreaseInterval:        p.dur("VPCLAB_DECREASE_INTERVAL", 30*time.Second),
+		ReconcileInterval:       p.dur("VPCLAB_RECONCILE_INTERVAL", 60*time.Second),
+		InsufficientCIDRBackoff: p.dur("VPCLAB_INSUFFICIENT_CIDR_COOLDOWN", 120*time.Second),
+		MinENILifetime:          p.dur("VPCLAB_MIN_ENI_LIFETIME", time.Minute),
+		ENIAttachWait:           p.dur("VPCLAB_ENI_ATTACH_WAIT", 50*time.Second),
+		LeakedENIInterval:       p.dur("VPCLAB_LEAKED_ENI_INTERVAL", time.Hour),
+		LeakedENIGrace:          p.dur("VPCLAB_LEAKED_ENI_GRACE", 5*time.Minute),
+		EC2QPS:                  p.float("VPCLAB_EC2_QPS", 20),
+		EC2Burst:                p.intv("VPCLAB_EC2_BURST", 40, 1, 1<<20),
+		MaxPods:                 p.intv("VPCLAB_MAX_PODS", 0, 0, 1<<20),
+	}
+	if v, ok := env("VPCLAB_IP_COOLDOWN"); ok && v != "" { // sub-second cooldowns for scenarios
+		c.IPCooldown = p.dur("VPCLAB_IP_COOLDOWN", c.IPCooldown)
+	}
+	if c.MaxENI == 0 {
+		c.MaxENI = -1 // MAX_ENI applies only when ≥ 1
+	}
+	if p.err == nil {
+		switch {
+		case c.EnableIPv4 == c.EnableIPv6:
+			p.err = fmt.Errorf("ENABLE_IPv4=%v and ENABLE_IPv6=%v: exactly one must be true", c.EnableIPv4, c.EnableIPv6)
+		case c.EnableIPv6:
+			p.err = fmt.Errorf("ENABLE_IPv6=true: IPv6 mode is not supported by vpclab's ipamd yet")
+		case len(c.VethPrefix) > 4 || c.VethPrefix == "" || c.VethPrefix == "eth" || c.VethPrefix == "lo" || c.VethPrefix == "vlan":
+			p.err = fmt.Errorf("AWS_VPC_K8S_CNI_VETHPREFIX=%q: must be 1-4 characters and not eth, lo or vlan", c.VethPrefix)
+		}
+	}
+	if p.err != nil {
+		return nil, p.err
+	}
+	return c, nil
+}
+
+type parser struct {
+	env Env
+	err error
+}
+
+func (p *parser) get(name string) (string, bool) {
+	v, ok := p.env(name)
+	v = strings.TrimSpace(v)
+	return v, ok && v != ""
+}
+
+func (p *parser) fail(name, v, want string) {
+	if p.err == nil {
+		p.err = fmt.Errorf("%s=%q: %s", name, v, want)
+	}
+}
+
+func (p *parser) str(name, def string) string {
+	if v, ok := p.get(name); ok {
+		return v
+	}
+	return def
+}
+
+func (p *parser) intv(name string, def, lo, hi int) int {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 0, 64)
+	if err != nil || int(n) < lo || int(n) > hi {
+		p.fail(name, v, fmt.Sprintf("want an integer in [%d, %d]", lo, hi))
+		return def
+	}
+	return int(n)
+}
+
+func (p *parser) float(name string, def float64) float64 {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 {
+		p.fail(name, v, "want a positive number")
+		return def
+	}
+	return f
+}
+
+func (p *parser) boolv(name string, def bool) bool {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.fail(name, v, "want true or false")
+		return def
+	}
+	return b
+}
+
+func (p *parser) dur(name string, def time.Duration) time.Duration {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		p.fail(name, v, "want a non-negative duration like 500ms or 5s")
+		return def
+	}
+	return d
+}
+
+func (p *parser) oneOf(name, def string, allowed ...string) string {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	for _, a := range allowed {
+		if strings.EqualFold(v, a) {
+			return a
+		}
+	}
+	p.fail(name, v, "want one of "+strings.Join(allowed, ", "))
+	return def
+}
+
+func (p *parser) cidrs(name string) []netip.Prefix {
+	v, ok := p.get(name)
+	if !ok {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		c, err := netip.ParsePrefix(s)
+		if err != nil || !c.Addr().Is4() {
+			p.fail(name, v, fmt.Sprintf("%q is not an IPv4 CIDR", s))
+			return nil
+		}
+		out = append(out, c.Masked())
+	}
+	return out
+}
+
+func (p *parser) tags(name string) map[string]string {
+	v, ok := p.get(name)
+	if !ok {
+		return nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal([]byte(v), &m); err != nil {
+		p.fail(name, v, "want a JSON object of string tags")
+		return nil
+	}
+	for k := range m {
+		if strings.Contains(k, "k8s.amazonaws.com") {
+			delete(m, k) // reserved, as aws-node does
+		}
+	}
+	return m
+}

@@ -1,0 +1,540 @@
+package ipamd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+)
+
+// IPAMKey identifies one pod interface: (network name, container id, ifname).
+type IPAMKey struct {
+	NetworkName string `json:"networkName"`
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// IsZero reports whether no part of the key is set.
+func (k IPAMKey) IsZero() bool { return k == IPAMKey{} }
+
+func (k IPAMKey) valid() bool { return k.NetworkName != "" && k.ContainerID != "" && k.IfName != "" }
+
+// IPAMMetadata is what the datastore remembers about the pod.
+type IPAMMetadata struct {
+	K8SPodNamespace string `json:"k8sPodNamespace,omitempty"`
+	K8SPodName      string `json:"k8sPodName,omitempty"`
+	InterfacesCount int    `json:"interfacesCount,omitempty"`
+}
+
+// AddressInfo is one address the datastore tracks.
+type AddressInfo struct {
+	Address        string
+	IPAMKey        IPAMKey
+	IPAMMetadata   IPAMMetadata
+	AssignedTime   time.Time
+	UnassignedTime time.Time
+}
+
+func (a *AddressInfo) assigned() bool { return !a.IPAMKey.IsZero() }
+
+// CidrInfo is one /32 secondary address or /28 prefix of an ENI.
+type CidrInfo struct {
+	Cidr          jsonIPNet
+	IPAddresses   map[string]*AddressInfo
+	IsPrefix      bool
+	AddressFamily string
+	prefix        netip.Prefix
+}
+
+// jsonIPNet marshals like net.IPNet (IP string, Mask base64), as the VPC
+// CNI's introspection shows it.
+type jsonIPNet struct {
+	IP   string
+	Mask []byte
+}
+
+func newCidr(p netip.Prefix, isPrefix bool) *CidrInfo {
+	n := net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
+	return &CidrInfo{Cidr: jsonIPNet{IP: n.IP.String(), Mask: n.Mask}, IPAddresses: map[string]*AddressInfo{}, IsPrefix: isPrefix, prefix: p}
+}
+
+func (c *CidrInfo) size() int { return 1 << (32 - c.prefix.Bits()) }
+
+func (c *CidrInfo) assignedCount() int {
+	n := 0
+	for _, a := range c.IPAddresses {
+		if a.assigned() {
+			n++
+		}
+	}
+	return n
+}
+
+// ENI is one ENI in the datastore, shaped like the VPC CNI's ENI for
+// introspection.
+type ENI struct {
+	ID                  string
+	IsPrimary           bool
+	IsTrunk             bool
+	IsEFA               bool
+	DeviceNumber        int
+	AvailableIPv4Cidrs  map[string]*CidrInfo
+	IPv6Cidrs           map[string]*CidrInfo
+	IsExcludedForPodIPs bool
+	RouteTableID        int
+	SubnetID            string
+
+	createTime time.Time
+	mac        string
+	primaryIP  netip.Addr
+	subnet     netip.Prefix
+}
+
+// Errors of the datastore.
+var (
+	ErrNoAvailableIP = errors.New("datastore: no available IP addresses")
+	ErrUnknownPod    = errors.New("datastore: unknown pod")
+	ErrENIInUse      = errors.New("datastore: ENI has assigned addresses")
+)
+
+// Stats are the datastore's counts in the active mode.
+type Stats struct {
+	TotalIPs    int
+	AssignedIPs int
+	CooldownIPs int
+	// Prefix-mode counts.
+	TotalPrefixes int
+	FreePrefixes  int
+}
+
+// Available is Total − Assigned (cooling addresses count as available).
+func (s Stats) Available() int { return s.TotalIPs - s.AssignedIPs }
+
+// DataStore holds the node's ENIs and which pod holds which address.
+type DataStore struct {
+	mu       sync.Mutex
+	enis     map[string]*ENI
+	pd       bool
+	cooldown time.Duration
+	now      func() time.Time
+	persist  func([]Allocation) error
+}
+
+// NewDataStore returns an empty datastore; persist (may be nil) is called
+// with every allocation after each change, and a failure rolls it back.
+func NewDataStore(prefixMode bool, cooldown time.Duration, persist func([]Allocation) error) *DataStore {
+	return &DataStore{enis: map[string]*ENI{}, pd: prefixMode, cooldown: cooldown, now: time.Now, persist: persist}
+}
+
+// AddENI adds an ENI (no addresses yet).
+func (d *DataStore) AddENI(e *ENI) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.enis[e.ID]; ok {
+		return fmt.Errorf("datastore: ENI %s already present", e.ID)
+	}
+	if e.AvailableIPv4Cidrs == nil {
+		e.AvailableIPv4Cidrs = map[string]*CidrInfo{}
+	}
+	if e.IPv6Cidrs == nil {
+		e.IPv6Cidrs = map[string]*CidrInfo{}
+	}
+	if e.createTime.IsZero() {
+		e.createTime = d.now()
+	}
+	d.enis[e.ID] = e
+	return nil
+}
+
+// HasENI reports whether the ENI is in the datastore.
+func (d *DataStore) HasENI(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.enis[id]
+	return ok
+}
+
+// AddCIDR adds a /32 secondary address or a /28 prefix to an ENI.
+func (d *DataStore) AddCIDR(eniID string, p netip.Prefix, isPrefix bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.enis[eniID]
+	if !ok {
+		return fmt.Errorf("datastore: unknown ENI %s", eniID)
+	}
+	if _, ok := e.AvailableIPv4Cidrs[p.String()]; !ok {
+		e.AvailableIPv4Cidrs[p.String()] = newCidr(p, isPrefix)
+	}
+	return nil
+}
+
+// DelCIDR removes an unassigned CIDR from an ENI.
+func (d *DataStore) DelCIDR(eniID string, p netip.Prefix) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.enis[eniID]
+	if !ok {
+		return fmt.Errorf("datastore: unknown ENI %s", eniID)
+	}
+	c, ok := e.AvailableIPv4Cidrs[p.String()]
+	if !ok {
+		return nil
+	}
+	if c.assignedCount() > 0 {
+		return fmt.Errorf("datastore: %s on %s has assigned addresses", p, eniID)
+	}
+	delete(e.AvailableIPv4Cidrs, p.String())
+	return nil
+}
+
+// DelENI removes an ENI without assigned addresses.
+func (d *DataStore) DelENI(id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.enis[id]
+	if !ok {
+		return nil
+	}
+	for _, c := range e.AvailableIPv4Cidrs {
+		if c.assignedCount() > 0 {
+			return fmt.Errorf("%w: %s", ErrENIInUse, id)
+		}
+	}
+	delete(d.enis, id)
+	return nil
+}
+
+// activeCidr reports whether a CIDR counts in the current mode.
+func (d *DataStore) activeCidr(c *CidrInfo) bool { return c.IsPrefix == d.pd }
+
+func (d *DataStore) sortedENIs() []*ENI {
+	out := make([]*ENI, 0, len(d.enis))
+	for _, e := range d.enis {
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].DeviceNumber < out[j].DeviceNumber })
+	return out
+}
+
+func sortedCidrs(e *ENI) []*CidrInfo {
+	out := make([]*CidrInfo, 0, len(e.AvailableIPv4Cidrs))
+	for _, c := range e.AvailableIPv4Cidrs {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].prefix.Addr().Less(out[j].prefix.Addr()) })
+	return out
+}
+
+// GetStats returns the counts of the active mode.
+func (d *DataStore) GetStats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats()
+}
+
+func (d *DataStore) stats() Stats {
+	var s Stats
+	now := d.now()
+	for _, e := range d.enis {
+		if e.IsExcludedForPodIPs || e.IsTrunk {
+			continue
+		}
+		for _, c := range e.AvailableIPv4Cidrs {
+			if !d.activeCidr(c) {
+				continue
+			}
+			s.TotalIPs += c.size()
+			n := 0
+			for _, a := range c.IPAddresses {
+				if a.assigned() {
+					n++
+				} else if !a.UnassignedTime.IsZero() && now.Sub(a.UnassignedTime) < d.cooldown {
+					s.CooldownIPs++
+				}
+			}
+			s.AssignedIPs += n
+			if c.IsPrefix {
+				s.TotalPrefixes++
+				if n == 0 {
+					s.FreePrefixes++
+				}
+			}
+		}
+	}
+	return s
+}
+
+// AssignPodIP gives the pod an address, or returns the one it already has
+// (ADD is idempotent). It returns the ENI the address belongs to.
+func (d *DataStore) AssignPodIP(key IPAMKey, meta IPAMMetadata) (netip.Addr, ENI, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, _, a := d.find(key); a != nil {
+		return netip.MustParseAddr(a.Address), *e, nil
+	}
+	now := d.now()
+	for _, e := range d.sortedENIs() {
+		if e.IsExcludedForPodIPs || e.IsTrunk {
+			continue
+		}
+		for _, c := range sortedCidrs(e) {
+			if !d.activeCidr(c) {
+				continue
+			}
+			a, fresh := d.pick(c, now)
+			if a == nil {
+				continue
+			}
+			prev := *a
+			a.IPAMKey, a.IPAMMetadata, a.AssignedTime, a.UnassignedTime = key, meta, now, time.Time{}
+			if err := d.save(); err != nil {
+				if fresh {
+					delete(c.IPAddresses, a.Address)
+				} else {
+					*a = prev
+				}
+				return netip.Addr{}, ENI{}, fmt.Errorf("datastore: checkpoint: %w", err)
+			}
+			return netip.MustParseAddr(a.Address), *e, nil
+		}
+	}
+	return netip.Addr{}, ENI{}, ErrNoAvailableIP
+}
+
+// pick returns a free address of c out of cooldown: a tracked one, or the
+// lowest one not tracked yet (fresh, now tracked).
+func (d *DataStore) pick(c *CidrInfo, now time.Time) (*AddressInfo, bool) {
+	var best *AddressInfo
+	for _, a := range c.IPAddresses {
+		if a.assigned() || (!a.UnassignedTime.IsZero() && now.Sub(a.UnassignedTime) < d.cooldown) {
+			continue
+		}
+		if best == nil || netip.MustParseAddr(a.Address).Less(netip.MustParseAddr(best.Address)) {
+			best = a
+		}
+	}
+	if best != nil {
+		return best, false
+	}
+	for ip := c.prefix.Masked().Addr(); c.prefix.Contains(ip); ip = ip.Next() {
+		if _, ok := c.IPAddresses[ip.String()]; !ok {
+			a := &AddressInfo{Address: ip.String()}
+			c.IPAddresses[ip.String()] = a
+			return a, true
+		}
+	}
+	return nil, false
+}
+
+func (d *DataStore) find(key IPAMKey) (*ENI, *CidrInfo, *AddressInfo) {
+	for _, e := range d.enis {
+		for _, c := range e.AvailableIPv4Cidrs {
+			for _, a := range c.IPAddresses {
+				if a.IPAMKey == key {
+					return e, c, a
+				}
+			}
+		}
+	}
+	return nil, nil, nil
+}
+
+// UnassignPodIP releases the pod's address into cooldown and returns it.
+func (d *DataStore) UnassignPodIP(key IPAMKey) (netip.Addr, ENI, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, _, a := d.find(key)
+	if a == nil {
+		return netip.Addr{}, ENI{}, ErrUnknownPod
+	}
+	prev := *a
+	a.IPAMKey, a.IPAMMetadata, a.UnassignedTime = IPAMKey{}, IPAMMetadata{}, d.now()
+	if err := d.save(); err != nil {
+		*a = prev
+		return netip.Addr{}, ENI{}, fmt.Errorf("datastore: checkpoint: %w", err)
+	}
+	return netip.MustParseAddr(a.Address), *e, nil
+}
+
+// Allocations lists every assigned address, for the checkpoint.
+func (d *DataStore) Allocations() []Allocation {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.allocations()
+}
+
+func (d *DataStore) allocations() []Allocation {
+	var out []Allocation
+	for _, e := range d.sortedENIs() {
+		for _, c := range sortedCidrs(e) {
+			for _, a := range c.IPAddresses {
+				if a.assigned() {
+					out = append(out, Allocation{IPAMKey: a.IPAMKey, IPv4: a.Address, AllocationTimestamp: a.AssignedTime.UnixNano(), Metadata: a.IPAMMetadata})
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IPv4 < out[j].IPv4 })
+	return out
+}
+
+func (d *DataStore) save() error {
+	if d.persist == nil {
+		return nil
+	}
+	return d.persist(d.allocations())
+}
+
+// Restore re-assigns checkpointed allocations to the CIDRs that contain
+// them; allocations no ENI holds are dropped and returned.
+func (d *DataStore) Restore(allocs []Allocation) (dropped []Allocation, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, al := range allocs {
+		ip, err := netip.ParseAddr(al.IPv4)
+		placed := false
+		if err == nil {
+			for _, e := range d.enis {
+				for _, c := range e.AvailableIPv4Cidrs {
+					if c.prefix.Contains(ip) {
+						a, ok := c.IPAddresses[ip.String()]
+						if !ok {
+							a = &AddressInfo{Address: ip.String()}
+							c.IPAddresses[ip.String()] = a
+						}
+						a.IPAMKey, a.IPAMMetadata, a.AssignedTime = al.IPAMKey, al.Metadata, time.Unix(0, al.AllocationTimestamp)
+						placed = true
+					}
+				}
+			}
+		}
+		if !placed {
+			dropped = append(dropped, al)
+		}
+	}
+	return dropped, d.save()
+}
+
+// ENIs returns copies of the datastore's ENIs, by device number.
+func (d *DataStore) ENIs() []ENI {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []ENI
+	for _, e := range d.sortedENIs() {
+		c := *e
+		c.AvailableIPv4Cidrs = map[string]*CidrInfo{}
+		for k, v := range e.AvailableIPv4Cidrs {
+			cc := *v
+			cc.IPAddresses = map[string]*AddressInfo{}
+			for ak, av := range v.IPAddresses {
+				x := *av
+				cc.IPAddresses[ak] = &x
+			}
+			c.AvailableIPv4Cidrs[k] = &cc
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// freeCidrs returns up to n CIDRs of the active mode with no assigned
+// address (cooldown not considered, as the VPC CNI's decrease does), from
+// the highest device down.
+func (d *DataStore) freeCidrs(n int) map[string][]netip.Prefix {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string][]netip.Prefix{}
+	enis := d.sortedENIs()
+	for i := len(enis) - 1; i >= 0 && n > 0; i-- {
+		e := enis[i]
+		if e.IsTrunk || e.IsExcludedForPodIPs {
+			continue
+		}
+		cs := sortedCidrs(e)
+		for j := len(cs) - 1; j >= 0 && n > 0; j-- {
+			c := cs[j]
+			if d.activeCidr(c) && c.assignedCount() == 0 {
+				out[e.ID] = append(out[e.ID], c.prefix)
+				n--
+			}
+		}
+	}
+	return out
+}
+
+// inactiveFree returns the unassigned CIDRs of the other mode (prefixes
+// in secondary-IP mode and vice versa), to release at start-up.
+func (d *DataStore) inactiveFree() map[string][]netip.Prefix {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string][]netip.Prefix{}
+	for _, e := range d.enis {
+		for _, c := range e.AvailableIPv4Cidrs {
+			if !d.activeCidr(c) && c.assignedCount() == 0 {
+				out[e.ID] = append(out[e.ID], c.prefix)
+			}
+		}
+	}
+	return out
+}
+
+// removableENI returns an ENI that may be freed: not primary, not trunk or
+// EFA, old enough, nothing assigned or cooling, and not needed for the
+// targets (others' free addresses ≥ warm and others' total ≥ minimum).
+func (d *DataStore) removableENI(minLife time.Duration, warm, minimum int) *ENI {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	enis := d.sortedENIs()
+	for i := len(enis) - 1; i >= 0; i-- {
+		e := enis[i]
+		if e.IsPrimary || e.IsTrunk || e.IsEFA || now.Sub(e.createTime) < minLife {
+			continue
+		}
+		busy, total := false, 0
+		for _, c := range e.AvailableIPv4Cidrs {
+			if c.assignedCount() > 0 {
+				busy = true
+			}
+			for _, a := range c.IPAddresses {
+				if !a.UnassignedTime.IsZero() && now.Sub(a.UnassignedTime) < d.cooldown {
+					busy = true
+				}
+			}
+			if d.activeCidr(c) {
+				total += c.size()
+			}
+		}
+		if busy {
+			continue
+		}
+		s := d.stats()
+		if warm > 0 && s.Available()-total < warm {
+			continue
+		}
+		if minimum > 0 && s.TotalIPs-total < minimum {
+			continue
+		}
+		c := *e
+		return &c
+	}
+	return nil
+}
+
+// cidrCount counts an ENI's CIDRs of the active mode.
+func (d *DataStore) cidrCount(id string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	if e, ok := d.enis[id]; ok {
+		for _, c := range e.AvailableIPv4Cidrs {
+			if d.activeCidr(c) {
+				n++
+			}
+		}
+	}
+	return n
+}

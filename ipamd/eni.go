@@ -1,0 +1,362 @@
+package ipamd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// Tag keys the VPC CNI puts on the ENIs it creates.
+const (
+	TagInstanceID = "node.k8s.amazonaws.com/instance_id"
+	TagCreatedAt  = "node.k8s.amazonaws.com/createdAt"
+	TagCluster    = "cluster.k8s.amazonaws.com/name"
+	TagNoManage   = "node.k8s.amazonaws.com/no_manage"
+	TagOwner      = "eks:eni:owner"
+	// DescriptionPrefix starts the description of every ENI ipamd creates.
+	DescriptionPrefix = "aws-K8S-"
+)
+
+// imdsENI is an ENI as IMDS reports it.
+type imdsENI struct {
+	ID         string
+	MAC        string
+	Device     int
+	Card       int
+	IPv4s      []netip.Addr // primary first
+	Prefixes   []netip.Prefix
+	SubnetID   string
+	SubnetCIDR netip.Prefix
+}
+
+// imdsENIs lists the attached ENIs from IMDS.
+func (c *cloud) imdsENIs(ctx context.Context) ([]imdsENI, error) {
+	macs, err := c.metadataList(ctx, "network/interfaces/macs")
+	if err != nil {
+		return nil, err
+	}
+	var out []imdsENI
+	for _, m := range macs {
+		e, err := c.imdsENI(ctx, strings.TrimSuffix(m, "/"))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func (c *cloud) imdsENI(ctx context.Context, mac string) (imdsENI, error) {
+	base := "network/interfaces/macs/" + mac + "/"
+	e := imdsENI{MAC: mac}
+	var err error
+	if e.ID, err = c.metadata(ctx, base+"interface-id"); err != nil {
+		return e, err
+	}
+	dev, err := c.metadata(ctx, base+"device-number")
+	if err != nil {
+		return e, err
+	}
+	if e.Device, err = strconv.Atoi(dev); err != nil {
+		return e, fmt.Errorf("imds device-number %q of %s: %w", dev, mac, err)
+	}
+	if card, err := c.metadata(ctx, base+"network-card"); err == nil {
+		e.Card, _ = strconv.Atoi(card)
+	}
+	ips, err := c.metadataList(ctx, base+"local-ipv4s")
+	if err != nil {
+		return e, err
+	}
+	for _, s := range ips {
+		if a, err := netip.ParseAddr(s); err == nil {
+			e.IPv4s = append(e.IPv4s, a)
+		}
+	}
+	pfx, err := c.metadataList(ctx, base+"ipv4-prefix")
+	if err != nil {
+		return e, err
+	}
+	for _, s := range pfx {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			e.Prefixes = append(e.Prefixes, p)
+		}
+	}
+	if e.SubnetID, err = c.metadata(ctx, base+"subnet-id"); err != nil {
+		return e, err
+	}
+	cidr, err := c.metadata(ctx, base+"subnet-ipv4-cidr-block")
+	if err != nil {
+		return e, err
+	}
+	if e.SubnetCIDR, err = netip.ParsePrefix(cidr); err != nil {
+		return e, fmt.Errorf("imds subnet-ipv4-cidr-block %q: %w", cidr, err)
+	}
+	return e, nil
+}
+
+// instanceLimits returns the type's ENI limit (default card) and IPv4
+// addresses per ENI, from DescribeInstanceTypes.
+func (c *cloud) instanceLimits(ctx context.Context, typ string) (maxENI, ipv4PerENI int, err error) {
+	var out *ec2.DescribeInstanceTypesOutput
+	err = c.timed(ctx, "DescribeInstanceTypes", true, func() (err error) {
+		out, err = c.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: []types.InstanceType{types.InstanceType(typ)}})
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("describe instance type %s: %w", typ, err)
+	}
+	if len(out.InstanceTypes) == 0 || out.InstanceTypes[0].NetworkInfo == nil {
+		return 0, 0, fmt.Errorf("describe instance type %s: no network info", typ)
+	}
+	ni := out.InstanceTypes[0].NetworkInfo
+	maxENI = int(aws.ToInt32(ni.MaximumNetworkInterfaces))
+	def := aws.ToInt32(ni.DefaultNetworkCardIndex)
+	for _, card := range ni.NetworkCards {
+		if aws.ToInt32(card.NetworkCardIndex) == def && card.MaximumNetworkInterfaces != nil {
+			maxENI = int(*card.MaximumNetworkInterfaces)
+		}
+	}
+	return maxENI, int(aws.ToInt32(ni.Ipv4AddressesPerInterface)), nil
+}
+
+// describeENIs returns the ENIs by id, from one DescribeNetworkInterfaces.
+func (c *cloud) describeENIs(ctx context.Context, ids []string) (map[string]types.NetworkInterface, error) {
+	out := map[string]types.NetworkInterface{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var resp *ec2.DescribeNetworkInterfacesOutput
+	err := c.timed(ctx, "DescribeNetworkInterfaces", true, func() (err error) {
+		resp, err = c.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: ids})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("describe ENIs %v: %w", ids, err)
+	}
+	for _, n := range resp.NetworkInterfaces {
+		out[aws.ToString(n.NetworkInterfaceId)] = n
+	}
+	return out, nil
+}
+
+func tagMap(tags []types.Tag) map[string]string {
+	m := map[string]string{}
+	for _, t := range tags {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
+}
+
+// newENISpec is what allocENI needs to know about the node.
+type newENISpec struct {
+	instanceID string
+	subnetID   string
+	groups     []string
+	cluster    string
+	extraTags  map[string]string
+	device     int
+	ips        int // secondary addresses to request (SIP mode)
+	prefixes   int // prefixes to request (PD mode)
+}
+
+// allocENI creates an ENI as the VPC CNI does (description, tags,
+// addresses), attaches it with DeleteOnTermination and returns its id and
+// attachment id. A failed attach deletes the new ENI.
+func (c *cloud) allocENI(ctx context.Context, s newENISpec) (string, error) {
+	tags := []types.Tag{
+		{Key: aws.String(TagInstanceID), Value: aws.String(s.instanceID)},
+		{Key: aws.String(TagCreatedAt), Value: aws.String(time.Now().UTC().Format(time.RFC3339))},
+	}
+	if s.cluster != "" {
+		tags = append(tags, types.Tag{Key: aws.String(TagCluster), Value: aws.String(s.cluster)}, types.Tag{Key: aws.String(TagOwner), Value: aws.String("amazon-vpc-cni")})
+	}
+	keys := make([]string, 0, len(s.extraTags))
+	for k := range s.extraTags {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(s.extraTags[k])})
+	}
+	in := &ec2.CreateNetworkInterfaceInput{
+		SubnetId: aws.String(s.subnetID), Description: aws.String(DescriptionPrefix + s.instanceID), Groups: s.groups,
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeNetworkInterface, Tags: tags}},
+	}
+	if s.prefixes > 0 {
+		in.Ipv4PrefixCount = aws.Int32(int32(s.prefixes))
+	} else if s.ips > 0 {
+		in.SecondaryPrivateIpAddressCount = aws.Int32(int32(s.ips))
+	}
+	var created *ec2.CreateNetworkInterfaceOutput
+	err := c.timed(ctx, "CreateNetworkInterface", true, func() (err error) {
+		created, err = c.ec2.CreateNetworkInterface(ctx, in)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("create ENI in %s: %w", s.subnetID, err)
+	}
+	id := aws.ToString(created.NetworkInterface.NetworkInterfaceId)
+	var att *ec2.AttachNetworkInterfaceOutput
+	err = c.timed(ctx, "AttachNetworkInterface", true, func() (err error) {
+		att, err = c.ec2.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: aws.String(id), InstanceId: aws.String(s.instanceID), DeviceIndex: aws.Int32(int32(s.device))})
+		return err
+	})
+	if err != nil {
+		_ = c.deleteENI(ctx, id)
+		return "", fmt.Errorf("attach %s to %s at device %d: %w", id, s.instanceID, s.device, err)
+	}
+	err = c.timed(ctx, "ModifyNetworkInterfaceAttribute", true, func() error {
+		_, err := c.ec2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(id),
+			Attachment: &types.NetworkInterfaceAttachmentChanges{AttachmentId: att.AttachmentId, DeleteOnTermination: aws.Bool(true)}})
+		return err
+	})
+	if err != nil {
+		_ = c.freeENI(ctx, id, time.Minute)
+		return "", fmt.Errorf("set DeleteOnTermination on %s: %w", id, err)
+	}
+	return id, nil
+}
+
+// assign adds n secondary addresses (or n prefixes) to an ENI and returns
+// what EC2 assigned.
+func (c *cloud) assign(ctx context.Context, eni string, n int, prefixes bool) ([]netip.Prefix, error) {
+	in := &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(eni)}
+	if prefixes {
+		in.Ipv4PrefixCount = aws.Int32(int32(n))
+	} else {
+		in.SecondaryPrivateIpAddressCount = aws.Int32(int32(n))
+	}
+	var out *ec2.AssignPrivateIpAddressesOutput
+	err := c.timed(ctx, "AssignPrivateIpAddresses", true, func() (err error) {
+		out, err = c.ec2.AssignPrivateIpAddresses(ctx, in)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("assign %d %s to %s: %w", n, map[bool]string{true: "prefixes", false: "addresses"}[prefixes], eni, err)
+	}
+	var got []netip.Prefix
+	for _, a := range out.AssignedPrivateIpAddresses {
+		if ip, err := netip.ParseAddr(aws.ToString(a.PrivateIpAddress)); err == nil {
+			got = append(got, netip.PrefixFrom(ip, 32))
+		}
+	}
+	for _, p := range out.AssignedIpv4Prefixes {
+		if pf, err := netip.ParsePrefix(aws.ToString(p.Ipv4Prefix)); err == nil {
+			got = append(got, pf)
+		}
+	}
+	return got, nil
+}
+
+// unassign returns addresses (/32) and prefixes (/28) to EC2.
+func (c *cloud) unassign(ctx context.Context, eni string, cidrs []netip.Prefix) error {
+	in := &ec2.UnassignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(eni)}
+	for _, p := range cidrs {
+		if p.Bits() == 32 {
+			in.PrivateIpAddresses = append(in.PrivateIpAddresses, p.Addr().String())
+		} else {
+			in.Ipv4Prefixes = append(in.Ipv4Prefixes, p.String())
+		}
+	}
+	return c.timed(ctx, "UnassignPrivateIpAddresses", true, func() error {
+		_, err := c.ec2.UnassignPrivateIpAddresses(ctx, in)
+		if err != nil {
+			return fmt.Errorf("unassign %v from %s: %w", cidrs, eni, err)
+		}
+		return nil
+	})
+}
+
+// freeENI detaches an ENI, waits until it is available and deletes it.
+func (c *cloud) freeENI(ctx context.Context, id string, wait time.Duration) error {
+	d, err := c.describeENIs(ctx, []string{id})
+	if err != nil {
+		if errorCode(errors.Unwrap(err)) == "InvalidNetworkInterfaceID.NotFound" || strings.Contains(err.Error(), "InvalidNetworkInterfaceID.NotFound") {
+			return nil // already freed
+		}
+		return err
+	}
+	if n, ok := d[id]; ok && n.Attachment != nil && n.Attachment.AttachmentId != nil {
+		err := c.timed(ctx, "DetachNetworkInterface", true, func() error {
+			_, err := c.ec2.DetachNetworkInterface(ctx, &ec2.DetachNetworkInterfaceInput{AttachmentId: n.Attachment.AttachmentId})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("detach %s: %w", id, err)
+		}
+	}
+	deadline := time.Now().Add(wait)
+	backoff := 200 * time.Millisecond
+	for {
+		err := c.deleteENI(ctx, id)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (c *cloud) deleteENI(ctx context.Context, id string) error {
+	return c.timed(ctx, "DeleteNetworkInterface", true, func() error {
+		_, err := c.ec2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: aws.String(id)})
+		if err != nil && errorCode(err) != "InvalidNetworkInterfaceID.NotFound" {
+			return fmt.Errorf("delete %s: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// leakedENIs returns available ENIs tagged for this instance.
+func (c *cloud) leakedENIs(ctx context.Context, instanceID, vpcID, cluster string) ([]types.NetworkInterface, error) {
+	filters := []types.Filter{
+		{Name: aws.String("tag-key"), Values: []string{TagInstanceID}},
+		{Name: aws.String("status"), Values: []string{"available"}},
+		{Name: aws.String("vpc-id"), Values: []string{vpcID}},
+	}
+	if cluster != "" {
+		filters = append(filters, types.Filter{Name: aws.String("tag:" + TagCluster), Values: []string{cluster}})
+	}
+	var out []types.NetworkInterface
+	p := ec2.NewDescribeNetworkInterfacesPaginator(c.ec2, &ec2.DescribeNetworkInterfacesInput{Filters: filters, MaxResults: aws.Int32(1000)})
+	for p.HasMorePages() {
+		var page *ec2.DescribeNetworkInterfacesOutput
+		err := c.timed(ctx, "DescribeNetworkInterfaces", true, func() (err error) {
+			page, err = p.NextPage(ctx)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list leaked ENIs: %w", err)
+		}
+		for _, n := range page.NetworkInterfaces {
+			if tagMap(n.TagSet)[TagInstanceID] == instanceID && strings.HasPrefix(aws.ToString(n.Description), DescriptionPrefix) {
+				out = append(out, n)
+			}
+		}
+	}
+	return out, nil
+}
+
+// tagCreatedAt tags a leaked ENI that lacks a parseable createdAt.
+func (c *cloud) tagCreatedAt(ctx context.Context, id string) error {
+	return c.timed(ctx, "CreateTags", true, func() error {
+		_, err := c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: []types.Tag{{Key: aws.String(TagCreatedAt), Value: aws.String(time.Now().UTC().Format(time.RFC3339))}}})
+		return err
+	})
+}

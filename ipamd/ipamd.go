@@ -1,0 +1,300 @@
+// Package ipamd is the node's IPAM daemon, behaving like the AWS VPC CNI's
+// ipamd: same environment variables, same warm-pool algorithm, same gRPC
+// protocol (package rpc), checkpoint format, metrics and introspection. It
+// reaches EC2 and IMDS only through aws-sdk-go-v2, so it runs unchanged
+// against AWS or fakeec2, and it programs the node namespace it runs in.
+package ipamd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+)
+
+// Version is the version string exchanged in the ClientVersion handshake;
+// set with -ldflags "-X github.com/vpclab/vpclab/ipamd.Version=…". Like
+// open-source VPC CNI builds, it is empty by default.
+var Version = ""
+
+// Daemon is a running ipamd.
+type Daemon struct {
+	c     *Config
+	log   *slog.Logger
+	m     *metrics
+	cloud *cloud
+	ds    *DataStore
+	host  *hostNetwork
+	kick  chan struct{}
+
+	instanceID   string
+	instanceType string
+	vpcID        string
+	primaryENI   string
+	primaryMAC   string
+	primaryIP    netip.Addr
+	subnetID     string
+	subnetCIDR   netip.Prefix
+	groups       []string
+	vpcCIDRs     []netip.Prefix
+
+	maxENI            int
+	maxIPsPerENI      int
+	maxPrefixesPerENI int
+	unmanaged         int
+	unmanagedIDs      map[string]bool
+	devices           map[int]bool // device indexes in use (managed or not)
+
+	mu                sync.Mutex
+	lastDecrease      time.Time
+	insufficientUntil time.Time
+	backoffUntil      time.Time
+	backoff           time.Duration
+	lastPoolError     string
+	terminating       bool
+}
+
+// New initialises the node like the VPC CNI's nodeInit: instance facts
+// from IMDS, limits from DescribeInstanceTypes, host networking, the
+// attached ENIs (IMDS + one DescribeNetworkInterfaces), the checkpoint.
+func New(ctx context.Context, c *Config, log *slog.Logger) (*Daemon, error) {
+	d := &Daemon{c: c, log: log, m: newMetrics(Version), host: &hostNetwork{c: c}, kick: make(chan struct{}, 1), unmanagedIDs: map[string]bool{}, devices: map[int]bool{}}
+	d.ds = NewDataStore(c.EnablePrefixDelegation, c.IPCooldown, func(a []Allocation) error { return WriteCheckpoint(c.BackingStore, a) })
+	t0 := time.Now()
+	d.m.actionInProgress.WithLabelValues("nodeInit").Inc()
+	defer d.m.actionInProgress.WithLabelValues("nodeInit").Dec()
+	if err := d.nodeInit(ctx); err != nil {
+		d.m.ipamdErr.WithLabelValues("nodeInit").Inc()
+		return nil, fmt.Errorf("ipamd init: %w", err)
+	}
+	d.log.Info("node initialised", "instance", d.instanceID, "type", d.instanceType, "maxENI", d.maxENI, "maxIPsPerENI", d.maxIPsPerENI,
+		"prefixDelegation", c.EnablePrefixDelegation, "took", time.Since(t0).String())
+	return d, nil
+}
+
+func (d *Daemon) nodeInit(ctx context.Context) error {
+	var err error
+	if d.cloud, err = newCloud(ctx, d.c, d.m, d.log); err != nil {
+		return err
+	}
+	md := func(p string) string {
+		if err != nil {
+			return ""
+		}
+		var v string
+		v, err = d.cloud.metadata(ctx, p)
+		return v
+	}
+	d.instanceID = md("instance-id")
+	d.instanceType = md("instance-type")
+	d.primaryMAC = md("mac")
+	ip := md("local-ipv4")
+	base := "network/interfaces/macs/" + d.primaryMAC + "/"
+	d.primaryENI = md(base + "interface-id")
+	d.subnetID = md(base + "subnet-id")
+	d.vpcID = md(base + "vpc-id")
+	cidr := md(base + "subnet-ipv4-cidr-block")
+	if err != nil {
+		return err
+	}
+	if d.primaryIP, err = netip.ParseAddr(ip); err != nil {
+		return fmt.Errorf("imds local-ipv4 %q: %w", ip, err)
+	}
+	if d.subnetCIDR, err = netip.ParsePrefix(cidr); err != nil {
+		return fmt.Errorf("imds subnet-ipv4-cidr-block %q: %w", cidr, err)
+	}
+	if d.groups, err = d.cloud.metadataList(ctx, base+"security-group-ids"); err != nil {
+		return err
+	}
+	vpc, err := d.cloud.metadataList(ctx, base+"vpc-ipv4-cidr-blocks")
+	if err != nil {
+		return err
+	}
+	for _, s := range vpc {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			d.vpcCIDRs = append(d.vpcCIDRs, p)
+		}
+	}
+	limit, perENI, err := d.cloud.instanceLimits(ctx, d.instanceType)
+	if err != nil {
+		return err
+	}
+	d.maxENI = limit
+	if d.c.MaxENI >= 1 && d.c.MaxENI < limit {
+		d.maxENI = d.c.MaxENI
+	}
+	d.maxIPsPerENI = perENI - 1
+	if d.c.EnablePrefixDelegation {
+		d.maxPrefixesPerENI = perENI - 1
+		d.maxIPsPerENI = d.maxPrefixesPerENI * 16
+	}
+	if err := d.host.setupHost(d.primaryMAC, d.primaryIP, d.vpcCIDRs); err != nil {
+		return fmt.Errorf("host network: %w", err)
+	}
+	if err := d.adoptENIs(ctx); err != nil {
+		return err
+	}
+	allocs, err := ReadCheckpoint(d.c.BackingStore)
+	if err != nil {
+		return err
+	}
+	dropped, err := d.ds.Restore(allocs)
+	if err != nil {
+		return err
+	}
+	for _, a := range dropped {
+		d.log.Warn("checkpointed address not on any ENI; dropped", "ip", a.IPv4, "container", a.ContainerID)
+	}
+	d.log.Info("restored checkpoint", "allocations", len(allocs)-len(dropped), "dropped", len(dropped))
+	// Leftovers of the other mode go back to EC2.
+	for eni, cidrs := range d.ds.inactiveFree() {
+		for _, p := range cidrs {
+			_ = d.ds.DelCIDR(eni, p)
+		}
+		if err := d.cloud.unassign(ctx, eni, cidrs); err != nil {
+			d.log.Warn("release other-mode addresses", "eni", eni, "err", err)
+		}
+	}
+	d.updateMetrics()
+	return nil
+}
+
+// adoptENIs puts the attached, managed ENIs into the datastore and
+// configures their links.
+func (d *Daemon) adoptENIs(ctx context.Context) error {
+	ienis, err := d.cloud.imdsENIs(ctx)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, 0, len(ienis))
+	for _, e := range ienis {
+		ids = append(ids, e.ID)
+	}
+	desc, err := d.cloud.describeENIs(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for _, e := range ienis {
+		d.devices[e.Device] = true
+		n := desc[e.ID]
+		tags := tagMap(n.TagSet)
+		if e.Card != 0 {
+			continue // network cards > 0 are not managed (no ENABLE_MULTI_NIC)
+		}
+		if e.ID != d.primaryENI && tags[TagNoManage] == "true" {
+			d.unmanaged++
+			d.unmanagedIDs[e.ID] = true
+			continue
+		}
+		typ := string(n.InterfaceType)
+		if typ == "efa-only" {
+			d.unmanaged++
+			d.unmanagedIDs[e.ID] = true
+			continue
+		}
+		if err := d.addENI(ctx, e, typ == "trunk", typ == "efa", time.Time{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addENI puts one attached ENI into the datastore and sets up its link.
+func (d *Daemon) addENI(ctx context.Context, e imdsENI, trunk, efa bool, created time.Time) error {
+	if len(e.IPv4s) == 0 {
+		return fmt.Errorf("ENI %s: IMDS lists no IPv4 address", e.ID)
+	}
+	de := &ENI{ID: e.ID, IsPrimary: e.ID == d.primaryENI, IsTrunk: trunk, IsEFA: efa, DeviceNumber: e.Device,
+		RouteTableID: RouteTableID(e.Card, e.Device), SubnetID: e.SubnetID, mac: e.MAC, primaryIP: e.IPv4s[0], subnet: e.SubnetCIDR, createTime: created}
+	if !de.IsPrimary {
+		if err := d.host.setupENI(e.MAC, e.IPv4s[0], e.SubnetCIDR, de.RouteTableID, trunk); err != nil {
+			return fmt.Errorf("set up %s: %w", e.ID, err)
+		}
+	}
+	if err := d.ds.AddENI(de); err != nil {
+		return err
+	}
+	if trunk {
+		return nil
+	}
+	for _, a := range e.IPv4s[1:] {
+		if err := d.ds.AddCIDR(e.ID, netip.PrefixFrom(a, 32), false); err != nil {
+			return err
+		}
+	}
+	for _, p := range e.Prefixes {
+		if err := d.ds.AddCIDR(e.ID, p, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run serves gRPC, metrics and introspection and runs the pool manager and
+// the leaked-ENI sweep until ctx ends.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srv, err := d.startServers(ctx)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); d.poolLoop(ctx) }()
+	go func() { defer wg.Done(); d.leakLoop(ctx) }()
+	d.log.Info("serving", "socket", d.c.SocketPath, "version", Version)
+	<-ctx.Done()
+	wg.Wait()
+	return nil
+}
+
+// Terminate stops ENI and address changes (SIGTERM), as aws-node does; the
+// daemon keeps serving from what it has.
+func (d *Daemon) Terminate() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.terminating = true
+}
+
+// DataStore exposes the datastore (tests, introspection).
+func (d *Daemon) DataStore() *DataStore { return d.ds }
+
+func (d *Daemon) updateMetrics() {
+	s := d.ds.GetStats()
+	enis := d.ds.ENIs()
+	d.m.eniAllocated.Set(float64(len(enis)))
+	d.m.totalIPs.Set(float64(s.TotalIPs))
+	d.m.assignedIPs.Set(float64(s.AssignedIPs))
+	d.m.totalPrefixes.Set(float64(s.TotalPrefixes))
+	d.m.eniMax.Set(float64(d.maxENI - d.unmanaged))
+	d.m.ipMax.Set(float64(d.maxIPsPerENI * (d.maxENI - d.unmanaged)))
+	for _, e := range enis {
+		n := 0
+		for _, c := range e.AvailableIPv4Cidrs {
+			n += c.assignedCount()
+		}
+		d.m.assignedPerENI.WithLabelValues(e.ID).Set(float64(n))
+	}
+}
+
+// isCapacityError reports the EC2 errors after which the VPC CNI pauses
+// scale-up (subnet out of addresses or /28 blocks).
+func isCapacityError(err error) bool {
+	c := errorCode(err)
+	return c == "InsufficientFreeAddressesInSubnet" || c == "InsufficientCidrBlocks"
+}
+
+// isThrottle reports EC2 throttling, including the SDK giving up on it
+// (retry quota exhausted).
+func isThrottle(err error) bool {
+	c := errorCode(err)
+	return c == "RequestLimitExceeded" || c == "Throttling" || strings.Contains(err.Error(), "RequestLimitExceeded") ||
+		strings.Contains(err.Error(), "retry quota exceeded")
+}
+

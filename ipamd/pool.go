@@ -1,0 +1,451 @@
+package ipamd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// poolLoop runs the warm-pool manager every PoolInterval, and at once when
+// an assignment found the pool empty or a release may have left it high.
+func (d *Daemon) poolLoop(ctx context.Context) {
+	t := time.NewTicker(d.c.PoolInterval)
+	defer t.Stop()
+	d.poolTick(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-d.kick:
+		}
+		d.poolTick(ctx)
+	}
+}
+
+// wake asks the pool manager to run soon.
+func (d *Daemon) wake() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// targetState is the VPC CNI's datastoreTargetState.
+func (d *Daemon) targetState(s Stats) (short, over int, warmDefined bool) {
+	warm, minimum := d.c.WarmIPTarget, d.c.MinimumIPTarget
+	warmDefined = warm != 0 || minimum != 0
+	avail := s.Available()
+	short = max(warm-avail, 0)
+	short = max(short, minimum-s.TotalIPs)
+	over = max(avail-warm, 0)
+	over = max(min(over, s.TotalIPs-minimum), 0)
+	if d.c.EnablePrefixDelegation {
+		short = ceilDiv(short, 16)
+		needWarm := ceilDiv(s.AssignedIPs+warm, 16)
+		needMin := ceilDiv(minimum, 16)
+		over = max(min(s.FreePrefixes, s.TotalPrefixes-needWarm, s.TotalPrefixes-needMin), 0)
+	}
+	return short, over, warmDefined
+}
+
+func ceilDiv(a, b int) int {
+	if a <= 0 {
+		return 0
+	}
+	return (a + b - 1) / b
+}
+
+// tooLow is isDatastorePoolTooLow.
+func (d *Daemon) tooLow(s Stats) bool {
+	if d.c.MaxPods > 0 && s.TotalIPs >= d.c.MaxPods {
+		return false
+	}
+	short, _, warmDefined := d.targetState(s)
+	if warmDefined {
+		return short > 0
+	}
+	target, per := d.c.WarmENITarget, d.maxIPsPerENI
+	if d.c.EnablePrefixDelegation {
+		target, per = d.c.WarmPrefixTarget, 16
+	}
+	avail := s.Available()
+	return avail < per*target || (target == 0 && avail == 0)
+}
+
+// tooHigh is isDatastorePoolTooHigh.
+func (d *Daemon) tooHigh(s Stats) bool {
+	_, over, warmDefined := d.targetState(s)
+	if warmDefined {
+		return over > 0
+	}
+	if d.c.EnablePrefixDelegation {
+		return s.FreePrefixes > d.c.WarmPrefixTarget
+	}
+	return false // WARM_ENI_TARGET alone never returns single addresses
+}
+
+func (d *Daemon) poolTick(ctx context.Context) {
+	d.mu.Lock()
+	term := d.terminating
+	wait := time.Until(d.backoffUntil)
+	d.mu.Unlock()
+	defer d.updateMetrics()
+	if term || d.c.DisableProvisioning {
+		return
+	}
+	if wait > 0 {
+		d.m.throttled.WithLabelValues("api-backoff").Inc()
+		return
+	}
+	s := d.ds.GetStats()
+	switch {
+	case d.tooLow(s):
+		d.m.actionInProgress.WithLabelValues("increaseDatastorePool").Inc()
+		err := d.increase(ctx, s)
+		d.m.actionInProgress.WithLabelValues("increaseDatastorePool").Dec()
+		d.noteResult("increase", err)
+	case d.tooHigh(s):
+		d.mu.Lock()
+		due := time.Since(d.lastDecrease) >= d.c.DecreaseInterval
+		d.mu.Unlock()
+		if due {
+			d.m.actionInProgress.WithLabelValues("decreaseDatastorePool").Inc()
+			err := d.decrease(ctx, s)
+			d.m.actionInProgress.WithLabelValues("decreaseDatastorePool").Dec()
+			d.noteResult("decrease", err)
+		}
+	}
+	if d.shouldRemoveENI(d.ds.GetStats()) {
+		d.noteResult("free ENI", d.tryFreeENI(ctx))
+	}
+}
+
+// noteResult records the outcome of a pool action: throttling doubles a
+// back-off (1 s up to 1 min), success resets it.
+func (d *Daemon) noteResult(what string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		d.backoff = 0
+		return
+	}
+	d.lastPoolError = fmt.Sprintf("%s: %v", what, err)
+	d.m.ipamdErr.WithLabelValues(strings.ReplaceAll(what, " ", "")).Inc()
+	if isThrottle(err) {
+		d.backoff = min(max(d.backoff*2, time.Second), time.Minute)
+		d.backoffUntil = time.Now().Add(d.backoff)
+		d.log.Warn("EC2 throttled; backing off", "action", what, "backoff", d.backoff.String(), "err", err)
+		return
+	}
+	d.log.Warn("pool action failed", "action", what, "err", err)
+}
+
+// increase is increaseDatastorePool: fill existing ENIs first, else attach
+// a new ENI when there is room.
+func (d *Daemon) increase(ctx context.Context, s Stats) error {
+	d.mu.Lock()
+	paused := time.Now().Before(d.insufficientUntil)
+	d.mu.Unlock()
+	if paused {
+		d.m.throttled.WithLabelValues("insufficient-capacity").Inc()
+		return nil
+	}
+	short, _, warmDefined := d.targetState(s)
+	pd := d.c.EnablePrefixDelegation
+	perENI := d.maxIPsPerENI
+	need := perENI
+	if pd {
+		perENI = d.maxPrefixesPerENI
+		need = max(1, d.c.WarmPrefixTarget-s.FreePrefixes)
+		if warmDefined {
+			need = max(1, short)
+		}
+	} else if warmDefined {
+		need = short
+	}
+	for _, e := range d.ds.ENIs() {
+		if e.IsTrunk || e.IsExcludedForPodIPs {
+			continue
+		}
+		have := d.ds.cidrCount(e.ID)
+		if have >= perENI {
+			continue
+		}
+		ask := min(perENI-have, need)
+		got, err := d.cloud.assign(ctx, e.ID, ask, pd)
+		if err != nil && ask > 1 && !isThrottle(err) && !isCapacityError(err) && errorCode(err) != "PrivateIpAddressLimitExceeded" {
+			got, err = d.cloud.assign(ctx, e.ID, 1, pd)
+		}
+		if err != nil {
+			if isCapacityError(err) {
+				d.pauseScaleUp(err)
+			}
+			if errorCode(err) == "PrivateIpAddressLimitExceeded" {
+				return d.resyncENI(ctx, e.ID, err)
+			}
+			return err
+		}
+		for _, p := range got {
+			if err := d.ds.AddCIDR(e.ID, p, pd); err != nil {
+				return err
+			}
+		}
+		d.log.Info("assigned to ENI", "eni", e.ID, "cidrs", len(got))
+		return nil
+	}
+	if !d.hasRoomForENI() {
+		return nil
+	}
+	count := perENI
+	if pd {
+		count = min(max(need, 1), perENI)
+	} else if warmDefined {
+		count = min(short, perENI)
+	}
+	return d.attachENI(ctx, count)
+}
+
+func (d *Daemon) pauseScaleUp(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.insufficientUntil = time.Now().Add(d.c.InsufficientCIDRBackoff)
+	d.log.Warn("subnet out of capacity; pausing scale-up", "for", d.c.InsufficientCIDRBackoff.String(), "err", err)
+}
+
+// resyncENI adopts what EC2 says an ENI holds after a limit error.
+func (d *Daemon) resyncENI(ctx context.Context, id string, cause error) error {
+	desc, err := d.cloud.describeENIs(ctx, []string{id})
+	if err != nil {
+		return errors.Join(cause, err)
+	}
+	n, ok := desc[id]
+	if !ok {
+		return cause
+	}
+	for _, a := range n.PrivateIpAddresses {
+		if a.Primary != nil && *a.Primary {
+			continue
+		}
+		if ip, err := netip.ParseAddr(*a.PrivateIpAddress); err == nil && !d.c.EnablePrefixDelegation {
+			_ = d.ds.AddCIDR(id, netip.PrefixFrom(ip, 32), false)
+		}
+	}
+	for _, p := range n.Ipv4Prefixes {
+		if pf, err := netip.ParsePrefix(*p.Ipv4Prefix); err == nil && d.c.EnablePrefixDelegation {
+			_ = d.ds.AddCIDR(id, pf, true)
+		}
+	}
+	d.m.reconcile.WithLabelValues("eniDataStorePoolReconcileAdd").Inc()
+	return nil
+}
+
+func (d *Daemon) hasRoomForENI() bool {
+	return len(d.ds.ENIs()) < d.maxENI-d.unmanaged
+}
+
+func (d *Daemon) freeDevice() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := 1; ; i++ {
+		if !d.devices[i] {
+			return i
+		}
+	}
+}
+
+// attachENI creates, attaches and sets up a new ENI, then waits for IMDS to
+// show it (and its addresses) before using it.
+func (d *Daemon) attachENI(ctx context.Context, count int) error {
+	dev := d.freeDevice()
+	spec := newENISpec{instanceID: d.instanceID, subnetID: d.subnetID, groups: d.groups, cluster: d.c.ClusterName, extraTags: d.c.AdditionalENITags, device: dev}
+	if d.c.EnablePrefixDelegation {
+		spec.prefixes = count
+	} else {
+		spec.ips = count
+	}
+	id, err := d.cloud.allocENI(ctx, spec)
+	if err != nil {
+		if isCapacityError(err) {
+			d.pauseScaleUp(err)
+		}
+		return err
+	}
+	d.mu.Lock()
+	d.devices[dev] = true
+	d.mu.Unlock()
+	e, err := d.waitInIMDS(ctx, id, count)
+	if err != nil {
+		return err
+	}
+	if err := d.addENI(ctx, e, false, false, time.Now()); err != nil {
+		return err
+	}
+	d.log.Info("attached ENI", "eni", id, "device", dev, "cidrs", count)
+	return nil
+}
+
+// waitInIMDS polls IMDS until the ENI is listed with its addresses (IMDS
+// may lag EC2), up to ENIAttachWait.
+func (d *Daemon) waitInIMDS(ctx context.Context, id string, count int) (imdsENI, error) {
+	deadline := time.Now().Add(d.c.ENIAttachWait)
+	back := 100 * time.Millisecond
+	var last imdsENI
+	found := false
+	for {
+		enis, err := d.cloud.imdsENIs(ctx)
+		if err == nil {
+			for _, e := range enis {
+				if e.ID == id {
+					last, found = e, true
+					have := len(e.IPv4s) - 1
+					if d.c.EnablePrefixDelegation {
+						have = len(e.Prefixes)
+					}
+					if have >= count {
+						return e, nil
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			if found {
+				d.log.Warn("IMDS still lags for new ENI; using what it shows", "eni", id)
+				return last, nil
+			}
+			return imdsENI{}, fmt.Errorf("ENI %s not in IMDS after %s", id, d.c.ENIAttachWait)
+		}
+		select {
+		case <-time.After(back):
+		case <-ctx.Done():
+			return imdsENI{}, ctx.Err()
+		}
+		back = min(back*2, 2*time.Second)
+	}
+}
+
+// decrease is decreaseDatastorePool: return free addresses or prefixes.
+func (d *Daemon) decrease(ctx context.Context, s Stats) error {
+	_, over, warmDefined := d.targetState(s)
+	if d.c.EnablePrefixDelegation && !warmDefined {
+		over = s.FreePrefixes - d.c.WarmPrefixTarget
+	}
+	if over <= 0 {
+		return nil
+	}
+	d.mu.Lock()
+	d.lastDecrease = time.Now()
+	d.mu.Unlock()
+	var errs []error
+	for eni, cidrs := range d.ds.freeCidrs(over) {
+		var removed []netip.Prefix
+		for _, p := range cidrs {
+			if d.ds.DelCIDR(eni, p) == nil {
+				removed = append(removed, p)
+			}
+		}
+		if len(removed) == 0 {
+			continue
+		}
+		if err := d.cloud.unassign(ctx, eni, removed); err != nil {
+			for _, p := range removed { // keep them: EC2 still has them
+				_ = d.ds.AddCIDR(eni, p, d.c.EnablePrefixDelegation)
+			}
+			errs = append(errs, err)
+			continue
+		}
+		d.m.reconcile.WithLabelValues("eniIPPoolReconcileDel").Add(float64(len(removed)))
+		d.log.Info("released to EC2", "eni", eni, "cidrs", len(removed))
+	}
+	return errors.Join(errs...)
+}
+
+// shouldRemoveENI is shouldRemoveExtraENIs.
+func (d *Daemon) shouldRemoveENI(s Stats) bool {
+	if _, _, warmDefined := d.targetState(s); warmDefined {
+		return true
+	}
+	if d.c.EnablePrefixDelegation {
+		return s.Available() >= (d.c.WarmPrefixTarget+1)*d.maxIPsPerENI
+	}
+	return s.Available() >= (d.c.WarmENITarget+1)*d.maxIPsPerENI
+}
+
+// tryFreeENI frees at most one ENI the targets do not need.
+func (d *Daemon) tryFreeENI(ctx context.Context) error {
+	warm, minimum := d.c.WarmIPTarget, d.c.MinimumIPTarget
+	if d.c.EnablePrefixDelegation {
+		warm, minimum = ceilDiv(warm, 16)*16, ceilDiv(minimum, 16)*16
+	}
+	e := d.ds.removableENI(d.c.MinENILifetime, warm, minimum)
+	if e == nil {
+		return nil
+	}
+	if err := d.ds.DelENI(e.ID); err != nil {
+		return nil // a pod took an address meanwhile
+	}
+	if err := d.host.teardownENI(e.primaryIP); err != nil {
+		d.log.Warn("remove ENI rules", "eni", e.ID, "err", err)
+	}
+	if err := d.cloud.freeENI(ctx, e.ID, 2*time.Minute); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	delete(d.devices, e.DeviceNumber)
+	d.mu.Unlock()
+	d.m.reconcile.WithLabelValues("eniReconcileDel").Inc()
+	d.log.Info("freed ENI", "eni", e.ID)
+	return nil
+}
+
+// leakLoop deletes detached ENIs tagged for this node that outlived the
+// grace period (what a crash between create and attach leaves behind).
+func (d *Daemon) leakLoop(ctx context.Context) {
+	if d.c.DisableLeakedENIClean || d.c.DisableProvisioning {
+		return
+	}
+	t := time.NewTicker(d.c.LeakedENIInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := d.cleanLeaked(ctx); err != nil {
+			d.log.Warn("leaked ENI sweep", "err", err)
+		}
+	}
+}
+
+func (d *Daemon) cleanLeaked(ctx context.Context) error {
+	enis, err := d.cloud.leakedENIs(ctx, d.instanceID, d.vpcID, d.c.ClusterName)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range enis {
+		id := *n.NetworkInterfaceId
+		if d.ds.HasENI(id) || slices.Contains([]string{d.primaryENI}, id) {
+			continue
+		}
+		created, err := time.Parse(time.RFC3339, tagMap(n.TagSet)[TagCreatedAt])
+		if err != nil {
+			errs = append(errs, d.cloud.tagCreatedAt(ctx, id))
+			continue
+		}
+		if time.Since(created) < d.c.LeakedENIGrace {
+			continue
+		}
+		if err := d.cloud.deleteENI(ctx, id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d.log.Info("deleted leaked ENI", "eni", id)
+	}
+	return errors.Join(errs...)
+}
