@@ -3,7 +3,7 @@ GO ?= go
 GOBIN ?= $(shell $(GO) env GOPATH)/bin
 PKGS := ./...
 
-.PHONY: all deps build test test-cli bench fuzz lint fmt vet catalog clean
+.PHONY: all deps build test test-cli bench fuzz lint fmt vet catalog proto clean
 
 all: build
 
@@ -36,7 +36,7 @@ test: build
 
 ## bench: performance figures (BENCH lines) with their comparisons.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./fakeec2/ ./fabric/ | tee /dev/stderr | grep -E '^BENCH' || true
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./fakeec2/ ./fabric/ ./ipamd/ | tee /dev/stderr | grep -E '^BENCH' || true
 
 ## fuzz: two minutes per fuzz target (not run in CI).
 fuzz:
@@ -59,3 +59,7 @@ catalog:
 
 clean:
 	rm -rf bin
+
+## proto: regenerate ipamd/rpc from rpc.proto (needs protoc, protoc-gen-go, protoc-gen-go-grpc).
+proto:
+	cd ipamd/rpc && protoc -I . -I /usr/include --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative rpc.proto

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
 )
 
 // Version is the version string exchanged in the ClientVersion handshake;
@@ -297,4 +296,3 @@ func isThrottle(err error) bool {
 	return c == "RequestLimitExceeded" || c == "Throttling" || strings.Contains(err.Error(), "RequestLimitExceeded") ||
 		strings.Contains(err.Error(), "retry quota exceeded")
 }
-

@@ -2,9 +2,9 @@ package ipamd_test
 
 import (
 	"bufio"
-	"encoding/json"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"

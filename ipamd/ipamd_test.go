@@ -1,16 +1,25 @@
 package ipamd_test
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/ipamd"
+	"github.com/vpclab/vpclab/ipamd/rpc"
 )
 
 var _ = Describe("warm pool, secondary-IP mode", func() {
@@ -267,3 +276,124 @@ var _ = Describe("introspection", func() {
 	})
 })
 
+var _ = Describe("the wire protocol", func() {
+	It("answers a client that encodes the VPC CNI's messages by field number", func() {
+		n := newNode(nodeOpts{})
+		n.start()
+		// AddNetworkRequest: 1 K8S_POD_NAME, 2 K8S_POD_NAMESPACE,
+		// 3 K8S_POD_INFRA_CONTAINER_ID, 4 Netns, 5 IfName, 6 NetworkName,
+		// 7 ContainerID, 8 ClientVersion.
+		var req []byte
+		for _, f := range []struct {
+			num protowire.Number
+			v   string
+		}{{1, "wire"}, {2, "default"}, {3, "cid-wire"}, {4, "/var/run/netns/w"}, {5, "eth0"}, {6, "aws-cni"}, {7, "cid-wire"}} {
+			req = protowire.AppendTag(req, f.num, protowire.BytesType)
+			req = protowire.AppendString(req, f.v)
+		}
+		var resp []byte
+		err := n.conn.Invoke(context.Background(), "/rpc.CNIBackend/AddNetwork", req, &resp, grpc.ForceCodecV2(rawCodec{}))
+		Expect(err).NotTo(HaveOccurred())
+		// AddNetworkReply: 1 Success (bool), 2 IPAllocationMetadata
+		// {1 IPv4Addr, 3 DeviceNumber, 4 RouteTableId}, 6 VPCv4CIDRs.
+		fields := decode(resp)
+		Expect(fields[1]).To(ConsistOf(uint64(1)))
+		Expect(fields[2]).To(HaveLen(1))
+		meta := decode(fields[2][0].([]byte))
+		ip := string(meta[1][0].([]byte))
+		Expect(mustAddr(ip).Is4()).To(BeTrue())
+		Expect(meta[4]).To(ConsistOf(uint64(254)), "device 0 routes via the main table")
+		Expect(fields[6]).To(ContainElement([]byte("10.0.0.0/16")))
+
+		// DelNetworkRequest: 7 NetworkName, 8 ContainerID, 6 IfName, 5 Reason.
+		var del []byte
+		for _, f := range []struct {
+			num protowire.Number
+			v   string
+		}{{1, "wire"}, {2, "default"}, {5, "PodDeleted"}, {6, "eth0"}, {7, "aws-cni"}, {8, "cid-wire"}} {
+			del = protowire.AppendTag(del, f.num, protowire.BytesType)
+			del = protowire.AppendString(del, f.v)
+		}
+		err = n.conn.Invoke(context.Background(), "/rpc.CNIBackend/DelNetwork", del, &resp, grpc.ForceCodecV2(rawCodec{}))
+		Expect(err).NotTo(HaveOccurred())
+		fields = decode(resp)
+		Expect(fields[1]).To(ConsistOf(uint64(1)))
+		Expect(string(decode(fields[2][0].([]byte))[1][0].([]byte))).To(Equal(ip))
+
+		// The health service, for "" and for aws-node's service name.
+		for _, svc := range []string{"", ipamd.HealthService} {
+			r, err := healthpb.NewHealthClient(n.conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(r.Status).To(Equal(healthpb.HealthCheckResponse_SERVING))
+		}
+		// A client of another version is refused.
+		_, err = n.client.AddNetwork(context.Background(), &rpc.AddNetworkRequest{NetworkName: "aws-cni", ContainerID: "v", IfName: "eth0", ClientVersion: "v0.0.0-other"})
+		Expect(status.Code(err)).To(Equal(codes.FailedPrecondition))
+	})
+
+	It("programs the node like aws-node: ENI tables, rules, SNAT", func() {
+		n := newNode(nodeOpts{})
+		n.start()
+		n.mustAdd("net1")
+		Eventually(func() int { return len(n.enis()) }, 10*time.Second).Should(Equal(2))
+		var second fakeec2.NetworkInterface
+		for _, e := range n.region.NetworkInterfaces() {
+			if e.Attachment != nil && e.Attachment.InstanceID == n.inst.ID && e.Attachment.DeviceIndex == 1 {
+				second = e
+			}
+		}
+		ns := filepath.Base(n.nsPath)
+		Eventually(func() string { return sh(ns, "ip", "rule") }, 5*time.Second).Should(ContainSubstring("from " + second.PrivateIP.String() + " lookup 2"))
+		Expect(sh(ns, "ip", "route", "show", "table", "2")).To(ContainSubstring("default via 10.0.0.1 dev eth1"))
+		Expect(sh(ns, "ip", "-4", "addr", "show", "dev", "eth1")).To(ContainSubstring(second.PrivateIP.String() + "/24"))
+		Expect(sh(ns, "ip", "rule")).To(ContainSubstring("fwmark 0x80/0x80 lookup main"))
+		Expect(sh(ns, "cat", "/proc/sys/net/ipv4/conf/eth0/rp_filter")).To(Equal("2\n"))
+		snat := sh(ns, "iptables", "-w", "-t", "nat", "-S", "AWS-SNAT-CHAIN-0")
+		Expect(snat).To(ContainSubstring("-d 10.0.0.0/16"))
+		Expect(snat).To(ContainSubstring("--to-source " + n.inst.PrivateIP.String()))
+		Expect(sh(ns, "iptables", "-w", "-t", "nat", "-S", "POSTROUTING")).To(ContainSubstring("-j AWS-SNAT-CHAIN-0"))
+	})
+})
+
+// rawCodec passes bytes through, so the test encodes messages itself.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*(v.(*[]byte)) = data.Materialize()
+	return nil
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+// decode splits a protobuf message into fields: varints as uint64,
+// length-delimited values as []byte.
+func decode(b []byte) map[protowire.Number][]any {
+	out := map[protowire.Number][]any{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		Expect(n).To(BeNumerically(">", 0))
+		b = b[n:]
+		switch typ {
+		case protowire.VarintType:
+			v, m := protowire.ConsumeVarint(b)
+			out[num] = append(out[num], v)
+			b = b[m:]
+		case protowire.BytesType:
+			v, m := protowire.ConsumeBytes(b)
+			out[num] = append(out[num], v)
+			b = b[m:]
+		default:
+			Fail(fmt.Sprintf("unexpected wire type %v", typ))
+		}
+	}
+	return out
+}
+
+func sh(ns string, args ...string) string {
+	out, _ := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	return string(out)
+}

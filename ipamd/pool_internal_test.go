@@ -1,0 +1,123 @@
+package ipamd
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestPoolArithmetic pins the VPC CNI's warm-pool decisions (m5.large:
+// 9 addresses per ENI, or 9 prefixes of 16 in prefix mode).
+func TestPoolArithmetic(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		c             Config
+		s             Stats
+		low, high     bool
+		short, over   int
+		removeENIGate bool
+	}{
+		{"defaults, idle primary full", Config{WarmENITarget: 1}, Stats{TotalIPs: 9}, false, false, 0, 0, false},
+		{"defaults, one pod", Config{WarmENITarget: 1}, Stats{TotalIPs: 9, AssignedIPs: 1}, true, false, 0, 0, false},
+		{"defaults, two ENIs one pod", Config{WarmENITarget: 1}, Stats{TotalIPs: 18, AssignedIPs: 1}, false, false, 0, 0, false},
+		{"defaults, three ENIs idle", Config{WarmENITarget: 1}, Stats{TotalIPs: 27}, false, false, 0, 0, true},
+		{"WARM_ENI_TARGET=0 empty", Config{WarmENITarget: 0}, Stats{}, true, false, 0, 0, false},
+		{"warm 2 min 12 at start", Config{WarmIPTarget: 2, MinimumIPTarget: 12}, Stats{}, true, false, 12, 0, true},
+		{"warm 2 min 12 twelve pods", Config{WarmIPTarget: 2, MinimumIPTarget: 12}, Stats{TotalIPs: 12, AssignedIPs: 12}, true, false, 2, 0, true},
+		{"warm 2 min 12 surplus", Config{WarmIPTarget: 2, MinimumIPTarget: 12}, Stats{TotalIPs: 18, AssignedIPs: 3}, false, true, 0, 6, true},
+		{"warm 2 never below minimum", Config{WarmIPTarget: 2, MinimumIPTarget: 12}, Stats{TotalIPs: 12}, false, false, 0, 0, true},
+		{"PD warm prefix 1 at start", Config{EnablePrefixDelegation: true, WarmPrefixTarget: 1}, Stats{}, true, false, 0, 0, false},
+		{"PD one prefix free", Config{EnablePrefixDelegation: true, WarmPrefixTarget: 1}, Stats{TotalIPs: 16, TotalPrefixes: 1, FreePrefixes: 1}, false, false, 0, 0, false},
+		{"PD one pod", Config{EnablePrefixDelegation: true, WarmPrefixTarget: 1}, Stats{TotalIPs: 16, AssignedIPs: 1, TotalPrefixes: 1}, true, false, 0, 0, false},
+		{"PD two spare prefixes", Config{EnablePrefixDelegation: true, WarmPrefixTarget: 1}, Stats{TotalIPs: 48, AssignedIPs: 1, TotalPrefixes: 3, FreePrefixes: 2}, false, true, 0, 0, false},
+		{"PD warm IP 5", Config{EnablePrefixDelegation: true, WarmIPTarget: 5}, Stats{TotalIPs: 16, AssignedIPs: 14, TotalPrefixes: 1}, true, false, 1, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &Daemon{c: &tc.c, maxIPsPerENI: 9}
+			if tc.c.EnablePrefixDelegation {
+				d.maxPrefixesPerENI, d.maxIPsPerENI = 9, 144
+			}
+			short, over, warmDefined := d.targetState(tc.s)
+			if got := d.tooLow(tc.s); got != tc.low {
+				t.Errorf("tooLow = %v, want %v", got, tc.low)
+			}
+			if got := d.tooHigh(tc.s); got != tc.high {
+				t.Errorf("tooHigh = %v, want %v", got, tc.high)
+			}
+			if warmDefined && (short != tc.short || over != tc.over) {
+				t.Errorf("short, over = %d, %d; want %d, %d", short, over, tc.short, tc.over)
+			}
+			if got := d.shouldRemoveENI(tc.s); got != tc.removeENIGate {
+				t.Errorf("shouldRemoveENI = %v, want %v", got, tc.removeENIGate)
+			}
+		})
+	}
+}
+
+func TestDataStoreAssignment(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var saved []Allocation
+	fail := false
+	ds := NewDataStore(false, 30*time.Second, func(a []Allocation) error {
+		if fail {
+			return errors.New("disk full")
+		}
+		saved = a
+		return nil
+	})
+	ds.now = func() time.Time { return now }
+	if err := ds.AddENI(&ENI{ID: "eni-1", IsPrimary: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"10.0.0.10", "10.0.0.11"} {
+		_ = ds.AddCIDR("eni-1", netip.MustParsePrefix(a+"/32"), false)
+	}
+	k1 := IPAMKey{"aws-cni", "c1", "eth0"}
+	a1, _, err := ds.AssignPodIP(k1, IPAMMetadata{K8SPodName: "p1"})
+	if err != nil || a1.String() != "10.0.0.10" {
+		t.Fatalf("first = %v, %v", a1, err)
+	}
+	if again, _, _ := ds.AssignPodIP(k1, IPAMMetadata{}); again != a1 {
+		t.Fatalf("ADD not idempotent: %v then %v", a1, again)
+	}
+	if len(saved) != 1 || saved[0].IPv4 != "10.0.0.10" {
+		t.Fatalf("checkpoint = %+v", saved)
+	}
+	if _, _, err := ds.UnassignPodIP(k1); err != nil {
+		t.Fatal(err)
+	}
+	// 10.0.0.10 cools down; the next pod gets .11, the one after none.
+	a2, _, _ := ds.AssignPodIP(IPAMKey{"aws-cni", "c2", "eth0"}, IPAMMetadata{})
+	if a2.String() != "10.0.0.11" {
+		t.Fatalf("second = %v (cooling address reused?)", a2)
+	}
+	if _, _, err := ds.AssignPodIP(IPAMKey{"aws-cni", "c3", "eth0"}, IPAMMetadata{}); !errors.Is(err, ErrNoAvailableIP) {
+		t.Fatalf("want ErrNoAvailableIP, got %v", err)
+	}
+	if s := ds.GetStats(); s.TotalIPs != 2 || s.AssignedIPs != 1 || s.CooldownIPs != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	now = now.Add(31 * time.Second)
+	a3, _, err := ds.AssignPodIP(IPAMKey{"aws-cni", "c3", "eth0"}, IPAMMetadata{})
+	if err != nil || a3.String() != "10.0.0.10" {
+		t.Fatalf("after cooldown = %v, %v", a3, err)
+	}
+	// A failed checkpoint write rolls the assignment back.
+	_, _, _ = ds.UnassignPodIP(IPAMKey{"aws-cni", "c3", "eth0"})
+	now = now.Add(time.Minute)
+	fail = true
+	if _, _, err := ds.AssignPodIP(IPAMKey{"aws-cni", "c4", "eth0"}, IPAMMetadata{}); err == nil {
+		t.Fatal("assignment survived a failed checkpoint")
+	}
+	fail = false
+	if s := ds.GetStats(); s.AssignedIPs != 1 {
+		t.Fatalf("after rollback %+v", s)
+	}
+	if _, _, err := ds.UnassignPodIP(IPAMKey{"aws-cni", "nope", "eth0"}); !errors.Is(err, ErrUnknownPod) {
+		t.Fatalf("want ErrUnknownPod, got %v", err)
+	}
+	if err := ds.DelENI("eni-1"); !errors.Is(err, ErrENIInUse) {
+		t.Fatalf("deleting an ENI in use: %v", err)
+	}
+}
