@@ -538,3 +538,32 @@ func (d *DataStore) cidrCount(id string) int {
 	}
 	return n
 }
+
+// forceDelCIDR removes a CIDR even if pods hold addresses in it (EC2 took
+// it away); the checkpoint is rewritten.
+func (d *DataStore) forceDelCIDR(eniID string, p netip.Prefix) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.enis[eniID]; ok {
+		delete(e.AvailableIPv4Cidrs, p.String())
+		_ = d.save()
+	}
+}
+
+// forceDelENI removes an ENI and everything on it; it returns how many
+// assigned addresses went with it.
+func (d *DataStore) forceDelENI(id string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.enis[id]
+	if !ok {
+		return 0
+	}
+	n := 0
+	for _, c := range e.AvailableIPv4Cidrs {
+		n += c.assignedCount()
+	}
+	delete(d.enis, id)
+	_ = d.save()
+	return n
+}

@@ -48,7 +48,10 @@ type Daemon struct {
 	unmanagedIDs      map[string]bool
 	devices           map[int]bool // device indexes in use (managed or not)
 
+	poolMu sync.Mutex // serialises pool actions and reconciliation
+
 	mu                sync.Mutex
+	lastPoolAction    time.Time
 	lastDecrease      time.Time
 	insufficientUntil time.Time
 	backoffUntil      time.Time
@@ -244,8 +247,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer srv.stop()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); d.poolLoop(ctx) }()
+	go func() { defer wg.Done(); d.reconcileLoop(ctx) }()
 	go func() { defer wg.Done(); d.leakLoop(ctx) }()
 	d.log.Info("serving", "socket", d.c.SocketPath, "version", Version)
 	<-ctx.Done()

@@ -397,3 +397,19 @@ func sh(ns string, args ...string) string {
 	out, _ := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
 	return string(out)
 }
+
+var _ = Describe("reconciliation with IMDS", func() {
+	It("adopts addresses EC2 added and drops those it removed", func() {
+		n := newNode(nodeOpts{env: map[string]string{"VPCLAB_RECONCILE_INTERVAL": "300ms"}})
+		n.start()
+		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(9.0))
+		primary, err := n.region.NetworkInterface(n.inst.PrimaryENI)
+		Expect(err).NotTo(HaveOccurred())
+		// Someone else takes one address away from the primary ENI...
+		Expect(n.region.UnassignPrivateIPs(primary.ID, primary.SecondaryIPs[8:], nil)).To(Succeed())
+		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(BeNumerically("<", 9.0))
+		// ...and the pool refills to its target from EC2.
+		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(9.0))
+		Expect(n.sumMetric("awscni_reconcile_count", "eniIPPoolReconcileDel")).To(BeNumerically(">=", 1))
+	})
+})

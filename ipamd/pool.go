@@ -90,6 +90,8 @@ func (d *Daemon) tooHigh(s Stats) bool {
 }
 
 func (d *Daemon) poolTick(ctx context.Context) {
+	d.poolMu.Lock()
+	defer d.poolMu.Unlock()
 	d.mu.Lock()
 	term := d.terminating
 	wait := time.Until(d.backoffUntil)
@@ -195,6 +197,7 @@ func (d *Daemon) increase(ctx context.Context, s Stats) error {
 				return err
 			}
 		}
+		d.touched()
 		d.log.Info("assigned to ENI", "eni", e.ID, "cidrs", len(got))
 		return nil
 	}
@@ -208,6 +211,14 @@ func (d *Daemon) increase(ctx context.Context, s Stats) error {
 		count = min(short, perENI)
 	}
 	return d.attachENI(ctx, count)
+}
+
+// touched records a change the pool made in EC2 (reconciliation waits a
+// full interval after it, since IMDS may lag).
+func (d *Daemon) touched() {
+	d.mu.Lock()
+	d.lastPoolAction = time.Now()
+	d.mu.Unlock()
 }
 
 func (d *Daemon) pauseScaleUp(err error) {
@@ -278,6 +289,7 @@ func (d *Daemon) attachENI(ctx context.Context, count int) error {
 	d.mu.Lock()
 	d.devices[dev] = true
 	d.mu.Unlock()
+	d.touched()
 	e, err := d.waitInIMDS(ctx, id, count)
 	if err != nil {
 		return err
@@ -358,6 +370,7 @@ func (d *Daemon) decrease(ctx context.Context, s Stats) error {
 			errs = append(errs, err)
 			continue
 		}
+		d.touched()
 		d.m.reconcile.WithLabelValues("eniIPPoolReconcileDel").Add(float64(len(removed)))
 		d.log.Info("released to EC2", "eni", eni, "cidrs", len(removed))
 	}
@@ -391,6 +404,7 @@ func (d *Daemon) tryFreeENI(ctx context.Context) error {
 	if err := d.host.teardownENI(e.primaryIP); err != nil {
 		d.log.Warn("remove ENI rules", "eni", e.ID, "err", err)
 	}
+	d.touched()
 	if err := d.cloud.freeENI(ctx, e.ID, 2*time.Minute); err != nil {
 		return err
 	}
@@ -448,4 +462,113 @@ func (d *Daemon) cleanLeaked(ctx context.Context) error {
 		d.log.Info("deleted leaked ENI", "eni", id)
 	}
 	return errors.Join(errs...)
+}
+
+// reconcileLoop compares the datastore with IMDS every ReconcileInterval
+// (nodeIPPoolReconcile): addresses and ENIs EC2 added are adopted, those it
+// removed are dropped (force-removed if a pod still held them).
+func (d *Daemon) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(d.c.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.m.actionInProgress.WithLabelValues("nodeIPPoolReconcile").Inc()
+		err := d.reconcile(ctx)
+		d.m.actionInProgress.WithLabelValues("nodeIPPoolReconcile").Dec()
+		if err != nil {
+			d.m.ipamdErr.WithLabelValues("nodeIPPoolReconcile").Inc()
+			d.log.Warn("reconcile with IMDS", "err", err)
+		}
+		d.updateMetrics()
+	}
+}
+
+func (d *Daemon) reconcile(ctx context.Context) error {
+	d.poolMu.Lock()
+	defer d.poolMu.Unlock()
+	d.mu.Lock()
+	recent := time.Since(d.lastPoolAction) < d.c.ReconcileInterval
+	d.mu.Unlock()
+	if recent {
+		return nil // IMDS may not show the pool's own recent changes yet
+	}
+	ienis, err := d.cloud.imdsENIs(ctx)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, e := range ienis {
+		seen[e.ID] = true
+		if e.Card != 0 || d.unmanagedIDs[e.ID] {
+			continue
+		}
+		if !d.ds.HasENI(e.ID) {
+			desc, err := d.cloud.describeENIs(ctx, []string{e.ID})
+			if err != nil {
+				return err
+			}
+			n := desc[e.ID]
+			if tagMap(n.TagSet)[TagNoManage] == "true" || n.InterfaceType == "efa-only" {
+				d.unmanagedIDs[e.ID] = true
+				d.unmanaged++
+				continue
+			}
+			if err := d.addENI(ctx, e, n.InterfaceType == "trunk", n.InterfaceType == "efa", time.Now()); err != nil {
+				return err
+			}
+			d.mu.Lock()
+			d.devices[e.Device] = true
+			d.mu.Unlock()
+			d.m.reconcile.WithLabelValues("eniReconcileAdd").Inc()
+			d.log.Info("reconcile: adopted ENI", "eni", e.ID)
+			continue
+		}
+		want := map[netip.Prefix]bool{}
+		if len(e.IPv4s) > 1 {
+			for _, a := range e.IPv4s[1:] {
+				want[netip.PrefixFrom(a, 32)] = true
+			}
+		}
+		for _, p := range e.Prefixes {
+			want[p] = true
+		}
+		var have []netip.Prefix
+		for _, de := range d.ds.ENIs() {
+			if de.ID != e.ID {
+				continue
+			}
+			for _, c := range de.AvailableIPv4Cidrs {
+				have = append(have, c.prefix)
+				if !want[c.prefix] {
+					if c.assignedCount() > 0 {
+						d.m.forceRemovedIPs.Add(float64(c.assignedCount()))
+					}
+					d.ds.forceDelCIDR(e.ID, c.prefix)
+					d.m.reconcile.WithLabelValues("eniIPPoolReconcileDel").Inc()
+					d.log.Warn("reconcile: address gone from IMDS", "eni", e.ID, "cidr", c.prefix.String())
+				}
+			}
+		}
+		for p := range want {
+			if !slices.Contains(have, p) {
+				_ = d.ds.AddCIDR(e.ID, p, p.Bits() != 32)
+				d.m.reconcile.WithLabelValues("eniDataStorePoolReconcileAdd").Inc()
+			}
+		}
+	}
+	for _, de := range d.ds.ENIs() {
+		if !seen[de.ID] {
+			if n := d.ds.forceDelENI(de.ID); n > 0 {
+				d.m.forceRemovedENIs.Inc()
+				d.m.forceRemovedIPs.Add(float64(n))
+			}
+			d.m.reconcile.WithLabelValues("eniReconcileDel").Inc()
+			d.log.Warn("reconcile: ENI gone from IMDS", "eni", de.ID)
+		}
+	}
+	return nil
 }
