@@ -109,6 +109,11 @@ func (f *Fabric) ensureNode(inst fakeec2.Instance) error {
 		if n.ns, _, err = openOrCreate(n.nsName); err != nil {
 			return fmt.Errorf("instance %s: %w", inst.ID, err)
 		}
+		// Node OS defaults of an EKS AMI: the node forwards for its pods.
+		if err := netx.Sysctl(n.ns, "net.ipv4.ip_forward", "1"); err != nil {
+			n.close()
+			return fmt.Errorf("instance %s: %w", inst.ID, err)
+		}
 	}
 	if n.h, err = netlink.NewHandleAt(n.ns); err != nil {
 		n.close()

@@ -13,12 +13,14 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vpclab/vpclab/internal/version"
 )
 
-// Version is the version string exchanged in the ClientVersion handshake;
-// set with -ldflags "-X github.com/vpclab/vpclab/ipamd.Version=…". Like
-// open-source VPC CNI builds, it is empty by default.
-var Version = ""
+// Version is the version string exchanged in the ClientVersion handshake
+// (internal/version.Version, empty by default like open-source VPC CNI
+// builds).
+var Version = version.Version
 
 // Daemon is a running ipamd.
 type Daemon struct {

@@ -1,0 +1,59 @@
+// Command aws-vpc-cni installs the CNI plugin the way aws-node's
+// entrypoint does: wait for ipamd's gRPC health, copy aws-cni (and the
+// reference loopback/portmap/bandwidth plugins, if present) into the CNI
+// bin dir, then write 10-aws.conflist into the CNI conf dir.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/vpclab/vpclab/plugin"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func env(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(args []string) int {
+	self, _ := os.Executable()
+	fs := flag.NewFlagSet("aws-vpc-cni", flag.ContinueOnError)
+	o := plugin.InstallOptions{}
+	fs.StringVar(&o.Plugin, "plugin", filepath.Join(filepath.Dir(self), "aws-cni"), "aws-cni binary to install")
+	fs.StringVar(&o.BinDir, "bin-dir", env("HOST_CNI_BIN_PATH", "/opt/cni/bin"), "CNI bin dir")
+	fs.StringVar(&o.ConfDir, "conf-dir", env("HOST_CNI_CONFDIR_PATH", "/etc/cni/net.d"), "CNI conf dir")
+	fs.StringVar(&o.RefPluginsDir, "ref-plugins", "/usr/lib/cni", "directory of the reference CNI plugins (\"\" to skip)")
+	fs.StringVar(&o.Socket, "socket", plugin.DefaultSocket, "ipamd gRPC socket")
+	fs.StringVar(&o.Checkpoint, "checkpoint", plugin.DefaultCheckpoint, "ipamd checkpoint (for GC)")
+	fs.DurationVar(&o.Wait, "wait", time.Minute, "how long to wait for ipamd")
+	fs.StringVar(&o.CNIVersion, "cni-version", "1.0.0", "cniVersion of the conflist")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o.VethPrefix = env("AWS_VPC_K8S_CNI_VETHPREFIX", "eni")
+	mtu, err := strconv.Atoi(env("AWS_VPC_ENI_MTU", "9001"))
+	if err != nil || mtu < 576 || mtu > 9001 {
+		fmt.Fprintf(os.Stderr, "aws-vpc-cni: AWS_VPC_ENI_MTU=%q: want an integer in [576, 9001]\n", os.Getenv("AWS_VPC_ENI_MTU"))
+		return 2
+	}
+	o.MTU = mtu
+	o.PodSGMode = env("POD_SECURITY_GROUP_ENFORCING_MODE", "strict")
+	o.LogFile = env("AWS_VPC_K8S_PLUGIN_LOG_FILE", "/var/log/aws-routed-eni/plugin.log")
+	o.LogLevel = env("AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "Debug")
+	if err := plugin.Install(context.Background(), o); err != nil {
+		fmt.Fprintf(os.Stderr, "aws-vpc-cni: %v\n", err)
+		return 1
+	}
+	fmt.Printf("aws-vpc-cni: installed aws-cni into %s and %s into %s\n", o.BinDir, plugin.ConflistName, o.ConfDir)
+	return 0
+}

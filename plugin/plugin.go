@@ -1,0 +1,526 @@
+package plugin
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/vpclab/vpclab/ipamd/rpc"
+	vversion "github.com/vpclab/vpclab/internal/version"
+)
+
+// Supported lists the CNI spec versions aws-cni speaks.
+var Supported = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
+
+// Funcs are the skel entry points.
+func Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: CmdAdd, Del: CmdDel, Check: CmdCheck, Status: CmdStatus, GC: CmdGC}
+}
+
+func logger(c *NetConf) (*slog.Logger, func()) {
+	if c == nil || c.PluginLogFile == "" || c.PluginLogFile == "stdout" {
+		return slog.New(slog.NewJSONHandler(io.Discard, nil)), func() {}
+	}
+	var w io.Writer = os.Stderr
+	closeFn := func() {}
+	if c.PluginLogFile != "stderr" {
+		f, err := os.OpenFile(c.PluginLogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return slog.New(slog.NewJSONHandler(io.Discard, nil)), func() {}
+		}
+		w, closeFn = f, func() { f.Close() }
+	}
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(strings.ToLower(c.PluginLogLevel)))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), closeFn
+}
+
+func loadArgs(args *skel.CmdArgs) (*NetConf, *K8sArgs, error) {
+	conf, err := LoadConf(args.StdinData)
+	if err != nil {
+		return nil, nil, err
+	}
+	k := &K8sArgs{}
+	if err := types.LoadArgs(args.Args, k); err != nil {
+		return nil, nil, types.NewError(types.ErrInvalidEnvironmentVariables, "failed to parse CNI_ARGS", err.Error())
+	}
+	return conf, k, nil
+}
+
+// dial connects to ipamd's socket.
+func dial(conf *NetConf) (*grpc.ClientConn, error) {
+	if _, err := os.Stat(conf.IPAMDSocket); err != nil {
+		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("ipamd unreachable: socket %s", conf.IPAMDSocket), err.Error())
+	}
+	c, err := grpc.NewClient("unix://"+conf.IPAMDSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, types.NewError(types.ErrTryAgainLater, "ipamd unreachable", err.Error())
+	}
+	return c, nil
+}
+
+func callCtx() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 30*time.Second) }
+
+// podIdentity returns the pod's namespace and name (the container id when
+// the runtime passes no Kubernetes args).
+func podIdentity(k *K8sArgs, args *skel.CmdArgs) (string, string) {
+	ns, name := string(k.K8S_POD_NAMESPACE), string(k.K8S_POD_NAME)
+	if name == "" {
+		ns, name = "default", args.ContainerID
+	}
+	return ns, name
+}
+
+// CmdAdd is ADD: an address from ipamd, then the pod datapath.
+func CmdAdd(args *skel.CmdArgs) error {
+	conf, k, err := loadArgs(args)
+	if err != nil {
+		return err
+	}
+	log, done := logger(conf)
+	defer done()
+	podNS, err := netns.GetFromPath(args.Netns)
+	if err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("pod netns %q not found", args.Netns), err.Error())
+	}
+	defer podNS.Close()
+	conn, err := dial(conf)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := rpc.NewCNIBackendClient(conn)
+	ns, name := podIdentity(k, args)
+	ctx, cancel := callCtx()
+	defer cancel()
+	reply, err := client.AddNetwork(ctx, &rpc.AddNetworkRequest{
+		ClientVersion: vversion.Version, K8S_POD_NAME: name, K8S_POD_NAMESPACE: ns, K8S_POD_INFRA_CONTAINER_ID: string(k.K8S_POD_INFRA_CONTAINER_ID),
+		Netns: args.Netns, ContainerID: args.ContainerID, NetworkName: conf.Name, IfName: args.IfName,
+	})
+	if err != nil {
+		return types.NewError(types.ErrTryAgainLater, "ipamd AddNetwork failed (ipamd unreachable or refused the request)", err.Error())
+	}
+	if !reply.Success || len(reply.IPAllocationMetadata) == 0 {
+		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to container: ipamd has no address available", "")
+	}
+	if reply.PodVlanId != 0 {
+		release(client, args, k, conf, "SetupNSFailed")
+		return types.NewError(types.ErrInvalidNetworkConfig, "security groups for pods (branch ENI) are not supported by vpclab's aws-cni yet", "")
+	}
+	meta := reply.IPAllocationMetadata[0]
+	ip, err := netip.ParseAddr(meta.IPv4Addr)
+	if err != nil {
+		release(client, args, k, conf, "SetupNSFailed")
+		return types.NewError(types.ErrInternal, fmt.Sprintf("ipamd returned a bad address %q", meta.IPv4Addr), "")
+	}
+	table := int(meta.RouteTableId)
+	hostName := HostVethName(conf.VethPrefix, ns, name)
+	hostMAC, podMAC, err := setupPod(podNS, args.IfName, hostName, conf.mtu, ip, table)
+	if err != nil {
+		teardownHost(hostName, ip, table)
+		release(client, args, k, conf, "SetupNSFailed")
+		log.Error("ADD failed; rolled back", "pod", ns+"/"+name, "ip", ip.String(), "err", err)
+		return types.NewError(types.ErrInternal, "failed to set up the pod network", err.Error())
+	}
+	log.Info("ADD", "pod", ns+"/"+name, "ip", ip.String(), "hostVeth", hostName, "table", table)
+	res := result(args, hostName, hostMAC, podMAC, ip, table, int(meta.DeviceNumber))
+	if conf.RawPrevResult != nil {
+		if err := version.ParsePrevResult(&conf.NetConf); err == nil {
+			if prev, err := current.NewResultFromResult(conf.PrevResult); err == nil {
+				res = merge(prev, res)
+			}
+		}
+	}
+	return types.PrintResult(res, conf.CNIVersion)
+}
+
+// result encodes the pod like the VPC CNI does, so either plugin's DEL can
+// tear down from the other's prevResult: the container interface's "mac"
+// carries the route table and a dummy interface carries the device number.
+func result(args *skel.CmdArgs, hostName string, hostMAC, podMAC net.HardwareAddr, ip netip.Addr, table, device int) *current.Result {
+	h := sha1.Sum([]byte(args.ContainerID))
+	idx := 1
+	return &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: hostName, Mac: hostMAC.String()},
+			{Name: args.IfName, Mac: strconv.Itoa(table), Sandbox: args.Netns},
+			{Name: "dummy" + hex.EncodeToString(h[:])[:11], Mac: "0", Sandbox: strconv.Itoa(device)},
+		},
+		IPs:    []*current.IPConfig{{Interface: &idx, Address: net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}}},
+		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: net.ParseIP(GatewayIP)}},
+	}
+}
+
+func merge(prev, res *current.Result) *current.Result {
+	off := len(prev.Interfaces)
+	out := *prev
+	out.Interfaces = append(append([]*current.Interface{}, prev.Interfaces...), res.Interfaces...)
+	for _, ipc := range res.IPs {
+		c := *ipc
+		i := *c.Interface + off
+		c.Interface = &i
+		out.IPs = append(out.IPs, &c)
+	}
+	out.Routes = append(out.Routes, res.Routes...)
+	return &out
+}
+
+func release(client rpc.CNIBackendClient, args *skel.CmdArgs, k *K8sArgs, conf *NetConf, reason string) {
+	ctx, cancel := callCtx()
+	defer cancel()
+	ns, name := podIdentity(k, args)
+	_, _ = client.DelNetwork(ctx, &rpc.DelNetworkRequest{ClientVersion: vversion.Version, K8S_POD_NAME: name, K8S_POD_NAMESPACE: ns,
+		K8S_POD_INFRA_CONTAINER_ID: string(k.K8S_POD_INFRA_CONTAINER_ID), ContainerID: args.ContainerID, NetworkName: conf.Name, IfName: args.IfName, Reason: reason})
+}
+
+func randomMAC() (net.HardwareAddr, error) {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	b[0] = (b[0] | 2) &^ 1 // locally administered unicast
+	return net.HardwareAddr(b), nil
+}
+
+// setupPod builds the veth pair (born with its pod end inside the pod's
+// namespace), the pod's address, gateway, routes and static ARP entry,
+// and the host route and rules.
+func setupPod(podNS netns.NsHandle, ifName, hostName string, mtu int, ip netip.Addr, table int) (net.HardwareAddr, net.HardwareAddr, error) {
+	if old, err := netlink.LinkByName(hostName); err == nil {
+		_ = netlink.LinkDel(old) // a stale pair from an earlier sandbox of this pod
+	}
+	hostMAC, err := randomMAC()
+	if err != nil {
+		return nil, nil, err
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MTU: mtu, HardwareAddr: hostMAC}, PeerName: ifName, PeerNamespace: netlink.NsFd(int(podNS))}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return nil, nil, fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
+	}
+	host, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return nil, nil, fmt.Errorf("host veth %s: %w", hostName, err)
+	}
+	for k, v := range map[string]string{"accept_ra": "0", "accept_redirects": "1", "forwarding": "0"} {
+		_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+hostName+"/"+k, []byte(v), 0o644)
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return nil, nil, fmt.Errorf("host veth %s up: %w", hostName, err)
+	}
+	ph, err := netlink.NewHandleAt(podNS)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pod netns: %w", err)
+	}
+	defer ph.Close()
+	pod, err := ph.LinkByName(ifName)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pod %s: %w", ifName, err)
+	}
+	gw := net.ParseIP(GatewayIP).To4()
+	steps := []struct {
+		what string
+		f    func() error
+	}{
+		{"pod link up", func() error { return ph.LinkSetUp(pod) }},
+		{"pod gateway route", func() error {
+			return ph.RouteReplace(&netlink.Route{LinkIndex: pod.Attrs().Index, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK})
+		}},
+		{"pod default route", func() error {
+			return ph.RouteReplace(&netlink.Route{LinkIndex: pod.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Gw: gw})
+		}},
+		{"pod address", func() error {
+			return ph.AddrReplace(pod, &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}})
+		}},
+		{"pod gateway ARP entry", func() error {
+			return ph.NeighSet(&netlink.Neigh{LinkIndex: pod.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: gw, HardwareAddr: hostMAC})
+		}},
+		{"host route", func() error {
+			return netlink.RouteReplace(&netlink.Route{LinkIndex: host.Attrs().Index, Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK})
+		}},
+		{"to-pod rule", func() error { return addRule(toRule(ip)) }},
+	}
+	if table != mainTable && table > 1 {
+		steps = append(steps, struct {
+			what string
+			f    func() error
+		}{"from-pod rule", func() error { return addRule(fromRule(ip, table)) }})
+	}
+	for _, s := range steps {
+		if err := s.f(); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", s.what, err)
+		}
+	}
+	return hostMAC, pod.Attrs().HardwareAddr, nil
+}
+
+func toRule(ip netip.Addr) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Dst = &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	r.Table, r.Priority, r.Family = mainTable, ToPodRulePriority, netlink.FAMILY_V4
+	return r
+}
+
+func fromRule(ip netip.Addr, table int) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Src = &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	r.Table, r.Priority, r.Family = table, FromPodRulePriority, netlink.FAMILY_V4
+	return r
+}
+
+func addRule(r *netlink.Rule) error {
+	if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	return nil
+}
+
+// teardownHost removes the pod's rules, host route and veth; every step
+// tolerates what is already gone.
+func teardownHost(hostName string, ip netip.Addr, table int) error {
+	var errs []error
+	if ip.IsValid() {
+		for {
+			if err := netlink.RuleDel(toRule(ip)); err != nil {
+				break
+			}
+		}
+		rules, err := netlink.RuleList(netlink.FAMILY_V4)
+		if err == nil {
+			for _, r := range rules {
+				if r.Priority == FromPodRulePriority && r.Src != nil && r.Src.IP.Equal(ip.AsSlice()) {
+					if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+						errs = append(errs, fmt.Errorf("delete rule from %s: %w", ip, err))
+					}
+				}
+			}
+		}
+		_ = netlink.RouteDel(&netlink.Route{Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Table: mainTable})
+	}
+	if l, err := netlink.LinkByName(hostName); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s: %w", hostName, err))
+		}
+	}
+	_ = table
+	return errors.Join(errs...)
+}
+
+// fromPrevResult recovers the pod's address and route table from a
+// prevResult in the VPC CNI's encoding.
+func fromPrevResult(conf *NetConf, ifName string) (netip.Addr, int, string) {
+	if conf.RawPrevResult == nil {
+		return netip.Addr{}, 0, ""
+	}
+	if err := version.ParsePrevResult(&conf.NetConf); err != nil {
+		return netip.Addr{}, 0, ""
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return netip.Addr{}, 0, ""
+	}
+	var ip netip.Addr
+	table, host := mainTable, ""
+	for i, itf := range prev.Interfaces {
+		if itf.Sandbox == "" && host == "" && !strings.HasPrefix(itf.Name, "dummy") {
+			host = itf.Name
+		}
+		if itf.Name == ifName && itf.Sandbox != "" {
+			if t, err := strconv.Atoi(itf.Mac); err == nil && t > 1 {
+				table = t
+			}
+			for _, c := range prev.IPs {
+				if c.Interface != nil && *c.Interface == i {
+					if a, ok := netip.AddrFromSlice(c.Address.IP); ok {
+						ip = a.Unmap()
+					}
+				}
+			}
+		}
+	}
+	return ip, table, host
+}
+
+// CmdDel is DEL: idempotent, and tolerant of a missing netns, a missing
+// link, ipamd not knowing the pod or being unreachable (it then tears down
+// from prevResult, as the VPC CNI does).
+func CmdDel(args *skel.CmdArgs) error {
+	conf, k, err := loadArgs(args)
+	if err != nil {
+		return err
+	}
+	log, done := logger(conf)
+	defer done()
+	ns, name := podIdentity(k, args)
+	hostName := HostVethName(conf.VethPrefix, ns, name)
+	ip, table, prevHost := fromPrevResult(conf, args.IfName)
+	if prevHost != "" {
+		hostName = prevHost
+	}
+	conn, derr := dial(conf)
+	if derr == nil {
+		defer conn.Close()
+		ctx, cancel := callCtx()
+		defer cancel()
+		reply, err := rpc.NewCNIBackendClient(conn).DelNetwork(ctx, &rpc.DelNetworkRequest{
+			ClientVersion: vversion.Version, K8S_POD_NAME: name, K8S_POD_NAMESPACE: ns, K8S_POD_INFRA_CONTAINER_ID: string(k.K8S_POD_INFRA_CONTAINER_ID),
+			K8S_POD_UID: string(k.K8S_POD_UID), ContainerID: args.ContainerID, NetworkName: conf.Name, IfName: args.IfName, Reason: "PodDeleted",
+		})
+		switch {
+		case err == nil && len(reply.IPAllocationMetadata) > 0:
+			m := reply.IPAllocationMetadata[0]
+			if a, perr := netip.ParseAddr(m.IPv4Addr); perr == nil {
+				ip, table = a, int(m.RouteTableId)
+			}
+		case err != nil && strings.Contains(err.Error(), "datastore: unknown pod"):
+			log.Info("DEL: ipamd has no record of the pod", "pod", ns+"/"+name)
+		case err != nil:
+			log.Warn("DEL: ipamd DelNetwork failed; tearing down from prevResult", "err", err)
+		}
+	} else {
+		log.Warn("DEL: ipamd unreachable; tearing down from prevResult", "err", derr)
+	}
+	if err := teardownHost(hostName, ip, table); err != nil {
+		return types.NewError(types.ErrInternal, "failed to tear down the pod network", err.Error())
+	}
+	log.Info("DEL", "pod", ns+"/"+name, "ip", ip.String())
+	return nil
+}
+
+// CmdCheck is CHECK: the pod's interface, address, gateway route and ARP
+// entry, and the host veth, route and rules must all be as ADD left them.
+func CmdCheck(args *skel.CmdArgs) error {
+	conf, k, err := loadArgs(args)
+	if err != nil {
+		return err
+	}
+	ip, table, host := fromPrevResult(conf, args.IfName)
+	if !ip.IsValid() {
+		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs the prevResult ADD returned", "")
+	}
+	if host == "" {
+		ns, name := podIdentity(k, args)
+		host = HostVethName(conf.VethPrefix, ns, name)
+	}
+	fail := func(format string, a ...any) error {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("CHECK %s: ", args.ContainerID)+fmt.Sprintf(format, a...), "")
+	}
+	hl, err := netlink.LinkByName(host)
+	if err != nil {
+		return fail("host veth %s missing", host)
+	}
+	if hl.Attrs().Flags&net.FlagUp == 0 {
+		return fail("host veth %s is down", host)
+	}
+	routes, _ := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: hl.Attrs().Index}, netlink.RT_FILTER_OIF)
+	found := false
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.String() == ip.String()+"/32" {
+			found = true
+		}
+	}
+	if !found {
+		return fail("host route %s/32 dev %s missing", ip, host)
+	}
+	rules, _ := netlink.RuleList(netlink.FAMILY_V4)
+	toOK, fromOK := false, table == mainTable
+	for _, r := range rules {
+		if r.Priority == ToPodRulePriority && r.Dst != nil && r.Dst.IP.Equal(ip.AsSlice()) {
+			toOK = true
+		}
+		if r.Priority == FromPodRulePriority && r.Src != nil && r.Src.IP.Equal(ip.AsSlice()) && r.Table == table {
+			fromOK = true
+		}
+	}
+	if !toOK {
+		return fail("rule 'to %s lookup main' (priority %d) missing", ip, ToPodRulePriority)
+	}
+	if !fromOK {
+		return fail("rule 'from %s lookup %d' (priority %d) missing", ip, table, FromPodRulePriority)
+	}
+	podNS, err := netns.GetFromPath(args.Netns)
+	if err != nil {
+		return fail("pod netns %s missing", args.Netns)
+	}
+	defer podNS.Close()
+	ph, err := netlink.NewHandleAt(podNS)
+	if err != nil {
+		return fail("pod netns %s: %v", args.Netns, err)
+	}
+	defer ph.Close()
+	pl, err := ph.LinkByName(args.IfName)
+	if err != nil {
+		return fail("pod interface %s missing", args.IfName)
+	}
+	addrs, _ := ph.AddrList(pl, netlink.FAMILY_V4)
+	if len(addrs) != 1 || addrs[0].IPNet.String() != ip.String()+"/32" {
+		return fail("pod interface %s has addresses %v, want %s/32", args.IfName, addrs, ip)
+	}
+	proutes, _ := ph.RouteList(pl, netlink.FAMILY_V4)
+	def := false
+	for _, r := range proutes {
+		if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(net.ParseIP(GatewayIP)) {
+			def = true
+		}
+	}
+	if !def {
+		return fail("pod default route via %s missing", GatewayIP)
+	}
+	neighs, _ := ph.NeighList(pl.Attrs().Index, netlink.FAMILY_V4)
+	arp := false
+	for _, n := range neighs {
+		if n.IP.Equal(net.ParseIP(GatewayIP)) && n.State&netlink.NUD_PERMANENT != 0 && n.HardwareAddr.String() == hl.Attrs().HardwareAddr.String() {
+			arp = true
+		}
+	}
+	if !arp {
+		return fail("pod ARP entry %s -> %s missing", GatewayIP, hl.Attrs().HardwareAddr)
+	}
+	return nil
+}
+
+// CmdStatus is STATUS (CNI 1.1): ready when ipamd's gRPC health says so.
+func CmdStatus(args *skel.CmdArgs) error {
+	conf, err := LoadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	conn, err := dial(conf)
+	if err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "ipamd is not reachable", err.Error())
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
+		detail := fmt.Sprint(err)
+		if r != nil {
+			detail = r.Status.String()
+		}
+		return types.NewError(types.ErrPluginNotAvailable, "ipamd is not serving", detail)
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+package plugin_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/vpclab/vpclab/fabric"
+	"github.com/vpclab/vpclab/plugin"
+)
+
+var _ = Describe("pods wired by aws-cni through libcni", func() {
+	It("reach pods on the same and another node, a VPC host and the internet; secondary-ENI pods egress via their ENI", func() {
+		c := newCluster()
+		a, b := c.node(), c.node()
+		peer := c.host("t3.small")
+		a1, a2, b1 := a.newPod("a1"), a.newPod("a2"), b.newPod("b1")
+		a1.mustAdd()
+		a2.mustAdd()
+		b1.mustAdd()
+		for _, p := range []*pod{a1, a2, b1} {
+			Expect(c.region.CheckInvariants()).To(Succeed())
+			owner := ""
+			for _, e := range c.region.NetworkInterfaces() {
+				for _, ip := range e.SecondaryIPs {
+					if ip.String() == p.ip {
+						owner = e.Attachment.InstanceID
+					}
+				}
+			}
+			Expect(owner).To(Equal(p.n.inst.ID), "pod %s's address %s must be a secondary IP of its node", p.name, p.ip)
+		}
+		Expect(a1.ping(a2.ip)).To(Succeed())
+		Expect(a1.ping(b1.ip)).To(Succeed())
+		Expect(a1.ping(peer.PrivateIP.String())).To(Succeed())
+		Expect(b1.ping(fabric.InternetHostAddr)).To(Succeed())
+
+		// Fill the primary ENI (9 addresses); the next pod lands on eth1.
+		var second *pod
+		for i := 0; i < 12 && second == nil; i++ {
+			p := a.newPod(fmt.Sprintf("f%d", i))
+			p.mustAdd()
+			for _, e := range c.region.NetworkInterfaces() {
+				if e.Attachment != nil && e.Attachment.DeviceIndex == 1 && e.Attachment.InstanceID == a.inst.ID {
+					for _, ip := range e.SecondaryIPs {
+						if ip.String() == p.ip {
+							second = p
+						}
+					}
+				}
+			}
+		}
+		Expect(second).NotTo(BeNil(), "no pod landed on the secondary ENI")
+		var eni2 string
+		for _, e := range c.region.NetworkInterfaces() {
+			if e.Attachment != nil && e.Attachment.DeviceIndex == 1 && e.Attachment.InstanceID == a.inst.ID {
+				eni2 = e.ID
+			}
+		}
+		rlink, ok := c.fab.RouterLinkName(eni2)
+		Expect(ok).To(BeTrue())
+		router, _ := c.fab.RouterNamespace(c.vpc)
+		rx := func() int {
+			out, err := sh(filepath.Base(router), "cat", "/sys/class/net/"+rlink+"/statistics/rx_packets")
+			Expect(err).NotTo(HaveOccurred())
+			n, _ := strconv.Atoi(strings.TrimSpace(out))
+			return n
+		}
+		before := rx()
+		Expect(second.ping(peer.PrivateIP.String())).To(Succeed())
+		Expect(rx()).To(BeNumerically(">", before), "the echo left through the secondary ENI (the VPC saw it on that ENI's link)")
+		Expect(second.ping(b1.ip)).To(Succeed())
+	})
+})
+
+var _ = Describe("DEL and CHECK", func() {
+	It("DEL is idempotent; CHECK passes after ADD and names what is broken", func() {
+		c := newCluster()
+		n := c.node()
+		clean := n.hostState()
+		p := n.newPod("chk")
+		p.mustAdd()
+		Expect(p.check()).To(Succeed())
+		host := plugin.HostVethName("eni", "default", "chk")
+		_, err := sh(n.nsName, "ip", "route", "del", p.ip+"/32", "dev", host)
+		Expect(err).NotTo(HaveOccurred())
+		err = p.check()
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring("host route " + p.ip + "/32 dev " + host + " missing"))
+		Expect(p.del()).To(Succeed())
+		Expect(p.del()).To(Succeed())
+		Expect(n.hostState()).To(Equal(clean), "nothing left behind after DEL")
+	})
+
+	It("STATUS reports ipamd's health and GC releases what the runtime forgot", func() {
+		c := newCluster()
+		n := c.node()
+		keep, lost := n.newPod("keep"), n.newPod("lost")
+		keep.mustAdd()
+		lost.mustAdd()
+		Expect(n.inNode(func() error { return n.cni.GetStatusNetworkList(bgCtx(), n.list) })).To(Succeed())
+		err := n.inNode(func() error {
+			return n.cni.GCNetworkList(bgCtx(), n.list, &libcni.GCArgs{ValidAttachments: []types.GCAttachment{{ContainerID: keep.cid, IfName: "eth0"}}})
+		})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = sh(n.nsName, "ip", "link", "show", plugin.HostVethName("eni", "default", "lost"))
+		Expect(err).To(HaveOccurred(), "GC removed the forgotten pod's veth")
+		_, err = sh(n.nsName, "ip", "link", "show", plugin.HostVethName("eni", "default", "keep"))
+		Expect(err).NotTo(HaveOccurred(), "GC kept the valid pod")
+		b, _ := os.ReadFile(filepath.Join(n.dir, "ipam.json"))
+		Expect(string(b)).To(ContainSubstring(keep.cid))
+		Expect(string(b)).NotTo(ContainSubstring(lost.cid))
+	})
+})
+
+// runPlugin executes aws-cni directly, as a runtime would, in the node.
+func runPlugin(n *node, stdin string, env map[string]string) (int, string) {
+	cmd := exec.Command("ip", "netns", "exec", n.nsName, filepath.Join(binDir, "aws-cni"))
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	return code, out.String()
+}
+
+var _ = Describe("bad input", func() {
+	It("answers 20 malformed configurations or arguments with a CNI error and leaves nothing behind", func() {
+		c := newCluster()
+		n := c.node()
+		p := n.newPod("bad")
+		good := func() map[string]any {
+			var m map[string]any
+			b, _ := os.ReadFile(filepath.Join(n.confDir, plugin.ConflistName))
+			_ = json.Unmarshal(b, &m)
+			pl := m["plugins"].([]any)[0].(map[string]any)
+			pl["cniVersion"] = "1.0.0"
+			return pl
+		}
+		js := func(m map[string]any) string { b, _ := json.Marshal(m); return string(b) }
+		with := func(k string, v any) string { m := good(); m[k] = v; return js(m) }
+		without := func(k string) string { m := good(); delete(m, k); return js(m) }
+		env := func(cmd string, mod map[string]string) map[string]string {
+			e := map[string]string{"CNI_COMMAND": cmd, "CNI_CONTAINERID": "cid-bad", "CNI_NETNS": p.path, "CNI_IFNAME": "eth0", "CNI_PATH": filepath.Join(n.dir, "bin"),
+				"CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=bad;K8S_POD_INFRA_CONTAINER_ID=cid-bad"}
+			for k, v := range mod {
+				if v == "-" {
+					delete(e, k)
+				} else {
+					e[k] = v
+				}
+			}
+			return e
+		}
+		gone := n.newPod("gone")
+		Expect(exec.Command("ip", "netns", "del", filepath.Base(gone.path)).Run()).To(Succeed())
+		cases := []struct {
+			name  string
+			stdin string
+			env   map[string]string
+		}{
+			{"bad JSON", `{"cniVersion":`, env("ADD", nil)},
+			{"not an object", `[1,2]`, env("ADD", nil)},
+			{"empty stdin", ``, env("ADD", nil)},
+			{"missing name", without("name"), env("ADD", nil)},
+			{"unknown cniVersion", with("cniVersion", "9.9.9"), env("ADD", nil)},
+			{"cniVersion not a string", with("cniVersion", 1), env("ADD", nil)},
+			{"mtu not a number", with("mtu", "lots"), env("ADD", nil)},
+			{"mtu too small", with("mtu", "100"), env("ADD", nil)},
+			{"mtu wrong type", with("mtu", 9001), env("ADD", nil)},
+			{"vethPrefix too long", with("vethPrefix", "toolong"), env("ADD", nil)},
+			{"vethPrefix eth", with("vethPrefix", "eth"), env("ADD", nil)},
+			{"bad podSGEnforcingMode", with("podSGEnforcingMode", "loose"), env("ADD", nil)},
+			{"missing CNI_NETNS", with("name", "aws-cni"), env("ADD", map[string]string{"CNI_NETNS": "-"})},
+			{"netns gone", with("name", "aws-cni"), env("ADD", map[string]string{"CNI_NETNS": gone.path})},
+			{"missing CNI_CONTAINERID", with("name", "aws-cni"), env("ADD", map[string]string{"CNI_CONTAINERID": "-"})},
+			{"missing CNI_IFNAME", with("name", "aws-cni"), env("ADD", map[string]string{"CNI_IFNAME": "-"})},
+			{"unknown CNI_COMMAND", with("name", "aws-cni"), env("FROB", nil)},
+			{"bad CNI_ARGS", with("name", "aws-cni"), env("ADD", map[string]string{"CNI_ARGS": "K8S_POD_NAME"})},
+			{"unknown CNI_ARGS key without IgnoreUnknown", with("name", "aws-cni"), env("ADD", map[string]string{"CNI_ARGS": "FOO=bar"})},
+			{"ipamd down", with("ipamdSocket", filepath.Join(n.dir, "nope.sock")), env("ADD", nil)},
+		}
+		Expect(cases).To(HaveLen(20))
+		clean := n.hostState()
+		for _, tc := range cases {
+			code, out := runPlugin(n, tc.stdin, tc.env)
+			Expect(code).NotTo(BeZero(), "%s: exit code", tc.name)
+			var e types.Error
+			Expect(json.Unmarshal([]byte(out), &e)).To(Succeed(), "%s: stdout %q is not a CNI error", tc.name, out)
+			Expect(e.Code).NotTo(BeZero(), "%s: %q", tc.name, out)
+			Expect(e.Msg).NotTo(BeEmpty(), "%s", tc.name)
+			Expect(n.hostState()).To(Equal(clean), "%s left something behind", tc.name)
+		}
+	})
+})
+
+var _ = Describe("concurrency", func() {
+	It("50 concurrent ADDs then 50 DELs: all succeed, no address twice, nothing left", func() {
+		c := newCluster()
+		n := c.nodeOfType("m5.4xlarge", "WARM_IP_TARGET=5", "MINIMUM_IP_TARGET=60")
+		Eventually(func() int {
+			t := 0
+			for _, e := range c.region.NetworkInterfaces() {
+				if e.Attachment != nil && e.Attachment.InstanceID == n.inst.ID {
+					t += len(e.SecondaryIPs)
+				}
+			}
+			return t
+		}, 30*time.Second).Should(BeNumerically(">=", 60))
+		clean := n.hostState()
+		pods := make([]*pod, 50)
+		for i := range pods {
+			pods[i] = n.newPod(fmt.Sprintf("m%d", i))
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, len(pods))
+		for i, p := range pods {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = p.add()
+			}()
+		}
+		wg.Wait()
+		for i, p := range pods {
+			Expect(errs[i]).NotTo(HaveOccurred(), "ADD %s", p.name)
+		}
+		out, _ := sh(n.nsName, "ip", "-4", "route", "show", "table", "main")
+		seen := map[string]string{}
+		for _, p := range pods {
+			host := plugin.HostVethName("eni", "default", p.name)
+			var ip string
+			for _, l := range strings.Split(out, "\n") {
+				if strings.Contains(l, "dev "+host+" ") {
+					ip = strings.Fields(l)[0]
+				}
+			}
+			Expect(ip).NotTo(BeEmpty(), "no host route for %s", p.name)
+			Expect(seen).NotTo(HaveKey(ip), "address %s given to %s and %s", ip, seen[ip], p.name)
+			seen[ip] = p.name
+		}
+		for i, p := range pods {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = p.del()
+			}()
+		}
+		wg.Wait()
+		for i := range pods {
+			Expect(errs[i]).NotTo(HaveOccurred())
+		}
+		Expect(n.hostState()).To(Equal(clean))
+	})
+})
+
+func bgCtx() context.Context { return context.Background() }
