@@ -17,10 +17,11 @@ deps:
 		command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
 		command -v ping >/dev/null || missing="$$missing iputils-ping"; \
 		command -v sysctl >/dev/null || missing="$$missing procps"; \
+		[ -x /usr/lib/cni/portmap ] || missing="$$missing containernetworking-plugins"; \
 		if [ -n "$$missing" ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		fi; \
-	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2), iproute2, iptables, tcpdump, iputils-ping, procps yourself"; fi
+	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2), iproute2, iptables, tcpdump, iputils-ping, procps, containernetworking-plugins yourself"; fi
 	$(GO) mod download
 
 ## build: build every binary into bin/.
@@ -36,7 +37,7 @@ test: build
 
 ## bench: performance figures (BENCH lines) with their comparisons.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./fakeec2/ ./fabric/ ./ipamd/ | tee /dev/stderr | grep -E '^BENCH' || true
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./fakeec2/ ./fabric/ ./ipamd/ ./plugin/ | tee /dev/stderr | grep -E '^BENCH' || true
 
 ## fuzz: two minutes per fuzz target (not run in CI).
 fuzz:

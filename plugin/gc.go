@@ -76,7 +76,7 @@ func CmdGC(args *skel.CmdArgs) error {
 		if len(reply.IPAllocationMetadata) > 0 {
 			table = int(reply.IPAllocationMetadata[0].RouteTableId)
 		}
-		_ = teardownHost(HostVethName(conf.VethPrefix, a.Metadata.K8SPodNamespace, a.Metadata.K8SPodName), ip, table)
+		_ = teardownHost(HostVethName(conf.VethPrefix, a.Metadata.K8SPodNamespace, a.Metadata.K8SPodName), ip, table, true)
 		log.Info("GC: released", "container", a.ContainerID, "ip", a.IPv4)
 	}
 	return nil

@@ -139,7 +139,7 @@ func CmdAdd(args *skel.CmdArgs) error {
 	hostName := HostVethName(conf.VethPrefix, ns, name)
 	hostMAC, podMAC, err := setupPod(podNS, args.IfName, hostName, conf.mtu, ip, table)
 	if err != nil {
-		teardownHost(hostName, ip, table)
+		teardownHost(hostName, ip, table, true)
 		release(client, args, k, conf, "SetupNSFailed")
 		log.Error("ADD failed; rolled back", "pod", ns+"/"+name, "ip", ip.String(), "err", err)
 		return types.NewError(types.ErrInternal, "failed to set up the pod network", err.Error())
@@ -297,9 +297,9 @@ func addRule(r *netlink.Rule) error {
 	return nil
 }
 
-// teardownHost removes the pod's rules, host route and veth; every step
-// tolerates what is already gone.
-func teardownHost(hostName string, ip netip.Addr, table int) error {
+// teardownHost removes the pod's rules and host route, and the veth when
+// deleteLink is set; every step tolerates what is already gone.
+func teardownHost(hostName string, ip netip.Addr, table int, deleteLink bool) error {
 	var errs []error
 	if ip.IsValid() {
 		for {
@@ -318,6 +318,9 @@ func teardownHost(hostName string, ip netip.Addr, table int) error {
 			}
 		}
 		_ = netlink.RouteDel(&netlink.Route{Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Table: mainTable})
+	}
+	if !deleteLink {
+		return errors.Join(errs...)
 	}
 	if l, err := netlink.LinkByName(hostName); err == nil {
 		if err := netlink.LinkDel(l); err != nil {
@@ -363,7 +366,8 @@ func fromPrevResult(conf *NetConf, ifName string) (netip.Addr, int, string) {
 	return ip, table, host
 }
 
-// CmdDel is DEL: idempotent, and tolerant of a missing netns, a missing
+// CmdDel is DEL: it releases the address and removes the pod's rules and
+// host route. It is idempotent, and tolerant of a missing netns, a missing
 // link, ipamd not knowing the pod or being unreachable (it then tears down
 // from prevResult, as the VPC CNI does).
 func CmdDel(args *skel.CmdArgs) error {
@@ -402,7 +406,9 @@ func CmdDel(args *skel.CmdArgs) error {
 	} else {
 		log.Warn("DEL: ipamd unreachable; tearing down from prevResult", "err", derr)
 	}
-	if err := teardownHost(hostName, ip, table); err != nil {
+	// The veth goes with the pod's netns, which the runtime deletes after
+	// DEL (as with the VPC CNI); deleting it here would double DEL's cost.
+	if err := teardownHost(hostName, ip, table, false); err != nil {
 		return types.NewError(types.ErrInternal, "failed to tear down the pod network", err.Error())
 	}
 	log.Info("DEL", "pod", ns+"/"+name, "ip", ip.String())

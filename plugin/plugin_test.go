@@ -102,7 +102,10 @@ var _ = Describe("DEL and CHECK", func() {
 		Expect(err.Error()).To(ContainSubstring("host route " + p.ip + "/32 dev " + host + " missing"))
 		Expect(p.del()).To(Succeed())
 		Expect(p.del()).To(Succeed())
-		Expect(n.hostState()).To(Equal(clean), "nothing left behind after DEL")
+		// The runtime removes the sandbox after DEL; the veth goes with it.
+		Expect(exec.Command("ip", "netns", "del", filepath.Base(p.path)).Run()).To(Succeed())
+		Eventually(n.hostState, 5*time.Second).Should(Equal(clean), "nothing left behind after DEL")
+		Expect(p.del()).To(Succeed(), "DEL with the netns gone")
 	})
 
 	It("STATUS reports ipamd's health and GC releases what the runtime forgot", func() {
@@ -111,18 +114,45 @@ var _ = Describe("DEL and CHECK", func() {
 		keep, lost := n.newPod("keep"), n.newPod("lost")
 		keep.mustAdd()
 		lost.mustAdd()
-		Expect(n.inNode(func() error { return n.cni.GetStatusNetworkList(bgCtx(), n.list) })).To(Succeed())
-		err := n.inNode(func() error {
-			return n.cni.GCNetworkList(bgCtx(), n.list, &libcni.GCArgs{ValidAttachments: []types.GCAttachment{{ContainerID: keep.cid, IfName: "eth0"}}})
-		})
+		// STATUS and GC are CNI 1.1: a list of aws-cni alone at 1.1.0.
+		var pl map[string]any
+		b, _ := os.ReadFile(filepath.Join(n.confDir, plugin.ConflistName))
+		var m map[string]any
+		Expect(json.Unmarshal(b, &m)).To(Succeed())
+		pl = m["plugins"].([]any)[0].(map[string]any)
+		lb, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "aws-cni", "plugins": []any{pl}})
+		list11, err := libcni.ConfListFromBytes(lb)
 		Expect(err).NotTo(HaveOccurred())
+		Expect(n.inNode(func() error { return n.cni.GetStatusNetworkList(bgCtx(), list11) })).To(Succeed())
+		// GC as a runtime sends it (libcni would first DEL what its own
+		// cache knows; the plugin's GC is what catches the rest).
+		gc := map[string]any{"cniVersion": "1.1.0", "name": "aws-cni", "cni.dev/valid-attachments": []types.GCAttachment{{ContainerID: keep.cid, IfName: "eth0"}}}
+		for k, v := range pl {
+			if _, set := gc[k]; !set {
+				gc[k] = v
+			}
+		}
+		gb, _ := json.Marshal(gc)
+		code, out := runPlugin(n, string(gb), map[string]string{"CNI_COMMAND": "GC", "CNI_PATH": filepath.Join(n.dir, "bin")})
+		Expect(code).To(BeZero(), out)
 		_, err = sh(n.nsName, "ip", "link", "show", plugin.HostVethName("eni", "default", "lost"))
 		Expect(err).To(HaveOccurred(), "GC removed the forgotten pod's veth")
 		_, err = sh(n.nsName, "ip", "link", "show", plugin.HostVethName("eni", "default", "keep"))
 		Expect(err).NotTo(HaveOccurred(), "GC kept the valid pod")
-		b, _ := os.ReadFile(filepath.Join(n.dir, "ipam.json"))
+		b, _ = os.ReadFile(filepath.Join(n.dir, "ipam.json"))
 		Expect(string(b)).To(ContainSubstring(keep.cid))
 		Expect(string(b)).NotTo(ContainSubstring(lost.cid))
+		// STATUS fails once ipamd is gone.
+		bad := map[string]any{}
+		for k, v := range pl {
+			bad[k] = v
+		}
+		bad["ipamdSocket"] = filepath.Join(n.dir, "gone.sock")
+		lb, _ = json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "aws-cni", "plugins": []any{bad}})
+		down, err := libcni.ConfListFromBytes(lb)
+		Expect(err).NotTo(HaveOccurred())
+		err = n.inNode(func() error { return n.cni.GetStatusNetworkList(bgCtx(), down) })
+		Expect(err).To(MatchError(ContainSubstring("ipamd is not reachable")))
 	})
 })
 
@@ -267,10 +297,11 @@ var _ = Describe("concurrency", func() {
 			}()
 		}
 		wg.Wait()
-		for i := range pods {
+		for i, p := range pods {
 			Expect(errs[i]).NotTo(HaveOccurred())
+			Expect(exec.Command("ip", "netns", "del", filepath.Base(p.path)).Run()).To(Succeed())
 		}
-		Expect(n.hostState()).To(Equal(clean))
+		Eventually(n.hostState, 10*time.Second).Should(Equal(clean))
 	})
 })
 
