@@ -27,8 +27,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/vpclab/vpclab/ipamd/rpc"
 	vversion "github.com/vpclab/vpclab/internal/version"
+	"github.com/vpclab/vpclab/ipamd/rpc"
 )
 
 // Supported lists the CNI spec versions aws-cni speaks.
@@ -81,7 +81,9 @@ func dial(conf *NetConf) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-func callCtx() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 30*time.Second) }
+func callCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 30*time.Second)
+}
 
 // podIdentity returns the pod's namespace and name (the container id when
 // the runtime passes no Kubernetes args).
