@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	cniversion "github.com/containernetworking/cni/pkg/version"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/vishvananda/netns"
@@ -143,7 +145,10 @@ func (c *cluster) nodeOfType(typ string, env ...string) *node {
 	Expect(plugin.Install(context.Background(), o)).To(Succeed(), func() string { b, _ := os.ReadFile(filepath.Join(n.dir, "ipamd.log")); return string(b) })
 	n.list, err = libcni.ConfListFromFile(filepath.Join(n.confDir, plugin.ConflistName))
 	Expect(err).NotTo(HaveOccurred())
-	n.cni = libcni.NewCNIConfigWithCacheDir([]string{o.BinDir}, filepath.Join(n.dir, "cache"), nil)
+	// An explicit exec: libcni's lazy default is set without a lock, a
+	// data race under concurrent ADDs.
+	n.cni = libcni.NewCNIConfigWithCacheDir([]string{o.BinDir}, filepath.Join(n.dir, "cache"),
+		&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: GinkgoWriter}, PluginDecoder: cniversion.PluginDecoder{}})
 	return n
 }
 
