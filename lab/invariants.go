@@ -1,0 +1,143 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+)
+
+// introspectedENIs is the part of ipamd's /v1/enis the checks need.
+type introspectedENIs map[string]struct {
+	TotalIPs, AssignedIPs int
+	ENIs                  map[string]struct {
+		ID                 string
+		IsTrunk            bool
+		AvailableIPv4Cidrs map[string]struct {
+			IsPrefix    bool
+			IPAddresses map[string]struct {
+				Address string
+				IPAMKey struct{ NetworkName string }
+			}
+		}
+	}
+}
+
+// IpamdENIs returns ipamd's view: ENI id -> CIDRs, and the assigned addresses.
+func (n *Node) IpamdENIs() (map[string][]string, map[netip.Addr]bool, error) {
+	b, err := n.HTTPGet("http://127.0.0.1:61679/v1/enis")
+	if err != nil {
+		return nil, nil, fmt.Errorf("node %s introspection: %w", n.Name, err)
+	}
+	var v introspectedENIs
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, nil, fmt.Errorf("node %s introspection: %w", n.Name, err)
+	}
+	enis := map[string][]string{}
+	assigned := map[netip.Addr]bool{}
+	for _, e := range v["0"].ENIs {
+		if e.IsTrunk {
+			continue
+		}
+		enis[e.ID] = []string{}
+		for c, ci := range e.AvailableIPv4Cidrs {
+			enis[e.ID] = append(enis[e.ID], c)
+			for _, a := range ci.IPAddresses {
+				if a.IPAMKey.NetworkName != "" {
+					assigned[netip.MustParseAddr(a.Address)] = true
+				}
+			}
+		}
+		sort.Strings(enis[e.ID])
+	}
+	return enis, assigned, nil
+}
+
+// CheckInvariants checks, after the fabric has caught up: the region's own
+// invariants; every ipamd's ENIs and addresses equal EC2's for its node;
+// every pod's address is assigned in ipamd, routed on its node, and unique;
+// no host veth without a pod.
+func (l *Lab) CheckInvariants(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := l.fab.WaitSynced(wctx); err != nil {
+		return err
+	}
+	var errs []error
+	if err := l.region.CheckInvariants(); err != nil {
+		errs = append(errs, err)
+	}
+	owner := map[netip.Addr]string{}
+	for _, n := range l.Nodes() {
+		ipamdENIs, assigned, err := n.IpamdENIs()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ec2 := map[string][]string{}
+		for _, e := range l.region.NetworkInterfaces() {
+			if e.Attachment == nil || e.Attachment.InstanceID != n.Instance.ID || e.InterfaceType == "trunk" {
+				continue
+			}
+			var cidrs []string
+			for _, a := range e.SecondaryIPs {
+				cidrs = append(cidrs, netip.PrefixFrom(a, 32).String())
+			}
+			for _, p := range e.Prefixes {
+				cidrs = append(cidrs, p.String())
+			}
+			sort.Strings(cidrs)
+			if cidrs == nil {
+				cidrs = []string{}
+			}
+			ec2[e.ID] = cidrs
+		}
+		for id, c := range ipamdENIs {
+			if e, ok := ec2[id]; !ok {
+				errs = append(errs, fmt.Errorf("node %s: ipamd holds ENI %s that EC2 does not attach to %s", n.Name, id, n.Instance.ID))
+			} else if strings.Join(e, ",") != strings.Join(c, ",") {
+				errs = append(errs, fmt.Errorf("node %s: ENI %s: ipamd has %v, EC2 has %v", n.Name, id, c, e))
+			}
+		}
+		for id := range ec2 {
+			if _, ok := ipamdENIs[id]; !ok {
+				errs = append(errs, fmt.Errorf("node %s: EC2 attaches ENI %s that ipamd does not hold", n.Name, id))
+			}
+		}
+		routes, _ := n.Exec(ctx, "ip", "-4", "route", "show", "table", "main")
+		pods := n.Pods()
+		// Veths of deleted pods go with their namespaces, asynchronously.
+		veths := 0
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			links, _ := n.Exec(ctx, "ip", "-o", "link", "show")
+			veths = strings.Count(links, ": eni")
+			if veths == len(pods) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, p := range pods {
+			if o, dup := owner[p.IP]; dup {
+				errs = append(errs, fmt.Errorf("address %s held by %s and %s/%s", p.IP, o, p.Namespace, p.Name))
+			}
+			owner[p.IP] = p.Namespace + "/" + p.Name
+			if !assigned[p.IP] {
+				errs = append(errs, fmt.Errorf("node %s: pod %s/%s has %s, which ipamd does not show as assigned", n.Name, p.Namespace, p.Name, p.IP))
+			}
+			if !strings.Contains(routes, p.IP.String()+" dev eni") {
+				errs = append(errs, fmt.Errorf("node %s: no host route to pod %s/%s (%s)", n.Name, p.Namespace, p.Name, p.IP))
+			}
+		}
+		if len(assigned) != len(pods) {
+			errs = append(errs, fmt.Errorf("node %s: ipamd has %d addresses assigned for %d pods", n.Name, len(assigned), len(pods)))
+		}
+		if veths != len(pods) {
+			errs = append(errs, fmt.Errorf("node %s: %d host veths for %d pods", n.Name, veths, len(pods)))
+		}
+	}
+	return errors.Join(errs...)
+}

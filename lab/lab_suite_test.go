@@ -1,0 +1,77 @@
+package lab_test
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/vpclab/vpclab/lab"
+)
+
+func TestLab(t *testing.T) {
+	if name := os.Getenv(childEnv); name != "" {
+		runChild(name)
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("the lab tests need root")
+	}
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "lab")
+}
+
+var binDir string
+
+var _ = SynchronizedBeforeSuite(func() []byte {
+	dir, err := os.MkdirTemp("", "vpclab-bin")
+	Expect(err).NotTo(HaveOccurred())
+	out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/ipamd", "../cmd/aws-cni", "../cmd/aws-vpc-cni").CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+	return []byte(dir)
+}, func(b []byte) { binDir = string(b) })
+
+func uniqueName() string {
+	const alpha = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alpha[int(b[i])%len(alpha)]
+	}
+	return "l" + string(b)
+}
+
+func testConfig() lab.Config {
+	c := lab.DefaultConfig()
+	c.Name = uniqueName()
+	c.BinDir = binDir
+	c.Env = map[string]string{"VPCLAB_POOL_INTERVAL": "100ms", "VPCLAB_IP_COOLDOWN": "0s"}
+	return c
+}
+
+const childEnv = "VPCLAB_LAB_CHILD"
+
+// runChild brings a lab up, says "ready" and waits to be killed.
+func runChild(name string) {
+	c := lab.DefaultConfig()
+	c.Name = name
+	c.BinDir = os.Getenv("VPCLAB_BIN")
+	c.Nodes[0].Count = 1
+	l, err := lab.New(context.Background(), c, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if _, err := l.Nodes()[0].AddPod(context.Background(), "default", "orphan"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	time.Sleep(time.Hour)
+	os.Exit(0)
+}

@@ -1,0 +1,145 @@
+package lab_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/vpclab/vpclab/fabric"
+	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/lab"
+)
+
+var _ = Describe("a lab", func() {
+	It("gives nodes the standard paths, wires pods that reach everything, and cleans up", func() {
+		ctx := context.Background()
+		cfg := testConfig()
+		l, err := lab.New(ctx, cfg, GinkgoWriter.Printf)
+		Expect(err).NotTo(HaveOccurred())
+		closed := false
+		DeferCleanup(func() {
+			if !closed {
+				_ = l.Close()
+			}
+		})
+		Expect(l.Nodes()).To(HaveLen(2))
+		a, b := l.Node("node-1"), l.Node("node-2")
+		// The node's own directories at the paths aws-node hard-codes.
+		out, err := a.Exec(ctx, "ls", "/var/run/aws-node", "/etc/cni/net.d", "/opt/cni/bin")
+		Expect(err).NotTo(HaveOccurred(), out)
+		for _, f := range []string{"ipamd.sock", "ipam.json", "10-aws.conflist", "aws-cni", "portmap"} {
+			Expect(out).To(ContainSubstring(f))
+		}
+		_, err = os.Stat("/var/run/aws-node/ipamd.sock")
+		Expect(os.IsNotExist(err) || err == nil).To(BeTrue())
+		Expect(a.SocketPath()).NotTo(Equal(b.SocketPath()))
+
+		a1, err := a.AddPod(ctx, "default", "a1")
+		Expect(err).NotTo(HaveOccurred())
+		a2, err := a.AddPod(ctx, "default", "a2")
+		Expect(err).NotTo(HaveOccurred())
+		b1, err := b.AddPod(ctx, "default", "b1")
+		Expect(err).NotTo(HaveOccurred())
+		peers, err := l.Region().RunInstances(fakeec2.RunInstancesInput{InstanceType: "t3.small", SubnetID: l.Region().Subnets()[0].ID})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(l.CheckInvariants(ctx)).To(Succeed())
+		Expect(a1.Ping(ctx, a2.IP.String())).To(Succeed())
+		Expect(a1.Ping(ctx, b1.IP.String())).To(Succeed())
+		Expect(b1.Ping(ctx, peers[0].PrivateIP.String())).To(Succeed())
+		Expect(a2.Ping(ctx, fabric.InternetHostAddr)).To(Succeed())
+
+		// Fill the primary ENI; the next pod lands on the secondary ENI
+		// and egresses through it (the VPC sees it on that ENI's link).
+		var second *lab.Pod
+		var eni2 string
+		for i := 0; i < 12 && second == nil; i++ {
+			p, err := a.AddPod(ctx, "fill", fmt.Sprintf("f%d", i))
+			Expect(err).NotTo(HaveOccurred())
+			for _, e := range l.Region().NetworkInterfaces() {
+				if e.Attachment != nil && e.Attachment.InstanceID == a.Instance.ID && e.Attachment.DeviceIndex == 1 {
+					for _, ip := range e.SecondaryIPs {
+						if ip == p.IP {
+							second, eni2 = p, e.ID
+						}
+					}
+				}
+			}
+		}
+		Expect(second).NotTo(BeNil())
+		router, _ := l.Fabric().RouterNamespace(l.VPCID())
+		link, _ := l.Fabric().RouterLinkName(eni2)
+		rx := func() int {
+			out, err := exec.Command("ip", "netns", "exec", filepath.Base(router), "cat", "/sys/class/net/"+link+"/statistics/rx_packets").Output()
+			Expect(err).NotTo(HaveOccurred())
+			n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+			return n
+		}
+		before := rx()
+		Expect(second.Ping(ctx, peers[0].PrivateIP.String())).To(Succeed())
+		Expect(rx()).To(BeNumerically(">", before))
+		Expect(l.CheckInvariants(ctx)).To(Succeed())
+
+		for _, n := range l.Nodes() {
+			for _, p := range n.Pods() {
+				Expect(n.DelPod(ctx, p)).To(Succeed())
+			}
+		}
+		Expect(l.CheckInvariants(ctx)).To(Succeed())
+		Expect(l.Close()).To(Succeed())
+		closed = true
+		Expect(netx.ListNamed(cfg.Name + "-")).To(BeEmpty())
+		_, err = os.Stat(filepath.Join("/run/vpclab", cfg.Name))
+		Expect(os.IsNotExist(err)).To(BeTrue())
+		mounts, _ := os.ReadFile("/proc/self/mountinfo")
+		Expect(string(mounts)).NotTo(ContainSubstring("/run/vpclab/" + cfg.Name))
+	})
+
+	It("GC removes what a killed process left: namespaces, mounts, ipamd processes", func() {
+		name := uniqueName()
+		child := exec.Command(os.Args[0], "-test.run", "^TestLab$")
+		child.Env = append(os.Environ(), childEnv+"="+name, "VPCLAB_BIN="+binDir)
+		out, _ := child.StdoutPipe()
+		child.Stderr = GinkgoWriter
+		Expect(child.Start()).To(Succeed())
+		DeferCleanup(func() { _ = lab.GC(name, "") })
+		sc := bufio.NewScanner(out)
+		for sc.Scan() && sc.Text() != "ready" {
+		}
+		Expect(child.Process.Signal(syscall.SIGKILL)).To(Succeed())
+		_ = child.Wait()
+		Expect(netx.ListNamed(name + "-")).NotTo(BeEmpty())
+		Expect(lab.Labs("")).To(ContainElement(name))
+		Expect(lab.GC(name, "")).To(Succeed())
+		Expect(netx.ListNamed(name + "-")).To(BeEmpty())
+		Expect(lab.Labs("")).NotTo(ContainElement(name))
+		mounts, _ := os.ReadFile("/proc/self/mountinfo")
+		Expect(string(mounts)).NotTo(ContainSubstring("/run/vpclab/" + name))
+	})
+
+	It("rejects bad configurations before creating anything", func() {
+		for _, mod := range []func(*lab.Config){
+			func(c *lab.Config) { c.Name = "Bad_Name" },
+			func(c *lab.Config) { c.VPCCIDR = "nope" },
+			func(c *lab.Config) { c.Subnets[1].CIDR = c.Subnets[0].CIDR },
+			func(c *lab.Config) { c.Subnets[0].CIDR = "10.0.0.0/24" },
+			func(c *lab.Config) { c.Nodes[0].InstanceType = "m9.huge" },
+			func(c *lab.Config) { c.Nodes[0].Subnet = "nowhere" },
+		} {
+			c := testConfig()
+			mod(&c)
+			_, err := lab.New(context.Background(), c, nil)
+			Expect(err).To(HaveOccurred())
+			Expect(netx.ListNamed(c.Name + "-")).To(BeEmpty())
+		}
+	})
+})
