@@ -34,6 +34,9 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
+		if len(args) > 0 && args[0] == "--" {
+			return append(pos, args...), nil
+		}
 		if err := fs.Parse(args); err != nil {
 			return nil, usagef("%v", err)
 		}

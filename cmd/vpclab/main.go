@@ -102,7 +102,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// firstLine folds a multi-line message (YAML errors) into one line.
 func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	return s
+	var parts []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, " ")
 }

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bins builds vpclab and the node binaries into one directory, as make
+// build does.
+func bins(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", dir+"/", "../ipamd", "../aws-cni", "../aws-vpc-cni", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return dir
+}
+
+func vpclab(t *testing.T, dir string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(dir, "vpclab"), args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errb.String()
+}
+
+func labName() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	const alpha = "abcdefghijklmnopqrstuvwxyz0123456789"
+	for i := range b {
+		b[i] = alpha[int(b[i])%len(alpha)]
+	}
+	return "c" + string(b)
+}
+
+func TestMaxPodsPublished(t *testing.T) {
+	dir := bins(t)
+	for typ, want := range map[string]string{"t3.nano": "4", "t3.micro": "4", "t3.small": "11", "t3.medium": "17", "t3.large": "35",
+		"t3.xlarge": "58", "t3.2xlarge": "58", "m5.large": "29", "m5.xlarge": "58", "m5.24xlarge": "737", "c5.18xlarge": "737", "p4d.24xlarge": "737"} {
+		code, out, errs := vpclab(t, dir, "max-pods", "--instance-type", typ)
+		if code != 0 || strings.TrimSpace(out) != want {
+			t.Errorf("max-pods %s = %q (exit %d, %s), want %s", typ, out, code, errs, want)
+		}
+	}
+	if _, out, _ := vpclab(t, dir, "max-pods", "--instance-type", "m5.large", "--prefix-delegation"); strings.TrimSpace(out) != "110" {
+		t.Errorf("m5.large with prefixes: %q, want 110", out)
+	}
+	code, out, _ := vpclab(t, dir, "max-pods", "--all")
+	if code != 0 || !strings.Contains(out, "m5.large") || len(strings.Split(out, "\n")) < 1000 {
+		t.Errorf("max-pods --all: exit %d, %d lines", code, len(strings.Split(out, "\n")))
+	}
+}
+
+// TestCLIErrors covers each error path: one line naming the problem, exit
+// code 2, nothing left behind.
+func TestCLIErrors(t *testing.T) {
+	dir := bins(t)
+	yamlDir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(yamlDir, name)
+		os.WriteFile(p, []byte(body), 0o644)
+		return p
+	}
+	name := labName()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"up", "--name", name, "--nodes", "x"}, "invalid value"},
+		{[]string{"up", "--name", name, "--bogus"}, "flag provided but not defined"},
+		{[]string{"up", "--name", name, "-f", write("bad.yaml", "nodes: [unclosed")}, "bad.yaml"},
+		{[]string{"up", "--name", name, "-f", write("unknown.yaml", "vpcz: 1\n")}, "vpcz"},
+		{[]string{"up", "--name", name, "--instance-type", "m9.gigantic"}, `unknown instance type`},
+		{[]string{"up", "--name", name, "-f", write("overlap.yaml", "vpcCidr: 10.0.0.0/16\nsubnets: [{name: a, cidr: 10.0.0.0/24}, {name: b, cidr: 10.0.0.128/25}]\nnodes: [{name: n, instanceType: m5.large}]\n")}, "overlaps"},
+		{[]string{"up", "--name", name, "--subnet-cidr", "172.16.0.0/24"}, "not inside vpcCidr"},
+		{[]string{"up", "--name", "Bad_Name"}, "name"},
+		{[]string{"up", "--name", name, "--env", "NOEQUALS"}, "KEY=VALUE"},
+		{[]string{"status", "-o", "yaml"}, "-o"},
+		{[]string{"pods", "frob"}, "want add, del or list"},
+		{[]string{"max-pods"}, "--instance-type is required"},
+		{[]string{"max-pods", "--instance-type", "m9.gigantic"}, "unknown instance type"},
+		{[]string{"exec", "default/x"}, "exec POD -- CMD"},
+		{[]string{"faults", "add", "--action", "X"}, "needs a code"},
+		{[]string{"throttle", "sideways"}, "want set or off"},
+	}
+	for _, tc := range cases {
+		code, out, errs := vpclab(t, dir, tc.args...)
+		lines := strings.Split(strings.TrimSpace(errs), "\n")
+		if code != 2 || len(lines) != 1 || !strings.Contains(errs, tc.want) {
+			t.Errorf("vpclab %v: exit %d, stderr %q (want one line with %q), stdout %q", tc.args, code, errs, tc.want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, name)); err == nil {
+		t.Errorf("a failed up left %s", filepath.Join(stateDir, name))
+	}
+	// Without root (from a directory nobody can read).
+	pub, err := os.MkdirTemp("", "vpclab-pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(pub)
+	os.Chmod(pub, 0o755)
+	b, _ := os.ReadFile(filepath.Join(dir, "vpclab"))
+	os.WriteFile(filepath.Join(pub, "vpclab"), b, 0o755)
+	cmd := exec.Command(filepath.Join(pub, "vpclab"), "up", "--name", name)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	err = cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(errb.String(), "root") {
+		t.Errorf("up without root: %v %q", err, errb.String())
+	}
+	// Commands against a lab that is not running.
+	if code, _, errs := vpclab(t, dir, "status", "--name", name); code != 1 || !strings.Contains(errs, "no running lab") {
+		t.Errorf("status of no lab: exit %d %q", code, errs)
+	}
+}
+
+// TestCLIFlow drives up/status/pods/exec/ping/events/faults/throttle/
+// metrics/down as a user would.
+func TestCLIFlow(t *testing.T) {
+	dir := bins(t)
+	name := labName()
+	t.Cleanup(func() { vpclab(t, dir, "down", "--name", name); vpclab(t, dir, "gc") })
+	code, out, errs := vpclab(t, dir, "up", "--name", name, "--nodes", "2", "--env", "VPCLAB_POOL_INTERVAL=100ms")
+	if code != 0 {
+		t.Fatalf("up: exit %d\n%s\n%s", code, out, errs)
+	}
+	for _, want := range []string{"EC2 API: http://127.0.0.1:", "node node-1", "node node-2", "is up"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("up output lacks %q:\n%s", want, out)
+		}
+	}
+	if code, _, errs := vpclab(t, dir, "up", "--name", name); code != 2 || !strings.Contains(errs, "already exists") {
+		t.Errorf("second up: exit %d %q", code, errs)
+	}
+	code, out, errs = vpclab(t, dir, "status", "--name", name, "-o", "json")
+	if code != 0 {
+		t.Fatalf("status: %d %s", code, errs)
+	}
+	var st Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	if !strings.HasPrefix(st.EC2Endpoint, "http://127.0.0.1:") || len(st.Nodes) != 2 || st.Nodes[0].Name != "node-1" || st.Nodes[0].InstanceID == "" || st.Nodes[0].InstanceType != "m5.large" {
+		t.Fatalf("status: %+v", st)
+	}
+	// The AWS CLI can inspect the running lab.
+	if _, err := os.Stat("/usr/bin/aws"); err == nil {
+		cmd := exec.Command("/usr/bin/aws", "--endpoint-url", st.EC2Endpoint, "--region", "eu-west-1", "ec2", "describe-instances", "--output", "json")
+		cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=x", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_PAGER=")
+		b, err := cmd.Output()
+		if err != nil || !strings.Contains(string(b), st.Nodes[0].InstanceID) {
+			t.Errorf("aws ec2 describe-instances against the lab: %v %s", err, b)
+		}
+	}
+	for _, p := range []struct{ pod, node string }{{"default/a", "node-1"}, {"default/b", "node-2"}} {
+		if code, out, errs := vpclab(t, dir, "pods", "add", p.pod, "--node", p.node, "--name", name); code != 0 || !strings.Contains(out, "on "+p.node) {
+			t.Fatalf("pods add %s: %d %s %s", p.pod, code, out, errs)
+		}
+	}
+	if code, out, _ := vpclab(t, dir, "pods", "list", "--name", name); code != 0 || !strings.Contains(out, "default/a") || !strings.Contains(out, "default/b") {
+		t.Errorf("pods list: %s", out)
+	}
+	if code, out, errs := vpclab(t, dir, "ping", "default/a", "default/b", "--name", name); code != 0 || !strings.Contains(out, "0% packet loss") {
+		t.Errorf("ping: %d %s %s", code, out, errs)
+	}
+	if code, out, _ := vpclab(t, dir, "exec", "--name", name, "default/a", "--", "ip", "-4", "addr", "show", "eth0"); code != 0 || !strings.Contains(out, "/32") {
+		t.Errorf("exec: %d %s", code, out)
+	}
+	code, out, _ = vpclab(t, dir, "events", "--name", name, "--action", "CreateNetworkInterface")
+	if code != 0 || !strings.Contains(out, `"eventName":"CreateNetworkInterface"`) {
+		t.Errorf("events: %d %s", code, out)
+	}
+	if code, out, errs := vpclab(t, dir, "faults", "add", "--name", name, "--action", "AssignPrivateIpAddresses", "--code", "RequestLimitExceeded", "--count", "2"); code != 0 || !strings.Contains(out, "added") {
+		t.Errorf("faults add: %d %s %s", code, out, errs)
+	}
+	if _, out, _ := vpclab(t, dir, "faults", "list", "--name", name); !strings.Contains(out, "RequestLimitExceeded") {
+		t.Errorf("faults list: %s", out)
+	}
+	if code, _, _ := vpclab(t, dir, "faults", "clear", "--name", name); code != 0 {
+		t.Errorf("faults clear: %d", code)
+	}
+	if code, out, _ := vpclab(t, dir, "throttle", "set", "--name", name, "--action", "AssignPrivateIpAddresses", "--capacity", "2", "--refill", "0.5"); code != 0 || !strings.Contains(out, "on") {
+		t.Errorf("throttle set: %d %s", code, out)
+	}
+	if code, _, _ := vpclab(t, dir, "throttle", "off", "--name", name); code != 0 {
+		t.Errorf("throttle off: %d", code)
+	}
+	if code, out, _ := vpclab(t, dir, "metrics", "node-1", "--name", name); code != 0 || !strings.Contains(out, "awscni_assigned_ip_addresses 1") {
+		t.Errorf("metrics: %d %s", code, out)
+	}
+	if code, out, _ := vpclab(t, dir, "status", "--name", name); code != 0 || !strings.Contains(out, "NODE") || !strings.Contains(out, "default/a") {
+		t.Errorf("status table: %s", out)
+	}
+	if code, out, _ := vpclab(t, dir, "pods", "del", "default/a", "--name", name); code != 0 {
+		t.Errorf("pods del: %d %s", code, out)
+	}
+	if code, out, errs := vpclab(t, dir, "down", "--name", name); code != 0 || !strings.Contains(out, "down") {
+		t.Fatalf("down: %d %s %s", code, out, errs)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if b, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(b), name+"-") {
+		t.Errorf("namespaces left after down:\n%s", b)
+	}
+}
+
+// TestDemo runs `vpclab demo` and checks it tells its story and leaves
+// nothing behind (its duration is printed; the target is under a minute).
+func TestDemo(t *testing.T) {
+	dir := bins(t)
+	code, out, errs := vpclab(t, dir, "demo")
+	if code != 0 {
+		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errs)
+	}
+	for _, want := range []string{"pods get addresses from the VPC", "across nodes: ok", "EC2 calls throttled", "InsufficientFreeAddressesInSubnet", "invariants hold", "torn down"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if b, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(b), "vpcdemo-") {
+		t.Errorf("demo left namespaces:\n%s", b)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, "vpcdemo")); err == nil {
+		t.Error("demo left its state directory")
+	}
+	t.Log(out)
+}
