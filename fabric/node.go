@@ -319,9 +319,23 @@ func (f *Fabric) createLink(r *router, n *node, e fakeec2.NetworkInterface, s fa
 			return fail("primary address", err)
 		}
 		gw := gatewayOf(s.CIDR)
-		def := &netlink.Route{Dst: mustNet("0.0.0.0/0"), Gw: gw.AsSlice(), LinkIndex: nl.Attrs().Index}
-		if err := n.h.RouteReplace(def); err != nil {
-			return fail("default route", err)
+		// A namespace of our own gets the VPC as its default route; an
+		// adopted one (the host) keeps its own default and reaches the VPC,
+		// IMDS and the EC2 endpoint through the ENI.
+		dsts := []*net.IPNet{mustNet("0.0.0.0/0")}
+		if n.adopted {
+			dsts = []*net.IPNet{hostNet(netip.MustParseAddr(IMDSAddr)), hostNet(netip.MustParseAddr(EC2Addr))}
+			if v, err := f.vpc(e.VPCID); err == nil {
+				for _, c := range v.CIDRBlocks {
+					dsts = append(dsts, prefixNet(c))
+				}
+			}
+		}
+		for _, d := range dsts {
+			rt := &netlink.Route{Dst: d, Gw: gw.AsSlice(), LinkIndex: nl.Attrs().Index}
+			if err := n.h.RouteReplace(rt); err != nil {
+				return fail("route "+d.String(), err)
+			}
 		}
 	}
 	f.log.Debug("eni link up", "eni", e.ID, "instance", n.id, "link", l.nodeName, "router", l.routerName)

@@ -54,6 +54,15 @@ type NodeConfig struct {
 	Subnet       string            `yaml:"subnet"` // subnet name; default the first
 	Count        int               `yaml:"count"`
 	Env          map[string]string `yaml:"env"`
+	// HostNamespace makes the node an existing network namespace (e.g.
+	// /proc/1/ns/net: the machine itself, as in the Vagrant cluster)
+	// instead of a new one; its ENI links are named LinkPrefix+"ethN".
+	HostNamespace string `yaml:"hostNamespace"`
+	LinkPrefix    string `yaml:"linkPrefix"`
+	// HostPaths uses the machine's real /var/run/aws-node, /opt/cni/bin,
+	// /etc/cni/net.d and /var/log/aws-routed-eni instead of a private
+	// mount namespace (with HostNamespace: the machine is the node).
+	HostPaths bool `yaml:"hostPaths"`
 }
 
 // DefaultConfig is `vpclab up` without a file: a VPC 192.168.0.0/16 in
@@ -130,6 +139,14 @@ func (c *Config) Validate() error {
 		}
 		if n.Subnet != "" && !names[n.Subnet] {
 			return fmt.Errorf("nodes[%d] subnet %q: no such subnet", i, n.Subnet)
+		}
+		if n.HostNamespace != "" && n.Count > 1 {
+			return fmt.Errorf("nodes[%d]: a hostNamespace node cannot have count %d", i, n.Count)
+		}
+		if n.HostNamespace != "" {
+			if _, err := os.Stat(n.HostNamespace); err != nil {
+				return fmt.Errorf("nodes[%d] hostNamespace %q: %v", i, n.HostNamespace, err)
+			}
 		}
 		if n.Count < 0 || n.Count > 200 {
 			return fmt.Errorf("nodes[%d] count %d: want 0..200", i, n.Count)

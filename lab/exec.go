@@ -44,7 +44,7 @@ func (e *nodeExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []by
 func (e *nodeExec) FindInPath(plugin string, paths []string) (string, error) {
 	for _, p := range paths {
 		full := filepath.Join(p, plugin)
-		host := filepath.Join(hostDir(e.n.root, p), plugin)
+		host := filepath.Join(e.n.path(p), plugin)
 		if _, err := os.Stat(host); err == nil {
 			return full, nil
 		}

@@ -57,11 +57,23 @@ func (n *Node) IpamdENIs() (map[string][]string, map[netip.Addr]bool, error) {
 	return enis, assigned, nil
 }
 
-// CheckInvariants checks, after the fabric has caught up: the region's own
-// invariants; every ipamd's ENIs and addresses equal EC2's for its node;
-// every pod's address is assigned in ipamd, routed on its node, and unique;
-// no host veth without a pod.
+// CheckInvariants checks, once the lab is quiet (it retries for up to 15 s
+// while pool actions settle): the region's own invariants; every ipamd's
+// ENIs and addresses equal EC2's for its node; every pod's address is
+// assigned in ipamd, routed on its node, and unique; no host veth without
+// a pod.
 func (l *Lab) CheckInvariants(ctx context.Context) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := l.checkOnce(ctx)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (l *Lab) checkOnce(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := l.fab.WaitSynced(wctx); err != nil {

@@ -136,7 +136,17 @@ func New(ctx context.Context, cfg Config, progress Progress) (l *Lab, err error)
 	}
 	progress("region %s: %s with %d subnets; EC2 API %s", region, vpc.ID, len(cfg.Subnets), l.ec2URL)
 	internet := cfg.Internet == nil || *cfg.Internet
-	l.fab, err = fabric.New(fabric.Config{Name: cfg.Name, Region: l.region, IMDS: l.srv.IMDS(), EC2: l.srv, Internet: internet, Logger: l.log})
+	hostNodes := map[string]NodeConfig{}
+	for _, nc := range cfg.Nodes {
+		if nc.HostNamespace != "" {
+			hostNodes[nc.Name] = nc
+		}
+	}
+	l.fab, err = fabric.New(fabric.Config{Name: cfg.Name, Region: l.region, IMDS: l.srv.IMDS(), EC2: l.srv, Internet: internet, Logger: l.log,
+		NodeNamespace: func(i fakeec2.Instance) (fabric.NodeNamespace, bool) {
+			nc, ok := hostNodes[i.Tags["vpclab:node"]]
+			return fabric.NodeNamespace{Path: nc.HostNamespace, LinkPrefix: nc.LinkPrefix}, ok
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -304,20 +314,29 @@ func killInNamespaces(name string) {
 
 // Node is one simulated instance.
 type Node struct {
-	Name     string
-	Instance fakeec2.Instance
-	lab      *Lab
-	root     string
-	netns    string // path
-	mntns    string // path of the bind-mounted mount namespace
-	ns       netns.NsHandle
-	ipamd    *exec.Cmd
-	cni      *libcni.CNIConfig
-	list     *libcni.NetworkConfigList
-	mu       sync.Mutex
-	pods     map[string]*Pod
-	httpc    *http.Client
-	ipamdLog string
+	Name      string
+	Instance  fakeec2.Instance
+	lab       *Lab
+	root      string
+	netns     string // path
+	mntns     string // path of the bind-mounted mount namespace
+	ns        netns.NsHandle
+	ipamd     *exec.Cmd
+	cni       *libcni.CNIConfig
+	list      *libcni.NetworkConfigList
+	mu        sync.Mutex
+	pods      map[string]*Pod
+	httpc     *http.Client
+	ipamdLog  string
+	hostPaths bool
+}
+
+// path maps a node path (/var/run/aws-node) to where it is on the host.
+func (n *Node) path(p string) string {
+	if n.hostPaths {
+		return p
+	}
+	return hostDir(n.root, p)
 }
 
 func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
@@ -346,9 +365,20 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 	if err := os.MkdirAll(n.root, 0o755); err != nil {
 		return nil, err
 	}
-	n.mntns = filepath.Join(n.root, "mnt")
-	if err := newMountNS(n.mntns, n.root); err != nil {
-		return nil, err
+	if s.cfg.HostPaths {
+		// The machine's own directories (the Vagrant cluster: kubelet runs
+		// the plugin from the real /opt/cni/bin).
+		n.hostPaths, n.mntns = true, "/proc/1/ns/mnt"
+		for _, d := range NodeDirs {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		n.mntns = filepath.Join(n.root, "mnt")
+		if err := newMountNS(n.mntns, n.root); err != nil {
+			return nil, err
+		}
 	}
 	l.mu.Lock()
 	l.nodes = append(l.nodes, n)
@@ -364,7 +394,7 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 	for k, v := range s.cfg.Env {
 		env[k] = v
 	}
-	n.ipamdLog = filepath.Join(hostDir(n.root, "/var/log/aws-routed-eni"), "ipamd.log")
+	n.ipamdLog = filepath.Join(n.path("/var/log/aws-routed-eni"), "ipamd.log")
 	if err := n.startIpamd(env); err != nil {
 		return nil, err
 	}
@@ -374,7 +404,7 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 		log, _ := os.ReadFile(n.ipamdLog)
 		return nil, fmt.Errorf("install aws-cni: %v: %s\nipamd log:\n%s", err, strings.TrimSpace(string(out)), tail(string(log), 20))
 	}
-	n.list, err = libcni.ConfListFromFile(filepath.Join(hostDir(n.root, "/etc/cni/net.d"), "10-aws.conflist"))
+	n.list, err = libcni.ConfListFromFile(filepath.Join(n.path("/etc/cni/net.d"), "10-aws.conflist"))
 	if err != nil {
 		return nil, err
 	}
@@ -464,7 +494,7 @@ func (n *Node) WaitServing(ctx context.Context) error {
 
 // SocketPath is the host path of the node's ipamd socket.
 func (n *Node) SocketPath() string {
-	return filepath.Join(hostDir(n.root, "/var/run/aws-node"), "ipamd.sock")
+	return filepath.Join(n.path("/var/run/aws-node"), "ipamd.sock")
 }
 
 // IpamdLog returns the node's ipamd log.

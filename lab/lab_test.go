@@ -143,3 +143,39 @@ var _ = Describe("a lab", func() {
 		}
 	})
 })
+
+var _ = Describe("host mode", func() {
+	It("makes an existing namespace the instance: ENI links appear in it, pods work, Close leaves it intact", func() {
+		ctx := context.Background()
+		host := uniqueName() + "host"
+		Expect(exec.Command("ip", "netns", "add", host).Run()).To(Succeed())
+		DeferCleanup(func() { _ = netx.DeleteNamed(host) })
+		Expect(exec.Command("ip", "netns", "exec", host, "ip", "link", "set", "lo", "up").Run()).To(Succeed())
+		// What the node OS does (the Vagrant provisioning sets it too).
+		Expect(exec.Command("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.ip_forward=1").Run()).To(Succeed())
+		cfg := testConfig()
+		cfg.Nodes = []lab.NodeConfig{{Name: "vm", InstanceType: "m5.large", HostNamespace: netx.Path(host), LinkPrefix: "lab"},
+			{Name: "other", InstanceType: "m5.large"}}
+		l, err := lab.New(ctx, cfg, GinkgoWriter.Printf)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { _ = l.Close() })
+		vm := l.Node("vm")
+		Expect(vm.NetNS()).To(Equal(netx.Path(host)))
+		out, err := exec.Command("ip", "netns", "exec", host, "ip", "-br", "link", "show", "labeth0").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		routes, _ := exec.Command("ip", "netns", "exec", host, "ip", "route").CombinedOutput()
+		Expect(string(routes)).NotTo(ContainSubstring("default"), "the host keeps its own default route")
+		Expect(string(routes)).To(ContainSubstring("169.254.169.254 via"))
+		p, err := vm.AddPod(ctx, "default", "hosted")
+		Expect(err).NotTo(HaveOccurred())
+		q, err := l.Node("other").AddPod(ctx, "default", "remote")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(p.Ping(ctx, q.IP.String())).To(Succeed())
+		Expect(l.CheckInvariants(ctx)).To(Succeed())
+		Expect(l.Close()).To(Succeed())
+		_, err = os.Stat(netx.Path(host))
+		Expect(err).NotTo(HaveOccurred(), "the host namespace survives")
+		out, _ = exec.Command("ip", "netns", "exec", host, "ip", "-br", "link").CombinedOutput()
+		Expect(string(out)).NotTo(ContainSubstring("labeth"), "the lab's links are gone from the host")
+	})
+})
