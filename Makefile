@@ -3,7 +3,7 @@ GO ?= go
 GOBIN ?= $(shell $(GO) env GOPATH)/bin
 PKGS := ./...
 
-.PHONY: all deps build test test-cli bench fuzz lint fmt vet catalog proto clean
+.PHONY: all deps build test test-cli check-scripts bench fuzz lint fmt vet catalog proto clean
 
 all: build
 
@@ -18,6 +18,8 @@ deps:
 		command -v ping >/dev/null || missing="$$missing iputils-ping"; \
 		command -v sysctl >/dev/null || missing="$$missing procps"; \
 		[ -x /usr/lib/cni/portmap ] || missing="$$missing containernetworking-plugins"; \
+		command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+		command -v vagrant >/dev/null || missing="$$missing vagrant"; \
 		if [ -n "$$missing" ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		fi; \
@@ -30,7 +32,7 @@ build:
 	$(GO) build -o bin/ ./cmd/...
 
 ## test: the whole test suite (what CI runs).
-test: build
+test: build check-scripts
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt: files above need formatting"; exit 1)
 	$(GO) test -race -count=1 $(PKGS)
@@ -43,6 +45,11 @@ bench:
 fuzz:
 	$(GO) test ./fakeec2/ -run '^$$' -fuzz '^FuzzQueryDecoder$$' -fuzztime 2m
 	$(GO) test ./fakeec2/ -run '^$$' -fuzz '^FuzzFilters$$' -fuzztime 2m
+
+## check-scripts: shellcheck the shell scripts and validate the Vagrantfile.
+check-scripts:
+	shellcheck scripts/*.sh .ci/run
+	vagrant validate
 
 lint: vet
 	@test -z "$$(gofmt -l .)" || (gofmt -l .; exit 1)
