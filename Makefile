@@ -3,7 +3,7 @@ GO ?= go
 GOBIN ?= $(shell $(GO) env GOPATH)/bin
 PKGS := ./...
 
-.PHONY: all deps build test test-cli check-scripts bench fuzz lint fmt vet catalog proto clean
+.PHONY: all deps build test test-cli check-scripts scenarios chaos bench fuzz lint fmt vet catalog proto clean
 
 all: build
 
@@ -45,6 +45,14 @@ bench:
 fuzz:
 	$(GO) test ./fakeec2/ -run '^$$' -fuzz '^FuzzQueryDecoder$$' -fuzztime 2m
 	$(GO) test ./fakeec2/ -run '^$$' -fuzz '^FuzzFilters$$' -fuzztime 2m
+
+## scenarios: the scenario suites (all labels but slow); LABEL=… picks some.
+scenarios: build
+	$(GO) test -count=1 -timeout 30m ./scenarios/ -ginkgo.label-filter='$(if $(LABEL),$(LABEL),!slow)' -ginkgo.v
+
+## chaos: the chaos soak (label slow; not in CI).
+chaos: build
+	$(GO) test -count=1 -timeout 60m ./scenarios/ -ginkgo.label-filter=slow -ginkgo.v
 
 ## check-scripts: shellcheck the shell scripts and validate the Vagrantfile.
 check-scripts:

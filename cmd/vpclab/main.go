@@ -41,6 +41,9 @@ Inspecting a running lab:
   throttle set [--scale X] [--action A --capacity N --refill R] | throttle off
   metrics NODE
 
+Scenarios:
+  scenario run FILE          run a YAML scenario (see scenarios/examples) and print PASS or FAIL
+
 Offline:
   max-pods --instance-type T [--prefix-delegation] | max-pods --all
 `
@@ -87,6 +90,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdMaxPods(args[1:], stdout)
 	case "demo":
 		err = cmdDemo(args[1:], stdout)
+	case "scenario":
+		err = cmdScenario(args[1:], stdout)
 	default:
 		err = usagef("unknown command %q (vpclab help lists them)", args[0])
 	}

@@ -1,0 +1,148 @@
+package scenarios
+
+import (
+	"time"
+
+	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/lab"
+)
+
+// fast are the pool timers scaled for CI (the VPC CNI's 5 s tick, 30 s
+// decrease spacing, 1 min ENI lifetime and 30 s cooldown would make each
+// scenario minutes long without changing its decisions).
+func fast(extra map[string]string) map[string]string {
+	env := map[string]string{"VPCLAB_POOL_INTERVAL": "100ms", "VPCLAB_DECREASE_INTERVAL": "200ms", "VPCLAB_MIN_ENI_LIFETIME": "0s",
+		"VPCLAB_IP_COOLDOWN": "0s", "VPCLAB_INSUFFICIENT_CIDR_COOLDOWN": "500ms", "VPCLAB_RECONCILE_INTERVAL": "2s"}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return env
+}
+
+func world(typ, cidr string, nodes int, env map[string]string) lab.Config {
+	return lab.Config{VPCCIDR: "10.0.0.0/16", Subnets: []lab.SubnetConfig{{Name: "a", CIDR: cidr, AZ: "eu-west-1a"}},
+		Nodes: []lab.NodeConfig{{Name: "node", InstanceType: typ, Count: nodes}}, Env: fast(env)}
+}
+
+func dur(d time.Duration) fakeec2.Duration { return fakeec2.Duration(d) }
+
+// Builtin are the scenarios the suite runs, each pinning one behaviour of
+// the VPC CNI's IPAM with exact numbers.
+var Builtin = []Scenario{
+	{
+		Name: "warm ENI default on m5.large", Labels: []string{"warm-pool"},
+		Lab: world("m5.large", "10.0.0.0/24", 1, nil),
+		Steps: []Step{
+			{Name: "idle node", Expect: Expect{TotalIPs: Int(9), ENIs: Int(1)}},
+			{Name: "one pod: a whole spare ENI", AddPods: 1, Expect: Expect{TotalIPs: Int(18), AssignedIPs: Int(1), ENIs: Int(2), FailedAdds: Int(0)}},
+			{Name: "pod gone: the second ENI released", DelPods: 1, Expect: Expect{TotalIPs: Int(9), AssignedIPs: Int(0), ENIs: Int(1)}},
+		},
+	},
+	{
+		Name: "WARM_IP_TARGET=2 MINIMUM_IP_TARGET=12", Labels: []string{"warm-pool"},
+		Lab: world("m5.large", "10.0.0.0/24", 1, map[string]string{"WARM_IP_TARGET": "2", "MINIMUM_IP_TARGET": "12"}),
+		Steps: []Step{
+			{Name: "minimum at start", Expect: Expect{TotalIPs: Int(12), ENIs: Int(2)}},
+			{Name: "12 pods: 2 warm", AddPods: 12, Expect: Expect{TotalIPs: Int(14), AssignedIPs: Int(12), FailedAdds: Int(0)}},
+			{Name: "20 pods: 2 warm", AddPods: 8, Expect: Expect{TotalIPs: Int(22), AssignedIPs: Int(20), ENIs: Int(3), FailedAdds: Int(0)}},
+			{Name: "back to 0 pods: the minimum", DelPods: 20, Expect: Expect{TotalIPs: Int(12), AssignedIPs: Int(0)}},
+		},
+	},
+	{
+		Name: "max pods t3.medium", Labels: []string{"warm-pool", "max-pods"},
+		Lab: world("t3.medium", "10.0.0.0/24", 1, nil),
+		Steps: []Step{{Name: "16 pods: 15 fit (3 ENIs × 5), the 16th is refused", AddPods: 16, PodTimeout: dur(3 * time.Second),
+			Expect: Expect{Pods: Int(15), FailedAdds: Int(1), ENIs: Int(3), TotalIPs: Int(15)}}},
+	},
+	{
+		Name: "max pods t3.nano", Labels: []string{"warm-pool", "max-pods"},
+		Lab: world("t3.nano", "10.0.0.0/24", 1, nil),
+		Steps: []Step{{Name: "3 pods: 2 fit", AddPods: 3, PodTimeout: dur(3 * time.Second), Expect: Expect{Pods: Int(2), FailedAdds: Int(1), ENIs: Int(2)}}},
+	},
+	{
+		Name: "subnet exhaustion across two nodes", Labels: []string{"exhaustion"},
+		// A /27 has 27 usable addresses: two primary ENIs with 9
+		// secondaries each leave 7, too few for another ENI's 10.
+		Lab: world("m5.large", "10.0.0.0/27", 2, nil),
+		Steps: []Step{
+			{Name: "node-1 fills up", Node: "node-1", AddPods: 10, PodTimeout: dur(2 * time.Second),
+				Expect: Expect{Pods: Int(9), FailedAdds: Int(1), ENIs: Int(1), Events: map[string][2]int{"InsufficientFreeAddressesInSubnet": {1, -1}}}},
+			{Name: "node-2 fills up", Node: "node-2", AddPods: 10, PodTimeout: dur(2 * time.Second), Expect: Expect{Pods: Int(9), FailedAdds: Int(1), ENIs: Int(1)}},
+			{Name: "a pod goes", Node: "node-1", DelPods: 1, Expect: Expect{Pods: Int(8)}},
+			{Name: "its address serves the next pod", Node: "node-1", AddPods: 1, Expect: Expect{Pods: Int(9), FailedAdds: Int(0)}},
+		},
+	},
+	{
+		Name: "throttling storm during a 100-pod burst", Labels: []string{"throttling"},
+		Lab: world("m5.4xlarge", "10.0.0.0/22", 1, nil),
+		Steps: []Step{
+			{Name: "warm", Expect: Expect{TotalIPs: Int(29)}},
+			{Name: "burst under RequestLimitExceeded for 3 s", AddPods: 100, PodTimeout: dur(20 * time.Second),
+				Faults: []fakeec2.FaultRule{
+					{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: dur(3 * time.Second)},
+					{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", For: dur(3 * time.Second)},
+					{Action: "AttachNetworkInterface", Code: "RequestLimitExceeded", For: dur(3 * time.Second)},
+				},
+				// Every pod starts; the throttled calls stay bounded (the
+				// SDK's 3 attempts inside ipamd's doubling back-off).
+				Expect: Expect{Pods: Int(100), FailedAdds: Int(0), AssignedIPs: Int(100), Events: map[string][2]int{"RequestLimitExceeded": {1, 30}}}},
+		},
+	},
+	{
+		Name: "prefix delegation", Labels: []string{"prefix"},
+		Lab: world("m5.large", "10.0.0.0/24", 1, map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"}),
+		Steps: []Step{
+			{Name: "one /28 at start", Expect: Expect{Prefixes: Int(1), TotalIPs: Int(16)}},
+			{Name: "first pod: a warm prefix", AddPods: 1, Expect: Expect{Prefixes: Int(2), TotalIPs: Int(32)}},
+			{Name: "16 pods: still 2", AddPods: 15, Expect: Expect{Prefixes: Int(2), AssignedIPs: Int(16)}},
+			{Name: "17 pods: 3", AddPods: 1, Expect: Expect{Prefixes: Int(3)}},
+			{Name: "pods gone: back to 1", DelPods: 17, Expect: Expect{Prefixes: Int(1), AssignedIPs: Int(0)}},
+		},
+	},
+	{
+		Name: "fragmented subnet in prefix mode", Labels: []string{"prefix", "exhaustion"},
+		// A /27 has free addresses but no aligned /28 without reserved ones.
+		Lab: world("m5.large", "10.0.0.0/27", 1, map[string]string{"ENABLE_PREFIX_DELEGATION": "true"}),
+		Steps: []Step{{Name: "no prefix to be had", AddPods: 1, PodTimeout: dur(2 * time.Second),
+			Expect: Expect{Prefixes: Int(0), FailedAdds: Int(1), Events: map[string][2]int{"InsufficientCidrBlocks": {1, -1}}}}},
+	},
+	{
+		Name: "ipamd killed mid-churn", Labels: []string{"restart"},
+		Lab: world("m5.large", "10.0.0.0/24", 1, map[string]string{"WARM_IP_TARGET": "3"}),
+		Steps: []Step{
+			{AddPods: 10, Expect: Expect{AssignedIPs: Int(10)}},
+			{Name: "SIGKILL and restart", RestartIpamd: true, Expect: Expect{AssignedIPs: Int(10)}},
+			{AddPods: 5, DelPods: 3, Expect: Expect{AssignedIPs: Int(12), FailedAdds: Int(0)}},
+			{Name: "again", RestartIpamd: true, Expect: Expect{AssignedIPs: Int(12), TotalIPs: Int(15)}},
+		},
+	},
+	{
+		Name: "IMDS lags EC2 by 1.5 s", Labels: []string{"imds"},
+		Lab: func() lab.Config {
+			c := world("m5.large", "10.0.0.0/24", 1, nil)
+			c.Timing.IMDSLag = dur(1500 * time.Millisecond)
+			return c
+		}(),
+		Steps: []Step{{Name: "pods beyond the primary ENI wait for IMDS, none gets an address early", AddPods: 14, PodTimeout: dur(15 * time.Second),
+			Expect: Expect{Pods: Int(14), FailedAdds: Int(0), ENIs: Int(3)}}},
+	},
+	{
+		Name: "cooldown", Labels: []string{"warm-pool"},
+		Lab:      world("m5.large", "10.0.0.0/24", 1, map[string]string{"WARM_IP_TARGET": "1", "MINIMUM_IP_TARGET": "1", "VPCLAB_IP_COOLDOWN": "3s"}),
+		Cooldown: dur(3 * time.Second),
+		Steps: []Step{
+			{AddPods: 1, DelPods: 1},
+			{Name: "a new pod does not get the cooling address", AddPods: 1, PodTimeout: dur(3 * time.Second), Expect: Expect{FailedAdds: Int(0)}},
+		},
+	},
+	{
+		Name: "slow attaches respect the ENI limit", Labels: []string{"warm-pool", "attach"},
+		Lab: func() lab.Config {
+			c := world("m5.large", "10.0.0.0/24", 1, nil)
+			c.Timing.AttachLatency = dur(time.Second)
+			return c
+		}(),
+		Steps: []Step{{AddPods: 28, PodTimeout: dur(8 * time.Second), Expect: Expect{Pods: Int(27), FailedAdds: Int(1), ENIs: Int(3),
+			Events: map[string][2]int{"AttachmentLimitExceeded": {0, 0}}}}},
+	},
+}

@@ -1,0 +1,378 @@
+// Package scenarios runs scenarios declared as data: a world (a lab
+// config), then steps — pod churn, faults, ipamd crashes, waits — each with
+// exact expectations on the node's pool, the pods and the EC2 events. The
+// Ginkgo suite in this directory runs the built-in ones; `vpclab scenario
+// run FILE` runs a YAML one.
+package scenarios
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/lab"
+)
+
+// Scenario is a world, a workload and its expectations.
+type Scenario struct {
+	Name   string     `yaml:"name"`
+	Labels []string   `yaml:"labels"`
+	Lab    lab.Config `yaml:"lab"`
+	Steps  []Step     `yaml:"steps"`
+	// Cooldown, when set, fails the run if a pod gets an address released
+	// less than this long before.
+	Cooldown fakeec2.Duration `yaml:"cooldown"`
+}
+
+// Step is one action and what must hold after it.
+type Step struct {
+	Name string `yaml:"name"`
+	// Node the step acts on (default: the first node).
+	Node string `yaml:"node"`
+	// AddPods adds that many pods one after the other; failures are
+	// counted, not fatal. DelPods deletes that many of the oldest pods.
+	AddPods int `yaml:"addPods"`
+	DelPods int `yaml:"delPods"`
+	// PodTimeout is how long an ADD is retried (as kubelet would) before
+	// the pod counts as failed (default 5 s).
+	PodTimeout fakeec2.Duration `yaml:"podTimeout"`
+	// Faults are installed before the step's workload; ClearFaults removes
+	// every rule first.
+	Faults      []fakeec2.FaultRule `yaml:"faults"`
+	ClearFaults bool                `yaml:"clearFaults"`
+	// KillIpamd SIGKILLs the node's ipamd and starts it again.
+	RestartIpamd bool             `yaml:"restartIpamd"`
+	Sleep        fakeec2.Duration `yaml:"sleep"`
+	Expect       Expect           `yaml:"expect"`
+}
+
+// Expect lists exact values; nil fields are not checked. Pool figures are
+// waited for (up to Within, default 10 s) since the pool converges.
+type Expect struct {
+	Pods        *int `yaml:"pods"`
+	FailedAdds  *int `yaml:"failedAdds"`
+	TotalIPs    *int `yaml:"totalIPs"`
+	AssignedIPs *int `yaml:"assignedIPs"`
+	ENIs        *int `yaml:"enis"`
+	Prefixes    *int `yaml:"prefixes"`
+	// Events: EC2 error code -> minimum and maximum count over the whole
+	// run so far ([min, max]; max -1 for none).
+	Events map[string][2]int `yaml:"events"`
+	// MaxMutatingCalls bounds the non-Describe EC2 calls of this step.
+	MaxMutatingCalls *int `yaml:"maxMutatingCalls"`
+	// NoAddressTwice checks every pod's address is unique (always on at
+	// the end).
+	Within fakeec2.Duration `yaml:"within"`
+}
+
+// Load reads a YAML scenario.
+func Load(path string) (Scenario, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Scenario{}, err
+	}
+	var s Scenario
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&s); err != nil {
+		return Scenario{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Result is what a run found.
+type Result struct {
+	Scenario string
+	Passed   bool
+	Failures []string
+	Duration time.Duration
+	// Dump is the lab state, ipamd logs and recent events, on failure.
+	Dump string
+}
+
+// Runner runs scenarios against labs built from BinDir's binaries.
+type Runner struct {
+	BinDir string
+	Log    func(format string, args ...any)
+}
+
+type podRef struct {
+	node *lab.Node
+	pod  *lab.Pod
+}
+
+// Run runs one scenario and always tears its lab down.
+func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result) {
+	start := time.Now()
+	res.Scenario = s.Name
+	logf := r.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	cfg := s.Lab
+	cfg.Name = labName
+	if cfg.BinDir == "" {
+		cfg.BinDir = r.BinDir
+	}
+	if len(cfg.Subnets) == 0 {
+		d := lab.DefaultConfig()
+		cfg.Subnets, cfg.VPCCIDR = d.Subnets, d.VPCCIDR
+	}
+	fail := func(format string, a ...any) { res.Failures = append(res.Failures, fmt.Sprintf(format, a...)) }
+	l, err := lab.New(ctx, cfg, logf)
+	if err != nil {
+		fail("bring-up: %v", err)
+		res.Duration = time.Since(start)
+		return res
+	}
+	defer func() {
+		if len(res.Failures) > 0 {
+			res.Dump = dump(l)
+		}
+		if err := l.Close(); err != nil {
+			fail("teardown: %v", err)
+		}
+		if left, _ := netx.ListNamed(labName + "-"); len(left) > 0 {
+			fail("leak: namespaces left after teardown: %v", left)
+		}
+		res.Passed = len(res.Failures) == 0
+		res.Duration = time.Since(start)
+	}()
+	var pods []podRef
+	released := map[string]time.Time{}
+	seq := 0
+	for i, st := range s.Steps {
+		name := st.Name
+		if name == "" {
+			name = fmt.Sprintf("step %d", i+1)
+		}
+		n := l.Nodes()[0]
+		if st.Node != "" {
+			if n = l.Node(st.Node); n == nil {
+				fail("%s: no node %q", name, st.Node)
+				return res
+			}
+		}
+		if st.ClearFaults {
+			l.Faults().Clear()
+		}
+		if len(st.Faults) > 0 {
+			if _, err := l.Faults().Add(st.Faults...); err != nil {
+				fail("%s: faults: %v", name, err)
+				return res
+			}
+		}
+		callsBefore := mutating(l)
+		failed := 0
+		timeout := time.Duration(st.PodTimeout)
+		if timeout == 0 {
+			timeout = 5 * time.Second
+		}
+		for k := 0; k < st.AddPods; k++ {
+			seq++
+			p, err := addWithRetry(ctx, n, fmt.Sprintf("p%d", seq), timeout)
+			if err != nil {
+				failed++
+				continue
+			}
+			if t, ok := released[p.IP.String()]; ok && s.Cooldown > 0 && time.Since(t) < time.Duration(s.Cooldown) {
+				fail("%s: pod %s got %s, released only %s ago (cooldown %s)", name, p.Name, p.IP, time.Since(t).Round(time.Millisecond), time.Duration(s.Cooldown))
+			}
+			pods = append(pods, podRef{n, p})
+		}
+		for k := 0; k < st.DelPods; k++ {
+			idx := -1
+			for j, p := range pods {
+				if p.node == n {
+					idx = j
+					break
+				}
+			}
+			if idx < 0 {
+				fail("%s: no pod left to delete on %s", name, n.Name)
+				break
+			}
+			if err := n.DelPod(ctx, pods[idx].pod); err != nil {
+				fail("%s: %v", name, err)
+			}
+			released[pods[idx].pod.IP.String()] = time.Now()
+			pods = append(pods[:idx], pods[idx+1:]...)
+		}
+		if st.RestartIpamd {
+			if err := n.RestartIpamd(ctx); err != nil {
+				fail("%s: %v", name, err)
+				return res
+			}
+		}
+		if st.Sleep > 0 {
+			time.Sleep(time.Duration(st.Sleep))
+		}
+		r.check(ctx, l, n, name, st.Expect, failed, pods, callsBefore, fail)
+		logf("%s: %s done (%d pods on %s)", s.Name, name, countOn(pods, n), n.Name)
+		if len(res.Failures) > 0 {
+			return res
+		}
+	}
+	seen := map[string]string{}
+	for _, p := range pods {
+		if o, dup := seen[p.pod.IP.String()]; dup {
+			fail("address %s handed to %s and %s", p.pod.IP, o, p.pod.Name)
+		}
+		seen[p.pod.IP.String()] = p.pod.Name
+	}
+	if err := l.CheckInvariants(ctx); err != nil {
+		fail("invariants: %v", err)
+	}
+	return res
+}
+
+// addWithRetry adds a pod, retrying a failed ADD every 100 ms for up to
+// timeout, as kubelet retries sandbox creation.
+func addWithRetry(ctx context.Context, n *lab.Node, name string, timeout time.Duration) (*lab.Pod, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		p, err := n.AddPod(ctx, "scenario", name)
+		if err == nil || time.Now().After(deadline) {
+			return p, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func countOn(pods []podRef, n *lab.Node) int {
+	c := 0
+	for _, p := range pods {
+		if p.node == n {
+			c++
+		}
+	}
+	return c
+}
+
+func mutating(l *lab.Lab) int {
+	c := 0
+	for _, e := range l.Events(fakeec2.EventFilter{}) {
+		if !e.ReadOnly {
+			c++
+		}
+	}
+	return c
+}
+
+// metric reads one unlabelled series from the node's ipamd.
+func metric(n *lab.Node, name string) (int, error) {
+	m, err := n.Metrics()
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(m, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 && f[0] == name {
+			v, err := strconv.ParseFloat(f[1], 64)
+			return int(v), err
+		}
+	}
+	return 0, fmt.Errorf("no metric %s", name)
+}
+
+func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string, e Expect, failed int, pods []podRef, callsBefore int, fail func(string, ...any)) {
+	if e.FailedAdds != nil && failed != *e.FailedAdds {
+		fail("%s: %d pod adds failed, want %d", step, failed, *e.FailedAdds)
+	}
+	if e.Pods != nil && countOn(pods, n) != *e.Pods {
+		fail("%s: %d pods on %s, want %d", step, countOn(pods, n), n.Name, *e.Pods)
+	}
+	if e.MaxMutatingCalls != nil {
+		if c := mutating(l) - callsBefore; c > *e.MaxMutatingCalls {
+			fail("%s: %d mutating EC2 calls, want at most %d", step, c, *e.MaxMutatingCalls)
+		}
+	}
+	within := time.Duration(e.Within)
+	if within == 0 {
+		within = 10 * time.Second
+	}
+	type want struct {
+		what string
+		v    *int
+		get  func() (int, error)
+	}
+	checks := []want{
+		{"awscni_total_ip_addresses", e.TotalIPs, func() (int, error) { return metric(n, "awscni_total_ip_addresses") }},
+		{"awscni_assigned_ip_addresses", e.AssignedIPs, func() (int, error) { return metric(n, "awscni_assigned_ip_addresses") }},
+		{"awscni_total_ipv4_prefixes", e.Prefixes, func() (int, error) { return metric(n, "awscni_total_ipv4_prefixes") }},
+		{"ENIs attached (EC2)", e.ENIs, func() (int, error) {
+			c := 0
+			for _, x := range l.Region().NetworkInterfaces() {
+				if x.Attachment != nil && x.Attachment.InstanceID == n.Instance.ID {
+					c++
+				}
+			}
+			return c, nil
+		}},
+	}
+	for _, c := range checks {
+		if c.v == nil {
+			continue
+		}
+		deadline := time.Now().Add(within)
+		var got int
+		var err error
+		for {
+			got, err = c.get()
+			if err == nil && got == *c.v {
+				break
+			}
+			if time.Now().After(deadline) {
+				fail("%s: %s = %d (%v), want %d", step, c.what, got, err, *c.v)
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for code, mm := range e.Events {
+		c := len(l.Events(fakeec2.EventFilter{ErrorCode: code}))
+		if c < mm[0] || (mm[1] >= 0 && c > mm[1]) {
+			fail("%s: %d %s events, want between %d and %d", step, c, code, mm[0], mm[1])
+		}
+	}
+}
+
+// dump gathers what a failed scenario's reader needs: the nodes' pools,
+// the last ipamd log lines and the last EC2 errors.
+func dump(l *lab.Lab) string {
+	var b strings.Builder
+	for _, n := range l.Nodes() {
+		enis, assigned, err := n.IpamdENIs()
+		fmt.Fprintf(&b, "node %s (%s): ipamd ENIs %v, %d assigned, err %v\n", n.Name, n.Instance.ID, enis, len(assigned), err)
+		log := strings.Split(strings.TrimSpace(n.IpamdLog()), "\n")
+		if len(log) > 25 {
+			log = log[len(log)-25:]
+		}
+		fmt.Fprintf(&b, "ipamd log (last lines):\n%s\n", strings.Join(log, "\n"))
+	}
+	errs := l.Events(fakeec2.EventFilter{ErrorsOnly: true})
+	if len(errs) > 20 {
+		errs = errs[len(errs)-20:]
+	}
+	for _, e := range errs {
+		j, _ := json.Marshal(map[string]any{"time": e.EventTime, "action": e.EventName, "code": e.ErrorCode})
+		fmt.Fprintln(&b, string(j))
+	}
+	return b.String()
+}
+
+// ErrFailed is returned by helpers when a scenario did not pass.
+var ErrFailed = errors.New("scenario failed")
+
+// Int is a helper for writing expectations in Go.
+func Int(v int) *int { return &v }
