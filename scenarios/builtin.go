@@ -56,7 +56,7 @@ var Builtin = []Scenario{
 	},
 	{
 		Name: "max pods t3.nano", Labels: []string{"warm-pool", "max-pods"},
-		Lab: world("t3.nano", "10.0.0.0/24", 1, nil),
+		Lab:   world("t3.nano", "10.0.0.0/24", 1, nil),
 		Steps: []Step{{Name: "3 pods: 2 fit", AddPods: 3, PodTimeout: dur(3 * time.Second), Expect: Expect{Pods: Int(2), FailedAdds: Int(1), ENIs: Int(2)}}},
 	},
 	{
