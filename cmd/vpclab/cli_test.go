@@ -244,3 +244,17 @@ func TestDemo(t *testing.T) {
 	}
 	t.Log(out)
 }
+
+// TestScenarioRunYAML runs the example YAML scenario through the CLI.
+func TestScenarioRunYAML(t *testing.T) {
+	dir := bins(t)
+	code, out, errs := vpclab(t, dir, "scenario", "run", "../../scenarios/examples/warm-ip.yaml")
+	if code != 0 || !strings.Contains(out, "PASS WARM_IP_TARGET=2") {
+		t.Fatalf("scenario run: exit %d\n%s\n%s", code, out, errs)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("name: x\nstepz: []\n"), 0o644)
+	if code, _, errs := vpclab(t, dir, "scenario", "run", bad); code != 2 || !strings.Contains(errs, "stepz") {
+		t.Errorf("bad scenario: exit %d %q", code, errs)
+	}
+}
