@@ -3,7 +3,7 @@ GO ?= go
 GOBIN ?= $(shell $(GO) env GOPATH)/bin
 PKGS := ./...
 
-.PHONY: all deps build test test-cli check-scripts scenarios chaos bench fuzz lint fmt vet catalog proto clean
+.PHONY: all deps build test test-cli check-scripts scenarios e2e chaos bench fuzz lint fmt vet catalog proto clean
 
 all: build
 
@@ -49,6 +49,10 @@ fuzz:
 ## scenarios: the scenario suites (all labels but slow); LABEL=… picks some.
 scenarios: build
 	$(GO) test -count=1 -timeout 30m ./scenarios/ -ginkgo.label-filter='$(if $(LABEL),$(LABEL),!slow)' -ginkgo.v
+
+## e2e: the end-to-end suites: connectivity matrix, lab (secondary-ENI egress, host mode, GC) and CLI flows.
+e2e: build
+	$(GO) test -count=1 -timeout 30m ./e2e/ ./lab/ ./cmd/vpclab/
 
 ## chaos: the chaos soak (label slow; not in CI).
 chaos: build
