@@ -506,6 +506,9 @@ func (n *Node) IpamdLog() string {
 // NetNS returns the node's network namespace path.
 func (n *Node) NetNS() string { return n.netns }
 
+// MountNS returns the node's mount namespace path (for nsenter --mount).
+func (n *Node) MountNS() string { return n.mntns }
+
 // HTTPGet fetches a URL from inside the node's network namespace.
 func (n *Node) HTTPGet(url string) ([]byte, error) {
 	resp, err := n.httpc.Get(url)

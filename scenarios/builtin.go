@@ -127,6 +127,12 @@ var Builtin = []Scenario{
 			Expect: Expect{Pods: Int(14), FailedAdds: Int(0), ENIs: Int(3)}}},
 	},
 	{
+		Name: "leaked ENI", Labels: []string{"restart", "leak"},
+		Lab: world("m5.large", "10.0.0.0/24", 1, map[string]string{"VPCLAB_LEAKED_ENI_INTERVAL": "300ms", "VPCLAB_LEAKED_ENI_GRACE": "5m"}),
+		Steps: []Step{{Name: "an ENI left detached an hour ago is deleted after the grace period", LeakENIs: 2,
+			Expect: Expect{LeakedENIs: Int(0), ENIs: Int(1)}}},
+	},
+	{
 		Name: "cooldown", Labels: []string{"warm-pool"},
 		Lab:      world("m5.large", "10.0.0.0/24", 1, map[string]string{"WARM_IP_TARGET": "1", "MINIMUM_IP_TARGET": "1", "VPCLAB_IP_COOLDOWN": "3s"}),
 		Cooldown: dur(3 * time.Second),

@@ -50,10 +50,13 @@ type Step struct {
 	// every rule first.
 	Faults      []fakeec2.FaultRule `yaml:"faults"`
 	ClearFaults bool                `yaml:"clearFaults"`
-	// KillIpamd SIGKILLs the node's ipamd and starts it again.
-	RestartIpamd bool             `yaml:"restartIpamd"`
-	Sleep        fakeec2.Duration `yaml:"sleep"`
-	Expect       Expect           `yaml:"expect"`
+	// RestartIpamd SIGKILLs the node's ipamd and starts it again.
+	RestartIpamd bool `yaml:"restartIpamd"`
+	// LeakENIs creates that many detached ENIs tagged for the node (as a
+	// crash between create and attach leaves them), created an hour ago.
+	LeakENIs int              `yaml:"leakENIs"`
+	Sleep    fakeec2.Duration `yaml:"sleep"`
+	Expect   Expect           `yaml:"expect"`
 }
 
 // Expect lists exact values; nil fields are not checked. Pool figures are
@@ -65,6 +68,8 @@ type Expect struct {
 	AssignedIPs *int `yaml:"assignedIPs"`
 	ENIs        *int `yaml:"enis"`
 	Prefixes    *int `yaml:"prefixes"`
+	// LeakedENIs counts detached ENIs still tagged for the node.
+	LeakedENIs *int `yaml:"leakedENIs"`
 	// Events: EC2 error code -> minimum and maximum count over the whole
 	// run so far ([min, max]; max -1 for none).
 	Events map[string][2]int `yaml:"events"`
@@ -169,6 +174,14 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 		if len(st.Faults) > 0 {
 			if _, err := l.Faults().Add(st.Faults...); err != nil {
 				fail("%s: faults: %v", name, err)
+				return res
+			}
+		}
+		for k := 0; k < st.LeakENIs; k++ {
+			_, err := l.Region().CreateNetworkInterface(fakeec2.CreateNetworkInterfaceInput{SubnetID: n.Instance.SubnetID, Description: "aws-K8S-" + n.Instance.ID,
+				Tags: fakeec2.Tags{"node.k8s.amazonaws.com/instance_id": n.Instance.ID, "node.k8s.amazonaws.com/createdAt": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
+			if err != nil {
+				fail("%s: leak an ENI: %v", name, err)
 				return res
 			}
 		}
@@ -310,6 +323,15 @@ func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string,
 		{"awscni_total_ip_addresses", e.TotalIPs, func() (int, error) { return metric(n, "awscni_total_ip_addresses") }},
 		{"awscni_assigned_ip_addresses", e.AssignedIPs, func() (int, error) { return metric(n, "awscni_assigned_ip_addresses") }},
 		{"awscni_total_ipv4_prefixes", e.Prefixes, func() (int, error) { return metric(n, "awscni_total_ipv4_prefixes") }},
+		{"detached ENIs tagged for the node", e.LeakedENIs, func() (int, error) {
+			c := 0
+			for _, x := range l.Region().NetworkInterfaces() {
+				if x.Attachment == nil && x.Tags["node.k8s.amazonaws.com/instance_id"] == n.Instance.ID {
+					c++
+				}
+			}
+			return c, nil
+		}},
 		{"ENIs attached (EC2)", e.ENIs, func() (int, error) {
 			c := 0
 			for _, x := range l.Region().NetworkInterfaces() {

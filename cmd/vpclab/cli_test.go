@@ -186,6 +186,9 @@ func TestCLIFlow(t *testing.T) {
 	if code, out, _ := vpclab(t, dir, "exec", "--name", name, "default/a", "--", "ip", "-4", "addr", "show", "eth0"); code != 0 || !strings.Contains(out, "/32") {
 		t.Errorf("exec: %d %s", code, out)
 	}
+	if code, out, _ := vpclab(t, dir, "exec", "--name", name, "--node", "node-1", "--", "ls", "/var/run/aws-node"); code != 0 || !strings.Contains(out, "ipamd.sock") {
+		t.Errorf("exec --node: %d %s", code, out)
+	}
 	code, out, _ = vpclab(t, dir, "events", "--name", name, "--action", "CreateNetworkInterface")
 	if code != 0 || !strings.Contains(out, `"eventName":"CreateNetworkInterface"`) {
 		t.Errorf("events: %d %s", code, out)

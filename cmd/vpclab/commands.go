@@ -244,6 +244,8 @@ type NodeStatus struct {
 	InstanceID   string      `json:"instanceId"`
 	InstanceType string      `json:"instanceType"`
 	PrivateIP    string      `json:"privateIp"`
+	NetNS        string      `json:"netns"`
+	MountNS      string      `json:"mountns"`
 	ENIs         []ENIStatus `json:"enis"`
 	Pods         []PodStatus `json:"pods"`
 }
@@ -280,7 +282,7 @@ func status(l *lab.Lab) Status {
 	s := Status{Name: l.Name(), EC2Endpoint: l.EC2Endpoint(), VPCID: l.VPCID()}
 	enis := l.Region().NetworkInterfaces()
 	for _, n := range l.Nodes() {
-		ns := NodeStatus{Name: n.Name, InstanceID: n.Instance.ID, InstanceType: n.Instance.Type, PrivateIP: n.Instance.PrivateIP.String()}
+		ns := NodeStatus{Name: n.Name, InstanceID: n.Instance.ID, InstanceType: n.Instance.Type, PrivateIP: n.Instance.PrivateIP.String(), NetNS: n.NetNS(), MountNS: n.MountNS()}
 		pods := n.Pods()
 		for _, p := range pods {
 			ns.Pods = append(ns.Pods, PodStatus{Namespace: p.Namespace, Name: p.Name, IP: p.IP.String(), Node: n.Name, NetNS: p.NetNS()})
@@ -598,18 +600,40 @@ func findPod(name, ref string) (PodStatus, error) {
 func cmdExec(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
 	name := nameFlag(fs)
+	node := fs.String("node", "", "run on this node (its network and mount namespaces) instead of in a pod")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) < 3 || pos[1] != "--" {
-		return usagef("exec POD -- CMD...")
+	var nsArgs []string
+	if *node != "" {
+		if len(pos) < 2 || pos[0] != "--" {
+			return usagef("exec --node NODE -- CMD...")
+		}
+		var s Status
+		if err := call(*name, "GET", "/status", nil, &s); err != nil {
+			return err
+		}
+		for _, n := range s.Nodes {
+			if n.Name == *node {
+				nsArgs = []string{"--net=" + n.NetNS, "--mount=" + n.MountNS}
+			}
+		}
+		if nsArgs == nil {
+			return usagef("no node %q", *node)
+		}
+		pos = append([]string{""}, pos...)
+	} else {
+		if len(pos) < 3 || pos[1] != "--" {
+			return usagef("exec POD -- CMD... (or exec --node NODE -- CMD...)")
+		}
+		p, err := findPod(*name, pos[0])
+		if err != nil {
+			return err
+		}
+		nsArgs = []string{"--net=" + p.NetNS}
 	}
-	p, err := findPod(*name, pos[0])
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command("nsenter", append([]string{"--net=" + p.NetNS, "--"}, pos[2:]...)...)
+	cmd := exec.Command("nsenter", append(append(nsArgs, "--"), pos[2:]...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
 	return cmd.Run()
 }

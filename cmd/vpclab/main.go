@@ -34,6 +34,7 @@ Inspecting a running lab:
   status [-o table|json]
   pods add NAMESPACE/NAME --node NODE | pods del NAMESPACE/NAME | pods list
   exec POD -- CMD...         run a command in a pod (POD is NAMESPACE/NAME)
+  exec --node NODE -- CMD... run a command on a node (its network and mount namespaces)
   ping POD_A POD_B|IP
   events [--action X] [--errors] [--follow] [-o json|table]
   faults add --action A (--code C | --latency D | --imds-lag D) [--count N] [--probability P] [--for D]
