@@ -32,6 +32,18 @@ func supervisorSock(name string) string { return filepath.Join(stateDir, name+".
 // parse parses flags that may come before or after positional arguments.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.SetOutput(io.Discard)
+	var tail []string
+	for i, a := range args {
+		if a == "--" {
+			args, tail = args[:i], args[i:]
+			break
+		}
+	}
+	pos, err := parseFlags(fs, args)
+	return append(pos, tail...), err
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if len(args) > 0 && args[0] == "--" {
