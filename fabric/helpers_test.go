@@ -3,7 +3,6 @@ package fabric_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,19 +26,12 @@ import (
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/internal/vlan"
 )
 
 // uniqueName returns a fabric name no parallel spec shares.
-func uniqueName() string {
-	const alpha = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alpha[int(b[i])%len(alpha)]
-	}
-	return "t" + string(b)
-}
+func uniqueName() string { return testutil.Name("t", 7) }
 
 // world is a region served over HTTP (for the SDK) with a fabric on it.
 type world struct {
@@ -68,7 +60,7 @@ func newWorld(o worldOpts) *world {
 	DeferCleanup(w.srv.Close)
 	w.ec2 = ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(hs.URL),
 		Credentials: credentials.NewStaticCredentialsProvider("AKID", "secret", ""),
-		HTTPClient:  bufferedClient{}, Retryer: retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 1 })})
+		HTTPClient:  testutil.BufferedClient{}, Retryer: retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 1 })})
 	ctx := context.Background()
 	v, err := w.ec2.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.0.0.0/16")})
 	Expect(err).NotTo(HaveOccurred())
@@ -271,20 +263,4 @@ func kernelHasVLAN() bool {
 	}
 	_, err := sh(name, "ip", "link", "add", "link", "p0", "name", "p0.3", "type", "vlan", "id", "3")
 	return err == nil
-}
-
-// bufferedClient gives the transport a private copy of the request body
-// (see fakeec2's tests for the SDK race this avoids on loopback).
-type bufferedClient struct{}
-
-func (bufferedClient) Do(req *http.Request) (*http.Response, error) {
-	if req.Body != nil && req.Body != http.NoBody {
-		b, err := io.ReadAll(req.Body)
-		if err != nil {
-			return nil, err
-		}
-		req.Body = io.NopCloser(bytes.NewReader(b))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-	}
-	return http.DefaultClient.Do(req)
 }

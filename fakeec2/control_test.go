@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/internal/testutil"
 )
 
 func TestStrictSigV4(t *testing.T) {
@@ -20,7 +21,7 @@ func TestStrictSigV4(t *testing.T) {
 	strict := fakeec2.NewServer(e.region, fakeec2.ServerOptions{Strict: true, Credentials: map[string]string{"AKIDGOOD": "right"}})
 	srv := httpServer(t, strict)
 	client := func(key, secret string) *ec2.Client {
-		return ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(srv), HTTPClient: bufferedClient{},
+		return ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(srv), HTTPClient: testutil.BufferedClient{},
 			Credentials: credentials.NewStaticCredentialsProvider(key, secret, ""), Retryer: retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 1 })})
 	}
 	if _, err := client("AKIDGOOD", "right").DescribeVpcs(ctx, &ec2.DescribeVpcsInput{}); err != nil {

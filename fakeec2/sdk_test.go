@@ -1,10 +1,8 @@
 package fakeec2_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/internal/testutil"
 )
 
 // env is a fake region served over loopback HTTP with an SDK client.
@@ -62,7 +61,7 @@ func newClient(url string, attempts int) *ec2.Client {
 		Region:       "us-west-2",
 		BaseEndpoint: aws.String(url),
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", ""),
-		HTTPClient:   bufferedClient{},
+		HTTPClient:   testutil.BufferedClient{},
 		Retryer:      retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = attempts }),
 	})
 }
@@ -125,26 +124,6 @@ func TestSmoke(t *testing.T) {
 	if got := d.NetworkInterfaces[0]; *got.Attachment.AttachmentId != *att.AttachmentId || got.Status != types.NetworkInterfaceStatusInUse {
 		t.Fatalf("describe after attach: %+v", got)
 	}
-}
-
-// bufferedClient hands the transport a private copy of the request body.
-// The SDK closes its request body as soon as Do returns; against a server
-// that answers before the transport's write loop has read the body's EOF
-// (any loopback server), that close makes the transport drop the connection
-// while the response is still being read ("use of closed network
-// connection"). Real EC2's latency hides the race.
-type bufferedClient struct{}
-
-func (bufferedClient) Do(req *http.Request) (*http.Response, error) {
-	if req.Body != nil && req.Body != http.NoBody {
-		b, err := io.ReadAll(req.Body)
-		if err != nil {
-			return nil, err
-		}
-		req.Body = io.NopCloser(bytes.NewReader(b))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-	}
-	return http.DefaultClient.Do(req)
 }
 
 func httptestServer(h http.Handler) *httptest.Server { return httptest.NewServer(h) }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/internal/vlan"
 	"github.com/vpclab/vpclab/ipamd/rpc"
 )
@@ -53,11 +54,7 @@ func startBenchNode(b *testing.B, bin string, env ...string) *benchNode {
 	dir := b.TempDir()
 	sock := filepath.Join(dir, "ipamd.sock")
 	cmd := exec.Command("ip", "netns", "exec", filepath.Base(nsPath), bin)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir,
-		"AWS_ACCESS_KEY_ID=AKIDNODE", "AWS_SECRET_ACCESS_KEY=secret", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
-		"AWS_EC2_ENDPOINT=" + fabric.EC2Endpoint, "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://" + fabric.IMDSAddr,
-		"VPCLAB_IPAMD_SOCKET=" + sock, "AWS_VPC_K8S_CNI_BACKING_STORE=" + filepath.Join(dir, "ipam.json"),
-		"AWS_VPC_K8S_CNI_LOG_FILE=" + filepath.Join(dir, "ipamd.log"), "AWS_VPC_K8S_CNI_LOGLEVEL=info"}, env...)
+	cmd.Env = testutil.IpamdEnv(dir, append([]string{"AWS_VPC_K8S_CNI_LOGLEVEL=info"}, env...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

@@ -3,7 +3,6 @@ package ipamd_test
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,6 +27,7 @@ import (
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/internal/vlan"
 	"github.com/vpclab/vpclab/ipamd/rpc"
 )
@@ -43,23 +43,12 @@ func TestIPAMD(t *testing.T) {
 var ipamdBin string
 
 var _ = SynchronizedBeforeSuite(func() []byte {
-	dir, err := os.MkdirTemp("", "ipamd-bin")
+	dir, err := testutil.Build("ipamd")
 	Expect(err).NotTo(HaveOccurred())
-	bin := filepath.Join(dir, "ipamd")
-	out, err := exec.Command("go", "build", "-o", bin, "../cmd/ipamd").CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), string(out))
-	return []byte(bin)
+	return []byte(filepath.Join(dir, "ipamd"))
 }, func(b []byte) { ipamdBin = string(b) })
 
-func uniqueName() string {
-	const alpha = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alpha[int(b[i])%len(alpha)]
-	}
-	return "i" + string(b)
-}
+func uniqueName() string { return testutil.Name("i", 7) }
 
 // node is one instance of a region with a fabric, and an ipamd on it.
 type node struct {
@@ -123,12 +112,8 @@ func (n *node) sock() string { return filepath.Join(n.dir, "ipamd.sock") }
 // start runs ipamd inside the node namespace and waits until it serves.
 func (n *node) start() {
 	GinkgoHelper()
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + n.dir,
-		"AWS_ACCESS_KEY_ID=AKIDNODE", "AWS_SECRET_ACCESS_KEY=secret", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
-		"AWS_EC2_ENDPOINT=" + fabric.EC2Endpoint, "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://" + fabric.IMDSAddr,
-		"VPCLAB_IPAMD_SOCKET=" + n.sock(), "AWS_VPC_K8S_CNI_BACKING_STORE=" + filepath.Join(n.dir, "ipam.json"),
-		"AWS_VPC_K8S_CNI_LOG_FILE=" + filepath.Join(n.dir, "ipamd.log"), "AWS_VPC_K8S_CNI_LOGLEVEL=debug",
-		"VPCLAB_POOL_INTERVAL=100ms", "VPCLAB_DECREASE_INTERVAL=200ms", "VPCLAB_MIN_ENI_LIFETIME=0s", "VPCLAB_IP_COOLDOWN=0s"}
+	env := testutil.IpamdEnv(n.dir, "AWS_VPC_K8S_CNI_LOGLEVEL=debug",
+		"VPCLAB_POOL_INTERVAL=100ms", "VPCLAB_DECREASE_INTERVAL=200ms", "VPCLAB_MIN_ENI_LIFETIME=0s", "VPCLAB_IP_COOLDOWN=0s")
 	for k, v := range n.env {
 		env = append(env, k+"="+v)
 	}

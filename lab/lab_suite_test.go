@@ -2,16 +2,15 @@ package lab_test
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/lab"
 )
 
@@ -29,22 +28,12 @@ func TestLab(t *testing.T) {
 var binDir string
 
 var _ = SynchronizedBeforeSuite(func() []byte {
-	dir, err := os.MkdirTemp("", "vpclab-bin")
+	dir, err := testutil.Build("ipamd", "aws-cni", "aws-vpc-cni")
 	Expect(err).NotTo(HaveOccurred())
-	out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/ipamd", "../cmd/aws-cni", "../cmd/aws-vpc-cni").CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), string(out))
 	return []byte(dir)
 }, func(b []byte) { binDir = string(b) })
 
-func uniqueName() string {
-	const alpha = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alpha[int(b[i])%len(alpha)]
-	}
-	return "l" + string(b)
-}
+func uniqueName() string { return testutil.Name("l", 7) }
 
 func testConfig() lab.Config {
 	c := lab.DefaultConfig()

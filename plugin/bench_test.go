@@ -18,6 +18,7 @@ import (
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/internal/vlan"
 	"github.com/vpclab/vpclab/plugin"
 )
@@ -102,12 +103,7 @@ func BenchmarkPlugin(b *testing.B) {
 		dir := b.TempDir()
 		sock := filepath.Join(dir, "ipamd.sock")
 		cmd := exec.Command("ip", "netns", "exec", filepath.Base(nsPath), filepath.Join(bin, "ipamd"))
-		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "AWS_ACCESS_KEY_ID=AKIDNODE", "AWS_SECRET_ACCESS_KEY=secret",
-			"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
-			"AWS_EC2_ENDPOINT=" + fabric.EC2Endpoint, "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://" + fabric.IMDSAddr,
-			"VPCLAB_IPAMD_SOCKET=" + sock, "AWS_VPC_K8S_CNI_BACKING_STORE=" + filepath.Join(dir, "ipam.json"),
-			"AWS_VPC_K8S_CNI_LOG_FILE=" + filepath.Join(dir, "ipamd.log"), "AWS_VPC_K8S_CNI_LOGLEVEL=info",
-			"WARM_IP_TARGET=10", "MINIMUM_IP_TARGET=210", "VPCLAB_POOL_INTERVAL=100ms"}
+		cmd.Env = testutil.IpamdEnv(dir, "AWS_VPC_K8S_CNI_LOGLEVEL=info", "WARM_IP_TARGET=10", "MINIMUM_IP_TARGET=210", "VPCLAB_POOL_INTERVAL=100ms")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)

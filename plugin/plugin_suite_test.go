@@ -2,7 +2,6 @@ package plugin_test
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net/netip"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/internal/vlan"
 	"github.com/vpclab/vpclab/plugin"
 )
@@ -40,22 +40,12 @@ func TestPlugin(t *testing.T) {
 var binDir string
 
 var _ = SynchronizedBeforeSuite(func() []byte {
-	dir, err := os.MkdirTemp("", "aws-cni-bin")
+	dir, err := testutil.Build("ipamd", "aws-cni", "aws-vpc-cni")
 	Expect(err).NotTo(HaveOccurred())
-	out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/ipamd", "../cmd/aws-cni", "../cmd/aws-vpc-cni").CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), string(out))
 	return []byte(dir)
 }, func(b []byte) { binDir = string(b) })
 
-func uniqueName() string {
-	const alpha = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alpha[int(b[i])%len(alpha)]
-	}
-	return "p" + string(b)
-}
+func uniqueName() string { return testutil.Name("p", 7) }
 
 // cluster is a region with a fabric (and its internet host).
 type cluster struct {
@@ -130,11 +120,7 @@ func (c *cluster) nodeOfType(typ string, env ...string) *node {
 	DeferCleanup(n.ns.Close)
 	sock := filepath.Join(n.dir, "ipamd.sock")
 	cmd := exec.Command("ip", "netns", "exec", n.nsName, filepath.Join(binDir, "ipamd"))
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + n.dir,
-		"AWS_ACCESS_KEY_ID=AKIDNODE", "AWS_SECRET_ACCESS_KEY=secret", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
-		"AWS_EC2_ENDPOINT=" + fabric.EC2Endpoint, "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://" + fabric.IMDSAddr,
-		"VPCLAB_IPAMD_SOCKET=" + sock, "AWS_VPC_K8S_CNI_BACKING_STORE=" + filepath.Join(n.dir, "ipam.json"),
-		"AWS_VPC_K8S_CNI_LOG_FILE=" + filepath.Join(n.dir, "ipamd.log"), "VPCLAB_POOL_INTERVAL=100ms", "VPCLAB_IP_COOLDOWN=0s"}, env...)
+	cmd.Env = testutil.IpamdEnv(n.dir, append([]string{"VPCLAB_POOL_INTERVAL=100ms", "VPCLAB_IP_COOLDOWN=0s"}, env...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	Expect(cmd.Start()).To(Succeed())
 	DeferCleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })

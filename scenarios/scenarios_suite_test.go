@@ -2,15 +2,14 @@ package scenarios_test
 
 import (
 	"context"
-	"crypto/rand"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/scenarios"
 )
 
@@ -29,22 +28,12 @@ func TestScenarios(t *testing.T) {
 var binDir string
 
 var _ = SynchronizedBeforeSuite(func() []byte {
-	dir, err := os.MkdirTemp("", "scenario-bin")
+	dir, err := testutil.Build("ipamd", "aws-cni", "aws-vpc-cni")
 	Expect(err).NotTo(HaveOccurred())
-	out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/ipamd", "../cmd/aws-cni", "../cmd/aws-vpc-cni").CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), string(out))
 	return []byte(dir)
 }, func(b []byte) { binDir = string(b) })
 
-func labName() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	const alpha = "abcdefghijklmnopqrstuvwxyz0123456789"
-	for i := range b {
-		b[i] = alpha[int(b[i])%len(alpha)]
-	}
-	return "s" + string(b)
-}
+func labName() string { return testutil.Name("s", 7) }
 
 var _ = Describe("scenarios", func() {
 	for _, s := range scenarios.Builtin {

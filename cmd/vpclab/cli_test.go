@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -11,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vpclab/vpclab/internal/testutil"
 )
 
 // bins builds vpclab and the node binaries into one directory, as make
@@ -40,15 +41,7 @@ func vpclab(t *testing.T, dir string, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-func labName() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	const alpha = "abcdefghijklmnopqrstuvwxyz0123456789"
-	for i := range b {
-		b[i] = alpha[int(b[i])%len(alpha)]
-	}
-	return "c" + string(b)
-}
+func labName() string { return testutil.Name("c", 5) }
 
 func TestMaxPodsPublished(t *testing.T) {
 	dir := bins(t)
