@@ -98,7 +98,7 @@ var _ = Describe("EC2 trouble", func() {
 		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "2", "MINIMUM_IP_TARGET": "4"}})
 		n.start()
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(4.0))
-		_, err := n.srv.Faults().Add(fakeec2.FaultRule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: fakeec2.Duration(4 * time.Second)})
+		_, err := n.srv.Faults().Add(fakeec2.FaultRule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: fakeec2.Duration(8 * time.Second)})
 		Expect(err).NotTo(HaveOccurred())
 		start := time.Now()
 		n.mustAdd("a")
@@ -114,7 +114,8 @@ var _ = Describe("EC2 trouble", func() {
 		// not a hot loop (a 100 ms pool tick would be ~90 calls).
 		Expect(len(calls)).To(BeNumerically("<=", 24), "throttled calls: %d", len(calls))
 		Expect(len(calls)).To(BeNumerically(">=", 1))
-		Eventually(func() bool { r, err := n.add("e"); return err == nil && r.Success }, 20*time.Second, 200*time.Millisecond).Should(BeTrue())
+		// The window outlasts the SDK's three attempts, so ipamd sees the error.
+		Eventually(func() bool { r, err := n.add("e"); return err == nil && r.Success }, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
 		Expect(n.logTail()).To(ContainSubstring("EC2 throttled; backing off"))
 		all := n.srv.Audit().Events(fakeec2.EventFilter{Action: "AssignPrivateIpAddresses", ErrorCode: "RequestLimitExceeded"})
 		Expect(len(all)).To(BeNumerically("<=", 24), "throttled calls over the whole window: %d", len(all))
