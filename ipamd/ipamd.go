@@ -201,7 +201,12 @@ func (d *Daemon) adoptENIs(ctx context.Context) error {
 			continue
 		}
 		if err := d.addENI(ctx, e, typ == "trunk", typ == "efa", time.Time{}); err != nil {
-			return err
+			if e.ID == d.primaryENI {
+				return err
+			}
+			// As the VPC CNI does: give up on this ENI for now (its link may
+			// not exist yet); reconciliation adopts it later.
+			d.log.Warn("skipping ENI at start-up", "eni", e.ID, "err", err)
 		}
 	}
 	return nil

@@ -172,8 +172,8 @@ func (n *node) add(container string) (*rpc.AddNetworkReply, error) {
 func (n *node) mustAdd(container string) string {
 	GinkgoHelper()
 	r, err := n.add(container)
-	Expect(err).NotTo(HaveOccurred())
-	Expect(r.Success).To(BeTrue(), "AddNetwork %s failed", container)
+	Expect(err).NotTo(HaveOccurred(), func() string { return n.logTail() })
+	Expect(r.Success).To(BeTrue(), func() string { return "AddNetwork " + container + " failed\n" + n.logTail() })
 	return r.IPAllocationMetadata[0].IPv4Addr
 }
 

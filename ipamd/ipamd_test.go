@@ -165,9 +165,9 @@ var _ = Describe("restart", func() {
 		n.start()
 		// The same pods get the same addresses back (ADD is idempotent)...
 		for ip, c := range owner {
-			Expect(n.mustAdd(c)).To(Equal(ip))
+			Expect(n.mustAdd(c)).To(Equal(ip), func() string { return n.logTail() })
 		}
-		Expect(n.metric("awscni_assigned_ip_addresses")).To(Equal(8.0))
+		Expect(n.metric("awscni_assigned_ip_addresses")).To(Equal(8.0), func() string { return n.logTail() })
 		// ...and new pods never get one of them.
 		for i := 0; i < 6; i++ {
 			ip := n.mustAdd(fmt.Sprintf("new%d", i))

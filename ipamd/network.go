@@ -21,8 +21,8 @@ const (
 	snatChain           = "AWS-SNAT-CHAIN-0"
 	connmarkChain       = "AWS-CONNMARK-CHAIN-0"
 	mainTable           = 254
-	linkLookupAttempts  = 5
-	linkLookupInterval  = 200 * time.Millisecond
+	linkLookupAttempts  = 10
+	linkLookupInterval  = 300 * time.Millisecond
 	iptablesWaitSeconds = "5"
 )
 
