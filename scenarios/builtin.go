@@ -49,6 +49,16 @@ var Builtin = []Scenario{
 		},
 	},
 	{
+		Name: "the same 20 pods with WARM_ENI_TARGET=1 cost whole-ENI calls only", Labels: []string{"warm-pool"},
+		Lab: world("m5.large", "10.0.0.0/24", 1, nil),
+		Steps: []Step{
+			{Name: "20 pods", AddPods: 20,
+				// Two ENIs attached (create, attach, modify each): 6 calls,
+				// where WARM_IP_TARGET=2 pays one assignment per few pods.
+				Expect: Expect{FailedAdds: Int(0), ENIs: Int(3), TotalIPs: Int(27), MaxMutatingCalls: Int(6)}},
+		},
+	},
+	{
 		Name: "max pods t3.medium", Labels: []string{"warm-pool", "max-pods"},
 		Lab: world("t3.medium", "10.0.0.0/24", 1, nil),
 		Steps: []Step{{Name: "16 pods: 15 fit (3 ENIs × 5), the 16th is refused", AddPods: 16, PodTimeout: dur(3 * time.Second),
