@@ -217,6 +217,11 @@ func TestCLIFlow(t *testing.T) {
 	if b, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(b), name+"-") {
 		t.Errorf("namespaces left after down:\n%s", b)
 	}
+	for _, f := range []string{name, name + ".log", name + ".sock"} {
+		if _, err := os.Stat(filepath.Join(stateDir, f)); err == nil {
+			t.Errorf("%s left after down", filepath.Join(stateDir, f))
+		}
+	}
 }
 
 // TestDemo runs `vpclab demo` and checks it tells its story and leaves

@@ -460,6 +460,7 @@ func cmdDown(args []string, stdout io.Writer) error {
 	}
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if _, err := os.Stat(filepath.Join(stateDir, *name)); os.IsNotExist(err) {
+			os.Remove(filepath.Join(stateDir, *name+".log"))
 			fmt.Fprintf(stdout, "lab %s is down\n", *name)
 			return nil
 		}
@@ -486,6 +487,14 @@ func cmdGC(args []string, stdout io.Writer) error {
 		}
 		os.Remove(supervisorSock(n))
 		fmt.Fprintf(stdout, "removed leftovers of lab %s\n", n)
+	}
+	// Supervisor logs of labs that are gone.
+	logs, _ := filepath.Glob(filepath.Join(stateDir, "*.log"))
+	for _, l := range logs {
+		n := strings.TrimSuffix(filepath.Base(l), ".log")
+		if _, err := os.Stat(filepath.Join(stateDir, n)); os.IsNotExist(err) {
+			os.Remove(l)
+		}
 	}
 	return nil
 }
