@@ -72,11 +72,10 @@ func CmdGC(args *skel.CmdArgs) error {
 			continue
 		}
 		ip, _ := netip.ParseAddr(a.IPv4)
-		table := mainTable
 		if len(reply.IPAllocationMetadata) > 0 {
-			table = int(reply.IPAllocationMetadata[0].RouteTableId)
+			ip, _ = netip.ParseAddr(reply.IPAllocationMetadata[0].IPv4Addr)
 		}
-		_ = teardownHost(HostVethName(conf.VethPrefix, a.Metadata.K8SPodNamespace, a.Metadata.K8SPodName), ip, table, true)
+		_ = teardownHost(HostVethName(conf.VethPrefix, a.Metadata.K8SPodNamespace, a.Metadata.K8SPodName), ip, true)
 		log.Info("GC: released", "container", a.ContainerID, "ip", a.IPv4)
 	}
 	return nil

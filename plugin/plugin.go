@@ -141,7 +141,7 @@ func CmdAdd(args *skel.CmdArgs) error {
 	hostName := HostVethName(conf.VethPrefix, ns, name)
 	hostMAC, podMAC, err := setupPod(podNS, args.IfName, hostName, conf.mtu, ip, table)
 	if err != nil {
-		teardownHost(hostName, ip, table, true)
+		teardownHost(hostName, ip, true)
 		release(client, args, k, conf, "SetupNSFailed")
 		log.Error("ADD failed; rolled back", "pod", ns+"/"+name, "ip", ip.String(), "err", err)
 		return types.NewError(types.ErrInternal, "failed to set up the pod network", err.Error())
@@ -301,7 +301,7 @@ func addRule(r *netlink.Rule) error {
 
 // teardownHost removes the pod's rules and host route, and the veth when
 // deleteLink is set; every step tolerates what is already gone.
-func teardownHost(hostName string, ip netip.Addr, table int, deleteLink bool) error {
+func teardownHost(hostName string, ip netip.Addr, deleteLink bool) error {
 	var errs []error
 	if ip.IsValid() {
 		for {
@@ -329,7 +329,6 @@ func teardownHost(hostName string, ip netip.Addr, table int, deleteLink bool) er
 			errs = append(errs, fmt.Errorf("delete %s: %w", hostName, err))
 		}
 	}
-	_ = table
 	return errors.Join(errs...)
 }
 
@@ -381,7 +380,7 @@ func CmdDel(args *skel.CmdArgs) error {
 	defer done()
 	ns, name := podIdentity(k, args)
 	hostName := HostVethName(conf.VethPrefix, ns, name)
-	ip, table, prevHost := fromPrevResult(conf, args.IfName)
+	ip, _, prevHost := fromPrevResult(conf, args.IfName)
 	if prevHost != "" {
 		hostName = prevHost
 	}
@@ -398,7 +397,7 @@ func CmdDel(args *skel.CmdArgs) error {
 		case err == nil && len(reply.IPAllocationMetadata) > 0:
 			m := reply.IPAllocationMetadata[0]
 			if a, perr := netip.ParseAddr(m.IPv4Addr); perr == nil {
-				ip, table = a, int(m.RouteTableId)
+				ip = a
 			}
 		case err != nil && strings.Contains(err.Error(), "datastore: unknown pod"):
 			log.Info("DEL: ipamd has no record of the pod", "pod", ns+"/"+name)
@@ -410,7 +409,7 @@ func CmdDel(args *skel.CmdArgs) error {
 	}
 	// The veth goes with the pod's netns, which the runtime deletes after
 	// DEL (as with the VPC CNI); deleting it here would double DEL's cost.
-	if err := teardownHost(hostName, ip, table, false); err != nil {
+	if err := teardownHost(hostName, ip, false); err != nil {
 		return types.NewError(types.ErrInternal, "failed to tear down the pod network", err.Error())
 	}
 	log.Info("DEL", "pod", ns+"/"+name, "ip", ip.String())

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -74,10 +73,8 @@ type Expect struct {
 	// run so far ([min, max]; max -1 for none).
 	Events map[string][2]int `yaml:"events"`
 	// MaxMutatingCalls bounds the non-Describe EC2 calls of this step.
-	MaxMutatingCalls *int `yaml:"maxMutatingCalls"`
-	// NoAddressTwice checks every pod's address is unique (always on at
-	// the end).
-	Within fakeec2.Duration `yaml:"within"`
+	MaxMutatingCalls *int             `yaml:"maxMutatingCalls"`
+	Within           fakeec2.Duration `yaml:"within"`
 }
 
 // Load reads a YAML scenario.
@@ -392,9 +389,6 @@ func dump(l *lab.Lab) string {
 	}
 	return b.String()
 }
-
-// ErrFailed is returned by helpers when a scenario did not pass.
-var ErrFailed = errors.New("scenario failed")
 
 // Int is a helper for writing expectations in Go.
 func Int(v int) *int { return &v }
