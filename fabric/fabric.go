@@ -49,6 +49,7 @@ type Region interface {
 	SubscribeWithSnapshot() (fakeec2.Snapshot, *fakeec2.Subscription)
 	FeedSeq() uint64
 	NetworkInterface(id string) (fakeec2.NetworkInterface, error)
+	NetworkInterfaces() []fakeec2.NetworkInterface
 	Instance(id string) (fakeec2.Instance, error)
 	Subnets() []fakeec2.Subnet
 	VPCs() []fakeec2.VPC

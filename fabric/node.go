@@ -192,10 +192,8 @@ func (f *Fabric) reconcileInstanceENIs(instanceID string) error {
 }
 
 func (f *Fabric) attachedTo(instanceID string) []string {
-	snap, sub := f.region.SubscribeWithSnapshot()
-	sub.Close()
 	var ids []string
-	for _, e := range snap.NetworkInterfaces {
+	for _, e := range f.region.NetworkInterfaces() {
 		if e.Attachment != nil && e.Attachment.InstanceID == instanceID {
 			ids = append(ids, e.ID)
 		}

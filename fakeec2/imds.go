@@ -376,7 +376,6 @@ func (m *IMDS) onChange(c Change) {
 		if !ok || v.terminated {
 			continue
 		}
-		v.catchUp(c.Time)
 		var snap *imdsENI
 		if e != nil && visibleToInstance(e, id) {
 			x := m.capture(e)
@@ -392,7 +391,7 @@ func (m *IMDS) onChange(c Change) {
 		}
 		v.lastAt = at
 		v.queue = append(v.queue, imdsItem{at: at, id: c.ENIID, eni: snap})
-		v.catchUp(c.Time)
+		v.catchUp(c.Time) // applies what is due (all of it at zero lag), bounding the queue
 	}
 }
 

@@ -488,6 +488,7 @@ func (d *DataStore) removableENI(minLife time.Duration, warm, minimum int) *ENI 
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.now()
+	s := d.stats()
 	enis := d.sortedENIs()
 	for i := len(enis) - 1; i >= 0; i-- {
 		e := enis[i]
@@ -511,7 +512,6 @@ func (d *DataStore) removableENI(minLife time.Duration, warm, minimum int) *ENI 
 		if busy {
 			continue
 		}
-		s := d.stats()
 		if warm > 0 && s.Available()-total < warm {
 			continue
 		}
@@ -522,6 +522,13 @@ func (d *DataStore) removableENI(minLife time.Duration, warm, minimum int) *ENI 
 		return &c
 	}
 	return nil
+}
+
+// ENICount is how many ENIs the datastore holds.
+func (d *DataStore) ENICount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.enis)
 }
 
 // cidrCount counts an ENI's CIDRs of the active mode.

@@ -256,7 +256,7 @@ func (d *Daemon) resyncENI(ctx context.Context, id string, cause error) error {
 }
 
 func (d *Daemon) hasRoomForENI() bool {
-	return len(d.ds.ENIs()) < d.maxENI-d.unmanaged
+	return d.ds.ENICount() < d.maxENI-d.unmanaged
 }
 
 func (d *Daemon) freeDevice() int {

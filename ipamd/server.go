@@ -203,7 +203,7 @@ func (d *Daemon) poolCondition() string {
 	if time.Now().Before(d.backoffUntil) {
 		parts = append(parts, "EC2 throttling back-off")
 	}
-	if len(d.ds.ENIs()) >= d.maxENI-d.unmanaged {
+	if d.ds.ENICount() >= d.maxENI-d.unmanaged {
 		parts = append(parts, "ENI limit reached")
 	}
 	if d.lastPoolError != "" {
