@@ -1,7 +1,6 @@
 package fabric_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -136,13 +135,7 @@ func (w *world) routerNS() string {
 }
 
 // sh runs a command inside a named namespace and returns its output.
-func sh(ns string, args ...string) (string, error) {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
-}
+var sh = testutil.InNetns
 
 func mustSh(ns string, args ...string) string {
 	GinkgoHelper()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/ipamd"
 	"github.com/vpclab/vpclab/ipamd/rpc"
 )
@@ -395,8 +395,8 @@ func decode(b []byte) map[protowire.Number][]any {
 }
 
 func sh(ns string, args ...string) string {
-	out, _ := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
-	return string(out)
+	out, _ := testutil.InNetns(ns, args...)
+	return out
 }
 
 var _ = Describe("reconciliation with IMDS", func() {

@@ -192,10 +192,8 @@ func (p *pod) check() error {
 	return p.n.inNode(func() error { return p.n.cni.CheckNetworkList(context.Background(), p.n.list, p.rt()) })
 }
 
-func sh(ns string, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
-	return string(out), err
-}
+// sh runs a command inside a named namespace and returns its output.
+var sh = testutil.InNetns
 
 func (p *pod) ping(dst string) error {
 	out, err := exec.Command("ip", "netns", "exec", filepath.Base(p.path), "ping", "-c", "1", "-W", "2", dst).CombinedOutput()

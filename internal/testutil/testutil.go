@@ -82,3 +82,10 @@ func (BufferedClient) Do(req *http.Request) (*http.Response, error) {
 	}
 	return http.DefaultClient.Do(req)
 }
+
+// InNetns runs a command inside a named network namespace (ip netns exec)
+// and returns its combined output.
+func InNetns(ns string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	return string(out), err
+}
