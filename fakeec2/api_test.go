@@ -652,7 +652,7 @@ func TestFaultRules(t *testing.T) {
 	if time.Since(start) < 100*time.Millisecond {
 		t.Fatal("latency fault not applied")
 	}
-	if _, err := e.srv.Faults().Add(fakeec2.FaultRule{Probability: 2}); err == nil {
+	if _, err := e.srv.Faults().Add(fakeec2.FaultRule{Action: "*", Probability: 2}); err == nil {
 		t.Fatal("probability 2 accepted")
 	}
 	// A window: active after 100ms, for 100ms.
@@ -675,7 +675,7 @@ func TestFaultRules(t *testing.T) {
 func TestFaultDiceSeeded(t *testing.T) {
 	run := func() string {
 		f := fakeec2.NewFaults(42, nil)
-		f.Add(fakeec2.FaultRule{Code: "InternalError", Probability: 0.5})
+		f.Add(fakeec2.FaultRule{Action: "*", Code: "InternalError", Probability: 0.5})
 		var b strings.Builder
 		for i := 0; i < 64; i++ {
 			if _, err := f.Evaluate("X"); err != nil {

@@ -96,3 +96,23 @@ func maxIPv4PerENI() int {
 	}
 	return m
 }
+
+// MaxPods is EKS's max-pods figure for the type: ENIs (of the default
+// network card) × (IPv4 per ENI − 1) + 2; with prefix delegation each slot
+// holds a /28 (16 addresses) and the figure is capped at 110 for fewer
+// than 30 vCPUs, 250 otherwise (the EKS AMI's max-pods calculator).
+func (t *InstanceType) MaxPods(prefixDelegation bool) int {
+	enis := t.MaxENIs
+	if c, ok := t.Card(t.DefaultCard); ok && c.MaxENIs > 0 {
+		enis = c.MaxENIs
+	}
+	if !prefixDelegation {
+		return enis*(t.IPv4PerENI-1) + 2
+	}
+	n := enis*(t.IPv4PerENI-1)*16 + 2
+	limit := 250
+	if t.VCPUs > 0 && t.VCPUs < 30 {
+		limit = 110
+	}
+	return min(n, limit)
+}

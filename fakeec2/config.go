@@ -16,12 +16,15 @@ import (
 // JSON, which is YAML) and is applied through the model's own operations,
 // so a config can never build a state the API could not.
 type Config struct {
-	Region      string            `yaml:"region"`
-	AccountID   string            `yaml:"accountId"`
-	Seed        uint64            `yaml:"seed"`
-	Strict      bool              `yaml:"strict"`
-	Credentials map[string]string `yaml:"credentials"`
-	Timing      Timing            `yaml:"timing"`
+	Region    string `yaml:"region"`
+	AccountID string `yaml:"accountId"`
+	// MaxInstances caps the region's non-terminated instances (default
+	// 1000): RunInstances beyond it answers InstanceLimitExceeded.
+	MaxInstances int               `yaml:"maxInstances"`
+	Seed         uint64            `yaml:"seed"`
+	Strict       bool              `yaml:"strict"`
+	Credentials  map[string]string `yaml:"credentials"`
+	Timing       Timing            `yaml:"timing"`
 	// Throttling, when present, replaces the default throttling settings.
 	Throttling    *ThrottleConfig  `yaml:"throttling"`
 	Faults        []FaultRule      `yaml:"faults"`
@@ -106,7 +109,7 @@ func ParseConfig(b []byte) (*Config, error) {
 // RegionOptions returns the Options a region built from this config needs.
 func (c *Config) RegionOptions() Options {
 	return Options{Name: c.Region, AccountID: c.AccountID, Seed: c.Seed, AttachLatency: durationOf(c.Timing.AttachLatency),
-		DetachLatency: durationOf(c.Timing.DetachLatency), ConsistencyLag: durationOf(c.Timing.ConsistencyLag), ExtraInstanceTypes: c.InstanceTypes}
+		DetachLatency: durationOf(c.Timing.DetachLatency), ConsistencyLag: durationOf(c.Timing.ConsistencyLag), ExtraInstanceTypes: c.InstanceTypes, MaxInstances: c.MaxInstances}
 }
 
 // ServerOptions returns the ServerOptions the config asks for.

@@ -56,7 +56,7 @@ func TestControlAPI(t *testing.T) {
 	}
 	_, err := e.ec2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{})
 	wantCode(t, err, "Unavailable")
-	if st, body = do("POST", "faults", `{"probability":3,"code":"X"}`); st != 400 || !strings.Contains(body, "probability") {
+	if st, body = do("POST", "faults", `{"action":"*","probability":3,"code":"X"}`); st != 400 || !strings.Contains(body, "probability") {
 		t.Fatalf("bad fault accepted: %d %s", st, body)
 	}
 	if st, body = do("PUT", "throttling", `{"enabled":true,"overrides":{"DescribeVpcs":{"capacity":1,"refill":0.001}}}`); st != 200 {

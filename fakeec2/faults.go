@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path"
+	"strings"
 	"sync"
 	"time"
 )
@@ -84,6 +85,8 @@ type FaultRule struct {
 // Validate checks a rule for nonsense values.
 func (f *FaultRule) Validate() error {
 	switch {
+	case strings.TrimSpace(f.Action) == "":
+		return fmt.Errorf("fault rule %q: needs an action (an EC2 action name, a glob such as Assign*, or * for every action)", f.ID)
 	case f.Probability < 0 || f.Probability > 1:
 		return fmt.Errorf("fault rule %q: probability %v not in [0,1]", f.ID, f.Probability)
 	case f.Count < 0:

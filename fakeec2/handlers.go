@@ -42,6 +42,8 @@ func init() {
 		"DisassociateTrunkInterface":         (*Server).disassociateTrunk,
 		"DescribeTrunkInterfaceAssociations": (*Server).describeTrunkAssociations,
 		"CreateNetworkInterfacePermission":   (*Server).createNetworkInterfacePermission,
+		"DescribeRegions":                    (*Server).describeRegions,
+		"DescribeAvailabilityZones":          (*Server).describeAvailabilityZones,
 	}
 }
 

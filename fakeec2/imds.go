@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -57,11 +58,12 @@ type IMDS struct {
 	log    *slog.Logger
 	cancel func()
 
-	mu         sync.Mutex
-	lag        time.Duration
-	insts      map[string]*imdsInstance
-	autoListen string
-	closed     bool
+	mu     sync.Mutex
+	lag    time.Duration
+	insts  map[string]*imdsInstance
+	shared *http.Server // the one listener serving every instance without its own
+	base   string       // the shared listener's host:port
+	closed bool
 }
 
 type imdsInstance struct {
@@ -124,8 +126,13 @@ func (m *IMDS) Close() error {
 	for _, v := range m.insts {
 		if v.srv != nil {
 			errs = append(errs, v.srv.Close())
-			v.srv, v.url = nil, ""
+			v.srv = nil
 		}
+		v.url = ""
+	}
+	if m.shared != nil {
+		errs = append(errs, m.shared.Close())
+		m.shared = nil
 	}
 	return errors.Join(errs...)
 }
@@ -212,16 +219,69 @@ func (m *IMDS) Endpoint(instanceID string) string {
 	return ""
 }
 
-// SetAutoListen makes every instance launched from now on get a listener on
-// addr (host:port, usually "127.0.0.1:0"); "" turns it off.
-func (m *IMDS) SetAutoListen(addr string) {
+// SetAutoListen serves every instance that has no listener of its own,
+// now and launched later, from one listener on addr (host:port;
+// "127.0.0.1:0" picks a free port). An instance is chosen by the user name
+// of the URL (http://i-0abc@127.0.0.1:PORT: the SDKs and curl send it as
+// basic auth) or by a path prefix (/i-0abc/latest/meta-data/). One port
+// serves any number of instances: no file descriptor per instance.
+func (m *IMDS) SetAutoListen(addr string) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.autoListen = addr
+	if m.closed {
+		return "", errors.New("imds: service closed")
+	}
+	if m.shared != nil {
+		return "http://" + m.base, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("imds listen on %s: %w", addr, err)
+	}
+	m.shared = &http.Server{Handler: m.SharedHandler(), ConnContext: IMDSConnContext, ReadHeaderTimeout: 10 * time.Second}
+	m.base = ln.Addr().String()
+	go func(srv *http.Server) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.log.Error("imds serve", "err", err)
+		}
+	}(m.shared)
+	for id, v := range m.insts {
+		if v.srv == nil && !v.terminated {
+			v.url = m.sharedURL(id)
+		}
+	}
+	m.log.Debug("imds listening for every instance", "addr", m.base)
+	return "http://" + m.base, nil
 }
 
-// Listen serves instance id's metadata on addr ("127.0.0.1:0" picks a free
-// port) and returns its base URL, e.g. "http://127.0.0.1:41234".
+func (m *IMDS) sharedURL(id string) string { return "http://" + id + "@" + m.base }
+
+// SharedHandler serves every instance's metadata, choosing the instance
+// by the request's basic-auth user name or its /INSTANCE-ID/ path prefix.
+func (m *IMDS) SharedHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, _, ok := r.BasicAuth()
+		if !ok || id == "" {
+			seg, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+			if strings.HasPrefix(seg, "i-") {
+				id = seg
+				r = r.Clone(r.Context())
+				r.URL.Path, r.URL.RawPath = "/"+rest, ""
+			}
+		}
+		if id == "" {
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, "this metadata listener serves every instance: use http://INSTANCE-ID@"+r.Host+" (for AWS_EC2_METADATA_SERVICE_ENDPOINT) or the path /INSTANCE-ID/latest/...\n")
+			return
+		}
+		m.Handler(id).ServeHTTP(w, r)
+	})
+}
+
+// Listen serves instance id's metadata on a listener of its own at addr
+// ("127.0.0.1:0" picks a free port) and returns its base URL, e.g.
+// "http://127.0.0.1:41234".
 func (m *IMDS) Listen(instanceID, addr string) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -322,12 +382,8 @@ func (m *IMDS) addInstanceLocked(i *Instance) {
 		}
 	}
 	m.insts[i.ID] = v
-	if m.autoListen != "" {
-		if url, err := m.listenLocked(i.ID, v, m.autoListen); err != nil {
-			m.log.Error("imds auto-listen", "instance", i.ID, "err", err)
-		} else {
-			m.log.Info("imds listening", "instance", i.ID, "endpoint", url)
-		}
+	if m.shared != nil {
+		v.url = m.sharedURL(i.ID)
 	}
 }
 
@@ -348,8 +404,9 @@ func (m *IMDS) onChange(c Change) {
 			v.terminated, v.inst.State, v.queue, v.tokens = true, "terminated", nil, map[string]time.Time{}
 			if v.srv != nil {
 				go v.srv.Close()
-				v.srv, v.url = nil, ""
+				v.srv = nil
 			}
+			v.url = ""
 		}
 		return
 	case ChangeInstanceMetadata:

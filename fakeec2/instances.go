@@ -64,9 +64,20 @@ func (r *Region) RunInstances(in RunInstancesInput) ([]Instance, error) {
 	if in.MinCount < 1 || in.MaxCount < in.MinCount {
 		return nil, errInvalid("Invalid count: MinCount %d, MaxCount %d", in.MinCount, in.MaxCount)
 	}
-	if in.MaxCount > 1000 {
-		return nil, Errorf("InstanceLimitExceeded", "You have requested more instances (%d) than your current instance limit of 1000 allows.", in.MaxCount)
+	limit := r.opts.MaxInstances
+	if limit <= 0 {
+		limit = DefaultMaxInstances
 	}
+	active := 0
+	for _, i := range r.insts {
+		if i.State != "terminated" {
+			active++
+		}
+	}
+	if in.MinCount > limit-active {
+		return nil, Errorf("InstanceLimitExceeded", "You have requested more instances (%d) than your current instance limit of %d allows (%d running). Terminate instances or raise maxInstances.", in.MinCount, limit, active)
+	}
+	in.MaxCount = min(in.MaxCount, limit-active)
 	if in.PrivateIP.IsValid() && in.MaxCount > 1 {
 		return nil, errCombination("Network interfaces and an instance-level private IP address should not be specified on the same request")
 	}

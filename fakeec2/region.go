@@ -26,12 +26,18 @@ type Options struct {
 	// ConsistencyLag hides a new ENI, or a newly assigned address or prefix,
 	// from Describe calls for this long (EC2's eventual consistency).
 	ConsistencyLag time.Duration
+	// MaxInstances caps the region's non-terminated instances (default
+	// DefaultMaxInstances), as an account's instance limit does.
+	MaxInstances int
 	// ExtraInstanceTypes are added to (or override) the embedded catalog,
 	// e.g. an invented type that forces clients to call DescribeInstanceTypes.
 	ExtraInstanceTypes []InstanceType
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
+
+// DefaultMaxInstances is a region's instance limit unless Options say.
+const DefaultMaxInstances = 1000
 
 // Region is the in-memory model of one EC2 region: the source of truth that
 // the Query API, IMDS and the fabric share. All methods are safe for
@@ -242,7 +248,9 @@ func (r *Region) CreateSubnet(in CreateSubnetInput) (Subnet, error) {
 	if !c.IsValid() || !c.Addr().Is4() {
 		return Subnet{}, errInvalid("Value (%s) for parameter cidrBlock is invalid. This is not a valid CIDR block.", c)
 	}
-	c = c.Masked()
+	if c != c.Masked() {
+		return Subnet{}, Errorf("InvalidSubnet.Range", "The CIDR '%s' is invalid: its host bits are set (the block is %s).", c, c.Masked())
+	}
 	inside := false
 	for _, vc := range v.CIDRBlocks {
 		if vc.Contains(c.Addr()) && c.Bits() >= vc.Bits() {
@@ -261,7 +269,7 @@ func (r *Region) CreateSubnet(in CreateSubnetInput) (Subnet, error) {
 	if az == "" {
 		az = r.opts.Name + "a"
 	}
-	if !strings.HasPrefix(az, r.opts.Name) || len(az) != len(r.opts.Name)+1 {
+	if !r.validAZ(az) {
 		return Subnet{}, errInvalid("Value (%s) for parameter availabilityZone is invalid. Subnets can currently only be created in the following availability zones: %sa, %sb, %sc.", az, r.opts.Name, r.opts.Name, r.opts.Name)
 	}
 	s := &subnetState{Subnet: Subnet{ID: r.ids.next("subnet"), VPCID: v.ID, AZ: az, AZID: azID(r.opts.Name, az), CIDR: c, Tags: in.Tags.clone()}, pool: newAddrPool(c)}

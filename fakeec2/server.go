@@ -2,6 +2,7 @@ package fakeec2
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -43,6 +44,9 @@ type ServerOptions struct {
 	// IMDS configures the instance metadata service (its Faults are the
 	// server's own).
 	IMDS IMDSOptions
+	// ControlToken, when set, must accompany every control API request
+	// (Authorization: Bearer TOKEN).
+	ControlToken string
 }
 
 // Server serves the EC2 Query API for a Region, with throttling, fault
@@ -112,13 +116,58 @@ func (s *Server) requestID() string {
 	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", a>>32, a>>16&0xffff, a&0xfff, b>>48&0x3fff|0x8000, b&0xffffffffffff)
 }
 
-// ServeHTTP routes the control API and the EC2 Query API.
+// ServeHTTP routes the control API and the EC2 Query API (the standalone
+// server's open mode; a lab serves them apart, see APIHandler and
+// ControlHandler).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/_fake/") {
-		s.serveControl(w, r)
+		s.ControlHandler().ServeHTTP(w, r)
 		return
 	}
-	s.serveAPI(w, r)
+	s.APIHandler().ServeHTTP(w, r)
+}
+
+// APIHandler serves the EC2 Query API only: what instances inside a VPC
+// and a lab's host endpoint get. Paths under /_fake/ are not special here.
+func (s *Server) APIHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !sameOrigin(r) {
+			c := &call{rid: s.requestID(), start: time.Now(), action: r.URL.Query().Get("Action")}
+			s.writeError(w, c, r, &APIError{Code: "UnauthorizedOperation", Message: "Cross-origin requests are refused (Origin " + r.Header.Get("Origin") + ").", Status: http.StatusForbidden}, false)
+			return
+		}
+		s.serveAPI(w, r)
+	})
+}
+
+// ControlHandler serves the JSON control API under ControlPrefix only,
+// with the server's ControlToken if it has one.
+func (s *Server) ControlHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !sameOrigin(r) {
+			controlErr(w, http.StatusForbidden, "cross-origin requests are refused (Origin %s)", r.Header.Get("Origin"))
+			return
+		}
+		if t := s.opts.ControlToken; t != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(t)) != 1 {
+				controlErr(w, http.StatusUnauthorized, "the control API needs the server's token (Authorization: Bearer TOKEN)")
+				return
+			}
+		}
+		s.serveControl(w, r)
+	})
+}
+
+// sameOrigin refuses what a web page's script could send: a request with
+// an Origin that is not the server's own. SDKs and the CLI send no Origin.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
 }
 
 // call carries one API request through the pipeline.
@@ -145,23 +194,26 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, c, r, &APIError{Code: "InvalidAction", Message: "The HTTP method " + r.Method + " is not supported", Status: http.StatusMethodNotAllowed}, false)
 		return
 	}
-	form, err := url.ParseQuery(string(body))
+	form, err := parseForm(string(body), "request body")
 	if err != nil {
-		s.writeError(w, c, r, Errorf("InvalidParameterValue", "The request body is not valid form encoding: %v", err), false)
+		s.writeError(w, c, r, err, false)
 		return
 	}
-	for k, v := range r.URL.Query() {
+	query, err := parseForm(r.URL.RawQuery, "query string")
+	if err != nil {
+		s.writeError(w, c, r, err, false)
+		return
+	}
+	for k, v := range query {
 		if _, ok := form[k]; !ok {
 			form[k] = v
 		}
 	}
 	c.form = form
 	c.action = form.Get("Action")
-	if s.opts.Strict {
-		if err := verifySigV4(r, body, s.opts.Credentials, s.now()); err != nil {
-			s.writeError(w, c, r, err, false)
-			return
-		}
+	if err := s.checkAuth(r, body); err != nil {
+		s.writeError(w, c, r, err, false)
+		return
 	}
 	if c.action == "" {
 		s.writeError(w, c, r, errMissing("Action"), false)
@@ -174,6 +226,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	if v := form.Get("Version"); v != "" && v != APIVersion {
 		s.writeError(w, c, r, Errorf("NoSuchVersion", "An invalid or unsupported version was specified (%s).", v), false)
+		return
+	}
+	if err := checkParams(c.action, form); err != nil {
+		s.writeError(w, c, r, err, false)
 		return
 	}
 	c.q = decodeQuery(form)
@@ -305,4 +361,20 @@ func (s *Server) record(c *call, r *http.Request, resp any, ae *APIError, thrott
 	}
 	s.audit.add(rec)
 	s.log.Debug("ec2 call", "action", c.action, "requestId", c.rid, "error", rec.ErrorCode)
+}
+
+// maxParams bounds the parameters of one request (url.ParseQuery's own
+// limit); more is refused instead of silently dropped.
+const maxParams = 10000
+
+// parseForm decodes form encoding, refusing what cannot be read whole.
+func parseForm(s, what string) (url.Values, error) {
+	if n := strings.Count(s, "&") + 1; s != "" && n > maxParams {
+		return nil, Errorf("InvalidParameterValue", "The %s has %d parameters; at most %d are accepted.", what, n, maxParams)
+	}
+	v, err := url.ParseQuery(s)
+	if err != nil {
+		return nil, Errorf("InvalidParameterValue", "The %s is not valid form encoding: %v", what, err)
+	}
+	return v, nil
 }

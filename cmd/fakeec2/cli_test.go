@@ -47,8 +47,9 @@ instances:
 `
 
 type server struct {
-	t   *testing.T
-	url string
+	t      *testing.T
+	url    string
+	region string // the region the server says it serves
 
 	mu  sync.Mutex
 	out []string // stdout lines after the EC2 API line
@@ -95,18 +96,18 @@ func startServer(t *testing.T, config string, extra ...string) *server {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	sc := bufio.NewScanner(stdout)
-	re := regexp.MustCompile(`EC2 API (http://\S+)`)
-	var url string
+	re := regexp.MustCompile(`EC2 API (http://\S+) \(region ([a-z0-9-]+)`)
+	var url, region string
 	for sc.Scan() {
 		if m := re.FindStringSubmatch(sc.Text()); m != nil {
-			url = m[1]
+			url, region = m[1], m[2]
 			break
 		}
 	}
 	if url == "" {
 		t.Fatalf("server printed no endpoint; stderr: %s", stderr.String())
 	}
-	srv := &server{t: t, url: url}
+	srv := &server{t: t, url: url, region: region}
 	go func() {
 		for sc.Scan() {
 			srv.mu.Lock()
@@ -147,7 +148,7 @@ func (s *server) instances() []map[string]any {
 // aws runs the CLI; it returns parsed JSON output or the error text.
 func (s *server) aws(args ...string) (map[string]any, string) {
 	s.t.Helper()
-	full := append([]string{"--endpoint-url", s.url, "--region", "us-west-2", "--output", "json", "ec2"}, args...)
+	full := append([]string{"--endpoint-url", s.url, "--region", s.region, "--output", "json", "ec2"}, args...)
 	cmd := exec.Command(awsCLI, full...)
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=secret", "AWS_MAX_ATTEMPTS=1",
 		"AWS_RETRY_MODE=standard", "AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
@@ -378,7 +379,7 @@ instances:
 func TestStandaloneIMDS(t *testing.T) {
 	s := startServer(t, imdsYAML)
 	lines := s.printed(3) // control API + 2 instances
-	re := regexp.MustCompile(`instance (i-[0-9a-f]+) \S+ \S+ imds (http://127\.0\.0\.1:\d+)$`)
+	re := regexp.MustCompile(`instance (i-[0-9a-f]+) \S+ \S+ imds (http://(?:i-[0-9a-f]+@)?127\.0\.0\.1:\d+)$`)
 	printed := map[string]string{}
 	for _, l := range lines {
 		if m := re.FindStringSubmatch(l); m != nil {

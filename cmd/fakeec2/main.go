@@ -4,7 +4,8 @@
 //
 //	fakeec2 serve --listen 127.0.0.1:8787 [--config world.yaml] [--no-throttle] [--seed N]
 //
-// Every instance also gets an IMDS listener (point AWS_EC2_METADATA_SERVICE_ENDPOINT at it).
+// Every instance's IMDS is served too, from one listener (point
+// AWS_EC2_METADATA_SERVICE_ENDPOINT at the instance's imdsEndpoint).
 package main
 
 import (
@@ -29,11 +30,14 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, `usage: fakeec2 serve [--listen ADDR] [--config FILE] [--no-throttle] [--seed N] [--strict] [--imds-host HOST] [--log-level LEVEL]
+	fmt.Fprintln(w, `usage: fakeec2 serve [--listen ADDR] [--config FILE] [--region R] [--no-throttle] [--seed N] [--strict]
+                     [--control-token T] [--max-instances N] [--imds-host HOST] [--log-level LEVEL]
 
-Serves a fake EC2 region: the EC2 Query API at /, the control API at /_fake/v1/,
-and one instance metadata service (IMDS) listener per instance, listed by
-GET /_fake/v1/instances (imdsEndpoint) and printed at start-up.`)
+Serves a fake EC2 region: the EC2 Query API at /, the control API at /_fake/v1/
+(open unless --control-token is given), and every instance's metadata service
+(IMDS) on one listener: http://INSTANCE-ID@HOST:PORT, listed by
+GET /_fake/v1/instances (imdsEndpoint) and printed at start-up. Requests signed
+for another region than the server's are refused.`)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -53,7 +57,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 0, "seed for ids, request ids and fault dice (overrides the config)")
 	strict := fs.Bool("strict", false, "verify SigV4 signatures against the config's credentials")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
-	imdsHost := fs.String("imds-host", "127.0.0.1", "host on which every instance gets an IMDS listener on a free port (unless the config gives one)")
+	imdsHost := fs.String("imds-host", "127.0.0.1", "host of the one IMDS listener (a free port) serving every instance the config gives no listener of its own")
+	regionName := fs.String("region", "", "the region served (default the config's, else us-west-2)")
+	token := fs.String("control-token", "", "require Authorization: Bearer TOKEN on the control API")
+	maxInstances := fs.Int("max-instances", 0, "cap on non-terminated instances (default the config's, else 1000)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -77,10 +84,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "seed" {
+		switch f.Name {
+		case "seed":
 			cfg.Seed = *seed
+		case "region":
+			cfg.Region = *regionName
+		case "max-instances":
+			cfg.MaxInstances = *maxInstances
 		}
 	})
+	if cfg.MaxInstances < 0 {
+		fmt.Fprintf(stderr, "fakeec2: --max-instances %d: want a positive number\n", cfg.MaxInstances)
+		return 2
+	}
 	if cfg.Throttling == nil {
 		cfg.Throttling = &fakeec2.ThrottleConfig{Enabled: true}
 	}
@@ -97,6 +113,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	region := fakeec2.NewRegion(cfg.RegionOptions())
 	opts := cfg.ServerOptions()
 	opts.Logger = log
+	opts.ControlToken = *token
 	srv := fakeec2.NewServer(region, opts)
 	defer srv.Close()
 	world, err := cfg.Apply(region, srv)
@@ -104,21 +121,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fakeec2: --config %s: %v\n", *cfgPath, err)
 		return 2
 	}
-	auto := net.JoinHostPort(*imdsHost, "0")
 	for _, i := range region.Instances() {
-		if i.State != "running" {
-			continue
-		}
-		addr, ok := world.IMDS[i.ID]
-		if !ok {
-			addr = auto
-		}
-		if _, err := srv.IMDS().Listen(i.ID, addr); err != nil {
-			fmt.Fprintf(stderr, "fakeec2: %v\n", err)
-			return 1
+		if addr, ok := world.IMDS[i.ID]; ok && i.State == "running" {
+			if _, err := srv.IMDS().Listen(i.ID, addr); err != nil {
+				fmt.Fprintf(stderr, "fakeec2: %v\n", err)
+				return 1
+			}
 		}
 	}
-	srv.IMDS().SetAutoListen(auto)
+	if _, err := srv.IMDS().SetAutoListen(net.JoinHostPort(*imdsHost, "0")); err != nil {
+		fmt.Fprintf(stderr, "fakeec2: --imds-host %s: %v\n", *imdsHost, err)
+		return 1
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "fakeec2: --listen %s: %v\n", *listen, err)
