@@ -441,12 +441,14 @@ func (d *DataStore) ENIs() []ENI {
 }
 
 // freeCidrs returns up to n CIDRs of the active mode with no assigned
-// address (cooldown not considered, as the VPC CNI's decrease does), from
-// the highest device down.
+// address and none cooling, from the highest device down. The VPC CNI's
+// decrease ignores cooldown and may return a cooling address to EC2, where
+// another node can get it at once: the cooldown then protects nothing.
 func (d *DataStore) freeCidrs(n int) map[string][]netip.Prefix {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := map[string][]netip.Prefix{}
+	now := d.now()
 	enis := d.sortedENIs()
 	for i := len(enis) - 1; i >= 0 && n > 0; i-- {
 		e := enis[i]
@@ -456,13 +458,23 @@ func (d *DataStore) freeCidrs(n int) map[string][]netip.Prefix {
 		cs := sortedCidrs(e)
 		for j := len(cs) - 1; j >= 0 && n > 0; j-- {
 			c := cs[j]
-			if d.activeCidr(c) && c.assignedCount() == 0 {
+			if d.activeCidr(c) && c.assignedCount() == 0 && !d.coolingIn(c, now) {
 				out[e.ID] = append(out[e.ID], c.prefix)
 				n--
 			}
 		}
 	}
 	return out
+}
+
+// coolingIn says whether any address of c is in its cooldown.
+func (d *DataStore) coolingIn(c *CidrInfo, now time.Time) bool {
+	for _, a := range c.IPAddresses {
+		if !a.UnassignedTime.IsZero() && now.Sub(a.UnassignedTime) < d.cooldown {
+			return true
+		}
+	}
+	return false
 }
 
 // inactiveFree returns the unassigned CIDRs of the other mode (prefixes

@@ -169,11 +169,21 @@ func (n *node) add(container string) (*rpc.AddNetworkReply, error) {
 		Netns: "/var/run/netns/x", IfName: "eth0", NetworkName: "aws-cni", ContainerID: container})
 }
 
+// mustAdd adds a pod the way a kubelet does: a refused ADD (the pool is
+// refilled asynchronously) is retried until a deadline; only then does it
+// fail. Specs about the refusal itself call add.
 func (n *node) mustAdd(container string) string {
 	GinkgoHelper()
-	r, err := n.add(container)
+	var r *rpc.AddNetworkReply
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r, err = n.add(container)
+		if (err == nil && r.Success) || time.Now().After(deadline) {
+			break
+		}
+	}
 	Expect(err).NotTo(HaveOccurred(), func() string { return n.logTail() })
-	Expect(r.Success).To(BeTrue(), func() string { return "AddNetwork " + container + " failed\n" + n.logTail() })
+	Expect(r.Success).To(BeTrue(), func() string { return "AddNetwork " + container + " failed for 20 s\n" + n.logTail() })
 	return r.IPAllocationMetadata[0].IPv4Addr
 }
 

@@ -346,6 +346,12 @@ func (d *Daemon) decrease(ctx context.Context, s Stats) error {
 	if d.c.EnablePrefixDelegation && !warmDefined {
 		over = s.FreePrefixes - d.c.WarmPrefixTarget
 	}
+	if warmDefined && !d.c.EnablePrefixDelegation {
+		// Cooling addresses count as available in the VPC CNI's pool math,
+		// so it may return the only usable warm address and leave pods to
+		// fail until the cooldown ends; keep WARM_IP_TARGET usable ones.
+		over = min(over, s.Available()-s.CooldownIPs-d.c.WarmIPTarget)
+	}
 	if over <= 0 {
 		return nil
 	}
