@@ -15,6 +15,7 @@ deps:
 		command -v ip >/dev/null || missing="$$missing iproute2"; \
 		command -v iptables >/dev/null || missing="$$missing iptables"; \
 		command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
+		command -v curl >/dev/null || missing="$$missing curl"; \
 		command -v ping >/dev/null || missing="$$missing iputils-ping"; \
 		command -v sysctl >/dev/null || missing="$$missing procps"; \
 		[ -x /usr/lib/cni/portmap ] || missing="$$missing containernetworking-plugins"; \

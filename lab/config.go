@@ -6,6 +6,9 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
+	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -38,6 +41,95 @@ type Config struct {
 	RefPluginsDir string `yaml:"refPluginsDir"`
 	// StateDir is where node directories live (default /run/vpclab).
 	StateDir string `yaml:"stateDir"`
+	// IpamdRestart is what happens when a node's ipamd exits by itself:
+	// restart it after a delay, as a kubelet restarts aws-node ("1s", the
+	// default), or "never" (scenarios that control restarts themselves).
+	IpamdRestart Restart `yaml:"ipamdRestart" json:"ipamdRestart"`
+	// Owner says what runs the lab (up, demo, scenario, test …); other
+	// commands show it. Not part of a lab file.
+	Owner string `yaml:"-" json:"owner,omitempty"`
+}
+
+// Restart is an ipamd restart policy: a delay, or never.
+type Restart struct {
+	Never bool
+	Delay time.Duration
+}
+
+// delay is the wait before a restart (1 s unless set).
+func (r Restart) delay() time.Duration {
+	if r.Delay <= 0 {
+		return time.Second
+	}
+	return r.Delay
+}
+
+// String is "never" or the delay.
+func (r Restart) String() string {
+	if r.Never {
+		return "never"
+	}
+	return r.delay().String()
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (r Restart) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText reads "never" or a duration.
+func (r *Restart) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	switch s {
+	case "never":
+		*r = Restart{Never: true}
+		return nil
+	case "":
+		*r = Restart{}
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return fmt.Errorf("ipamdRestart %q: want a duration such as 1s, or never", s)
+	}
+	*r = Restart{Delay: d}
+	return nil
+}
+
+func (c *Config) ownerKind() string {
+	if c.Owner == "" {
+		return "process"
+	}
+	return c.Owner
+}
+
+// nodeSpecs expands the node declarations (count) into nodes, each with
+// its whole environment: the lab's base, the lab's env, the node's env.
+func (c *Config) nodeSpecs() []nodeSpec {
+	var specs []nodeSpec
+	for _, nc := range c.Nodes {
+		for _, name := range nc.names() {
+			env := baseNodeEnv()
+			for k, v := range c.Env {
+				env[k] = v
+			}
+			for k, v := range nc.Env {
+				env[k] = v
+			}
+			specs = append(specs, nodeSpec{name: name, cfg: nc, env: env})
+		}
+	}
+	return specs
+}
+
+// names are the node names a declaration makes: Name, or Name-1 … Name-N.
+func (n NodeConfig) names() []string {
+	if n.Count <= 1 {
+		return []string{n.Name}
+	}
+	out := make([]string, n.Count)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d", n.Name, i+1)
+	}
+	return out
 }
 
 // SubnetConfig is one subnet.
@@ -91,8 +183,30 @@ func LoadConfig(path string) (Config, error) {
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
 var nodeNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
 
+// DefaultRegion is a lab's region unless its config names one.
+const DefaultRegion = "eu-west-1"
+
+// AvailabilityZones are the zones of a lab's region (as fakeec2 serves them).
+func AvailabilityZones(region string) []string {
+	return []string{region + "a", region + "b", region + "c"}
+}
+
+// setDefaults fills in what a config may leave out: the region, subnet
+// names.
+func (c *Config) setDefaults() {
+	if c.Region == "" {
+		c.Region = DefaultRegion
+	}
+	for i := range c.Subnets {
+		if c.Subnets[i].Name == "" {
+			c.Subnets[i].Name = fmt.Sprintf("subnet%d", i)
+		}
+	}
+}
+
 // Validate checks the config before anything is created.
 func (c *Config) Validate() error {
+	c.setDefaults()
 	if !nameRE.MatchString(c.Name) {
 		return fmt.Errorf("name %q: want 1-8 characters of [a-z0-9] starting with a letter", c.Name)
 	}
@@ -100,36 +214,47 @@ func (c *Config) Validate() error {
 	if err != nil || !vpc.Addr().Is4() {
 		return fmt.Errorf("vpcCidr %q: not an IPv4 CIDR", c.VPCCIDR)
 	}
+	if vpc.Masked() != vpc {
+		return fmt.Errorf("vpcCidr %s: host bits set (the block is %s)", vpc, vpc.Masked())
+	}
 	if len(c.Subnets) == 0 {
 		return fmt.Errorf("subnets: at least one is needed")
 	}
 	var seen []netip.Prefix
 	names := map[string]bool{}
+	azs := AvailabilityZones(c.Region)
 	for i, s := range c.Subnets {
 		p, err := netip.ParsePrefix(s.CIDR)
 		if err != nil || !p.Addr().Is4() {
 			return fmt.Errorf("subnets[%d] cidr %q: not an IPv4 CIDR", i, s.CIDR)
 		}
+		if p.Masked() != p {
+			return fmt.Errorf("subnets[%d] cidr %s: host bits set (the block is %s)", i, s.CIDR, p.Masked())
+		}
 		if !vpc.Contains(p.Addr()) || p.Bits() < vpc.Bits() {
 			return fmt.Errorf("subnets[%d] cidr %s: not inside vpcCidr %s", i, s.CIDR, vpc)
 		}
-		for _, q := range seen {
+		if p.Bits() < 16 || p.Bits() > 28 {
+			return fmt.Errorf("subnets[%d] cidr %s: EC2 subnets are /16 to /28", i, s.CIDR)
+		}
+		for j, q := range seen {
 			if q.Overlaps(p) {
-				return fmt.Errorf("subnets[%d] cidr %s overlaps %s", i, s.CIDR, q)
+				return fmt.Errorf("subnets[%d] cidr %s overlaps subnets[%d] (%s)", i, s.CIDR, j, q)
 			}
 		}
 		seen = append(seen, p)
-		if s.Name == "" {
-			c.Subnets[i].Name = fmt.Sprintf("subnet%d", i)
+		if s.AZ != "" && !slices.Contains(azs, s.AZ) {
+			return fmt.Errorf("subnets[%d] az %q: not an availability zone of region %s (want one of %s)", i, s.AZ, c.Region, strings.Join(azs, ", "))
 		}
-		if names[c.Subnets[i].Name] {
+		if names[s.Name] {
 			return fmt.Errorf("subnets[%d]: duplicate name %q", i, s.Name)
 		}
-		names[c.Subnets[i].Name] = true
+		names[s.Name] = true
 	}
 	if len(c.Nodes) == 0 {
 		return fmt.Errorf("nodes: at least one is needed")
 	}
+	nodeNames := map[string]int{}
 	for i, n := range c.Nodes {
 		if !nodeNameRE.MatchString(n.Name) {
 			return fmt.Errorf("nodes[%d] name %q: want [a-z][a-z0-9-]*", i, n.Name)
@@ -151,10 +276,45 @@ func (c *Config) Validate() error {
 		if n.Count < 0 || n.Count > 200 {
 			return fmt.Errorf("nodes[%d] count %d: want 0..200", i, n.Count)
 		}
+		for _, name := range n.names() {
+			if j, dup := nodeNames[name]; dup {
+				return fmt.Errorf("nodes[%d]: node name %q is already used by nodes[%d]", i, name, j)
+			}
+			nodeNames[name] = i
+		}
+	}
+	if err := c.validateCapacity(); err != nil {
+		return err
+	}
+	for _, s := range c.nodeSpecs() {
+		if err := validateNodeEnv(s.env); err != nil {
+			return fmt.Errorf("node %s: aws-node environment: %w", s.name, err)
+		}
 	}
 	for i := range c.Faults {
 		if err := c.Faults[i].Validate(); err != nil {
 			return fmt.Errorf("faults[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// validateCapacity refuses more nodes in a subnet than it has addresses
+// for their primary IPs (5 of every subnet's are reserved by EC2).
+func (c *Config) validateCapacity() error {
+	nodes := map[string]int{}
+	for _, n := range c.Nodes {
+		subnet := n.Subnet
+		if subnet == "" {
+			subnet = c.Subnets[0].Name
+		}
+		nodes[subnet] += len(n.names())
+	}
+	for _, s := range c.Subnets {
+		p := netip.MustParsePrefix(s.CIDR)
+		usable := 1<<(32-p.Bits()) - 5
+		if nodes[s.Name] > usable {
+			return fmt.Errorf("subnet %q (%s) has %d usable addresses and cannot hold %d nodes", s.Name, s.CIDR, usable, nodes[s.Name])
 		}
 	}
 	return nil

@@ -38,6 +38,7 @@ func uniqueName() string { return testutil.Name("l", 7) }
 func testConfig() lab.Config {
 	c := lab.DefaultConfig()
 	c.Name = uniqueName()
+	c.Owner = "test"
 	c.BinDir = binDir
 	c.Env = map[string]string{"VPCLAB_POOL_INTERVAL": "100ms", "VPCLAB_IP_COOLDOWN": "0s"}
 	return c
@@ -63,4 +64,13 @@ func runChild(name string) {
 	fmt.Println("ready")
 	time.Sleep(time.Hour)
 	os.Exit(0)
+}
+
+// labNames lists the labs with anything on the machine.
+func labNames() []string {
+	var out []string
+	for _, l := range lab.Labs("") {
+		out = append(out, l.Name)
+	}
+	return out
 }

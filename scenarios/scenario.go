@@ -106,6 +106,9 @@ type Result struct {
 type Runner struct {
 	BinDir string
 	Log    func(format string, args ...any)
+	// Owner names what runs the scenarios (shown by vpclab status; default
+	// "scenario").
+	Owner string
 }
 
 type podRef struct {
@@ -123,6 +126,15 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 	}
 	cfg := s.Lab
 	cfg.Name = labName
+	cfg.Owner = r.Owner
+	if cfg.Owner == "" {
+		cfg.Owner = "scenario"
+	}
+	if cfg.IpamdRestart == (lab.Restart{}) {
+		// Steps decide when ipamd restarts; a lab that restarts it on its
+		// own would change what a scenario measures.
+		cfg.IpamdRestart = lab.Restart{Never: true}
+	}
 	if cfg.BinDir == "" {
 		cfg.BinDir = r.BinDir
 	}
@@ -154,6 +166,10 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 	released := map[string]time.Time{}
 	seq := 0
 	for i, st := range s.Steps {
+		if err := ctx.Err(); err != nil {
+			fail("interrupted: %v", err)
+			return res
+		}
 		name := st.Name
 		if name == "" {
 			name = fmt.Sprintf("step %d", i+1)
@@ -225,7 +241,10 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 			}
 		}
 		if st.Sleep > 0 {
-			time.Sleep(time.Duration(st.Sleep))
+			select {
+			case <-time.After(time.Duration(st.Sleep)):
+			case <-ctx.Done():
+			}
 		}
 		r.check(ctx, l, n, name, st.Expect, failed, pods, callsBefore, fail)
 		logf("%s: %s done (%d pods on %s)", s.Name, name, countOn(pods, n), n.Name)
@@ -246,16 +265,19 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 	return res
 }
 
-// addWithRetry adds a pod, retrying a failed ADD every 100 ms for up to
-// timeout, as kubelet retries sandbox creation.
+// addWithRetry adds a pod, retrying a failed ADD (AddPod has already
+// called DEL for it, as a runtime does) every 100 ms for up to timeout.
 func addWithRetry(ctx context.Context, n *lab.Node, name string, timeout time.Duration) (*lab.Pod, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		p, err := n.AddPod(ctx, "scenario", name)
-		if err == nil || time.Now().After(deadline) {
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
 			return p, err
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+		}
 	}
 }
 
@@ -351,7 +373,7 @@ func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string,
 			if err == nil && got == *c.v {
 				break
 			}
-			if time.Now().After(deadline) {
+			if time.Now().After(deadline) || ctx.Err() != nil {
 				fail("%s: %s = %d (%v), want %d", step, c.what, got, err, *c.v)
 				break
 			}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vpclab/vpclab/internal/testutil"
+	"github.com/vpclab/vpclab/lab"
 )
 
 // bins builds vpclab and the node binaries into one directory, as make
@@ -101,8 +102,8 @@ func TestCLIErrors(t *testing.T) {
 			t.Errorf("vpclab %v: exit %d, stderr %q (want one line with %q), stdout %q", tc.args, code, errs, tc.want, out)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(stateDir, name)); err == nil {
-		t.Errorf("a failed up left %s", filepath.Join(stateDir, name))
+	if _, err := os.Stat(filepath.Join(lab.DefaultStateDir, name)); err == nil {
+		t.Errorf("a failed up left %s", filepath.Join(lab.DefaultStateDir, name))
 	}
 	// Without root (from a directory nobody can read).
 	pub, err := os.MkdirTemp("", "vpclab-pub")
@@ -132,7 +133,7 @@ func TestCLIErrors(t *testing.T) {
 func TestCLIFlow(t *testing.T) {
 	dir := bins(t)
 	name := labName()
-	t.Cleanup(func() { vpclab(t, dir, "down", "--name", name); vpclab(t, dir, "gc") })
+	t.Cleanup(func() { vpclab(t, dir, "down", "--name", name); vpclab(t, dir, "gc", "--name", name) })
 	code, out, errs := vpclab(t, dir, "up", "--name", name, "--nodes", "2", "--env", "VPCLAB_POOL_INTERVAL=100ms")
 	if code != 0 {
 		t.Fatalf("up: exit %d\n%s\n%s", code, out, errs)
@@ -149,7 +150,7 @@ func TestCLIFlow(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("status: %d %s", code, errs)
 	}
-	var st Status
+	var st lab.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status JSON: %v\n%s", err, out)
 	}
@@ -218,8 +219,8 @@ func TestCLIFlow(t *testing.T) {
 		t.Errorf("namespaces left after down:\n%s", b)
 	}
 	for _, f := range []string{name, name + ".log", name + ".sock"} {
-		if _, err := os.Stat(filepath.Join(stateDir, f)); err == nil {
-			t.Errorf("%s left after down", filepath.Join(stateDir, f))
+		if _, err := os.Stat(filepath.Join(lab.DefaultStateDir, f)); err == nil {
+			t.Errorf("%s left after down", filepath.Join(lab.DefaultStateDir, f))
 		}
 	}
 }
@@ -240,7 +241,7 @@ func TestDemo(t *testing.T) {
 	if b, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(b), "vpcdemo-") {
 		t.Errorf("demo left namespaces:\n%s", b)
 	}
-	if _, err := os.Stat(filepath.Join(stateDir, "vpcdemo")); err == nil {
+	if _, err := os.Stat(filepath.Join(lab.DefaultStateDir, "vpcdemo")); err == nil {
 		t.Error("demo left its state directory")
 	}
 	t.Log(out)

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/lab"
+)
+
+func cmdMaxPods(_ globals, args []string, stdout, _ io.Writer) error {
+	fs := newFlags("max-pods", "max-pods --instance-type T [--prefix-delegation] | max-pods --all")
+	itype := fs.String("instance-type", "", "instance type")
+	prefix := fs.Bool("prefix-delegation", false, "prefix delegation (ENABLE_PREFIX_DELEGATION)")
+	all := fs.Bool("all", false, "a table of every instance type")
+	_ = fs.String("cni-version", "", "VPC CNI version (the limits are the same for v1.9+)")
+	pos, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	if *all {
+		names := fakeec2.InstanceTypeNames()
+		sort.Strings(names)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "INSTANCE TYPE\tMAX PODS\tMAX PODS (PREFIX)")
+		for _, n := range names {
+			t, _ := fakeec2.LookupInstanceType(n)
+			fmt.Fprintf(tw, "%s\t%d\t%d\n", n, t.MaxPods(false), t.MaxPods(true))
+		}
+		return tw.Flush()
+	}
+	if *itype == "" {
+		return usagef("--instance-type is required (or --all)")
+	}
+	t, ok := fakeec2.LookupInstanceType(*itype)
+	if !ok {
+		return usagef("--instance-type %q: unknown instance type", *itype)
+	}
+	fmt.Fprintln(stdout, t.MaxPods(*prefix))
+	return nil
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// cmdDemo brings up a small lab, shows pods getting VPC addresses, a
+// throttling episode and an exhausted subnet, then tears everything down
+// (also on Ctrl-C, at any moment).
+func cmdDemo(g globals, args []string, stdout, _ io.Writer) error {
+	ctx, stop := interruptible()
+	defer stop()
+	fs := newFlags("demo", "demo   (a lab named vpcdemo unless --name: pods, a throttling episode, an exhausted subnet; torn down at the end or on Ctrl-C)")
+	pos, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	if err := needRoot(); err != nil {
+		return err
+	}
+	start := time.Now()
+	cfg := lab.DefaultConfig()
+	cfg.Name, cfg.Owner = "vpcdemo", "demo"
+	if g.nameSet {
+		cfg.Name = g.name
+	}
+	cfg.Subnets = append(cfg.Subnets[:1], lab.SubnetConfig{Name: "tiny", CIDR: "192.168.200.0/28", AZ: "eu-west-1a"})
+	cfg.Nodes = []lab.NodeConfig{{Name: "node", InstanceType: "m5.large", Count: 2}, {Name: "small", InstanceType: "t3.medium", Subnet: "tiny"}}
+	cfg.Env = map[string]string{"VPCLAB_POOL_INTERVAL": "200ms", "VPCLAB_IP_COOLDOWN": "1s", "VPCLAB_INSUFFICIENT_CIDR_COOLDOWN": "2s"}
+	fmt.Fprintln(stdout, "== bringing up a lab: VPC 192.168.0.0/16, 2 × m5.large in a /19, 1 × t3.medium in a /28")
+	l, err := lab.New(ctx, cfg, func(f string, a ...any) { fmt.Fprintf(stdout, "  ✓ "+f+"\n", a...) })
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted; lab %s removed", cfg.Name)
+		}
+		return err
+	}
+	defer func() {
+		_ = l.Close()
+		fmt.Fprintf(stdout, "== torn down; the demo took %s\n", time.Since(start).Round(100*time.Millisecond))
+	}()
+	for _, step := range []func(context.Context, io.Writer, *lab.Lab) error{demoPods, demoThrottling, demoExhaustion} {
+		if err := step(ctx, stdout, l); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("interrupted; lab %s removed", cfg.Name)
+			}
+			return err
+		}
+	}
+	if err := l.CheckInvariants(ctx); err != nil {
+		return fmt.Errorf("invariants: %w", err)
+	}
+	fmt.Fprintln(stdout, "\n== invariants hold: EC2 == ipamd == kernel, no address twice")
+	return nil
+}
+
+func demoPods(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
+	n1, n2 := l.Node("node-1"), l.Node("node-2")
+	fmt.Fprintln(stdout, "\n== pods get addresses from the VPC")
+	var pods []*lab.Pod
+	for i, n := range []*lab.Node{n1, n1, n2} {
+		p, err := n.AddPod(ctx, "default", fmt.Sprintf("web-%d", i))
+		if err != nil {
+			return err
+		}
+		pods = append(pods, p)
+		fmt.Fprintf(stdout, "  pod %-8s on %-7s %s\n", p.Name, n.Name, p.IP)
+	}
+	if err := pods[0].Ping(ctx, pods[2].IP.String()); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "  %s → %s across nodes: ok\n", pods[0].Name, pods[2].Name)
+	printTopology(stdout, l)
+	return nil
+}
+
+func demoThrottling(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
+	n2 := l.Node("node-2")
+	fmt.Fprintln(stdout, "\n== throttling: AssignPrivateIpAddresses and CreateNetworkInterface answer RequestLimitExceeded for 3 s")
+	if _, err := l.Faults().Add(fakeec2.FaultRule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: fakeec2.Duration(3 * time.Second)},
+		fakeec2.FaultRule{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", For: fakeec2.Duration(3 * time.Second)}); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	ok, failed := 0, 0
+	for i := 0; i < 14; i++ {
+		if _, err := n2.AddPod(ctx, "burst", fmt.Sprintf("b%d", i)); err == nil {
+			ok++
+		} else {
+			failed++
+		}
+	}
+	if err := sleep(ctx, time.Until(t0.Add(3500*time.Millisecond))); err != nil {
+		return err
+	}
+	for i := 0; i < 14 && failed > 0; i++ {
+		if _, err := n2.AddPod(ctx, "burst", fmt.Sprintf("retry%d", i)); err == nil {
+			ok++
+			failed--
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	throttled := l.Events(fakeec2.EventFilter{ErrorCode: "RequestLimitExceeded"})
+	fmt.Fprintf(stdout, "  %d pods started; %d EC2 calls throttled; ipamd kept serving from its pool and backed off\n", ok, len(throttled))
+	return nil
+}
+
+func demoExhaustion(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
+	small := l.Node("small")
+	fmt.Fprintln(stdout, "\n== exhaustion: the /28 subnet has 11 usable addresses")
+	added := 0
+	for i := 0; i < 20; i++ {
+		if _, err := small.AddPod(ctx, "fill", fmt.Sprintf("f%d", i)); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			fmt.Fprintf(stdout, "  pod %d refused: %s\n", i, lab.OneLine(err.Error()))
+			break
+		}
+		added++
+	}
+	if err := sleep(ctx, time.Second); err != nil {
+		return err
+	}
+	insufficient := l.Events(fakeec2.EventFilter{ErrorCode: "InsufficientFreeAddressesInSubnet"})
+	fmt.Fprintf(stdout, "  %d pods fit; %d InsufficientFreeAddressesInSubnet answers in the events\n", added, len(insufficient))
+	if m, err := small.Metrics(); err == nil {
+		for _, line := range strings.Split(m, "\n") {
+			if strings.HasPrefix(line, "awscni_total_ip_addresses") || strings.HasPrefix(line, "awscni_assigned_ip_addresses") || strings.HasPrefix(line, "awscni_no_available_ip_addresses") {
+				fmt.Fprintf(stdout, "  %s\n", line)
+			}
+		}
+	}
+	return nil
+}
+
+func printTopology(w io.Writer, l *lab.Lab) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NODE\tINSTANCE\tENI\tDEV\tADDRESSES")
+	for _, n := range l.Nodes() {
+		for _, e := range l.Region().NetworkInterfaces() {
+			if e.Attachment != nil && e.Attachment.InstanceID == n.Instance.ID {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\n", n.Name, n.Instance.ID, e.ID, e.Attachment.DeviceIndex, 1+len(e.SecondaryIPs))
+			}
+		}
+	}
+	tw.Flush()
+}
