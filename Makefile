@@ -44,8 +44,8 @@ bench:
 
 ## fuzz: two minutes per fuzz target (not run in CI).
 fuzz:
-	$(GO) test ./fakeec2/ -run '^$$' -fuzz '^FuzzQueryDecoder$$' -fuzztime 2m
-	$(GO) test ./fakeec2/ -run '^$$' -fuzz '^FuzzFilters$$' -fuzztime 2m
+	$(GO) test ./fakeec2/ec2query/ -run '^$$' -fuzz '^FuzzQueryDecoder$$' -fuzztime 2m
+	$(GO) test ./fakeec2/ec2query/ -run '^$$' -fuzz '^FuzzFilters$$' -fuzztime 2m
 
 ## scenarios: the scenario suites (all labels but slow); LABEL=… picks some.
 scenarios: build
@@ -73,10 +73,10 @@ vet:
 fmt:
 	gofmt -w .
 
-## catalog: regenerate fakeec2/data/instance_types.json (see tools/gencatalog).
+## catalog: regenerate fakeec2/catalog/data/instance_types.json (see tools/gencatalog).
 catalog:
 	@test -n "$(CNI)" -a -n "$(RC)" || (echo "usage: make catalog CNI=vpc_ip_resource_limit.go RC=limits.go [DESCRIBE=instance_types.json.gz]"; exit 2)
-	$(GO) run ./tools/gencatalog --cni $(CNI) --rc $(RC) $(if $(DESCRIBE),--describe $(DESCRIBE)) > fakeec2/data/instance_types.json
+	$(GO) run ./tools/gencatalog --cni $(CNI) --rc $(RC) $(if $(DESCRIBE),--describe $(DESCRIBE)) > fakeec2/catalog/data/instance_types.json
 
 clean:
 	rm -rf bin

@@ -3,6 +3,8 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/imds"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net/http"
 	"time"
@@ -12,7 +14,6 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vpclab/vpclab/fabric"
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/lab"
 )
@@ -26,7 +27,7 @@ func imdsToken(nsPath string) (string, error) {
 	defer ns.Close()
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: netx.DialContextIn(ns), DisableKeepAlives: true}}
 	req, _ := http.NewRequest(http.MethodPut, "http://"+fabric.IMDSAddr+"/latest/api/token", nil)
-	req.Header.Set(fakeec2.IMDSTokenTTLHeader, "60")
+	req.Header.Set(imds.TokenTTLHeader, "60")
 	resp, err := c.Do(req)
 	if err != nil {
 		return "", err
@@ -55,7 +56,7 @@ var _ = Describe("connectivity matrix", func() {
 		Expect(err).NotTo(HaveOccurred())
 		c, err := n2.AddPod(ctx, "default", "c")
 		Expect(err).NotTo(HaveOccurred())
-		host, err := l.Region().RunInstances(fakeec2.RunInstancesInput{InstanceType: "t3.small", SubnetID: l.Region().Subnets()[0].ID})
+		host, err := l.Region().RunInstances(model.RunInstancesInput{InstanceType: "t3.small", SubnetID: l.Region().Subnets()[0].ID})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(l.CheckInvariants(ctx)).To(Succeed())
 
@@ -71,7 +72,7 @@ var _ = Describe("connectivity matrix", func() {
 		Expect(tok).NotTo(BeEmpty())
 		_, err = imdsToken(a.NetNS())
 		Expect(err).To(HaveOccurred(), "pod→IMDS token must fail at hop limit 1")
-		Expect(l.Region().SetMetadataOptions(n1.Instance.ID, fakeec2.MetadataOptions{HopLimit: 2})).To(Succeed())
+		Expect(l.Region().SetMetadataOptions(n1.Instance.ID, model.MetadataOptions{HopLimit: 2})).To(Succeed())
 		_, err = imdsToken(a.NetNS())
 		Expect(err).NotTo(HaveOccurred(), "pod→IMDS token works at hop limit 2")
 	})

@@ -3,6 +3,7 @@ package fabric_test
 import (
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"net"
 	"net/netip"
 	"sort"
@@ -19,19 +20,19 @@ import (
 )
 
 type benchWorld struct {
-	r      *fakeec2.Region
+	r      *model.Region
 	f      *fabric.Fabric
 	subnet string
 }
 
 func newBenchWorld(b *testing.B, name string) *benchWorld {
 	b.Helper()
-	r := fakeec2.NewRegion(fakeec2.Options{Seed: 99})
-	v, err := r.CreateVPC(fakeec2.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
+	r := model.NewRegion(model.Options{Seed: 99})
+	v, err := r.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := r.CreateSubnet(fakeec2.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/18")})
+	s, err := r.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/18")})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -53,8 +54,8 @@ func (w *benchWorld) sync(b *testing.B) {
 	}
 }
 
-func (w *benchWorld) run(b *testing.B) fakeec2.Instance {
-	insts, err := w.r.RunInstances(fakeec2.RunInstancesInput{InstanceType: "m5.large", SubnetID: w.subnet})
+func (w *benchWorld) run(b *testing.B) model.Instance {
+	insts, err := w.r.RunInstances(model.RunInstancesInput{InstanceType: "m5.large", SubnetID: w.subnet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -62,11 +63,11 @@ func (w *benchWorld) run(b *testing.B) fakeec2.Instance {
 }
 
 func (w *benchWorld) attachENI(b *testing.B, inst string, dev int) {
-	e, err := w.r.CreateNetworkInterface(fakeec2.CreateNetworkInterfaceInput{SubnetID: w.subnet, SecondaryCount: 4})
+	e, err := w.r.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: w.subnet, SecondaryCount: 4})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := w.r.AttachNetworkInterface(fakeec2.AttachNetworkInterfaceInput{ENIID: e.ID, InstanceID: inst, DeviceIndex: dev}); err != nil {
+	if _, err := w.r.AttachNetworkInterface(model.AttachNetworkInterfaceInput{ENIID: e.ID, InstanceID: inst, DeviceIndex: dev}); err != nil {
 		b.Fatal(err)
 	}
 }

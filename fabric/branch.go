@@ -2,10 +2,10 @@ package fabric
 
 import (
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/netip"
 	"slices"
 
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/internal/vlan"
 )
@@ -28,13 +28,13 @@ func branchLinkName(trunkID string, vid int) string {
 	return fmt.Sprintf("b%s.%d", tail[len(tail)-8:], vid)
 }
 
-func (f *Fabric) association(branchID string) (fakeec2.TrunkAssociation, bool) {
+func (f *Fabric) association(branchID string) (model.TrunkAssociation, bool) {
 	for _, t := range f.region.TrunkAssociations() {
 		if t.BranchID == branchID {
 			return t, true
 		}
 	}
-	return fakeec2.TrunkAssociation{}, false
+	return model.TrunkAssociation{}, false
 }
 
 // reconcileBranchesOf reconciles every branch associated with a trunk.

@@ -13,7 +13,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"regexp"
@@ -21,7 +23,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/internal/vlan"
 )
@@ -44,21 +45,24 @@ const (
 )
 
 // Region is what the fabric needs from the region: its state and changes.
-// *fakeec2.Region implements it.
+// *model.Region implements it.
 type Region interface {
-	SubscribeWithSnapshot() (fakeec2.Snapshot, *fakeec2.Subscription)
+	SubscribeWithSnapshot() (model.Snapshot, *model.Subscription)
 	FeedSeq() uint64
-	NetworkInterface(id string) (fakeec2.NetworkInterface, error)
-	NetworkInterfaces() []fakeec2.NetworkInterface
-	Instance(id string) (fakeec2.Instance, error)
-	Subnets() []fakeec2.Subnet
-	VPCs() []fakeec2.VPC
-	TrunkAssociations() []fakeec2.TrunkAssociation
+	NetworkInterface(id string) (model.NetworkInterface, error)
+	NetworkInterfaces() []model.NetworkInterface
+	Instance(id string) (model.Instance, error)
+	Subnets() []model.Subnet
+	VPCs() []model.VPC
+	TrunkAssociations() []model.TrunkAssociation
 }
 
-// IMDS serves one instance's metadata. *fakeec2.IMDS implements it.
+// IMDS serves one instance's metadata. *imds.Service implements it.
 type IMDS interface {
 	Handler(instanceID string) http.Handler
+	// ConnContext is the http.Server ConnContext its handlers need (token
+	// responses are sent with the instance's hop limit as IP TTL).
+	ConnContext(ctx context.Context, c net.Conn) context.Context
 }
 
 // NodeNamespace tells the fabric to use an existing namespace for an
@@ -90,7 +94,7 @@ type Config struct {
 	VLAN vlan.Datapath
 	// NodeNamespace, when set, may return an existing namespace for an
 	// instance; nil or ok=false creates "<Name>-<instance-id>".
-	NodeNamespace func(fakeec2.Instance) (NodeNamespace, bool)
+	NodeNamespace func(model.Instance) (NodeNamespace, bool)
 	// Logger; slog.Default when nil.
 	Logger *slog.Logger
 }
@@ -103,7 +107,7 @@ type Fabric struct {
 	log    *slog.Logger
 	vlan   vlan.Datapath
 	region Region
-	sub    *fakeec2.Subscription
+	sub    *model.Subscription
 	done   chan struct{}
 
 	mu        sync.Mutex
@@ -118,8 +122,8 @@ type Fabric struct {
 	branches map[string]*branchLink
 	owners   map[netip.Addr]string   // private IPv4 -> instance id (IMDS dispatch)
 	pfxOwner map[netip.Prefix]string // delegated prefix -> instance id
-	subnets  map[string]fakeec2.Subnet
-	vpcs     map[string]fakeec2.VPC
+	subnets  map[string]model.Subnet
+	vpcs     map[string]model.VPC
 }
 
 // New builds the kernel state for the region's current state and starts
@@ -135,7 +139,7 @@ func New(cfg Config) (*Fabric, error) {
 	f := &Fabric{
 		cfg: cfg, log: cfg.Logger, region: cfg.Region, vlan: cfg.VLAN, done: make(chan struct{}),
 		routers: map[string]*router{}, nodes: map[string]*node{}, enis: map[string]*eniLink{}, branches: map[string]*branchLink{},
-		owners: map[netip.Addr]string{}, pfxOwner: map[netip.Prefix]string{}, subnets: map[string]fakeec2.Subnet{}, vpcs: map[string]fakeec2.VPC{},
+		owners: map[netip.Addr]string{}, pfxOwner: map[netip.Prefix]string{}, subnets: map[string]model.Subnet{}, vpcs: map[string]model.VPC{},
 	}
 	f.cond = sync.NewCond(&f.mu)
 	if f.log == nil {
@@ -187,9 +191,9 @@ func (f *Fabric) loop() {
 }
 
 // apply reconciles what one change touched; f.mu is held.
-func (f *Fabric) apply(c fakeec2.Change) error {
+func (f *Fabric) apply(c model.Change) error {
 	switch c.Kind {
-	case fakeec2.ChangeInstanceRunning:
+	case model.ChangeInstanceRunning:
 		inst, err := f.region.Instance(c.InstanceID)
 		if err != nil || inst.State != "running" {
 			return nil // already gone again
@@ -198,11 +202,11 @@ func (f *Fabric) apply(c fakeec2.Change) error {
 			return err
 		}
 		return f.reconcileInstanceENIs(c.InstanceID)
-	case fakeec2.ChangeInstanceTerminated:
+	case model.ChangeInstanceTerminated:
 		return f.removeNode(c.InstanceID)
-	case fakeec2.ChangeInstanceMetadata:
+	case model.ChangeInstanceMetadata:
 		return nil
-	case fakeec2.ChangeTrunkAssociated, fakeec2.ChangeTrunkDisassociated:
+	case model.ChangeTrunkAssociated, model.ChangeTrunkDisassociated:
 		return f.reconcileBranch(c.ENIID)
 	}
 	if c.ENIID == "" {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"net"
 	"net/netip"
 	"os"
@@ -21,7 +22,6 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vpclab/vpclab/fabric"
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/internal/vlan"
 )
@@ -321,7 +321,7 @@ const childEnv = "VPCLAB_FABRIC_CHILD"
 // runChild builds a fabric with a trunk and a branch, says "ready", and
 // waits to be killed.
 func runChild(name string) {
-	r := fakeec2.NewRegion(fakeec2.Options{Seed: 51})
+	r := model.NewRegion(model.Options{Seed: 51})
 	buildTrunkWorld(r)
 	f, err := fabric.New(fabric.Config{Name: name, Region: r, VLAN: vlan.BPF{}, Internet: true})
 	if err != nil {
@@ -340,27 +340,27 @@ func runChild(name string) {
 }
 
 // buildTrunkWorld makes an instance with a trunk ENI and an associated branch.
-func buildTrunkWorld(r *fakeec2.Region) {
+func buildTrunkWorld(r *model.Region) {
 	vpcs := r.VPCs()
 	var subnet string
 	if len(vpcs) == 0 {
-		v, err := r.CreateVPC(fakeec2.CreateVPCInput{CIDR: mustPrefix("10.9.0.0/16")})
+		v, err := r.CreateVPC(model.CreateVPCInput{CIDR: mustPrefix("10.9.0.0/16")})
 		must(err)
-		s, err := r.CreateSubnet(fakeec2.CreateSubnetInput{VPCID: v.ID, CIDR: mustPrefix("10.9.0.0/24")})
+		s, err := r.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: mustPrefix("10.9.0.0/24")})
 		must(err)
 		subnet = s.ID
 	} else {
 		subnet = r.Subnets()[0].ID
 	}
-	insts, err := r.RunInstances(fakeec2.RunInstancesInput{InstanceType: "m5.large", SubnetID: subnet})
+	insts, err := r.RunInstances(model.RunInstancesInput{InstanceType: "m5.large", SubnetID: subnet})
 	must(err)
-	trunk, err := r.CreateNetworkInterface(fakeec2.CreateNetworkInterfaceInput{SubnetID: subnet, InterfaceType: "trunk"})
+	trunk, err := r.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: subnet, InterfaceType: "trunk"})
 	must(err)
-	_, err = r.AttachNetworkInterface(fakeec2.AttachNetworkInterfaceInput{ENIID: trunk.ID, InstanceID: insts[0].ID, DeviceIndex: 1})
+	_, err = r.AttachNetworkInterface(model.AttachNetworkInterfaceInput{ENIID: trunk.ID, InstanceID: insts[0].ID, DeviceIndex: 1})
 	must(err)
-	branch, err := r.CreateNetworkInterface(fakeec2.CreateNetworkInterfaceInput{SubnetID: subnet, InterfaceType: "branch"})
+	branch, err := r.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: subnet, InterfaceType: "branch"})
 	must(err)
-	_, err = r.AssociateTrunkInterface(fakeec2.AssociateTrunkInput{TrunkID: trunk.ID, BranchID: branch.ID, VlanID: 9})
+	_, err = r.AssociateTrunkInterface(model.AssociateTrunkInput{TrunkID: trunk.ID, BranchID: branch.ID, VlanID: 9})
 	must(err)
 }
 

@@ -3,6 +3,8 @@ package fabric_test
 import (
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/imds"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -35,7 +37,7 @@ func uniqueName() string { return testutil.Name("t", 7) }
 // world is a region served over HTTP (for the SDK) with a fabric on it.
 type world struct {
 	name   string
-	region *fakeec2.Region
+	region *model.Region
 	srv    *fakeec2.Server
 	ec2    *ec2.Client
 	fab    *fabric.Fabric
@@ -52,7 +54,7 @@ type worldOpts struct {
 func newWorld(o worldOpts) *world {
 	GinkgoHelper()
 	w := &world{name: uniqueName()}
-	w.region = fakeec2.NewRegion(fakeec2.Options{Seed: o.seed})
+	w.region = model.NewRegion(model.Options{Seed: o.seed})
 	w.srv = fakeec2.NewServer(w.region, fakeec2.ServerOptions{})
 	hs := httptest.NewServer(w.srv)
 	DeferCleanup(hs.Close)
@@ -197,7 +199,7 @@ func httpIn(path string, timeout time.Duration) *http.Client {
 // imdsGet does the IMDSv2 flow from inside a namespace.
 func imdsGet(c *http.Client, path string) (string, error) {
 	req, _ := http.NewRequest(http.MethodPut, "http://"+fabric.IMDSAddr+"/latest/api/token", nil)
-	req.Header.Set(fakeec2.IMDSTokenTTLHeader, "60")
+	req.Header.Set(imds.TokenTTLHeader, "60")
 	resp, err := c.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("token: %w", err)
@@ -208,7 +210,7 @@ func imdsGet(c *http.Client, path string) (string, error) {
 		return "", fmt.Errorf("token: status %d", resp.StatusCode)
 	}
 	req, _ = http.NewRequest(http.MethodGet, "http://"+fabric.IMDSAddr+"/latest/meta-data/"+path, nil)
-	req.Header.Set(fakeec2.IMDSTokenHeader, string(tok))
+	req.Header.Set(imds.TokenHeader, string(tok))
 	resp, err = c.Do(req)
 	if err != nil {
 		return "", err

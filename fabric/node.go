@@ -3,6 +3,7 @@ package fabric
 import (
 	"errors"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"net"
 	"net/netip"
 	"slices"
@@ -12,7 +13,6 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
 )
 
@@ -86,7 +86,7 @@ func nodeLinkName(prefix string, card, device int) string {
 }
 
 // ensureNode creates (or adopts) a running instance's namespace; f.mu is held.
-func (f *Fabric) ensureNode(inst fakeec2.Instance) error {
+func (f *Fabric) ensureNode(inst model.Instance) error {
 	if _, ok := f.nodes[inst.ID]; ok {
 		return nil
 	}
@@ -203,7 +203,7 @@ func (f *Fabric) attachedTo(instanceID string) []string {
 
 // wantLink reports whether an ENI should have a link: attached (or still
 // detaching) to an instance the fabric runs.
-func (f *Fabric) wantLink(e fakeec2.NetworkInterface) (*node, bool) {
+func (f *Fabric) wantLink(e model.NetworkInterface) (*node, bool) {
 	if e.InterfaceType == "branch" || e.Attachment == nil {
 		return nil, false
 	}
@@ -260,7 +260,7 @@ func (f *Fabric) reconcileENI(id string) error {
 // createLink makes the veth pair of an attached ENI, created in place (the
 // peer born inside the instance namespace, which is far cheaper than moving
 // it), and configures the primary ENI like EC2's DHCP would.
-func (f *Fabric) createLink(r *router, n *node, e fakeec2.NetworkInterface, s fakeec2.Subnet) (*eniLink, error) {
+func (f *Fabric) createLink(r *router, n *node, e model.NetworkInterface, s model.Subnet) (*eniLink, error) {
 	a := e.Attachment
 	l := &eniLink{id: e.ID, instanceID: n.id, vpcID: e.VPCID, mac: e.MAC, device: a.DeviceIndex, card: a.NetworkCardIndex,
 		routerName: routerLinkName(e.ID), nodeName: nodeLinkName(n.linkPrefix, a.NetworkCardIndex, a.DeviceIndex)}
@@ -366,7 +366,7 @@ func (f *Fabric) removeENI(id string) error {
 
 // syncENI programs the router for the ENI's addresses and its source/
 // destination check; f.mu is held.
-func (f *Fabric) syncENI(r *router, l *eniLink, e fakeec2.NetworkInterface) error {
+func (f *Fabric) syncENI(r *router, l *eniLink, e model.NetworkInterface) error {
 	rl, err := r.h.LinkByName(l.routerName)
 	if err != nil {
 		return fmt.Errorf("eni %s: %w", e.ID, err)

@@ -3,6 +3,7 @@ package fabric
 import (
 	"errors"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"net"
 	"net/http"
 	"net/netip"
@@ -15,7 +16,6 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
 )
 
@@ -57,7 +57,7 @@ func openOrCreate(name string) (netns.NsHandle, bool, error) {
 	return ns, false, err
 }
 
-func (f *Fabric) vpc(id string) (fakeec2.VPC, error) {
+func (f *Fabric) vpc(id string) (model.VPC, error) {
 	if v, ok := f.vpcs[id]; ok {
 		return v, nil
 	}
@@ -67,10 +67,10 @@ func (f *Fabric) vpc(id string) (fakeec2.VPC, error) {
 	if v, ok := f.vpcs[id]; ok {
 		return v, nil
 	}
-	return fakeec2.VPC{}, fmt.Errorf("vpc %s not in the region", id)
+	return model.VPC{}, fmt.Errorf("vpc %s not in the region", id)
 }
 
-func (f *Fabric) subnet(id string) (fakeec2.Subnet, error) {
+func (f *Fabric) subnet(id string) (model.Subnet, error) {
 	if s, ok := f.subnets[id]; ok {
 		return s, nil
 	}
@@ -80,7 +80,7 @@ func (f *Fabric) subnet(id string) (fakeec2.Subnet, error) {
 	if s, ok := f.subnets[id]; ok {
 		return s, nil
 	}
-	return fakeec2.Subnet{}, fmt.Errorf("subnet %s not in the region", id)
+	return model.Subnet{}, fmt.Errorf("subnet %s not in the region", id)
 }
 
 // gatewayOf returns a subnet's router address (the network address + 1).
@@ -165,7 +165,10 @@ func (f *Fabric) serve(r *router, addr string, h http.Handler) error {
 	if err != nil {
 		return err
 	}
-	s := &http.Server{Handler: h, ConnContext: fakeec2.IMDSConnContext, ReadHeaderTimeout: 10 * time.Second}
+	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	if f.cfg.IMDS != nil {
+		s.ConnContext = f.cfg.IMDS.ConnContext
+	}
 	r.servers = append(r.servers, s)
 	go func() {
 		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -194,7 +197,7 @@ func (f *Fabric) serveIMDS(w http.ResponseWriter, req *http.Request) {
 
 // ensureGateway puts a subnet's gateway address on the router so it
 // answers ARP for it on every ENI link.
-func (f *Fabric) ensureGateway(r *router, s fakeec2.Subnet) error {
+func (f *Fabric) ensureGateway(r *router, s model.Subnet) error {
 	gw := gatewayOf(s.CIDR)
 	if r.gateways[gw] {
 		return nil

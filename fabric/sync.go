@@ -3,17 +3,17 @@ package fabric
 import (
 	"errors"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"strconv"
 	"strings"
 
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
 )
 
 // syncAll reconciles the kernel to a full snapshot and removes what an
 // earlier fabric of the same name left that the region no longer has;
 // f.mu is held.
-func (f *Fabric) syncAll(snap fakeec2.Snapshot) error {
+func (f *Fabric) syncAll(snap model.Snapshot) error {
 	for _, v := range snap.VPCs {
 		f.vpcs[v.ID] = v
 	}

@@ -2,6 +2,9 @@ package fakeec2_test
 
 import (
 	"context"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net/http"
 	"net/netip"
@@ -21,7 +24,7 @@ import (
 var ctx = context.Background()
 
 func TestLimitsM5Large(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 2}, fakeec2.ServerOptions{}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 2}, fakeec2.ServerOptions{}, "10.0.0.0/24")
 	inst := e.run("m5.large")
 	// The primary ENI takes 9 more addresses (10 slots), the 10th fails.
 	_, err := e.ec2.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: inst.NetworkInterfaces[0].NetworkInterfaceId, SecondaryPrivateIpAddressCount: aws.Int32(9)})
@@ -46,7 +49,7 @@ func TestLimitsM5Large(t *testing.T) {
 }
 
 func TestLimitsT3Nano(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 3}, fakeec2.ServerOptions{}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 3}, fakeec2.ServerOptions{}, "10.0.0.0/24")
 	inst := e.run("t3.nano")
 	primary := inst.NetworkInterfaces[0].NetworkInterfaceId
 	if _, err := e.ec2.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: primary, SecondaryPrivateIpAddressCount: aws.Int32(2)}); err == nil {
@@ -71,7 +74,7 @@ func TestLimitsT3Nano(t *testing.T) {
 }
 
 func TestSubnetExhaustionSlash28(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 4}, fakeec2.ServerOptions{}, "10.0.1.0/28")
+	e := newEnv(t, model.Options{Seed: 4}, fakeec2.ServerOptions{}, "10.0.1.0/28")
 	sn, err := e.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{e.subnet}})
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +102,7 @@ func TestSubnetExhaustionSlash28(t *testing.T) {
 }
 
 func TestPrefixesAlignedAndFragmentation(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 5}, fakeec2.ServerOptions{}, "10.0.2.0/26")
+	e := newEnv(t, model.Options{Seed: 5}, fakeec2.ServerOptions{}, "10.0.2.0/26")
 	inst := e.run("m5.large") // takes 10.0.2.4, poisoning the first /28 (reserved anyway)
 	eni := inst.NetworkInterfaces[0].NetworkInterfaceId
 	out, err := e.ec2.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: eni, Ipv4PrefixCount: aws.Int32(2)})
@@ -144,7 +147,7 @@ func TestPrefixesAlignedAndFragmentation(t *testing.T) {
 
 // TestErrorCatalogue drives every error code the issue lists through the SDK.
 func TestErrorCatalogue(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 6, DetachLatency: time.Minute}, fakeec2.ServerOptions{}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 6, DetachLatency: time.Minute}, fakeec2.ServerOptions{}, "10.0.0.0/24")
 	inst := e.run("m5.large")
 	free := e.eni(nil)
 	att := e.eni(nil)
@@ -258,7 +261,7 @@ func TestErrorCatalogue(t *testing.T) {
 // TestRawQuery checks wire details the SDK hides: unknown actions, HTTP
 // statuses, the error envelope and request ids.
 func TestRawQuery(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 7}, fakeec2.ServerOptions{}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 7}, fakeec2.ServerOptions{}, "10.0.0.0/24")
 	post := func(form url.Values) (int, string, http.Header) {
 		resp, err := http.PostForm(e.http.URL, form)
 		if err != nil {
@@ -291,8 +294,8 @@ func TestRawQuery(t *testing.T) {
 }
 
 func TestThrottlingBurst(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 8}, fakeec2.ServerOptions{Throttle: fakeec2.ThrottleConfig{Enabled: true,
-		Overrides: map[string]fakeec2.Bucket{"AssignPrivateIpAddresses": {Capacity: 5, Refill: 0.001}}}}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 8}, fakeec2.ServerOptions{Throttle: ec2query.ThrottleConfig{Enabled: true,
+		Overrides: map[string]ec2query.Bucket{"AssignPrivateIpAddresses": {Capacity: 5, Refill: 0.001}}}}, "10.0.0.0/24")
 	n := e.eni(nil)
 	var throttled int
 	for i := 0; i < 8; i++ {
@@ -312,12 +315,12 @@ func TestThrottlingBurst(t *testing.T) {
 	if _, err := e.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{}); err != nil {
 		t.Fatal(err)
 	}
-	recs := e.srv.Audit().Events(fakeec2.EventFilter{ErrorCode: "RequestLimitExceeded"})
+	recs := e.srv.Audit().Events(ec2query.EventFilter{ErrorCode: "RequestLimitExceeded"})
 	if len(recs) != 3 || !recs[0].Throttled || recs[0].EventName != "AssignPrivateIpAddresses" {
 		t.Fatalf("audit shows %d throttled calls: %+v", len(recs), recs)
 	}
 	// The SDK's standard retryer retries throttles: with refill the call succeeds.
-	e.srv.Throttler().SetConfig(fakeec2.ThrottleConfig{Enabled: true, Overrides: map[string]fakeec2.Bucket{"AssignPrivateIpAddresses": {Capacity: 1, Refill: 20}}})
+	e.srv.Throttler().SetConfig(ec2query.ThrottleConfig{Enabled: true, Overrides: map[string]ec2query.Bucket{"AssignPrivateIpAddresses": {Capacity: 1, Refill: 20}}})
 	c := newClient(e.http.URL, 5)
 	for i := 0; i < 3; i++ {
 		if _, err := c.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: n.NetworkInterfaceId, SecondaryPrivateIpAddressCount: aws.Int32(1)}); err != nil {
@@ -327,7 +330,7 @@ func TestThrottlingBurst(t *testing.T) {
 }
 
 func TestTrunking(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 9}, fakeec2.ServerOptions{}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 9}, fakeec2.ServerOptions{}, "10.0.0.0/24")
 	inst := e.run("m5.large")
 	trunk := e.eni(func(in *ec2.CreateNetworkInterfaceInput) { in.InterfaceType = types.NetworkInterfaceCreationTypeTrunk })
 	if trunk.InterfaceType != types.NetworkInterfaceTypeTrunk {
@@ -376,7 +379,7 @@ func TestTrunking(t *testing.T) {
 
 // TestEveryAction drives the remaining actions end to end.
 func TestEveryAction(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 10}, fakeec2.ServerOptions{}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 10}, fakeec2.ServerOptions{}, "10.0.0.0/24")
 	v6vpc, err := e.ec2.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.1.0.0/16"), AmazonProvidedIpv6CidrBlock: aws.Bool(true)})
 	if err != nil {
 		t.Fatal(err)
@@ -571,11 +574,11 @@ func (e *env) available(subnet string) int32 {
 }
 
 func TestAttachStatesAndConsistencyLag(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 11, AttachLatency: 150 * time.Millisecond, DetachLatency: 150 * time.Millisecond, ConsistencyLag: 200 * time.Millisecond}, fakeec2.ServerOptions{}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 11, AttachLatency: 150 * time.Millisecond, DetachLatency: 150 * time.Millisecond, ConsistencyLag: 200 * time.Millisecond}, fakeec2.ServerOptions{}, "10.0.0.0/24")
 	sub := e.region.Subscribe()
 	defer sub.Close()
 	inst := e.run("m5.large")
-	n, err := e.region.CreateNetworkInterface(fakeec2.CreateNetworkInterfaceInput{SubnetID: e.subnet})
+	n, err := e.region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: e.subnet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -620,7 +623,7 @@ func TestAttachStatesAndConsistencyLag(t *testing.T) {
 	for len(states) < 4 {
 		select {
 		case c := <-sub.C:
-			if c.Kind == fakeec2.ChangeAttachment && c.ENIID == n.ID {
+			if c.Kind == model.ChangeAttachment && c.ENIID == n.ID {
 				states = append(states, c.State)
 			}
 		case <-timeout:
@@ -633,10 +636,10 @@ func TestAttachStatesAndConsistencyLag(t *testing.T) {
 }
 
 func TestFaultRules(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 12}, fakeec2.ServerOptions{Seed: 12}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 12}, fakeec2.ServerOptions{Seed: 12}, "10.0.0.0/24")
 	n := e.eni(nil)
-	if _, err := e.srv.Faults().Add(fakeec2.FaultRule{Action: "Assign*", Code: "InsufficientFreeAddressesInSubnet", Count: 2},
-		fakeec2.FaultRule{Action: "DescribeSubnets", Latency: fakeec2.Duration(100 * time.Millisecond)}); err != nil {
+	if _, err := e.srv.Faults().Add(faults.Rule{Action: "Assign*", Code: "InsufficientFreeAddressesInSubnet", Count: 2},
+		faults.Rule{Action: "DescribeSubnets", Latency: model.Duration(100 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
@@ -652,12 +655,12 @@ func TestFaultRules(t *testing.T) {
 	if time.Since(start) < 100*time.Millisecond {
 		t.Fatal("latency fault not applied")
 	}
-	if _, err := e.srv.Faults().Add(fakeec2.FaultRule{Action: "*", Probability: 2}); err == nil {
+	if _, err := e.srv.Faults().Add(faults.Rule{Action: "*", Probability: 2}); err == nil {
 		t.Fatal("probability 2 accepted")
 	}
 	// A window: active after 100ms, for 100ms.
 	e.srv.Faults().Clear()
-	e.srv.Faults().Add(fakeec2.FaultRule{Action: "DescribeVpcs", Code: "InternalError", After: fakeec2.Duration(100 * time.Millisecond), For: fakeec2.Duration(150 * time.Millisecond)})
+	e.srv.Faults().Add(faults.Rule{Action: "DescribeVpcs", Code: "InternalError", After: model.Duration(100 * time.Millisecond), For: model.Duration(150 * time.Millisecond)})
 	c := newClient(e.http.URL, 1)
 	if _, err := c.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{}); err != nil {
 		t.Fatalf("before window: %v", err)
@@ -674,8 +677,8 @@ func TestFaultRules(t *testing.T) {
 // Faults with a probability replay identically under the same seed.
 func TestFaultDiceSeeded(t *testing.T) {
 	run := func() string {
-		f := fakeec2.NewFaults(42, nil)
-		f.Add(fakeec2.FaultRule{Action: "*", Code: "InternalError", Probability: 0.5})
+		f := faults.New(42, nil)
+		f.Add(faults.Rule{Action: "*", Code: "InternalError", Probability: 0.5})
 		var b strings.Builder
 		for i := 0; i < 64; i++ {
 			if _, err := f.Evaluate("X"); err != nil {

@@ -2,6 +2,7 @@ package fakeec2_test
 
 import (
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -106,7 +107,7 @@ func BenchmarkQueryAPI(b *testing.B) {
 	const workers = 4
 	d := 2 * time.Second
 	e := &env{}
-	r := fakeec2.NewRegion(fakeec2.Options{Seed: 1})
+	r := model.NewRegion(model.Options{Seed: 1})
 	s := fakeec2.NewServer(r, fakeec2.ServerOptions{})
 	hs := httptest.NewServer(s)
 	defer hs.Close()

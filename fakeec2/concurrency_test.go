@@ -1,33 +1,32 @@
 package fakeec2_test
 
 import (
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/vpclab/vpclab/fakeec2"
 )
 
 // TestConcurrentChurn runs 32 goroutines doing random create, attach,
 // assign, unassign, detach and delete against one region while a checker
 // verifies the invariants throughout.
 func TestConcurrentChurn(t *testing.T) {
-	r := fakeec2.NewRegion(fakeec2.Options{Seed: 99})
-	v, err := r.CreateVPC(fakeec2.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
+	r := model.NewRegion(model.Options{Seed: 99})
+	v, err := r.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A small subnet so exhaustion and fragmentation happen often.
-	sn, err := r.CreateSubnet(fakeec2.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/25")})
+	sn, err := r.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/25")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var insts []string
 	for _, typ := range []string{"m5.large", "t3.medium", "t3.nano", "c5.xlarge"} {
-		out, err := r.RunInstances(fakeec2.RunInstancesInput{InstanceType: typ, SubnetID: sn.ID})
+		out, err := r.RunInstances(model.RunInstancesInput{InstanceType: typ, SubnetID: sn.ID})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,10 +59,10 @@ func TestConcurrentChurn(t *testing.T) {
 		go func(seed uint64) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, 7))
-			pick := func() (fakeec2.NetworkInterface, bool) {
+			pick := func() (model.NetworkInterface, bool) {
 				all := r.NetworkInterfaces()
 				if len(all) == 0 {
-					return fakeec2.NetworkInterface{}, false
+					return model.NetworkInterface{}, false
 				}
 				return all[rng.IntN(len(all))], true
 			}
@@ -71,17 +70,17 @@ func TestConcurrentChurn(t *testing.T) {
 				var err error
 				switch rng.IntN(7) {
 				case 0:
-					_, err = r.CreateNetworkInterface(fakeec2.CreateNetworkInterfaceInput{SubnetID: sn.ID, SecondaryCount: rng.IntN(3)})
+					_, err = r.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: sn.ID, SecondaryCount: rng.IntN(3)})
 				case 1:
 					if e, ok := pick(); ok {
-						_, err = r.AttachNetworkInterface(fakeec2.AttachNetworkInterfaceInput{ENIID: e.ID, InstanceID: insts[rng.IntN(len(insts))], DeviceIndex: 1 + rng.IntN(4)})
+						_, err = r.AttachNetworkInterface(model.AttachNetworkInterfaceInput{ENIID: e.ID, InstanceID: insts[rng.IntN(len(insts))], DeviceIndex: 1 + rng.IntN(4)})
 					}
 				case 2:
 					if e, ok := pick(); ok {
 						if rng.IntN(2) == 0 {
-							_, _, err = r.AssignPrivateIPs(fakeec2.AssignPrivateIPsInput{ENIID: e.ID, Count: 1 + rng.IntN(3)})
+							_, _, err = r.AssignPrivateIPs(model.AssignPrivateIPsInput{ENIID: e.ID, Count: 1 + rng.IntN(3)})
 						} else {
-							_, _, err = r.AssignPrivateIPs(fakeec2.AssignPrivateIPsInput{ENIID: e.ID, PrefixCount: 1})
+							_, _, err = r.AssignPrivateIPs(model.AssignPrivateIPsInput{ENIID: e.ID, PrefixCount: 1})
 						}
 					}
 				case 3:
@@ -106,12 +105,12 @@ func TestConcurrentChurn(t *testing.T) {
 					}
 				case 6:
 					if e, ok := pick(); ok {
-						_, _, err = r.AssignPrivateIPs(fakeec2.AssignPrivateIPsInput{ENIID: e.ID, Addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(128))})}, AllowReassignment: rng.IntN(2) == 0})
+						_, _, err = r.AssignPrivateIPs(model.AssignPrivateIPsInput{ENIID: e.ID, Addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(128))})}, AllowReassignment: rng.IntN(2) == 0})
 					}
 				}
 				ops.Add(1)
 				if err != nil {
-					if _, ok := fakeec2.AsAPIError(err); !ok {
+					if _, ok := model.AsAPIError(err); !ok {
 						t.Errorf("non-EC2 error: %v", err)
 					}
 					failures.Add(1)

@@ -2,6 +2,9 @@ package fakeec2_test
 
 import (
 	"encoding/json"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/fakeec2/world"
 	"io"
 	"net/http"
 	"strings"
@@ -17,7 +20,7 @@ import (
 )
 
 func TestStrictSigV4(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 20}, fakeec2.ServerOptions{}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 20}, fakeec2.ServerOptions{}, "10.0.0.0/24")
 	strict := fakeec2.NewServer(e.region, fakeec2.ServerOptions{Strict: true, Credentials: map[string]string{"AKIDGOOD": "right"}})
 	srv := httpServer(t, strict)
 	client := func(key, secret string) *ec2.Client {
@@ -34,7 +37,7 @@ func TestStrictSigV4(t *testing.T) {
 }
 
 func TestControlAPI(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 21}, fakeec2.ServerOptions{}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 21}, fakeec2.ServerOptions{}, "10.0.0.0/24")
 	inst := e.run("m5.large")
 	do := func(method, path, body string) (int, string) {
 		req, _ := http.NewRequest(method, e.http.URL+"/_fake/v1/"+path, strings.NewReader(body))
@@ -75,7 +78,7 @@ func TestControlAPI(t *testing.T) {
 		t.Fatalf("attach latency %v", a)
 	}
 	st, body = do("GET", "events?action=DescribeVpcs&errors=true", "")
-	var recs []fakeec2.Record
+	var recs []ec2query.Record
 	if err := json.Unmarshal([]byte(body), &recs); err != nil || st != 200 || len(recs) != 2 || recs[0].ErrorCode != "Unavailable" || recs[1].ErrorCode != "RequestLimitExceeded" {
 		t.Fatalf("events: %d %s", st, body)
 	}
@@ -99,7 +102,7 @@ func TestControlAPI(t *testing.T) {
 }
 
 func TestConfigApply(t *testing.T) {
-	cfg, err := fakeec2.ParseConfig([]byte(`
+	cfg, err := world.ParseConfig([]byte(`
 region: eu-west-1
 seed: 3
 timing: {attachLatency: 500ms}
@@ -114,7 +117,7 @@ instances: [{name: n, type: m5.large, subnet: a, count: 2, securityGroups: [node
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := fakeec2.NewRegion(cfg.RegionOptions())
+	r := model.NewRegion(cfg.RegionOptions())
 	s := fakeec2.NewServer(r, cfg.ServerOptions())
 	w, err := cfg.Apply(r, s)
 	if err != nil {
@@ -130,7 +133,7 @@ instances: [{name: n, type: m5.large, subnet: a, count: 2, securityGroups: [node
 	if a, _, _ := r.Timing(); a.Milliseconds() != 500 {
 		t.Fatalf("attach latency %v", a)
 	}
-	if _, err := fakeec2.ParseConfig([]byte("faults: [{code: X, probability: 2}]")); err == nil {
+	if _, err := world.ParseConfig([]byte("faults: [{code: X, probability: 2}]")); err == nil {
 		t.Fatal("bad probability accepted")
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/imds"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net/http"
 	"net/netip"
@@ -14,7 +17,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	ec2imds "github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
@@ -49,25 +52,25 @@ type imdsEnv struct {
 	inst  types.Instance
 	id    string
 	url   string
-	md    *imds.Client
+	md    *ec2imds.Client
 }
 
 func newIMDSEnv(t *testing.T) *imdsEnv {
 	t.Helper()
 	clk := newFakeClock()
-	e := newEnv(t, fakeec2.Options{Seed: 3, Now: clk.Now}, fakeec2.ServerOptions{Now: clk.Now}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 3, Now: clk.Now}, fakeec2.ServerOptions{Now: clk.Now}, "10.0.0.0/24")
 	inst := e.run("m5.large")
 	url, err := e.srv.IMDS().Listen(*inst.InstanceId, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	md := imds.New(imds.Options{Endpoint: url, ClientEnableState: imds.ClientEnabled, EnableFallback: aws.FalseTernary})
+	md := ec2imds.New(ec2imds.Options{Endpoint: url, ClientEnableState: ec2imds.ClientEnabled, EnableFallback: aws.FalseTernary})
 	return &imdsEnv{env: e, clock: clk, inst: inst, id: *inst.InstanceId, url: url, md: md}
 }
 
 // get reads one metadata path through the SDK (IMDSv2 token flow).
 func (e *imdsEnv) get(path string) (string, error) {
-	out, err := e.md.GetMetadata(context.Background(), &imds.GetMetadataInput{Path: path})
+	out, err := e.md.GetMetadata(context.Background(), &ec2imds.GetMetadataInput{Path: path})
 	if err != nil {
 		return "", err
 	}
@@ -164,7 +167,7 @@ func TestIMDSSDKPaths(t *testing.T) {
 			t.Errorf("meta-data/%s = %q, want %q", path, got, want)
 		}
 	}
-	for i, eni := range []fakeec2.NetworkInterface{p, s} {
+	for i, eni := range []model.NetworkInterface{p, s} {
 		base := "network/interfaces/macs/" + eni.MAC + "/"
 		want := map[string]string{
 			"device-number":          []string{"0", "1"}[i],
@@ -231,7 +234,7 @@ func TestIMDSSDKPaths(t *testing.T) {
 		t.Errorf("local-ipv4s ends with a newline: %q", v)
 	}
 
-	doc, err := e.md.GetInstanceIdentityDocument(ctx, &imds.GetInstanceIdentityDocumentInput{})
+	doc, err := e.md.GetInstanceIdentityDocument(ctx, &ec2imds.GetInstanceIdentityDocumentInput{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +242,7 @@ func TestIMDSSDKPaths(t *testing.T) {
 		doc.PrivateIP != p.PrivateIP.String() || doc.AccountID != "123456789012" || doc.ImageID != "ami-12345678" || doc.Architecture != "x86_64" {
 		t.Errorf("identity document: %+v", doc.InstanceIdentityDocument)
 	}
-	reg2, err := e.md.GetRegion(ctx, &imds.GetRegionInput{})
+	reg2, err := e.md.GetRegion(ctx, &ec2imds.GetRegionInput{})
 	if err != nil || reg2.Region != "us-west-2" {
 		t.Errorf("GetRegion = %v, %v", reg2, err)
 	}
@@ -248,24 +251,24 @@ func TestIMDSSDKPaths(t *testing.T) {
 // TestIMDSIPv6 checks the v6 keys on a dual-stack subnet.
 func TestIMDSIPv6(t *testing.T) {
 	clk := newFakeClock()
-	r := fakeec2.NewRegion(fakeec2.Options{Seed: 9, Now: clk.Now})
+	r := model.NewRegion(model.Options{Seed: 9, Now: clk.Now})
 	s := fakeec2.NewServer(r, fakeec2.ServerOptions{Now: clk.Now})
 	t.Cleanup(func() { _ = s.Close() })
-	v, err := r.CreateVPC(fakeec2.CreateVPCInput{CIDR: netip.MustParsePrefix("10.1.0.0/16"), AmazonProvidedIPv6: true, ExtraCIDRs: []netip.Prefix{netip.MustParsePrefix("100.64.0.0/16")}})
+	v, err := r.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.1.0.0/16"), AmazonProvidedIPv6: true, ExtraCIDRs: []netip.Prefix{netip.MustParsePrefix("100.64.0.0/16")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	v6sub := netip.PrefixFrom(v.IPv6CIDRBlocks[0].Addr(), 64)
-	sn, err := r.CreateSubnet(fakeec2.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.1.0.0/24"), IPv6CIDR: v6sub})
+	sn, err := r.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.1.0.0/24"), IPv6CIDR: v6sub})
 	if err != nil {
 		t.Fatal(err)
 	}
-	insts, err := r.RunInstances(fakeec2.RunInstancesInput{InstanceType: "m5.large", SubnetID: sn.ID})
+	insts, err := r.RunInstances(model.RunInstancesInput{InstanceType: "m5.large", SubnetID: sn.ID})
 	if err != nil {
 		t.Fatal(err)
 	}
 	i := insts[0]
-	a6, p6, err := r.AssignIPv6(fakeec2.AssignIPv6Input{ENIID: i.PrimaryENI, Count: 1, PrefixCount: 1})
+	a6, p6, err := r.AssignIPv6(model.AssignIPv6Input{ENIID: i.PrimaryENI, Count: 1, PrefixCount: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,9 +276,9 @@ func TestIMDSIPv6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	md := imds.New(imds.Options{Endpoint: url})
+	md := ec2imds.New(ec2imds.Options{Endpoint: url})
 	get := func(p string) string {
-		out, err := md.GetMetadata(context.Background(), &imds.GetMetadataInput{Path: p})
+		out, err := md.GetMetadata(context.Background(), &ec2imds.GetMetadataInput{Path: p})
 		if err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}
@@ -392,7 +395,7 @@ func TestIMDSFaultRuleLag(t *testing.T) {
 	ctx := context.Background()
 	p, _ := e.srv.Region().NetworkInterface(*e.inst.NetworkInterfaces[0].NetworkInterfaceId)
 	ips := "network/interfaces/macs/" + p.MAC + "/local-ipv4s"
-	if _, err := e.srv.Faults().Add(fakeec2.FaultRule{Action: "AssignPrivateIpAddresses", IMDSLag: fakeec2.Duration(5 * time.Second), Count: 1}); err != nil {
+	if _, err := e.srv.Faults().Add(faults.Rule{Action: "AssignPrivateIpAddresses", IMDSLag: model.Duration(5 * time.Second), Count: 1}); err != nil {
 		t.Fatal(err)
 	}
 	// The rule never fails or slows the API call itself.
@@ -420,7 +423,7 @@ func TestIMDSFaultRuleLag(t *testing.T) {
 	if rules := e.srv.Faults().List(); rules[0].Hits != 1 {
 		t.Fatalf("rule hits = %d, want 1", rules[0].Hits)
 	}
-	if _, err := e.srv.Faults().Add(fakeec2.FaultRule{Code: "InternalError", IMDSLag: fakeec2.Duration(time.Second)}); err == nil {
+	if _, err := e.srv.Faults().Add(faults.Rule{Code: "InternalError", IMDSLag: model.Duration(time.Second)}); err == nil {
 		t.Fatal("imdsLag combined with code accepted")
 	}
 }
@@ -449,7 +452,7 @@ func TestIMDSTokenRules(t *testing.T) {
 	e := newIMDSEnv(t)
 	tokURL := e.url + "/latest/api/token"
 	idURL := e.url + "/latest/meta-data/instance-id"
-	ttl := fakeec2.IMDSTokenTTLHeader
+	ttl := imds.TokenTTLHeader
 	put := func(h map[string]string) (int, string, http.Header) { return imdsDo(t, http.MethodPut, tokURL, h) }
 
 	for _, bad := range []map[string]string{nil, {ttl: ""}, {ttl: "0"}, {ttl: "21601"}, {ttl: "-5"}, {ttl: "abc"}, {ttl: "1.5"}} {
@@ -482,10 +485,10 @@ func TestIMDSTokenRules(t *testing.T) {
 	if code, body, _ := imdsDo(t, http.MethodGet, idURL, nil); code != 200 || body != e.id {
 		t.Errorf("v1 GET with optional: %d %q", code, body)
 	}
-	if code, body, h := imdsDo(t, http.MethodGet, idURL, map[string]string{fakeec2.IMDSTokenHeader: tok}); code != 200 || body != e.id || h.Get(ttl) == "" {
+	if code, body, h := imdsDo(t, http.MethodGet, idURL, map[string]string{imds.TokenHeader: tok}); code != 200 || body != e.id || h.Get(ttl) == "" {
 		t.Errorf("v2 GET: %d %q ttl %q", code, body, h.Get(ttl))
 	}
-	if code, _, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{fakeec2.IMDSTokenHeader: "bogus"}); code != http.StatusUnauthorized {
+	if code, _, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{imds.TokenHeader: "bogus"}); code != http.StatusUnauthorized {
 		t.Errorf("GET with a bad token: %d, want 401", code)
 	}
 	if code, body, _ := imdsDo(t, http.MethodHead, idURL, nil); code != 200 || body != "" {
@@ -500,14 +503,14 @@ func TestIMDSTokenRules(t *testing.T) {
 		t.Errorf("v1 GET with required: %d, want 401", code)
 	}
 	_, short, _ := put(map[string]string{ttl: "1"})
-	if code, body, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{fakeec2.IMDSTokenHeader: short}); code != 200 || body != e.id {
+	if code, body, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{imds.TokenHeader: short}); code != 200 || body != e.id {
 		t.Errorf("v2 GET with required: %d %q", code, body)
 	}
 	e.clock.Advance(time.Second)
-	if code, _, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{fakeec2.IMDSTokenHeader: short}); code != http.StatusUnauthorized {
+	if code, _, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{imds.TokenHeader: short}); code != http.StatusUnauthorized {
 		t.Errorf("GET with an expired token: %d, want 401", code)
 	}
-	if code, _, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{fakeec2.IMDSTokenHeader: tok}); code != 200 {
+	if code, _, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{imds.TokenHeader: tok}); code != 200 {
 		t.Errorf("GET with a long-lived token after 1s: %d", code)
 	}
 	// The SDK's v2 flow still works with required tokens.
@@ -521,7 +524,7 @@ func TestIMDSTokenRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, otok, _ := imdsDo(t, http.MethodPut, ourl+"/latest/api/token", map[string]string{ttl: "60"})
-	if code, _, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{fakeec2.IMDSTokenHeader: otok}); code != http.StatusUnauthorized {
+	if code, _, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{imds.TokenHeader: otok}); code != http.StatusUnauthorized {
 		t.Errorf("another instance's token: %d, want 401", code)
 	}
 
@@ -532,7 +535,7 @@ func TestIMDSTokenRules(t *testing.T) {
 	if code, _, _ := put(map[string]string{ttl: "60"}); code != http.StatusForbidden {
 		t.Errorf("PUT token when disabled: %d, want 403", code)
 	}
-	if code, _, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{fakeec2.IMDSTokenHeader: tok}); code != http.StatusForbidden {
+	if code, _, _ := imdsDo(t, http.MethodGet, idURL, map[string]string{imds.TokenHeader: tok}); code != http.StatusForbidden {
 		t.Errorf("GET when disabled: %d, want 403", code)
 	}
 	// The SDK sees an error, not stale data.
@@ -595,10 +598,10 @@ func TestIMDSListingsAndErrors(t *testing.T) {
 		t.Errorf("identity document: %v", m)
 	}
 	// Instance-role credentials as the SDK's ec2rolecreds provider reads them.
-	if code, role := get("/latest/meta-data/iam/security-credentials/"); code != 200 || role != fakeec2.IMDSRoleName {
+	if code, role := get("/latest/meta-data/iam/security-credentials/"); code != 200 || role != imds.RoleName {
 		t.Errorf("role listing: %d %q", code, role)
 	}
-	code, creds := get("/latest/meta-data/iam/security-credentials/" + fakeec2.IMDSRoleName)
+	code, creds := get("/latest/meta-data/iam/security-credentials/" + imds.RoleName)
 	var c struct{ Code, AccessKeyId, SecretAccessKey, Token, Expiration string }
 	if err := json.Unmarshal([]byte(creds), &c); code != 200 || err != nil || c.Code != "Success" || c.AccessKeyId == "" || c.Expiration == "" {
 		t.Errorf("role credentials: %d %v %+v", code, err, c)
@@ -678,7 +681,7 @@ func TestIMDSConcurrentReadsAndChanges(t *testing.T) {
 		}()
 	}
 	for i := 0; i < 30; i++ {
-		a, _, err := e.srv.Region().AssignPrivateIPs(fakeec2.AssignPrivateIPsInput{ENIID: p.ID, Count: 2})
+		a, _, err := e.srv.Region().AssignPrivateIPs(model.AssignPrivateIPsInput{ENIID: p.ID, Count: 2})
 		if err != nil {
 			t.Fatal(err)
 		}

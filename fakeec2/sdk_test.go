@@ -3,6 +3,7 @@ package fakeec2_test
 import (
 	"context"
 	"errors"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -21,7 +22,7 @@ import (
 // env is a fake region served over loopback HTTP with an SDK client.
 type env struct {
 	t      *testing.T
-	region *fakeec2.Region
+	region *model.Region
 	srv    *fakeec2.Server
 	http   *httptest.Server
 	ec2    *ec2.Client
@@ -29,9 +30,9 @@ type env struct {
 	subnet string
 }
 
-func newEnv(t *testing.T, opts fakeec2.Options, sopts fakeec2.ServerOptions, subnetCIDR string) *env {
+func newEnv(t *testing.T, opts model.Options, sopts fakeec2.ServerOptions, subnetCIDR string) *env {
 	t.Helper()
-	r := fakeec2.NewRegion(opts)
+	r := model.NewRegion(opts)
 	s := fakeec2.NewServer(r, sopts)
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
@@ -103,7 +104,7 @@ func wantCode(t *testing.T, err error, code string) {
 }
 
 func TestSmoke(t *testing.T) {
-	e := newEnv(t, fakeec2.Options{Seed: 1}, fakeec2.ServerOptions{}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 1}, fakeec2.ServerOptions{}, "10.0.0.0/24")
 	ctx := context.Background()
 	inst := e.run("m5.large")
 	if len(inst.NetworkInterfaces) != 1 {

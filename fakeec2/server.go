@@ -1,34 +1,36 @@
+// Package fakeec2 is an EC2 region that runs in a process: the AWS CLI, the
+// SDKs, the real VPC CNI and the real VPC Resource Controller work against
+// it unmodified. It is cut by what each part is:
+//
+//   - model: the region's state, limits and invariants, and the change feed
+//     others follow (no HTTP, no XML);
+//   - catalog: instance types as data;
+//   - faults: scripted failures as data;
+//   - ec2query: the EC2 Query API (decoding, signatures, throttling, XML);
+//   - imds: the instance metadata service, following the change feed;
+//   - control: the JSON control API under /_fake/v1/;
+//   - world: a whole world declared in YAML, applied through the model.
+//
+// This package composes them into one Server.
 package fakeec2
 
 import (
-	"bytes"
-	"crypto/subtle"
-	"encoding/xml"
-	"fmt"
-	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/control"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/imds"
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
-// APIVersion is the only EC2 Query API version served.
-const APIVersion = "2016-11-15"
-
-const xmlns = "http://ec2.amazonaws.com/doc/2016-11-15/"
-
-// maxBody bounds a request body; EC2 requests are small.
-const maxBody = 1 << 20
-
-// ServerOptions configure the HTTP side of the fake.
+// ServerOptions configure a Server.
 type ServerOptions struct {
 	// Throttle configures EC2's per-action token buckets (off by default).
-	Throttle ThrottleConfig
+	Throttle ec2query.ThrottleConfig
 	// Seed makes request ids and fault dice reproducible.
 	Seed uint64
 	// Credentials maps access key ids to secret keys for Strict mode.
@@ -43,31 +45,24 @@ type ServerOptions struct {
 	Now func() time.Time
 	// IMDS configures the instance metadata service (its Faults are the
 	// server's own).
-	IMDS IMDSOptions
+	IMDS imds.Options
 	// ControlToken, when set, must accompany every control API request
 	// (Authorization: Bearer TOKEN).
 	ControlToken string
 }
 
-// Server serves the EC2 Query API for a Region, with throttling, fault
-// injection and an audit log, plus the control API under /_fake/v1/.
+// Server is a fake region's EC2 Query API, IMDS and control API, sharing
+// one set of fault rules.
 type Server struct {
-	region   *Region
-	throttle *Throttler
-	faults   *Faults
-	audit    *Audit
-	opts     ServerOptions
-	log      *slog.Logger
-	now      func() time.Time
-
-	imds *IMDS
-
-	ridMu sync.Mutex
-	rid   *rand.Rand
+	region  *model.Region
+	faults  *faults.Rules
+	api     *ec2query.Server
+	imds    *imds.Service
+	control *control.Handler
 }
 
-// NewServer returns a server for region.
-func NewServer(region *Region, opts ServerOptions) *Server {
+// NewServer returns the services of region.
+func NewServer(region *model.Region, opts ServerOptions) *Server {
 	now := opts.Now
 	if now == nil {
 		now = time.Now
@@ -76,305 +71,58 @@ func NewServer(region *Region, opts ServerOptions) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{
-		region: region, throttle: NewThrottler(opts.Throttle, now), faults: NewFaults(opts.Seed, now),
-		audit: NewAudit(opts.AuditCapacity), opts: opts, log: log, now: now,
-		rid: rand.New(rand.NewPCG(opts.Seed, 0x5eed)),
-	}
+	f := faults.New(opts.Seed, now)
+	s := &Server{region: region, faults: f}
+	s.api = ec2query.New(region, ec2query.Options{Throttle: opts.Throttle, Seed: opts.Seed, Credentials: opts.Credentials, Strict: opts.Strict,
+		AuditCapacity: opts.AuditCapacity, Logger: log, Now: now, Faults: f})
 	io := opts.IMDS
-	io.Faults = s.faults
+	io.Faults = f
 	if io.Logger == nil {
 		io.Logger = log
 	}
-	s.imds = NewIMDS(region, io)
+	s.imds = imds.New(region, io)
+	s.control = control.New(region, s.api, s.imds, opts.ControlToken)
 	return s
 }
 
-// Close releases the server's IMDS listeners and stops it following the
-// region. The EC2 handler itself holds nothing to release.
+// Close releases the IMDS listeners and stops following the region.
 func (s *Server) Close() error { return s.imds.Close() }
 
-// IMDS returns the instance metadata service of the server's region.
-func (s *Server) IMDS() *IMDS { return s.imds }
-
-// Region returns the model behind the server.
-func (s *Server) Region() *Region { return s.region }
-
-// Throttler returns the throttling state.
-func (s *Server) Throttler() *Throttler { return s.throttle }
-
-// Faults returns the fault rules.
-func (s *Server) Faults() *Faults { return s.faults }
-
-// Audit returns the audit log.
-func (s *Server) Audit() *Audit { return s.audit }
-
-func (s *Server) requestID() string {
-	s.ridMu.Lock()
-	defer s.ridMu.Unlock()
-	a, b := s.rid.Uint64(), s.rid.Uint64()
-	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", a>>32, a>>16&0xffff, a&0xfff, b>>48&0x3fff|0x8000, b&0xffffffffffff)
-}
-
-// ServeHTTP routes the control API and the EC2 Query API (the standalone
-// server's open mode; a lab serves them apart, see APIHandler and
-// ControlHandler).
+// ServeHTTP serves the control API under control.Prefix and the EC2 Query
+// API everywhere else (the standalone server's mode; a lab serves them
+// apart, see APIHandler and ControlHandler).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/_fake/") {
-		s.ControlHandler().ServeHTTP(w, r)
+		s.control.ServeHTTP(w, r)
 		return
 	}
-	s.APIHandler().ServeHTTP(w, r)
+	s.api.ServeHTTP(w, r)
 }
 
-// APIHandler serves the EC2 Query API only: what instances inside a VPC
-// and a lab's host endpoint get. Paths under /_fake/ are not special here.
-func (s *Server) APIHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !sameOrigin(r) {
-			c := &call{rid: s.requestID(), start: time.Now(), action: r.URL.Query().Get("Action")}
-			s.writeError(w, c, r, &APIError{Code: "UnauthorizedOperation", Message: "Cross-origin requests are refused (Origin " + r.Header.Get("Origin") + ").", Status: http.StatusForbidden}, false)
-			return
-		}
-		s.serveAPI(w, r)
-	})
-}
+// APIHandler serves the EC2 Query API only: what instances inside a VPC and
+// a lab's host endpoint get.
+func (s *Server) APIHandler() http.Handler { return s.api }
 
-// ControlHandler serves the JSON control API under ControlPrefix only,
-// with the server's ControlToken if it has one.
-func (s *Server) ControlHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !sameOrigin(r) {
-			controlErr(w, http.StatusForbidden, "cross-origin requests are refused (Origin %s)", r.Header.Get("Origin"))
-			return
-		}
-		if t := s.opts.ControlToken; t != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(t)) != 1 {
-				controlErr(w, http.StatusUnauthorized, "the control API needs the server's token (Authorization: Bearer TOKEN)")
-				return
-			}
-		}
-		s.serveControl(w, r)
-	})
-}
+// ControlHandler serves the control API only.
+func (s *Server) ControlHandler() http.Handler { return s.control }
 
-// sameOrigin refuses what a web page's script could send: a request with
-// an Origin that is not the server's own. SDKs and the CLI send no Origin.
-func sameOrigin(r *http.Request) bool {
-	o := r.Header.Get("Origin")
-	if o == "" {
-		return true
-	}
-	u, err := url.Parse(o)
-	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
-}
+// Region returns the model behind the server.
+func (s *Server) Region() *model.Region { return s.region }
 
-// call carries one API request through the pipeline.
-type call struct {
-	action string
-	form   url.Values
-	q      *qnode
-	rid    string
-	start  time.Time
-}
+// API returns the Query API.
+func (s *Server) API() *ec2query.Server { return s.api }
 
-func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
-	c := &call{rid: s.requestID(), start: time.Now()}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	if err != nil {
-		s.writeError(w, c, r, Errorf("InvalidRequest", "Could not read the request body: %v", err), false)
-		return
-	}
-	if len(body) > maxBody {
-		s.writeError(w, c, r, Errorf("InvalidRequest", "The request body exceeds %d bytes", maxBody), false)
-		return
-	}
-	if r.Method != http.MethodPost && r.Method != http.MethodGet {
-		s.writeError(w, c, r, &APIError{Code: "InvalidAction", Message: "The HTTP method " + r.Method + " is not supported", Status: http.StatusMethodNotAllowed}, false)
-		return
-	}
-	form, err := parseForm(string(body), "request body")
-	if err != nil {
-		s.writeError(w, c, r, err, false)
-		return
-	}
-	query, err := parseForm(r.URL.RawQuery, "query string")
-	if err != nil {
-		s.writeError(w, c, r, err, false)
-		return
-	}
-	for k, v := range query {
-		if _, ok := form[k]; !ok {
-			form[k] = v
-		}
-	}
-	c.form = form
-	c.action = form.Get("Action")
-	if err := s.checkAuth(r, body); err != nil {
-		s.writeError(w, c, r, err, false)
-		return
-	}
-	if c.action == "" {
-		s.writeError(w, c, r, errMissing("Action"), false)
-		return
-	}
-	h, ok := handlers[c.action]
-	if !ok {
-		s.writeError(w, c, r, Errorf("InvalidAction", "The action %s is not valid for this web service.", c.action), false)
-		return
-	}
-	if v := form.Get("Version"); v != "" && v != APIVersion {
-		s.writeError(w, c, r, Errorf("NoSuchVersion", "An invalid or unsupported version was specified (%s).", v), false)
-		return
-	}
-	if err := checkParams(c.action, form); err != nil {
-		s.writeError(w, c, r, err, false)
-		return
-	}
-	c.q = decodeQuery(form)
-	unfiltered := c.q.child("Filter") == nil && !c.q.present("MaxResults") && !c.q.present("NextToken")
-	resources := 0
-	if c.action == "RunInstances" {
-		resources, _ = strconv.Atoi(form.Get("MaxCount"))
-		resources = max(resources, 1)
-	} else if c.action == "TerminateInstances" {
-		ids, _ := c.q.strings("InstanceId")
-		resources = len(ids)
-	}
-	if !s.throttle.Allow(c.action, unfiltered, resources) {
-		s.writeError(w, c, r, Errorf("RequestLimitExceeded", "Request limit exceeded. Account %s has been throttled on ec2:%s because it exceeded its request rate limit.", s.region.AccountID(), c.action), true)
-		return
-	}
-	lat, fault := s.faults.Evaluate(c.action)
-	if lat > 0 {
-		select {
-		case <-time.After(lat):
-		case <-r.Context().Done():
-		}
-	}
-	if fault != nil {
-		s.writeError(w, c, r, fault, false)
-		return
-	}
-	if dry, _ := c.q.boolean("DryRun"); dry != nil && *dry {
-		s.writeError(w, c, r, Errorf("DryRunOperation", "Request would have succeeded, but DryRun flag is set."), false)
-		return
-	}
-	out, err := h(s, c.q)
-	if err != nil {
-		s.writeError(w, c, r, err, false)
-		return
-	}
-	s.writeResult(w, c, r, out)
-}
+// IMDS returns the instance metadata service.
+func (s *Server) IMDS() *imds.Service { return s.imds }
 
-// innerXML renders v's fields as XML children (without a root element).
-func innerXML(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := xml.NewEncoder(&buf).EncodeElement(v, xml.StartElement{Name: xml.Name{Local: "x"}}); err != nil {
-		return nil, err
-	}
-	b := buf.Bytes()
-	b = bytes.TrimPrefix(b, []byte("<x>"))
-	b = bytes.TrimSuffix(b, []byte("</x>"))
-	if bytes.Equal(b, []byte("<x/>")) || bytes.Equal(buf.Bytes(), []byte("<x></x>")) {
-		return nil, nil
-	}
-	return b, nil
-}
+// Faults returns the fault rules.
+func (s *Server) Faults() *faults.Rules { return s.faults }
 
-func (s *Server) writeResult(w http.ResponseWriter, c *call, r *http.Request, out any) {
-	inner, err := innerXML(out)
-	if err != nil {
-		s.writeError(w, c, r, Errorf("InternalError", "encode response: %v", err), false)
-		return
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(inner) + 256)
-	buf.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n<" + c.action + `Response xmlns="` + xmlns + `"><requestId>` + c.rid + "</requestId>")
-	buf.Write(inner)
-	buf.WriteString("</" + c.action + "Response>")
-	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
-	w.Header().Set("x-amzn-requestid", c.rid)
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(buf.Bytes())
-	var resp any
-	if !readOnly(c.action) {
-		resp = xmlToJSON(buf.Bytes())
-	}
-	s.record(c, r, resp, nil, false)
-}
+// Throttler returns the Query API's throttling state.
+func (s *Server) Throttler() *ec2query.Throttler { return s.api.Throttler() }
 
-type xError struct {
-	XMLName   xml.Name `xml:"Response"`
-	Errors    []xErr   `xml:"Errors>Error"`
-	RequestID string   `xml:"RequestID"`
-}
+// Audit returns the Query API's audit log.
+func (s *Server) Audit() *ec2query.Audit { return s.api.Audit() }
 
-type xErr struct {
-	Code    string `xml:"Code"`
-	Message string `xml:"Message"`
-}
-
-func (s *Server) writeError(w http.ResponseWriter, c *call, r *http.Request, err error, throttled bool) {
-	ae, ok := AsAPIError(err)
-	if !ok {
-		ae = Errorf("InternalError", "%v", err)
-	}
-	status := ae.Status
-	if status == 0 {
-		status = StatusForCode(ae.Code)
-	}
-	b, _ := xml.Marshal(xError{Errors: []xErr{{ae.Code, ae.Message}}, RequestID: c.rid})
-	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
-	w.Header().Set("x-amzn-requestid", c.rid)
-	w.WriteHeader(status)
-	_, _ = w.Write(append([]byte(`<?xml version="1.0" encoding="UTF-8"?>`+"\n"), b...))
-	s.record(c, r, nil, ae, throttled)
-}
-
-func readOnly(action string) bool {
-	for _, p := range []string{"Describe", "Get", "List"} {
-		if strings.HasPrefix(action, p) {
-			return true
-		}
-	}
-	return false
-}
-
-func (s *Server) record(c *call, r *http.Request, resp any, ae *APIError, throttled bool) {
-	src, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		src = r.RemoteAddr
-	}
-	rec := Record{
-		EventVersion: "1.08", EventTime: s.now().UTC(), EventSource: "ec2.amazonaws.com", EventName: c.action,
-		EventType: "AwsApiCall", AWSRegion: s.region.Name(), SourceIPAddress: src, UserAgent: r.UserAgent(),
-		RequestParameters: requestParameters(c.form), ResponseElements: resp, RequestID: c.rid, EventID: c.rid,
-		RecipientAccountID: s.region.AccountID(), ReadOnly: readOnly(c.action), Throttled: throttled,
-		DurationMs: float64(time.Since(c.start).Microseconds()) / 1000,
-	}
-	if ae != nil {
-		rec.ErrorCode, rec.ErrorMessage = ae.Code, ae.Message
-	}
-	s.audit.add(rec)
-	s.log.Debug("ec2 call", "action", c.action, "requestId", c.rid, "error", rec.ErrorCode)
-}
-
-// maxParams bounds the parameters of one request (url.ParseQuery's own
-// limit); more is refused instead of silently dropped.
-const maxParams = 10000
-
-// parseForm decodes form encoding, refusing what cannot be read whole.
-func parseForm(s, what string) (url.Values, error) {
-	if n := strings.Count(s, "&") + 1; s != "" && n > maxParams {
-		return nil, Errorf("InvalidParameterValue", "The %s has %d parameters; at most %d are accepted.", what, n, maxParams)
-	}
-	v, err := url.ParseQuery(s)
-	if err != nil {
-		return nil, Errorf("InvalidParameterValue", "The %s is not valid form encoding: %v", what, err)
-	}
-	return v, nil
-}
+// Instances lists the region's instances with their IMDS endpoints.
+func (s *Server) Instances() []control.InstanceSummary { return control.Instances(s.region, s.imds) }

@@ -3,6 +3,8 @@ package ipamd_test
 import (
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -31,12 +33,12 @@ type benchNode struct {
 
 func startBenchNode(b *testing.B, bin string, env ...string) *benchNode {
 	b.Helper()
-	r := fakeec2.NewRegion(fakeec2.Options{Seed: 5})
+	r := model.NewRegion(model.Options{Seed: 5})
 	srv := fakeec2.NewServer(r, fakeec2.ServerOptions{})
 	b.Cleanup(func() { _ = srv.Close() })
-	v, _ := r.CreateVPC(fakeec2.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
-	s, _ := r.CreateSubnet(fakeec2.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/20")})
-	insts, err := r.RunInstances(fakeec2.RunInstancesInput{InstanceType: "m5.large", SubnetID: s.ID})
+	v, _ := r.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
+	s, _ := r.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/20")})
+	insts, err := r.RunInstances(model.RunInstancesInput{InstanceType: "m5.large", SubnetID: s.ID})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -98,7 +100,7 @@ func (n *benchNode) del(id string) error {
 // mutatingCalls counts EC2 calls other than Describe*.
 func (n *benchNode) mutatingCalls() int {
 	c := 0
-	for _, r := range n.srv.Audit().Events(fakeec2.EventFilter{}) {
+	for _, r := range n.srv.Audit().Events(ec2query.EventFilter{}) {
 		if !r.ReadOnly {
 			c++
 		}

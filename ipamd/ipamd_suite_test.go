@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net/http"
 	"net/netip"
@@ -52,11 +53,11 @@ func uniqueName() string { return testutil.Name("i", 7) }
 
 // node is one instance of a region with a fabric, and an ipamd on it.
 type node struct {
-	region *fakeec2.Region
+	region *model.Region
 	srv    *fakeec2.Server
 	fab    *fabric.Fabric
-	inst   fakeec2.Instance
-	subnet fakeec2.Subnet
+	inst   model.Instance
+	subnet model.Subnet
 	nsPath string
 	dir    string
 	cmd    *exec.Cmd
@@ -81,14 +82,14 @@ func newNode(o nodeOpts) *node {
 		o.subnetCIDR = "10.0.0.0/24"
 	}
 	n := &node{dir: GinkgoT().TempDir(), env: o.env}
-	n.region = fakeec2.NewRegion(fakeec2.Options{Seed: 7})
+	n.region = model.NewRegion(model.Options{Seed: 7})
 	n.srv = fakeec2.NewServer(n.region, fakeec2.ServerOptions{})
 	DeferCleanup(n.srv.Close)
-	v, err := n.region.CreateVPC(fakeec2.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
+	v, err := n.region.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
 	Expect(err).NotTo(HaveOccurred())
-	n.subnet, err = n.region.CreateSubnet(fakeec2.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix(o.subnetCIDR)})
+	n.subnet, err = n.region.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix(o.subnetCIDR)})
 	Expect(err).NotTo(HaveOccurred())
-	insts, err := n.region.RunInstances(fakeec2.RunInstancesInput{InstanceType: o.typ, SubnetID: n.subnet.ID})
+	insts, err := n.region.RunInstances(model.RunInstancesInput{InstanceType: o.typ, SubnetID: n.subnet.ID})
 	Expect(err).NotTo(HaveOccurred())
 	n.inst = insts[0]
 	n.fab, err = fabric.New(fabric.Config{Name: uniqueName(), Region: n.region, IMDS: n.srv.IMDS(), EC2: n.srv, VLAN: vlan.BPF{}})

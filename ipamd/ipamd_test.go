@@ -3,6 +3,9 @@ package ipamd_test
 import (
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"os"
 	"path/filepath"
 	"time"
@@ -16,7 +19,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/ipamd"
 	"github.com/vpclab/vpclab/ipamd/rpc"
@@ -80,7 +82,7 @@ var _ = Describe("warm pool, prefix mode", func() {
 		Consistently(func() float64 { return n.metric("awscni_total_ipv4_prefixes") }, time.Second, 100*time.Millisecond).Should(Equal(1.0))
 		Expect(n.metric("awscni_total_ip_addresses")).To(Equal(16.0))
 		ip := n.mustAdd("c1")
-		Expect(n.region.NetworkInterface(n.inst.PrimaryENI)).To(WithTransform(func(e fakeec2.NetworkInterface) bool {
+		Expect(n.region.NetworkInterface(n.inst.PrimaryENI)).To(WithTransform(func(e model.NetworkInterface) bool {
 			return len(e.Prefixes) > 0 && e.Prefixes[0].Contains(mustAddr(ip))
 		}, BeTrue()))
 		Eventually(func() float64 { return n.metric("awscni_total_ipv4_prefixes") }, 10*time.Second).Should(Equal(2.0))
@@ -98,7 +100,7 @@ var _ = Describe("EC2 trouble", func() {
 		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "2", "MINIMUM_IP_TARGET": "4"}})
 		n.start()
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(4.0))
-		_, err := n.srv.Faults().Add(fakeec2.FaultRule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: fakeec2.Duration(8 * time.Second)})
+		_, err := n.srv.Faults().Add(faults.Rule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: model.Duration(8 * time.Second)})
 		Expect(err).NotTo(HaveOccurred())
 		start := time.Now()
 		n.mustAdd("a")
@@ -109,7 +111,7 @@ var _ = Describe("EC2 trouble", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(r.Success).To(BeFalse(), "no address while EC2 throttles")
 		time.Sleep(time.Until(start.Add(3 * time.Second)))
-		calls := n.srv.Audit().Events(fakeec2.EventFilter{Action: "AssignPrivateIpAddresses", ErrorCode: "RequestLimitExceeded"})
+		calls := n.srv.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses", ErrorCode: "RequestLimitExceeded"})
 		// Bounded: the SDK retries (3 attempts) inside a doubling back-off,
 		// not a hot loop (a 100 ms pool tick would be ~90 calls).
 		Expect(len(calls)).To(BeNumerically("<=", 24), "throttled calls: %d", len(calls))
@@ -117,7 +119,7 @@ var _ = Describe("EC2 trouble", func() {
 		// The window outlasts the SDK's three attempts, so ipamd sees the error.
 		Eventually(func() bool { r, err := n.add("e"); return err == nil && r.Success }, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
 		Expect(n.logTail()).To(ContainSubstring("EC2 throttled; backing off"))
-		all := n.srv.Audit().Events(fakeec2.EventFilter{Action: "AssignPrivateIpAddresses", ErrorCode: "RequestLimitExceeded"})
+		all := n.srv.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses", ErrorCode: "RequestLimitExceeded"})
 		Expect(len(all)).To(BeNumerically("<=", 24), "throttled calls over the whole window: %d", len(all))
 		Expect(n.cmd.ProcessState).To(BeNil(), "ipamd must not exit")
 	})
@@ -181,10 +183,10 @@ var _ = Describe("restart", func() {
 
 	It("deletes leaked ENIs tagged for the node after the grace period", func() {
 		n := newNode(nodeOpts{env: map[string]string{"VPCLAB_LEAKED_ENI_INTERVAL": "200ms", "VPCLAB_LEAKED_ENI_GRACE": "0s"}})
-		leak, err := n.region.CreateNetworkInterface(fakeec2.CreateNetworkInterfaceInput{SubnetID: n.subnet.ID, Description: "aws-K8S-" + n.inst.ID,
-			Tags: fakeec2.Tags{ipamd.TagInstanceID: n.inst.ID, ipamd.TagCreatedAt: time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
+		leak, err := n.region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.subnet.ID, Description: "aws-K8S-" + n.inst.ID,
+			Tags: model.Tags{ipamd.TagInstanceID: n.inst.ID, ipamd.TagCreatedAt: time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
 		Expect(err).NotTo(HaveOccurred())
-		other, err := n.region.CreateNetworkInterface(fakeec2.CreateNetworkInterfaceInput{SubnetID: n.subnet.ID, Description: "someone else's"})
+		other, err := n.region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.subnet.ID, Description: "someone else's"})
 		Expect(err).NotTo(HaveOccurred())
 		n.start()
 		Eventually(func() error { _, err := n.region.NetworkInterface(leak.ID); return err }, 10*time.Second).Should(HaveOccurred())
@@ -337,7 +339,7 @@ var _ = Describe("the wire protocol", func() {
 		n.start()
 		n.mustAdd("net1")
 		Eventually(func() int { return len(n.enis()) }, 10*time.Second).Should(Equal(2))
-		var second fakeec2.NetworkInterface
+		var second model.NetworkInterface
 		for _, e := range n.region.NetworkInterfaces() {
 			if e.Attachment != nil && e.Attachment.InstanceID == n.inst.ID && e.Attachment.DeviceIndex == 1 {
 				second = e
@@ -407,11 +409,11 @@ var _ = Describe("reconciliation with IMDS", func() {
 		primary, err := n.region.NetworkInterface(n.inst.PrimaryENI)
 		Expect(err).NotTo(HaveOccurred())
 		// Someone else takes one address away from the primary ENI...
-		assigns := len(n.srv.Audit().Events(fakeec2.EventFilter{Action: "AssignPrivateIpAddresses"}))
+		assigns := len(n.srv.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses"}))
 		Expect(n.region.UnassignPrivateIPs(primary.ID, primary.SecondaryIPs[8:], nil)).To(Succeed())
 		Eventually(func() float64 { return n.sumMetric("awscni_reconcile_count", "eniIPPoolReconcileDel") }, 10*time.Second).Should(BeNumerically(">=", 1))
 		// The pool noticed the loss: it asks EC2 for a replacement.
-		Eventually(func() int { return len(n.srv.Audit().Events(fakeec2.EventFilter{Action: "AssignPrivateIpAddresses"})) }, 10*time.Second).Should(BeNumerically(">", assigns))
+		Eventually(func() int { return len(n.srv.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses"})) }, 10*time.Second).Should(BeNumerically(">", assigns))
 		// ...and the pool refills to its target from EC2.
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(9.0))
 		Expect(n.sumMetric("awscni_reconcile_count", "eniIPPoolReconcileDel")).To(BeNumerically(">=", 1))

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/control"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
 	"io"
 	"net"
 	"net/http"
@@ -13,8 +16,6 @@ import (
 	"os"
 	"strconv"
 	"time"
-
-	"github.com/vpclab/vpclab/fakeec2"
 )
 
 // Client talks to a running lab over its control socket: the CLI and
@@ -190,27 +191,27 @@ func (c *Client) Down(ctx context.Context) error {
 }
 
 // Faults lists the fake EC2's fault rules.
-func (c *Client) Faults(ctx context.Context) ([]fakeec2.FaultRule, error) {
-	var rules []fakeec2.FaultRule
-	err := c.do(ctx, http.MethodGet, fakeec2.ControlPrefix+"faults", nil, &rules)
+func (c *Client) Faults(ctx context.Context) ([]faults.Rule, error) {
+	var rules []faults.Rule
+	err := c.do(ctx, http.MethodGet, control.Prefix+"faults", nil, &rules)
 	return rules, err
 }
 
 // AddFaults adds fault rules and returns them with their ids.
-func (c *Client) AddFaults(ctx context.Context, rules ...fakeec2.FaultRule) ([]fakeec2.FaultRule, error) {
-	var added []fakeec2.FaultRule
-	err := c.do(ctx, http.MethodPost, fakeec2.ControlPrefix+"faults", rules, &added)
+func (c *Client) AddFaults(ctx context.Context, rules ...faults.Rule) ([]faults.Rule, error) {
+	var added []faults.Rule
+	err := c.do(ctx, http.MethodPost, control.Prefix+"faults", rules, &added)
 	return added, err
 }
 
 // ClearFaults removes every fault rule.
 func (c *Client) ClearFaults(ctx context.Context) error {
-	return c.do(ctx, http.MethodDelete, fakeec2.ControlPrefix+"faults", nil, nil)
+	return c.do(ctx, http.MethodDelete, control.Prefix+"faults", nil, nil)
 }
 
 // SetThrottling replaces the EC2 API's throttling configuration.
-func (c *Client) SetThrottling(ctx context.Context, cfg fakeec2.ThrottleConfig) error {
-	return c.do(ctx, http.MethodPut, fakeec2.ControlPrefix+"throttling", cfg, nil)
+func (c *Client) SetThrottling(ctx context.Context, cfg ec2query.ThrottleConfig) error {
+	return c.do(ctx, http.MethodPut, control.Prefix+"throttling", cfg, nil)
 }
 
 // EventQuery selects audit records.
@@ -223,7 +224,7 @@ type EventQuery struct {
 }
 
 // Events returns CloudTrail-shaped records of the lab's EC2 calls.
-func (c *Client) Events(ctx context.Context, q EventQuery) ([]fakeec2.Record, error) {
+func (c *Client) Events(ctx context.Context, q EventQuery) ([]ec2query.Record, error) {
 	v := url.Values{}
 	if q.Action != "" {
 		v.Set("action", q.Action)
@@ -235,7 +236,7 @@ func (c *Client) Events(ctx context.Context, q EventQuery) ([]fakeec2.Record, er
 	if q.Wait > 0 {
 		v.Set("wait", q.Wait.String())
 	}
-	var recs []fakeec2.Record
-	err := c.do(ctx, http.MethodGet, fakeec2.ControlPrefix+"events?"+v.Encode(), nil, &recs)
+	var recs []ec2query.Record
+	err := c.do(ctx, http.MethodGet, control.Prefix+"events?"+v.Encode(), nil, &recs)
 	return recs, err
 }

@@ -3,6 +3,10 @@ package lab
 import (
 	"bytes"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/catalog"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/netip"
 	"os"
 	"regexp"
@@ -11,8 +15,6 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/vpclab/vpclab/fakeec2"
 )
 
 // Config declares a lab: the world first (VPC, subnets, nodes), then the
@@ -30,10 +32,10 @@ type Config struct {
 	// Internet adds the internet host behind NAT (default true).
 	Internet *bool `yaml:"internet"`
 	// Throttling of the EC2 API (off unless set).
-	Throttling *fakeec2.ThrottleConfig `yaml:"throttling"`
-	Faults     []fakeec2.FaultRule     `yaml:"faults"`
-	Timing     fakeec2.Timing          `yaml:"timing"`
-	Seed       uint64                  `yaml:"seed"`
+	Throttling *ec2query.ThrottleConfig `yaml:"throttling"`
+	Faults     []faults.Rule            `yaml:"faults"`
+	Timing     model.Timing             `yaml:"timing"`
+	Seed       uint64                   `yaml:"seed"`
 	// BinDir holds ipamd, aws-cni and aws-vpc-cni (default: next to the
 	// running executable, or $VPCLAB_BIN).
 	BinDir string `yaml:"binDir"`
@@ -259,7 +261,7 @@ func (c *Config) Validate() error {
 		if !nodeNameRE.MatchString(n.Name) {
 			return fmt.Errorf("nodes[%d] name %q: want [a-z][a-z0-9-]*", i, n.Name)
 		}
-		if _, ok := fakeec2.LookupInstanceType(n.InstanceType); !ok {
+		if _, ok := catalog.Lookup(n.InstanceType); !ok {
 			return fmt.Errorf("nodes[%d] instanceType %q: unknown instance type", i, n.InstanceType)
 		}
 		if n.Subnet != "" && !names[n.Subnet] {

@@ -3,6 +3,7 @@ package lab
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/control"
 	"io"
 	"net"
 	"net/http"
@@ -13,8 +14,6 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/vpclab/vpclab/fakeec2"
 )
 
 // The control socket: HTTP over a unix socket that only root can open
@@ -211,7 +210,7 @@ func (l *Lab) controlMux() http.Handler {
 		w.WriteHeader(http.StatusNoContent)
 		go down()
 	})
-	mux.Handle(fakeec2.ControlPrefix, ready(func(w http.ResponseWriter, r *http.Request) { l.srv.ControlHandler().ServeHTTP(w, r) }))
+	mux.Handle(control.Prefix, ready(func(w http.ResponseWriter, r *http.Request) { l.srv.ControlHandler().ServeHTTP(w, r) }))
 	return mux
 }
 

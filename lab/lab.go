@@ -14,6 +14,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/imds"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,7 +39,7 @@ type Lab struct {
 	paths  Paths
 	owner  *ownerLock
 	log    *slog.Logger
-	region *fakeec2.Region
+	region *model.Region
 	srv    *fakeec2.Server
 	fab    *fabric.Fabric
 	http   *http.Server // the EC2 API on host loopback
@@ -118,9 +122,9 @@ func (l *Lab) bringUp(ctx context.Context, specs []nodeSpec, progress Progress) 
 	if err := makePrivate(l.paths.Root()); err != nil {
 		return err
 	}
-	l.region = fakeec2.NewRegion(fakeec2.Options{Name: cfg.Region, Seed: cfg.Seed, AttachLatency: time.Duration(cfg.Timing.AttachLatency),
+	l.region = model.NewRegion(model.Options{Name: cfg.Region, Seed: cfg.Seed, AttachLatency: time.Duration(cfg.Timing.AttachLatency),
 		DetachLatency: time.Duration(cfg.Timing.DetachLatency), ConsistencyLag: time.Duration(cfg.Timing.ConsistencyLag)})
-	so := fakeec2.ServerOptions{Seed: cfg.Seed, IMDS: fakeec2.IMDSOptions{Lag: time.Duration(cfg.Timing.IMDSLag)}, Logger: l.log}
+	so := fakeec2.ServerOptions{Seed: cfg.Seed, IMDS: imds.Options{Lag: time.Duration(cfg.Timing.IMDSLag)}, Logger: l.log}
 	if cfg.Throttling != nil {
 		so.Throttle = *cfg.Throttling
 	}
@@ -140,13 +144,13 @@ func (l *Lab) bringUp(ctx context.Context, specs []nodeSpec, progress Progress) 
 	l.ec2URL = "http://" + ln.Addr().String()
 	go func() { _ = l.http.Serve(ln) }()
 
-	vpc, err := l.region.CreateVPC(fakeec2.CreateVPCInput{CIDR: netip.MustParsePrefix(cfg.VPCCIDR)})
+	vpc, err := l.region.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix(cfg.VPCCIDR)})
 	if err != nil {
 		return fmt.Errorf("vpc: %w", err)
 	}
 	l.vpcID = vpc.ID
 	for _, s := range cfg.Subnets {
-		sn, err := l.region.CreateSubnet(fakeec2.CreateSubnetInput{VPCID: vpc.ID, CIDR: netip.MustParsePrefix(s.CIDR), AZ: s.AZ})
+		sn, err := l.region.CreateSubnet(model.CreateSubnetInput{VPCID: vpc.ID, CIDR: netip.MustParsePrefix(s.CIDR), AZ: s.AZ})
 		if err != nil {
 			return fmt.Errorf("subnet %s: %w", s.Name, err)
 		}
@@ -164,7 +168,7 @@ func (l *Lab) bringUp(ctx context.Context, specs []nodeSpec, progress Progress) 
 		}
 	}
 	l.fab, err = fabric.New(fabric.Config{Name: cfg.Name, Region: l.region, IMDS: l.srv.IMDS(), EC2: l.srv.APIHandler(), Internet: internet, Logger: l.log,
-		NodeNamespace: func(i fakeec2.Instance) (fabric.NodeNamespace, bool) {
+		NodeNamespace: func(i model.Instance) (fabric.NodeNamespace, bool) {
 			nc, ok := hostNodes[i.Tags["vpclab:node"]]
 			return fabric.NodeNamespace{Path: nc.HostNamespace, LinkPrefix: nc.LinkPrefix}, ok
 		}})
@@ -228,7 +232,7 @@ func (l *Lab) Config() Config { return l.cfg }
 func (l *Lab) Paths() Paths { return l.paths }
 
 // Region returns the fake region.
-func (l *Lab) Region() *fakeec2.Region { return l.region }
+func (l *Lab) Region() *model.Region { return l.region }
 
 // Server returns the fake EC2 server (faults, throttling, audit, IMDS).
 func (l *Lab) Server() *fakeec2.Server { return l.srv }
@@ -237,10 +241,10 @@ func (l *Lab) Server() *fakeec2.Server { return l.srv }
 func (l *Lab) Fabric() *fabric.Fabric { return l.fab }
 
 // Faults returns the EC2 fault rules.
-func (l *Lab) Faults() *fakeec2.Faults { return l.srv.Faults() }
+func (l *Lab) Faults() *faults.Rules { return l.srv.Faults() }
 
 // Events returns the CloudTrail-shaped audit records matching f.
-func (l *Lab) Events(f fakeec2.EventFilter) []fakeec2.Record { return l.srv.Audit().Events(f) }
+func (l *Lab) Events(f ec2query.EventFilter) []ec2query.Record { return l.srv.Audit().Events(f) }
 
 // EC2Endpoint is the EC2 API on a host loopback address.
 func (l *Lab) EC2Endpoint() string { return l.ec2URL }

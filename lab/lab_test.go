@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +16,6 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/vpclab/vpclab/fabric"
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/lab"
 )
@@ -50,7 +50,7 @@ var _ = Describe("a lab", func() {
 		Expect(err).NotTo(HaveOccurred())
 		b1, err := b.AddPod(ctx, "default", "b1")
 		Expect(err).NotTo(HaveOccurred())
-		peers, err := l.Region().RunInstances(fakeec2.RunInstancesInput{InstanceType: "t3.small", SubnetID: l.Region().Subnets()[0].ID})
+		peers, err := l.Region().RunInstances(model.RunInstancesInput{InstanceType: "t3.small", SubnetID: l.Region().Subnets()[0].ID})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(l.CheckInvariants(ctx)).To(Succeed())
 		Expect(a1.Ping(ctx, a2.IP.String())).To(Succeed())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net"
 	"net/http"
@@ -22,7 +23,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/vpclab/vpclab/fabric"
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/ipamd"
 )
@@ -30,7 +30,7 @@ import (
 // Node is one simulated instance.
 type Node struct {
 	Name      string
-	Instance  fakeec2.Instance
+	Instance  model.Instance
 	lab       *Lab
 	root      string
 	netns     string // path
@@ -113,7 +113,7 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 	if s.cfg.Subnet != "" {
 		subnet = l.subnets[s.cfg.Subnet]
 	}
-	insts, err := l.region.RunInstances(fakeec2.RunInstancesInput{InstanceType: s.cfg.InstanceType, SubnetID: subnet, Tags: fakeec2.Tags{"Name": s.name, "vpclab:node": s.name}})
+	insts, err := l.region.RunInstances(model.RunInstancesInput{InstanceType: s.cfg.InstanceType, SubnetID: subnet, Tags: model.Tags{"Name": s.name, "vpclab:node": s.name}})
 	if err != nil {
 		return nil, err
 	}

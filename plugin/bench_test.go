@@ -3,6 +3,7 @@ package plugin_test
 import (
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -75,12 +76,12 @@ func BenchmarkPlugin(b *testing.B) {
 	}
 	const pods = 200
 	for range b.N {
-		r := fakeec2.NewRegion(fakeec2.Options{Seed: 17})
+		r := model.NewRegion(model.Options{Seed: 17})
 		srv := fakeec2.NewServer(r, fakeec2.ServerOptions{})
 		b.Cleanup(func() { _ = srv.Close() })
-		v, _ := r.CreateVPC(fakeec2.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
-		s, _ := r.CreateSubnet(fakeec2.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/20")})
-		insts, err := r.RunInstances(fakeec2.RunInstancesInput{InstanceType: "m5.4xlarge", SubnetID: s.ID})
+		v, _ := r.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
+		s, _ := r.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/20")})
+		insts, err := r.RunInstances(model.RunInstancesInput{InstanceType: "m5.4xlarge", SubnetID: s.ID})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package plugin_test
 import (
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -50,7 +51,7 @@ func uniqueName() string { return testutil.Name("p", 7) }
 // cluster is a region with a fabric (and its internet host).
 type cluster struct {
 	name   string
-	region *fakeec2.Region
+	region *model.Region
 	srv    *fakeec2.Server
 	fab    *fabric.Fabric
 	vpc    string
@@ -60,13 +61,13 @@ type cluster struct {
 func newCluster() *cluster {
 	GinkgoHelper()
 	c := &cluster{name: uniqueName()}
-	c.region = fakeec2.NewRegion(fakeec2.Options{Seed: 13})
+	c.region = model.NewRegion(model.Options{Seed: 13})
 	c.srv = fakeec2.NewServer(c.region, fakeec2.ServerOptions{})
 	DeferCleanup(c.srv.Close)
-	v, err := c.region.CreateVPC(fakeec2.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
+	v, err := c.region.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
 	Expect(err).NotTo(HaveOccurred())
 	c.vpc = v.ID
-	s, err := c.region.CreateSubnet(fakeec2.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/22")})
+	s, err := c.region.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/22")})
 	Expect(err).NotTo(HaveOccurred())
 	c.subnet = s.ID
 	c.fab, err = fabric.New(fabric.Config{Name: c.name, Region: c.region, IMDS: c.srv.IMDS(), EC2: c.srv, VLAN: vlan.BPF{}, Internet: true})
@@ -83,9 +84,9 @@ func (c *cluster) sync() {
 }
 
 // host launches an instance with no CNI (a plain VPC host).
-func (c *cluster) host(typ string) fakeec2.Instance {
+func (c *cluster) host(typ string) model.Instance {
 	GinkgoHelper()
-	insts, err := c.region.RunInstances(fakeec2.RunInstancesInput{InstanceType: typ, SubnetID: c.subnet})
+	insts, err := c.region.RunInstances(model.RunInstancesInput{InstanceType: typ, SubnetID: c.subnet})
 	Expect(err).NotTo(HaveOccurred())
 	c.sync()
 	return insts[0]
@@ -94,7 +95,7 @@ func (c *cluster) host(typ string) fakeec2.Instance {
 // node is an instance running ipamd with aws-cni installed.
 type node struct {
 	c       *cluster
-	inst    fakeec2.Instance
+	inst    model.Instance
 	ns      netns.NsHandle
 	nsName  string
 	dir     string

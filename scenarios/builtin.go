@@ -1,9 +1,10 @@
 package scenarios
 
 import (
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"time"
 
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/lab"
 )
 
@@ -24,7 +25,7 @@ func world(typ, cidr string, nodes int, env map[string]string) lab.Config {
 		Nodes: []lab.NodeConfig{{Name: "node", InstanceType: typ, Count: nodes}}, Env: fast(env)}
 }
 
-func dur(d time.Duration) fakeec2.Duration { return fakeec2.Duration(d) }
+func dur(d time.Duration) model.Duration { return model.Duration(d) }
 
 // Builtin are the scenarios the suite runs, each pinning one behaviour of
 // the VPC CNI's IPAM with exact numbers.
@@ -88,7 +89,7 @@ var Builtin = []Scenario{
 		Steps: []Step{
 			{Name: "warm", Expect: Expect{TotalIPs: Int(29)}},
 			{Name: "burst under RequestLimitExceeded for 3 s", AddPods: 100, PodTimeout: dur(20 * time.Second),
-				Faults: []fakeec2.FaultRule{
+				Faults: []faults.Rule{
 					{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: dur(3 * time.Second)},
 					{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", For: dur(3 * time.Second)},
 					{Action: "AttachNetworkInterface", Code: "RequestLimitExceeded", For: dur(3 * time.Second)},

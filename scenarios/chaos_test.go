@@ -3,13 +3,15 @@ package scenarios_test
 import (
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"math/rand/v2"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/lab"
 )
 
@@ -34,17 +36,17 @@ var _ = Describe("chaos soak", Label("slow", "chaos"), func() {
 		}
 		var pods []live
 		start := time.Now()
-		cycles, failedAdds, faults, restarts := 0, 0, 0, 0
+		cycles, failedAdds, windows, restarts := 0, 0, 0, 0
 		for phase := 0; phase < 10; phase++ {
 			switch rng.IntN(3) {
 			case 0:
-				_, err := l.Faults().Add(fakeec2.FaultRule{Action: "Assign*", Code: "RequestLimitExceeded", Probability: 0.5, For: fakeec2.Duration(3 * time.Second)})
+				_, err := l.Faults().Add(faults.Rule{Action: "Assign*", Code: "RequestLimitExceeded", Probability: 0.5, For: model.Duration(3 * time.Second)})
 				Expect(err).NotTo(HaveOccurred())
-				faults++
+				windows++
 			case 1:
-				_, err := l.Faults().Add(fakeec2.FaultRule{Action: "*NetworkInterface", Code: "InternalError", Probability: 0.3, For: fakeec2.Duration(3 * time.Second)})
+				_, err := l.Faults().Add(faults.Rule{Action: "*NetworkInterface", Code: "InternalError", Probability: 0.3, For: model.Duration(3 * time.Second)})
 				Expect(err).NotTo(HaveOccurred())
-				faults++
+				windows++
 			case 2:
 				n := l.Nodes()[rng.IntN(2)]
 				Expect(n.RestartIpamd(ctx)).To(Succeed())
@@ -69,8 +71,8 @@ var _ = Describe("chaos soak", Label("slow", "chaos"), func() {
 			Expect(l.CheckInvariants(ctx)).To(Succeed(), "after phase %d", phase)
 		}
 		AddReportEntry("chaos figures", fmt.Sprintf("cycles %d, failed adds (retried by nobody) %d, fault windows %d, ipamd restarts %d, EC2 errors %d, duration %s",
-			cycles, failedAdds, faults, restarts, len(l.Events(fakeec2.EventFilter{ErrorsOnly: true})), time.Since(start).Round(time.Second)))
+			cycles, failedAdds, windows, restarts, len(l.Events(ec2query.EventFilter{ErrorsOnly: true})), time.Since(start).Round(time.Second)))
 		GinkgoWriter.Printf("CHAOS cycles=%d failedAdds=%d faults=%d restarts=%d ec2Errors=%d duration=%s\n",
-			cycles, failedAdds, faults, restarts, len(l.Events(fakeec2.EventFilter{ErrorsOnly: true})), time.Since(start).Round(time.Second))
+			cycles, failedAdds, windows, restarts, len(l.Events(ec2query.EventFilter{ErrorsOnly: true})), time.Since(start).Round(time.Second))
 	})
 })

@@ -10,6 +10,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"os"
 	"strconv"
 	"strings"
@@ -17,7 +20,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/lab"
 )
@@ -30,7 +32,7 @@ type Scenario struct {
 	Steps  []Step     `yaml:"steps"`
 	// Cooldown, when set, fails the run if a pod gets an address released
 	// less than this long before.
-	Cooldown fakeec2.Duration `yaml:"cooldown"`
+	Cooldown model.Duration `yaml:"cooldown"`
 }
 
 // Step is one action and what must hold after it.
@@ -44,18 +46,18 @@ type Step struct {
 	DelPods int `yaml:"delPods"`
 	// PodTimeout is how long an ADD is retried (as kubelet would) before
 	// the pod counts as failed (default 5 s).
-	PodTimeout fakeec2.Duration `yaml:"podTimeout"`
+	PodTimeout model.Duration `yaml:"podTimeout"`
 	// Faults are installed before the step's workload; ClearFaults removes
 	// every rule first.
-	Faults      []fakeec2.FaultRule `yaml:"faults"`
-	ClearFaults bool                `yaml:"clearFaults"`
+	Faults      []faults.Rule `yaml:"faults"`
+	ClearFaults bool          `yaml:"clearFaults"`
 	// RestartIpamd SIGKILLs the node's ipamd and starts it again.
 	RestartIpamd bool `yaml:"restartIpamd"`
 	// LeakENIs creates that many detached ENIs tagged for the node (as a
 	// crash between create and attach leaves them), created an hour ago.
-	LeakENIs int              `yaml:"leakENIs"`
-	Sleep    fakeec2.Duration `yaml:"sleep"`
-	Expect   Expect           `yaml:"expect"`
+	LeakENIs int            `yaml:"leakENIs"`
+	Sleep    model.Duration `yaml:"sleep"`
+	Expect   Expect         `yaml:"expect"`
 }
 
 // Expect lists exact values; nil fields are not checked. Pool figures are
@@ -73,8 +75,8 @@ type Expect struct {
 	// run so far ([min, max]; max -1 for none).
 	Events map[string][2]int `yaml:"events"`
 	// MaxMutatingCalls bounds the non-Describe EC2 calls of this step.
-	MaxMutatingCalls *int             `yaml:"maxMutatingCalls"`
-	Within           fakeec2.Duration `yaml:"within"`
+	MaxMutatingCalls *int           `yaml:"maxMutatingCalls"`
+	Within           model.Duration `yaml:"within"`
 }
 
 // Load reads a YAML scenario.
@@ -191,8 +193,8 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 			}
 		}
 		for k := 0; k < st.LeakENIs; k++ {
-			_, err := l.Region().CreateNetworkInterface(fakeec2.CreateNetworkInterfaceInput{SubnetID: n.Instance.SubnetID, Description: "aws-K8S-" + n.Instance.ID,
-				Tags: fakeec2.Tags{"node.k8s.amazonaws.com/instance_id": n.Instance.ID, "node.k8s.amazonaws.com/createdAt": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
+			_, err := l.Region().CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Instance.SubnetID, Description: "aws-K8S-" + n.Instance.ID,
+				Tags: model.Tags{"node.k8s.amazonaws.com/instance_id": n.Instance.ID, "node.k8s.amazonaws.com/createdAt": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
 			if err != nil {
 				fail("%s: leak an ENI: %v", name, err)
 				return res
@@ -293,7 +295,7 @@ func countOn(pods []podRef, n *lab.Node) int {
 
 func mutating(l *lab.Lab) int {
 	c := 0
-	for _, e := range l.Events(fakeec2.EventFilter{}) {
+	for _, e := range l.Events(ec2query.EventFilter{}) {
 		if !e.ReadOnly {
 			c++
 		}
@@ -381,7 +383,7 @@ func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string,
 		}
 	}
 	for code, mm := range e.Events {
-		c := len(l.Events(fakeec2.EventFilter{ErrorCode: code}))
+		c := len(l.Events(ec2query.EventFilter{ErrorCode: code}))
 		if c < mm[0] || (mm[1] >= 0 && c > mm[1]) {
 			fail("%s: %d %s events, want between %d and %d", step, c, code, mm[0], mm[1])
 		}
@@ -401,7 +403,7 @@ func dump(l *lab.Lab) string {
 		}
 		fmt.Fprintf(&b, "ipamd log (last lines):\n%s\n", strings.Join(log, "\n"))
 	}
-	errs := l.Events(fakeec2.EventFilter{ErrorsOnly: true})
+	errs := l.Events(ec2query.EventFilter{ErrorsOnly: true})
 	if len(errs) > 20 {
 		errs = errs[len(errs)-20:]
 	}

@@ -13,6 +13,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/control"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/fakeec2/world"
 	"io"
 	"log/slog"
 	"net"
@@ -75,10 +79,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
 
-	cfg := &fakeec2.Config{}
+	cfg := &world.Config{}
 	if *cfgPath != "" {
 		var err error
-		if cfg, err = fakeec2.LoadConfig(*cfgPath); err != nil {
+		if cfg, err = world.LoadConfig(*cfgPath); err != nil {
 			fmt.Fprintf(stderr, "fakeec2: --config %s: %v\n", *cfgPath, err)
 			return 2
 		}
@@ -98,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if cfg.Throttling == nil {
-		cfg.Throttling = &fakeec2.ThrottleConfig{Enabled: true}
+		cfg.Throttling = &ec2query.ThrottleConfig{Enabled: true}
 	}
 	if *noThrottle {
 		cfg.Throttling.Enabled = false
@@ -110,7 +114,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.Strict = true
 	}
-	region := fakeec2.NewRegion(cfg.RegionOptions())
+	region := model.NewRegion(cfg.RegionOptions())
 	opts := cfg.ServerOptions()
 	opts.Logger = log
 	opts.ControlToken = *token
@@ -140,8 +144,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(stdout, "fakeec2: EC2 API http://%s (region %s, throttling %v)\n", ln.Addr(), region.Name(), cfg.Throttling.Enabled)
-	fmt.Fprintf(stdout, "fakeec2: control API http://%s%s\n", ln.Addr(), fakeec2.ControlPrefix)
-	for _, i := range srv.InstanceSummaries() {
+	fmt.Fprintf(stdout, "fakeec2: control API http://%s%s\n", ln.Addr(), control.Prefix)
+	for _, i := range srv.Instances() {
 		fmt.Fprintf(stdout, "fakeec2: instance %s %s %s imds %s\n", i.InstanceID, i.InstanceType, i.PrivateIP, i.IMDSEndpoint)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/catalog"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/lab"
 )
 
@@ -27,12 +30,12 @@ func cmdMaxPods(_ globals, args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	if *all {
-		names := fakeec2.InstanceTypeNames()
+		names := catalog.Names()
 		sort.Strings(names)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "INSTANCE TYPE\tMAX PODS\tMAX PODS (PREFIX)")
 		for _, n := range names {
-			t, _ := fakeec2.LookupInstanceType(n)
+			t, _ := catalog.Lookup(n)
 			fmt.Fprintf(tw, "%s\t%d\t%d\n", n, t.MaxPods(false), t.MaxPods(true))
 		}
 		return tw.Flush()
@@ -40,7 +43,7 @@ func cmdMaxPods(_ globals, args []string, stdout, _ io.Writer) error {
 	if *itype == "" {
 		return usagef("--instance-type is required (or --all)")
 	}
-	t, ok := fakeec2.LookupInstanceType(*itype)
+	t, ok := catalog.Lookup(*itype)
 	if !ok {
 		return usagef("--instance-type %q: unknown instance type", *itype)
 	}
@@ -134,8 +137,8 @@ func demoPods(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
 func demoThrottling(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
 	n2 := l.Node("node-2")
 	fmt.Fprintln(stdout, "\n== throttling: AssignPrivateIpAddresses and CreateNetworkInterface answer RequestLimitExceeded for 3 s")
-	if _, err := l.Faults().Add(fakeec2.FaultRule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: fakeec2.Duration(3 * time.Second)},
-		fakeec2.FaultRule{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", For: fakeec2.Duration(3 * time.Second)}); err != nil {
+	if _, err := l.Faults().Add(faults.Rule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: model.Duration(3 * time.Second)},
+		faults.Rule{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", For: model.Duration(3 * time.Second)}); err != nil {
 		return err
 	}
 	t0 := time.Now()
@@ -159,7 +162,7 @@ func demoThrottling(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	throttled := l.Events(fakeec2.EventFilter{ErrorCode: "RequestLimitExceeded"})
+	throttled := l.Events(ec2query.EventFilter{ErrorCode: "RequestLimitExceeded"})
 	fmt.Fprintf(stdout, "  %d pods started; %d EC2 calls throttled; ipamd kept serving from its pool and backed off\n", ok, len(throttled))
 	return nil
 }
@@ -181,7 +184,7 @@ func demoExhaustion(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
 	if err := sleep(ctx, time.Second); err != nil {
 		return err
 	}
-	insufficient := l.Events(fakeec2.EventFilter{ErrorCode: "InsufficientFreeAddressesInSubnet"})
+	insufficient := l.Events(ec2query.EventFilter{ErrorCode: "InsufficientFreeAddressesInSubnet"})
 	fmt.Fprintf(stdout, "  %d pods fit; %d InsufficientFreeAddressesInSubnet answers in the events\n", added, len(insufficient))
 	if m, err := small.Metrics(); err == nil {
 		for _, line := range strings.Split(m, "\n") {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"text/tabwriter"
 	"time"
 
-	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/lab"
 )
 
@@ -76,7 +78,7 @@ func cmdFaults(g globals, args []string, stdout, _ io.Writer) error {
 	usageLine := map[string]string{"add": "faults add --action A (--code C | --latency D | --imds-lag D) [--count N] [--probability P] [--for D]",
 		"list": "faults list [-o table|json]", "clear": "faults clear"}[sub]
 	fs := newFlags("faults "+sub, usageLine)
-	r := fakeec2.FaultRule{}
+	r := faults.Rule{}
 	var lat, imdsLag, forD *time.Duration
 	var format func() (string, error)
 	switch sub {
@@ -101,7 +103,7 @@ func cmdFaults(g globals, args []string, stdout, _ io.Writer) error {
 	ctx := context.Background()
 	switch sub {
 	case "add":
-		r.Latency, r.IMDSLag, r.For = fakeec2.Duration(*lat), fakeec2.Duration(*imdsLag), fakeec2.Duration(*forD)
+		r.Latency, r.IMDSLag, r.For = model.Duration(*lat), model.Duration(*imdsLag), model.Duration(*forD)
 		if err := r.Validate(); err != nil {
 			return usagef("%v", err)
 		}
@@ -130,7 +132,7 @@ func cmdFaults(g globals, args []string, stdout, _ io.Writer) error {
 		}
 		if f == "json" {
 			if rules == nil {
-				rules = []fakeec2.FaultRule{}
+				rules = []faults.Rule{}
 			}
 			return printJSON(stdout, rules)
 		}
@@ -157,7 +159,7 @@ func cmdThrottle(g globals, args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	fs := newFlags("throttle "+sub, map[string]string{"set": "throttle set [--scale X] [--action A --capacity N --refill R]", "off": "throttle off"}[sub])
-	cfg := fakeec2.ThrottleConfig{}
+	cfg := ec2query.ThrottleConfig{}
 	var scale, capacity, refill *float64
 	var action *string
 	if sub == "set" {

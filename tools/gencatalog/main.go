@@ -1,4 +1,4 @@
-// Command gencatalog regenerates fakeec2/data/instance_types.json, the
+// Command gencatalog regenerates fakeec2/catalog/data/instance_types.json, the
 // instance-type catalog fakeec2 serves from DescribeInstanceTypes and uses to
 // enforce ENI, address and branch limits.
 //
@@ -19,7 +19,7 @@
 // Usage:
 //
 //	go run ./tools/gencatalog --cni vpc_ip_resource_limit.go --rc limits.go \
-//	    [--describe instance_types.json.gz] > fakeec2/data/instance_types.json
+//	    [--describe instance_types.json.gz] > fakeec2/catalog/data/instance_types.json
 package main
 
 import (

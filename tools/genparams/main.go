@@ -16,13 +16,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-
-	"github.com/vpclab/vpclab/fakeec2"
 )
 
 var (
@@ -55,7 +54,7 @@ func main() {
 		bodies[src[l[2]:l[3]]] = body
 	}
 	out := map[string][]string{}
-	actions := fakeec2.Actions()
+	actions := ec2query.Actions()
 	sort.Strings(actions)
 	for _, a := range actions {
 		body, ok := bodies[a]

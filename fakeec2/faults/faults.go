@@ -1,0 +1,222 @@
+// Package faults is fakeec2's scripted failures as data: rules matching EC2
+// actions by name or glob that answer with an error code, add latency, or
+// delay a call's changes in IMDS, within a window, a count or a probability
+// rolled from a seeded source.
+package faults
+
+import (
+	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"math/rand/v2"
+	"path"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Rule injects an error and/or latency into matching API calls.
+type Rule struct {
+	// ID names the rule; assigned when empty.
+	ID string `json:"id,omitempty" yaml:"id,omitempty"`
+	// Action is an EC2 action name or a glob ("Assign*", "*").
+	Action string `json:"action,omitempty" yaml:"action,omitempty"`
+	// Code is the EC2 error code to answer with; empty injects latency only.
+	Code string `json:"code,omitempty" yaml:"code,omitempty"`
+	// Message overrides the error message.
+	Message string `json:"message,omitempty" yaml:"message,omitempty"`
+	// Status overrides the HTTP status (default: EC2's status for Code).
+	Status int `json:"status,omitempty" yaml:"status,omitempty"`
+	// Probability that a matching call is hit; 0 means always.
+	Probability float64 `json:"probability,omitempty" yaml:"probability,omitempty"`
+	// Count limits how many calls the rule hits; 0 means unlimited.
+	Count int `json:"count,omitempty" yaml:"count,omitempty"`
+	// After delays the rule's start, relative to when it was added.
+	After model.Duration `json:"after,omitempty" yaml:"after,omitempty"`
+	// For bounds the rule's active window; 0 means forever.
+	For model.Duration `json:"for,omitempty" yaml:"for,omitempty"`
+	// Latency is added to every call the rule hits.
+	Latency model.Duration `json:"latency,omitempty" yaml:"latency,omitempty"`
+	// IMDSLag makes the rule an IMDS rule: it never touches API calls;
+	// instead every change made by a matching action (an attach, an
+	// assignment…) reaches the affected instance's IMDS this much later
+	// than the instance's own lag. Count and Probability apply per change.
+	IMDSLag model.Duration `json:"imdsLag,omitempty" yaml:"imdsLag,omitempty"`
+
+	// Hits counts calls the rule has hit (read-only).
+	Hits int `json:"hits" yaml:"hits,omitempty"`
+	// Added is when the rule was installed (read-only).
+	Added time.Time `json:"added" yaml:"-"`
+}
+
+// Validate checks a rule for nonsense values.
+func (f *Rule) Validate() error {
+	switch {
+	case strings.TrimSpace(f.Action) == "":
+		return fmt.Errorf("fault rule %q: needs an action (an EC2 action name, a glob such as Assign*, or * for every action)", f.ID)
+	case f.Probability < 0 || f.Probability > 1:
+		return fmt.Errorf("fault rule %q: probability %v not in [0,1]", f.ID, f.Probability)
+	case f.Count < 0:
+		return fmt.Errorf("fault rule %q: count %d is negative", f.ID, f.Count)
+	case f.After < 0 || f.For < 0 || f.Latency < 0 || f.IMDSLag < 0:
+		return fmt.Errorf("fault rule %q: durations must not be negative", f.ID)
+	case f.IMDSLag > 0 && (f.Code != "" || f.Latency > 0):
+		return fmt.Errorf("fault rule %q: imdsLag delays IMDS and cannot be combined with code or latency (use two rules)", f.ID)
+	case f.Code == "" && f.Latency == 0 && f.IMDSLag == 0:
+		return fmt.Errorf("fault rule %q: needs a code, a latency or an imdsLag", f.ID)
+	case f.Status != 0 && (f.Status < 400 || f.Status > 599):
+		return fmt.Errorf("fault rule %q: status %d is not an HTTP error status", f.ID, f.Status)
+	}
+	if _, err := path.Match(f.Action, ""); err != nil {
+		return fmt.Errorf("fault rule %q: bad action pattern %q: %w", f.ID, f.Action, err)
+	}
+	return nil
+}
+
+// Rules holds the fault rules; dice are rolled from a seeded source.
+type Rules struct {
+	mu    sync.Mutex
+	rules []*Rule
+	rng   *rand.Rand
+	now   func() time.Time
+	next  int
+}
+
+// New returns an empty rule set.
+func New(seed uint64, now func() time.Time) *Rules {
+	if now == nil {
+		now = time.Now
+	}
+	return &Rules{rng: rand.New(rand.NewPCG(seed, 0xfa17)), now: now}
+}
+
+// Add installs rules, in order after existing ones.
+func (f *Rules) Add(rules ...Rule) ([]Rule, error) {
+	for i := range rules {
+		if err := rules[i].Validate(); err != nil {
+			return nil, err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]Rule, 0, len(rules))
+	for _, r := range rules {
+		r := r
+		if r.ID == "" {
+			f.next++
+			r.ID = fmt.Sprintf("fault-%d", f.next)
+		}
+		r.Added, r.Hits = f.now(), 0
+		f.rules = append(f.rules, &r)
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Remove deletes one rule; it reports whether it existed.
+func (f *Rules) Remove(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, r := range f.rules {
+		if r.ID == id {
+			f.rules = append(f.rules[:i], f.rules[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// Clear deletes every rule.
+func (f *Rules) Clear() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rules = nil
+}
+
+// List returns the rules with their hit counts.
+func (f *Rules) List() []Rule {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]Rule, len(f.rules))
+	for i, r := range f.rules {
+		out[i] = *r
+	}
+	return out
+}
+
+// hits reports whether rule r applies to action now, rolling its dice and
+// counting the hit; callers hold f.mu.
+func (f *Rules) hits(r *Rule, action string, now time.Time) bool {
+	if r.Action != "" {
+		if ok, _ := path.Match(r.Action, action); !ok {
+			return false
+		}
+	}
+	start := r.Added.Add(time.Duration(r.After))
+	if now.Before(start) || (r.For > 0 && !now.Before(start.Add(time.Duration(r.For)))) {
+		return false
+	}
+	if r.Count > 0 && r.Hits >= r.Count {
+		return false
+	}
+	if r.Probability > 0 && f.rng.Float64() >= r.Probability {
+		return false
+	}
+	r.Hits++
+	return true
+}
+
+// IMDSLag returns the extra IMDS propagation delay for one change made by
+// action: the sum of the imdsLag of every IMDS rule that hits it.
+func (f *Rules) IMDSLag(action string) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	var lag time.Duration
+	for _, r := range f.rules {
+		if r.IMDSLag > 0 && f.hits(r, action, now) {
+			lag += time.Duration(r.IMDSLag)
+		}
+	}
+	return lag
+}
+
+// Evaluate returns the latency to add and the error to answer for one call.
+func (f *Rules) Evaluate(action string) (time.Duration, *model.APIError) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	var lat time.Duration
+	for _, r := range f.rules {
+		if r.IMDSLag > 0 || !f.hits(r, action, now) {
+			continue
+		}
+		lat += time.Duration(r.Latency)
+		if r.Code != "" {
+			e := model.Errorf(r.Code, "%s", r.Message)
+			if r.Message == "" {
+				e.Message = defaultFaultMessage(r.Code, action)
+			}
+			if r.Status != 0 {
+				e.Status = r.Status
+			}
+			return lat, e
+		}
+	}
+	return lat, nil
+}
+
+func defaultFaultMessage(code, action string) string {
+	switch code {
+	case "RequestLimitExceeded":
+		return "Request limit exceeded."
+	case "InsufficientFreeAddressesInSubnet":
+		return "The specified subnet does not have enough free addresses to satisfy the request."
+	case "InsufficientCidrBlocks":
+		return "The specified subnet does not have enough free cidr blocks to satisfy the request."
+	case "InternalError":
+		return "An internal error has occurred"
+	case "UnauthorizedOperation":
+		return "You are not authorized to perform this operation."
+	}
+	return fmt.Sprintf("Injected fault for %s", action)
+}

@@ -1,8 +1,0 @@
-//go:build !linux
-
-package fakeec2
-
-import "net"
-
-// setConnTTL is a no-op where the socket options are not wired up.
-func setConnTTL(net.Conn, int) {}

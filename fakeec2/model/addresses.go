@@ -1,0 +1,444 @@
+package model
+
+import (
+	"github.com/vpclab/vpclab/fakeec2/catalog"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// allocTx takes addresses and prefixes from one subnet and can give them all
+// back, so a request that fails half-way changes nothing.
+type allocTx struct {
+	r        *Region
+	s        *subnetState
+	addrs    []netip.Addr
+	prefixes []netip.Prefix
+}
+
+func (r *Region) beginAlloc(s *subnetState) *allocTx { return &allocTx{r: r, s: s} }
+
+func (t *allocTx) addr(a netip.Addr, allowReassign bool) error {
+	if err := t.r.checkExplicitAddr(t.s, a, allowReassign); err != nil {
+		return err
+	}
+	if slices.Contains(t.addrs, a) {
+		return ErrInvalid("The address %s is specified more than once.", a)
+	}
+	t.s.pool.takeAddr(a)
+	t.addrs = append(t.addrs, a)
+	return nil
+}
+
+func (t *allocTx) count(n int) error {
+	if n == 0 {
+		return nil
+	}
+	got, ok := t.s.pool.take(n)
+	if !ok {
+		return errNoAddresses()
+	}
+	t.addrs = append(t.addrs, got...)
+	return nil
+}
+
+func (t *allocTx) prefix(p netip.Prefix) error {
+	if err := t.r.checkExplicitPrefix(t.s, p); err != nil {
+		return err
+	}
+	if slices.Contains(t.prefixes, p) {
+		return ErrInvalid("The prefix %s is specified more than once.", p)
+	}
+	t.s.pool.takePrefix(p)
+	t.prefixes = append(t.prefixes, p)
+	return nil
+}
+
+func (t *allocTx) prefixCount(n int) error {
+	if n == 0 {
+		return nil
+	}
+	got, ok := t.s.pool.takePrefixes(n)
+	if !ok {
+		return Errorf("InsufficientCidrBlocks", "The specified subnet does not have enough free cidr blocks to satisfy the request.")
+	}
+	t.prefixes = append(t.prefixes, got...)
+	return nil
+}
+
+func (t *allocTx) rollback() {
+	for _, a := range t.addrs {
+		t.s.pool.release(a)
+	}
+	for _, p := range t.prefixes {
+		t.s.pool.releasePrefix(p)
+	}
+	t.addrs, t.prefixes = nil, nil
+}
+
+func errNoAddresses() *APIError {
+	return Errorf("InsufficientFreeAddressesInSubnet", "The specified subnet does not have enough free addresses to satisfy the request.")
+}
+
+// checkExplicitAddr validates an address a caller asked for by name. A
+// secondary address of another ENI passes only with allowReassign (the
+// caller then moves it); nothing else in use ever passes.
+func (r *Region) checkExplicitAddr(s *subnetState, a netip.Addr, allowReassign bool) error {
+	if !a.Is4() || !s.CIDR.Contains(a) {
+		return ErrInvalid("Address %s does not fall within the subnet's address range", a)
+	}
+	if i, _ := s.pool.index(a); s.pool.reserved(i) {
+		return ErrInvalid("Address %s is in subnet's reserved address range", a)
+	}
+	if !s.pool.inUse(a) {
+		return nil
+	}
+	if owner, ok := r.ipOwner[a]; ok && allowReassign && r.enis[owner].PrivateIP != a {
+		return nil
+	}
+	return Errorf("PrivateIpAddressInUse", "The specified address %s is already in use.", a)
+}
+
+func (r *Region) checkExplicitPrefix(s *subnetState, p netip.Prefix) error {
+	if !p.Addr().Is4() || p.Bits() != 28 || p.Masked() != p {
+		return ErrInvalid("Prefix %s is not a valid /28 IPv4 prefix", p)
+	}
+	if !s.CIDR.Contains(p.Addr()) || s.CIDR.Bits() > 28 {
+		return ErrInvalid("Prefix %s does not fall within the subnet's address range", p)
+	}
+	if !s.pool.prefixFree(p) {
+		return ErrInvalid("Prefix %s overlaps addresses that are reserved or in use", p)
+	}
+	return nil
+}
+
+// AssignPrivateIPsInput asks for secondary addresses or /28 prefixes.
+type AssignPrivateIPsInput struct {
+	ENIID             string
+	Addrs             []netip.Addr
+	Count             int
+	Prefixes          []netip.Prefix
+	PrefixCount       int
+	AllowReassignment bool
+}
+
+// AssignPrivateIPs adds secondary IPv4 addresses or /28 prefixes to an ENI
+// and returns what was assigned. Each prefix uses one of the ENI's slots.
+func (r *Region) AssignPrivateIPs(in AssignPrivateIPsInput) ([]netip.Addr, []netip.Prefix, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.doing("AssignPrivateIpAddresses")
+	e, err := r.lookupENI(in.ENIID)
+	if err != nil {
+		return nil, nil, err
+	}
+	v4 := len(in.Addrs) > 0 || in.Count > 0
+	pf := len(in.Prefixes) > 0 || in.PrefixCount > 0
+	switch {
+	case in.Count < 0 || in.PrefixCount < 0:
+		return nil, nil, ErrInvalid("Address and prefix counts must be positive")
+	case !v4 && !pf:
+		return nil, nil, ErrMissing("SecondaryPrivateIpAddressCount (You must specify either the IP addresses or the IP address count)")
+	case len(in.Addrs) > 0 && in.Count > 0:
+		return nil, nil, ErrCombination("The parameters 'SecondaryPrivateIpAddressCount' and 'PrivateIpAddress' cannot be used together")
+	case len(in.Prefixes) > 0 && in.PrefixCount > 0:
+		return nil, nil, ErrCombination("The parameters 'Ipv4PrefixCount' and 'Ipv4Prefix' cannot be used together")
+	case v4 && pf:
+		return nil, nil, ErrCombination("IPv4 prefixes cannot be combined with private IPv4 addresses")
+	case e.InterfaceType == "efa-only":
+		return nil, nil, ErrInvalid("EFA-only interfaces cannot have IP addresses")
+	}
+	limit, _ := r.ipv4Limit(e)
+	if e.Slots()+len(in.Addrs)+in.Count+len(in.Prefixes)+in.PrefixCount > limit {
+		return nil, nil, Errorf("PrivateIpAddressLimitExceeded", "Number of private addresses will exceed limit.")
+	}
+	s := r.subnets[e.SubnetID]
+	// Explicit addresses: validate all before changing anything.
+	var moves []netip.Addr
+	for i, a := range in.Addrs {
+		if err := r.checkExplicitAddr(s, a, in.AllowReassignment); err != nil {
+			return nil, nil, err
+		}
+		if slices.Contains(in.Addrs[:i], a) {
+			return nil, nil, ErrInvalid("The address %s is specified more than once.", a)
+		}
+		if owner, ok := r.ipOwner[a]; ok {
+			if owner == e.ID {
+				return nil, nil, Errorf("PrivateIpAddressInUse", "The specified address %s is already assigned to %s.", a, e.ID)
+			}
+			moves = append(moves, a)
+		}
+	}
+	tx := r.beginAlloc(s)
+	for _, a := range in.Addrs {
+		if !slices.Contains(moves, a) {
+			if err := tx.addr(a, false); err != nil {
+				tx.rollback()
+				return nil, nil, err
+			}
+		}
+	}
+	if err := tx.count(in.Count); err != nil {
+		tx.rollback()
+		return nil, nil, err
+	}
+	for _, p := range in.Prefixes {
+		if err := tx.prefix(p); err != nil {
+			tx.rollback()
+			return nil, nil, err
+		}
+	}
+	if err := tx.prefixCount(in.PrefixCount); err != nil {
+		tx.rollback()
+		return nil, nil, err
+	}
+	for _, a := range moves {
+		old := r.enis[r.ipOwner[a]]
+		old.SecondaryIPs = slices.DeleteFunc(old.SecondaryIPs, func(x netip.Addr) bool { return x == a })
+		delete(old.seen, a)
+		r.emit(Change{Kind: ChangeIPsUnassigned, ENIID: old.ID, MAC: old.MAC, SubnetID: old.SubnetID, Addrs: []netip.Addr{a}})
+	}
+	added := append(slices.Clone(moves), tx.addrs...)
+	if len(in.Addrs) > 0 {
+		added = slices.Clone(in.Addrs) // keep the caller's order
+	}
+	lagUntil := r.opts.Now().Add(r.opts.ConsistencyLag)
+	for _, a := range added {
+		r.ipOwner[a] = e.ID
+		e.SecondaryIPs = append(e.SecondaryIPs, a)
+		r.markSeen(e, a, lagUntil)
+	}
+	for _, p := range tx.prefixes {
+		r.pfxOwner[p] = e.ID
+		e.Prefixes = append(e.Prefixes, p)
+		r.markSeen(e, p, lagUntil)
+	}
+	if len(added) > 0 {
+		r.emit(Change{Kind: ChangeIPsAssigned, ENIID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, Addrs: slices.Clone(added)})
+	}
+	if len(tx.prefixes) > 0 {
+		r.emit(Change{Kind: ChangePrefixesAssigned, ENIID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, Prefixes: slices.Clone(tx.prefixes)})
+	}
+	return added, slices.Clone(tx.prefixes), nil
+}
+
+func (r *Region) markSeen(e *eniState, key any, at time.Time) {
+	if r.opts.ConsistencyLag <= 0 {
+		return
+	}
+	if e.seen == nil {
+		e.seen = map[any]time.Time{}
+	}
+	e.seen[key] = at
+}
+
+// UnassignPrivateIPs removes secondary addresses and/or prefixes from an ENI.
+// Nothing changes unless every one of them is on the ENI.
+func (r *Region) UnassignPrivateIPs(eniID string, addrs []netip.Addr, prefixes []netip.Prefix) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.doing("UnassignPrivateIpAddresses")
+	e, err := r.lookupENI(eniID)
+	if err != nil {
+		return err
+	}
+	if len(addrs) == 0 && len(prefixes) == 0 {
+		return ErrMissing("PrivateIpAddress")
+	}
+	for _, a := range addrs {
+		if a == e.PrivateIP {
+			return ErrInvalid("The primary private IP address %s of network interface %s cannot be unassigned.", a, e.ID)
+		}
+		if !slices.Contains(e.SecondaryIPs, a) {
+			return ErrInvalid("Some of the specified addresses are not assigned to interface %s", e.ID)
+		}
+	}
+	for _, p := range prefixes {
+		if !slices.Contains(e.Prefixes, p) {
+			return ErrInvalid("Some of the specified prefixes are not assigned to interface %s", e.ID)
+		}
+	}
+	s := r.subnets[e.SubnetID]
+	for _, a := range addrs {
+		s.pool.release(a)
+		delete(r.ipOwner, a)
+		delete(e.seen, a)
+	}
+	for _, p := range prefixes {
+		s.pool.releasePrefix(p)
+		delete(r.pfxOwner, p)
+		delete(e.seen, p)
+	}
+	e.SecondaryIPs = slices.DeleteFunc(e.SecondaryIPs, func(a netip.Addr) bool { return slices.Contains(addrs, a) })
+	e.Prefixes = slices.DeleteFunc(e.Prefixes, func(p netip.Prefix) bool { return slices.Contains(prefixes, p) })
+	if len(addrs) > 0 {
+		r.emit(Change{Kind: ChangeIPsUnassigned, ENIID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, Addrs: slices.Clone(addrs)})
+	}
+	if len(prefixes) > 0 {
+		r.emit(Change{Kind: ChangePrefixesUnassigned, ENIID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, Prefixes: slices.Clone(prefixes)})
+	}
+	return nil
+}
+
+// allocIPv6 picks IPv6 addresses (from the subnet's /64) and /80 prefixes.
+// It changes nothing; the caller records ownership.
+func (r *Region) allocIPv6(s *subnetState, addrs []netip.Addr, count int, prefixes []netip.Prefix, pcount int, e *eniState) ([]netip.Addr, []netip.Prefix, error) {
+	want := len(addrs) + count + len(prefixes) + pcount
+	if want == 0 {
+		return nil, nil, nil
+	}
+	if !s.IPv6CIDR.IsValid() {
+		return nil, nil, ErrInvalid("The subnet '%s' does not have an IPv6 CIDR block.", s.ID)
+	}
+	have := 0
+	limit := catalog.MaxIPv4PerENI()
+	if e != nil {
+		have = len(e.IPv6) + len(e.IPv6Prefixes)
+		_, limit = r.ipv4Limit(e)
+	}
+	if have+want > limit {
+		return nil, nil, Errorf("PrivateIpAddressLimitExceeded", "Number of IPv6 addresses will exceed limit.")
+	}
+	var outA []netip.Addr
+	var outP []netip.Prefix
+	taken := func(a netip.Addr) bool {
+		if _, ok := r.v6Owner[a]; ok || slices.Contains(outA, a) {
+			return true
+		}
+		for p := range r.v6pOwner {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, a := range addrs {
+		if !a.Is6() || !s.IPv6CIDR.Contains(a) {
+			return nil, nil, ErrInvalid("Address %s does not fall within the subnet's IPv6 range", a)
+		}
+		if taken(a) {
+			return nil, nil, Errorf("PrivateIpAddressInUse", "The specified address %s is already in use.", a)
+		}
+		outA = append(outA, a)
+	}
+	base := s.IPv6CIDR.Addr().As16()
+	next := s.v6Next
+	for range count {
+		for {
+			b := base
+			for i := 0; i < 8; i++ {
+				b[15-i] = byte(next >> (8 * i))
+			}
+			next++
+			if a := netip.AddrFrom16(b); !taken(a) {
+				outA = append(outA, a)
+				break
+			}
+		}
+	}
+	for _, p := range prefixes {
+		if !p.Addr().Is6() || p.Bits() != 80 || !s.IPv6CIDR.Contains(p.Addr()) {
+			return nil, nil, ErrInvalid("Prefix %s is not a /80 inside the subnet's IPv6 range", p)
+		}
+		if _, ok := r.v6pOwner[p.Masked()]; ok {
+			return nil, nil, Errorf("PrivateIpAddressInUse", "The specified prefix %s is already in use.", p)
+		}
+		outP = append(outP, p.Masked())
+	}
+	for k := uint16(1); len(outP) < len(prefixes)+pcount; k++ {
+		if k == 0 {
+			return nil, nil, Errorf("InsufficientCidrBlocks", "The specified subnet does not have enough free cidr blocks to satisfy the request.")
+		}
+		b := base
+		b[8], b[9] = byte(k>>8), byte(k)
+		p := netip.PrefixFrom(netip.AddrFrom16(b), 80)
+		used := false
+		if _, ok := r.v6pOwner[p]; ok || slices.Contains(outP, p) {
+			used = true
+		}
+		for a := range r.v6Owner {
+			used = used || p.Contains(a)
+		}
+		if !used {
+			outP = append(outP, p)
+		}
+	}
+	s.v6Next = next
+	return outA, outP, nil
+}
+
+// AssignIPv6Input asks for IPv6 addresses or /80 prefixes.
+type AssignIPv6Input struct {
+	ENIID       string
+	Addrs       []netip.Addr
+	Count       int
+	Prefixes    []netip.Prefix
+	PrefixCount int
+}
+
+// AssignIPv6 adds IPv6 addresses or prefixes to an ENI.
+func (r *Region) AssignIPv6(in AssignIPv6Input) ([]netip.Addr, []netip.Prefix, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.doing("AssignIpv6Addresses")
+	e, err := r.lookupENI(in.ENIID)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case len(in.Addrs)+in.Count+len(in.Prefixes)+in.PrefixCount == 0:
+		return nil, nil, ErrMissing("Ipv6AddressCount (You must specify either the IPv6 addresses or the IPv6 address count)")
+	case len(in.Addrs) > 0 && in.Count > 0, len(in.Prefixes) > 0 && in.PrefixCount > 0:
+		return nil, nil, ErrCombination("IPv6 addresses and an IPv6 address count cannot be used together")
+	case in.Count < 0 || in.PrefixCount < 0:
+		return nil, nil, ErrInvalid("Address and prefix counts must be positive")
+	}
+	a, p, err := r.allocIPv6(r.subnets[e.SubnetID], in.Addrs, in.Count, in.Prefixes, in.PrefixCount, e)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, x := range a {
+		r.v6Owner[x] = e.ID
+	}
+	for _, x := range p {
+		r.v6pOwner[x] = e.ID
+	}
+	e.IPv6 = append(e.IPv6, a...)
+	e.IPv6Prefixes = append(e.IPv6Prefixes, p...)
+	r.emit(Change{Kind: ChangeIPv6Assigned, ENIID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, Addrs: slices.Clone(a), Prefixes: slices.Clone(p)})
+	return a, p, nil
+}
+
+// UnassignIPv6 removes IPv6 addresses and prefixes from an ENI.
+func (r *Region) UnassignIPv6(eniID string, addrs []netip.Addr, prefixes []netip.Prefix) ([]netip.Addr, []netip.Prefix, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.doing("UnassignIpv6Addresses")
+	e, err := r.lookupENI(eniID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(addrs) == 0 && len(prefixes) == 0 {
+		return nil, nil, ErrMissing("Ipv6Addresses")
+	}
+	for _, a := range addrs {
+		if !slices.Contains(e.IPv6, a) {
+			return nil, nil, ErrInvalid("Some of the specified addresses are not assigned to interface %s", e.ID)
+		}
+	}
+	for _, p := range prefixes {
+		if !slices.Contains(e.IPv6Prefixes, p) {
+			return nil, nil, ErrInvalid("Some of the specified prefixes are not assigned to interface %s", e.ID)
+		}
+	}
+	for _, a := range addrs {
+		delete(r.v6Owner, a)
+	}
+	for _, p := range prefixes {
+		delete(r.v6pOwner, p)
+	}
+	e.IPv6 = slices.DeleteFunc(e.IPv6, func(a netip.Addr) bool { return slices.Contains(addrs, a) })
+	e.IPv6Prefixes = slices.DeleteFunc(e.IPv6Prefixes, func(p netip.Prefix) bool { return slices.Contains(prefixes, p) })
+	r.emit(Change{Kind: ChangeIPv6Unassigned, ENIID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, Addrs: slices.Clone(addrs), Prefixes: slices.Clone(prefixes)})
+	return slices.Clone(addrs), slices.Clone(prefixes), nil
+}

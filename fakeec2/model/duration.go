@@ -1,0 +1,55 @@
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Duration is a time.Duration that reads and writes as "1.5s" in JSON and YAML.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads "1.5s" or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var n int64
+		if err2 := json.Unmarshal(b, &n); err2 != nil {
+			return fmt.Errorf("duration must be a string like \"1.5s\": %w", err)
+		}
+		*d = Duration(n)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// UnmarshalText reads "1.5s" (used by YAML).
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes "1.5s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Timing is the region's time knobs (and the IMDS default lag) as
+// configs and the control API write them.
+type Timing struct {
+	AttachLatency  Duration `json:"attachLatency" yaml:"attachLatency"`
+	DetachLatency  Duration `json:"detachLatency" yaml:"detachLatency"`
+	ConsistencyLag Duration `json:"consistencyLag" yaml:"consistencyLag"`
+	// IMDSLag is the default delay before a change shows in IMDS.
+	IMDSLag Duration `json:"imdsLag" yaml:"imdsLag"`
+}

@@ -1,0 +1,29 @@
+package model
+
+import "strings"
+
+// AvailabilityZone is one zone of the region.
+type AvailabilityZone struct {
+	Name   string
+	ID     string
+	Region string
+}
+
+// azLetters are the zones a region has: <region>a, b and c.
+const azLetters = "abc"
+
+// AvailabilityZones lists the region's zones.
+func (r *Region) AvailabilityZones() []AvailabilityZone {
+	out := make([]AvailabilityZone, 0, len(azLetters))
+	for _, l := range azLetters {
+		name := r.opts.Name + string(l)
+		out = append(out, AvailabilityZone{Name: name, ID: AZID(r.opts.Name, name), Region: r.opts.Name})
+	}
+	return out
+}
+
+// validAZ says whether az is one of the region's zones.
+func (r *Region) validAZ(az string) bool {
+	rest, ok := strings.CutPrefix(az, r.opts.Name)
+	return ok && len(rest) == 1 && strings.Contains(azLetters, rest)
+}
