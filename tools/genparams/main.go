@@ -1,4 +1,4 @@
-// Command genparams regenerates fakeec2/data/params.json: for every EC2
+// Command genparams regenerates fakeec2/ec2query/data/params.json: for every EC2
 // action fakeec2 serves, the top-level Query API parameter names the action
 // accepts. fakeec2 answers any other parameter with UnknownParameter, as
 // EC2 does.
@@ -10,7 +10,7 @@
 //
 // Usage (the SDK module's directory comes from the module cache):
 //
-//	go run ./tools/genparams $(go list -m -f '{{.Dir}}' github.com/aws/aws-sdk-go-v2/service/ec2) > fakeec2/data/params.json
+//	go run ./tools/genparams $(go list -m -f '{{.Dir}}' github.com/aws/aws-sdk-go-v2/service/ec2) > fakeec2/ec2query/data/params.json
 package main
 
 import (
@@ -31,7 +31,7 @@ var (
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: genparams SDK_EC2_MODULE_DIR > fakeec2/data/params.json")
+		fmt.Fprintln(os.Stderr, "usage: genparams SDK_EC2_MODULE_DIR > fakeec2/ec2query/data/params.json")
 		os.Exit(2)
 	}
 	b, err := os.ReadFile(filepath.Join(os.Args[1], "serializers.go"))
