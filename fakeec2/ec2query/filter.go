@@ -1,21 +1,24 @@
 package ec2query
 
 import (
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"strings"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // fieldFunc extracts the values a filter name matches against.
 type fieldFunc[T any] func(T) []string
 
-// filterSet is the filters one Describe action understands.
+// filterSet is the filters one Describe action understands: fields, those
+// that depend on the server (its account and region), and tags.
 type filterSet[T any] struct {
-	fields map[string]fieldFunc[T]
-	tags   func(T) model.Tags
+	fields  map[string]fieldFunc[T]
+	context func(s *Server) map[string]fieldFunc[T]
+	tags    func(T) model.Tags
 }
 
 // compile checks filter names and returns a predicate.
-func (fs filterSet[T]) compile(filters []Filter) (func(T) bool, error) {
+func (fs filterSet[T]) compile(s *Server, filters []Filter) (func(T) bool, error) {
 	type check struct {
 		get    func(T) []string
 		values []string
@@ -38,6 +41,9 @@ func (fs filterSet[T]) compile(filters []Filter) (func(T) bool, error) {
 			get = func(x T) []string { return tagValues(fs.tags(x)) }
 		default:
 			fn, ok := fs.fields[f.Name]
+			if !ok && fs.context != nil {
+				fn, ok = fs.context(s)[f.Name]
+			}
 			if !ok {
 				return nil, model.ErrInvalid("The filter '%s' is invalid", f.Name)
 			}

@@ -71,7 +71,7 @@ func FuzzFilters(f *testing.F) {
 		if err != nil {
 			return
 		}
-		pred, err := eniFilters.compile(fs)
+		pred, err := eniFilters.compile(New(model.NewRegion(model.Options{}), Options{}), fs)
 		if err != nil {
 			if ae, ok := model.AsAPIError(err); !ok || ae.Code != "InvalidParameterValue" {
 				t.Fatalf("filter error %v", err)

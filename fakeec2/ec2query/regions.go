@@ -31,51 +31,38 @@ type xAZ struct {
 	Messages           *struct{} `xml:"messageSet"`
 }
 
-// describeAvailabilityZones lists the served region's zones.
-func (s *Server) describeAvailabilityZones(q *qnode) (any, error) {
-	names, err := q.strings("ZoneName")
-	if err != nil {
-		return nil, err
-	}
-	ids, err := q.strings("ZoneId")
-	if err != nil {
-		return nil, err
-	}
-	if _, err := q.boolean("AllAvailabilityZones"); err != nil {
-		return nil, err
-	}
-	var zones []*model.AvailabilityZone
-	for _, z := range s.region.AvailabilityZones() {
-		zones = append(zones, &z)
-	}
-	for _, n := range names {
-		if !slices.ContainsFunc(zones, func(z *model.AvailabilityZone) bool { return z.Name == n }) {
-			return nil, model.ErrInvalid("The zone '%s' does not exist.", n)
+var describeAvailabilityZones = describe[model.AvailabilityZone]{
+	list: func(s *Server, q *qnode) ([]*model.AvailabilityZone, error) {
+		zones := ptrs(s.region.AvailabilityZones())
+		if _, err := q.boolean("AllAvailabilityZones"); err != nil {
+			return nil, err
 		}
-	}
-	for _, id := range ids {
-		if !slices.ContainsFunc(zones, func(z *model.AvailabilityZone) bool { return z.ID == id }) {
-			return nil, model.ErrInvalid("The zone id '%s' does not exist.", id)
+		for _, p := range []struct {
+			param string
+			key   func(*model.AvailabilityZone) string
+			what  string
+		}{{"ZoneName", func(z *model.AvailabilityZone) string { return z.Name }, "zone"}, {"ZoneId", func(z *model.AvailabilityZone) string { return z.ID }, "zone id"}} {
+			want, err := q.strings(p.param)
+			if err != nil || len(want) == 0 {
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
+			for _, w := range want {
+				if !slices.ContainsFunc(zones, func(z *model.AvailabilityZone) bool { return p.key(z) == w }) {
+					return nil, model.ErrInvalid("The %s '%s' does not exist.", p.what, w)
+				}
+			}
+			zones = slices.DeleteFunc(zones, func(z *model.AvailabilityZone) bool { return !slices.Contains(want, p.key(z)) })
 		}
-	}
-	if len(names) > 0 || len(ids) > 0 {
-		zones = slices.DeleteFunc(zones, func(z *model.AvailabilityZone) bool {
-			return !slices.Contains(names, z.Name) && !slices.Contains(ids, z.ID)
-		})
-	}
-	if zones, err = filterItems(zones, azFilters, q); err != nil {
-		return nil, err
-	}
-	out := struct {
-		Set struct {
-			Items []xAZ `xml:"item"`
-		} `xml:"availabilityZoneInfo"`
-	}{}
-	for _, z := range zones {
-		out.Set.Items = append(out.Set.Items, xAZ{ZoneName: z.Name, ZoneID: z.ID, ZoneState: "available", RegionName: z.Region, GroupName: z.Region,
-			NetworkBorderGroup: z.Region, OptInStatus: "opt-in-not-required", ZoneType: "availability-zone", Messages: &struct{}{}})
-	}
-	return out, nil
+		return zones, nil
+	},
+	filters: azFilters, set: "availabilityZoneInfo", minMax: 5, maxMax: 1000,
+	render: renderEach(func(_ *Server, z *model.AvailabilityZone) xAZ {
+		return xAZ{ZoneName: z.Name, ZoneID: z.ID, ZoneState: "available", RegionName: z.Region, GroupName: z.Region,
+			NetworkBorderGroup: z.Region, OptInStatus: "opt-in-not-required", ZoneType: "availability-zone", Messages: &struct{}{}}
+	}),
 }
 
 type regionInfo struct {
@@ -100,28 +87,22 @@ type xRegion struct {
 
 // describeRegions lists the one region this server serves (requests signed
 // for any other are refused, so listing others would mislead).
-func (s *Server) describeRegions(q *qnode) (any, error) {
-	names, err := q.strings("RegionName")
-	if err != nil {
-		return nil, err
-	}
-	if _, err := q.boolean("AllRegions"); err != nil {
-		return nil, err
-	}
-	regions := []*regionInfo{{Name: s.region.Name(), Endpoint: "ec2." + s.region.Name() + ".amazonaws.com"}}
-	if len(names) > 0 && !slices.Contains(names, s.region.Name()) {
-		regions = nil
-	}
-	if regions, err = filterItems(regions, regionFilters, q); err != nil {
-		return nil, err
-	}
-	out := struct {
-		Set struct {
-			Items []xRegion `xml:"item"`
-		} `xml:"regionInfo"`
-	}{}
-	for _, r := range regions {
-		out.Set.Items = append(out.Set.Items, xRegion{RegionName: r.Name, RegionEndpoint: r.Endpoint, OptInStatus: "opt-in-not-required"})
-	}
-	return out, nil
+var describeRegions = describe[regionInfo]{
+	list: func(s *Server, q *qnode) ([]*regionInfo, error) {
+		names, err := q.strings("RegionName")
+		if err != nil {
+			return nil, err
+		}
+		if _, err := q.boolean("AllRegions"); err != nil {
+			return nil, err
+		}
+		if len(names) > 0 && !slices.Contains(names, s.region.Name()) {
+			return nil, nil
+		}
+		return []*regionInfo{{Name: s.region.Name(), Endpoint: "ec2." + s.region.Name() + ".amazonaws.com"}}, nil
+	},
+	filters: regionFilters, set: "regionInfo", minMax: 5, maxMax: 1000,
+	render: renderEach(func(_ *Server, r *regionInfo) xRegion {
+		return xRegion{RegionName: r.Name, RegionEndpoint: r.Endpoint, OptInStatus: "opt-in-not-required"}
+	}),
 }

@@ -93,7 +93,7 @@ func (r *Region) checkExplicitAddr(s *subnetState, a netip.Addr, allowReassign b
 	if !s.pool.inUse(a) {
 		return nil
 	}
-	if owner, ok := r.ipOwner[a]; ok && allowReassign && r.enis[owner].PrivateIP != a {
+	if owner, ok := r.owners.addr(a); ok && allowReassign && r.enis[owner].PrivateIP != a {
 		return nil
 	}
 	return Errorf("PrivateIpAddressInUse", "The specified address %s is already in use.", a)
@@ -162,7 +162,7 @@ func (r *Region) AssignPrivateIPs(in AssignPrivateIPsInput) ([]netip.Addr, []net
 		if slices.Contains(in.Addrs[:i], a) {
 			return nil, nil, ErrInvalid("The address %s is specified more than once.", a)
 		}
-		if owner, ok := r.ipOwner[a]; ok {
+		if owner, ok := r.owners.addr(a); ok {
 			if owner == e.ID {
 				return nil, nil, Errorf("PrivateIpAddressInUse", "The specified address %s is already assigned to %s.", a, e.ID)
 			}
@@ -193,7 +193,8 @@ func (r *Region) AssignPrivateIPs(in AssignPrivateIPsInput) ([]netip.Addr, []net
 		return nil, nil, err
 	}
 	for _, a := range moves {
-		old := r.enis[r.ipOwner[a]]
+		id, _ := r.owners.addr(a)
+		old := r.enis[id]
 		old.SecondaryIPs = slices.DeleteFunc(old.SecondaryIPs, func(x netip.Addr) bool { return x == a })
 		delete(old.seen, a)
 		r.emit(Change{Kind: ChangeIPsUnassigned, ENIID: old.ID, MAC: old.MAC, SubnetID: old.SubnetID, Addrs: []netip.Addr{a}})
@@ -203,13 +204,12 @@ func (r *Region) AssignPrivateIPs(in AssignPrivateIPsInput) ([]netip.Addr, []net
 		added = slices.Clone(in.Addrs) // keep the caller's order
 	}
 	lagUntil := r.opts.Now().Add(r.opts.ConsistencyLag)
+	r.owners.hold(e.ID, added, tx.prefixes)
 	for _, a := range added {
-		r.ipOwner[a] = e.ID
 		e.SecondaryIPs = append(e.SecondaryIPs, a)
 		r.markSeen(e, a, lagUntil)
 	}
 	for _, p := range tx.prefixes {
-		r.pfxOwner[p] = e.ID
 		e.Prefixes = append(e.Prefixes, p)
 		r.markSeen(e, p, lagUntil)
 	}
@@ -259,14 +259,13 @@ func (r *Region) UnassignPrivateIPs(eniID string, addrs []netip.Addr, prefixes [
 		}
 	}
 	s := r.subnets[e.SubnetID]
+	r.owners.drop(addrs, prefixes)
 	for _, a := range addrs {
 		s.pool.release(a)
-		delete(r.ipOwner, a)
 		delete(e.seen, a)
 	}
 	for _, p := range prefixes {
 		s.pool.releasePrefix(p)
-		delete(r.pfxOwner, p)
 		delete(e.seen, p)
 	}
 	e.SecondaryIPs = slices.DeleteFunc(e.SecondaryIPs, func(a netip.Addr) bool { return slices.Contains(addrs, a) })
@@ -301,17 +300,7 @@ func (r *Region) allocIPv6(s *subnetState, addrs []netip.Addr, count int, prefix
 	}
 	var outA []netip.Addr
 	var outP []netip.Prefix
-	taken := func(a netip.Addr) bool {
-		if _, ok := r.v6Owner[a]; ok || slices.Contains(outA, a) {
-			return true
-		}
-		for p := range r.v6pOwner {
-			if p.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
+	taken := func(a netip.Addr) bool { return r.owners.covered(a) || slices.Contains(outA, a) }
 	for _, a := range addrs {
 		if !a.Is6() || !s.IPv6CIDR.Contains(a) {
 			return nil, nil, ErrInvalid("Address %s does not fall within the subnet's IPv6 range", a)
@@ -340,7 +329,7 @@ func (r *Region) allocIPv6(s *subnetState, addrs []netip.Addr, count int, prefix
 		if !p.Addr().Is6() || p.Bits() != 80 || !s.IPv6CIDR.Contains(p.Addr()) {
 			return nil, nil, ErrInvalid("Prefix %s is not a /80 inside the subnet's IPv6 range", p)
 		}
-		if _, ok := r.v6pOwner[p.Masked()]; ok {
+		if _, ok := r.owners.prefix(p.Masked()); ok {
 			return nil, nil, Errorf("PrivateIpAddressInUse", "The specified prefix %s is already in use.", p)
 		}
 		outP = append(outP, p.Masked())
@@ -352,13 +341,8 @@ func (r *Region) allocIPv6(s *subnetState, addrs []netip.Addr, count int, prefix
 		b := base
 		b[8], b[9] = byte(k>>8), byte(k)
 		p := netip.PrefixFrom(netip.AddrFrom16(b), 80)
-		used := false
-		if _, ok := r.v6pOwner[p]; ok || slices.Contains(outP, p) {
-			used = true
-		}
-		for a := range r.v6Owner {
-			used = used || p.Contains(a)
-		}
+		_, used := r.owners.prefix(p)
+		used = used || slices.Contains(outP, p) || r.owners.anyIn(p)
 		if !used {
 			outP = append(outP, p)
 		}
@@ -397,12 +381,7 @@ func (r *Region) AssignIPv6(in AssignIPv6Input) ([]netip.Addr, []netip.Prefix, e
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, x := range a {
-		r.v6Owner[x] = e.ID
-	}
-	for _, x := range p {
-		r.v6pOwner[x] = e.ID
-	}
+	r.owners.hold(e.ID, a, p)
 	e.IPv6 = append(e.IPv6, a...)
 	e.IPv6Prefixes = append(e.IPv6Prefixes, p...)
 	r.emit(Change{Kind: ChangeIPv6Assigned, ENIID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, Addrs: slices.Clone(a), Prefixes: slices.Clone(p)})
@@ -431,12 +410,7 @@ func (r *Region) UnassignIPv6(eniID string, addrs []netip.Addr, prefixes []netip
 			return nil, nil, ErrInvalid("Some of the specified prefixes are not assigned to interface %s", e.ID)
 		}
 	}
-	for _, a := range addrs {
-		delete(r.v6Owner, a)
-	}
-	for _, p := range prefixes {
-		delete(r.v6pOwner, p)
-	}
+	r.owners.drop(addrs, prefixes)
 	e.IPv6 = slices.DeleteFunc(e.IPv6, func(a netip.Addr) bool { return slices.Contains(addrs, a) })
 	e.IPv6Prefixes = slices.DeleteFunc(e.IPv6Prefixes, func(p netip.Prefix) bool { return slices.Contains(prefixes, p) })
 	r.emit(Change{Kind: ChangeIPv6Unassigned, ENIID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, Addrs: slices.Clone(addrs), Prefixes: slices.Clone(prefixes)})

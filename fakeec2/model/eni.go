@@ -139,19 +139,8 @@ func (r *Region) CreateNetworkInterface(in CreateNetworkInterfaceInput) (Network
 		}
 	}
 	e.Prefixes = tx.prefixes
-	for _, a := range e.SecondaryIPs {
-		r.ipOwner[a] = e.ID
-	}
-	for _, p := range e.Prefixes {
-		r.pfxOwner[p] = e.ID
-	}
 	e.IPv6, e.IPv6Prefixes = v6, v6p
-	for _, a := range v6 {
-		r.v6Owner[a] = e.ID
-	}
-	for _, p := range v6p {
-		r.v6pOwner[p] = e.ID
-	}
+	r.owners.holdENI(&e.NetworkInterface)
 	if in.ClientToken != "" {
 		r.tokens["eni/"+in.ClientToken] = tokenRecord{params: fmt.Sprintf("%+v", in), id: e.ID}
 	}
@@ -175,9 +164,7 @@ func (r *Region) newENI(s *subnetState, desc, typ string, groups []string, prima
 		MAC: r.ids.mac(), InterfaceType: typ, Status: "available", PrivateIP: primary,
 		SecurityGroups: slices.Clone(groups), SourceDestCheck: true, Tags: tags.clone(), CreatedAt: r.opts.Now(),
 	}}
-	if primary.IsValid() {
-		r.ipOwner[primary] = e.ID
-	}
+	r.owners.hold(e.ID, []netip.Addr{primary}, nil)
 	r.enis[e.ID] = e
 	r.order = append(r.order, e.ID)
 	return e
@@ -248,22 +235,14 @@ func (r *Region) deleteENI(e *eniState) {
 	s := r.subnets[e.SubnetID]
 	if e.PrivateIP.IsValid() {
 		s.pool.release(e.PrivateIP)
-		delete(r.ipOwner, e.PrivateIP)
 	}
 	for _, a := range e.SecondaryIPs {
 		s.pool.release(a)
-		delete(r.ipOwner, a)
 	}
 	for _, p := range e.Prefixes {
 		s.pool.releasePrefix(p)
-		delete(r.pfxOwner, p)
 	}
-	for _, a := range e.IPv6 {
-		delete(r.v6Owner, a)
-	}
-	for _, p := range e.IPv6Prefixes {
-		delete(r.v6pOwner, p)
-	}
+	r.owners.dropENI(&e.NetworkInterface)
 	delete(r.enis, e.ID)
 	r.order = slices.DeleteFunc(r.order, func(x string) bool { return x == e.ID })
 	r.emit(Change{Kind: ChangeENIDeleted, ENIID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID})

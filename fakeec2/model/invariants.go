@@ -35,8 +35,8 @@ func (r *Region) CheckInvariants() error {
 				bad("address %s owned by %s and %s", a, prev, id)
 			}
 			owned[a] = id
-			if r.ipOwner[a] != id {
-				bad("address %s on %s but owner index says %q", a, id, r.ipOwner[a])
+			if o, _ := r.owners.addr(a); o != id {
+				bad("address %s on %s but owner index says %q", a, id, o)
 			}
 			i, in := s.pool.index(a)
 			if !in {
@@ -52,8 +52,8 @@ func (r *Region) CheckInvariants() error {
 			usedPerSubnet[s.ID]++
 		}
 		for _, p := range e.Prefixes {
-			if r.pfxOwner[p] != id {
-				bad("prefix %s on %s but owner index says %q", p, id, r.pfxOwner[p])
+			if o, _ := r.owners.prefix(p); o != id {
+				bad("prefix %s on %s but owner index says %q", p, id, o)
 			}
 			if p.Bits() != 28 || p.Masked() != p || !s.CIDR.Contains(p.Addr()) {
 				bad("prefix %s of %s not an aligned /28 of %s", p, id, s.CIDR)
@@ -79,11 +79,11 @@ func (r *Region) CheckInvariants() error {
 			bad("branch %s is attached", id)
 		}
 	}
-	if len(owned) != len(r.ipOwner) {
-		bad("owner index has %d addresses, ENIs hold %d", len(r.ipOwner), len(owned))
+	if n, _ := r.owners.count(true); len(owned) != n {
+		bad("owner index has %d addresses, ENIs hold %d", n, len(owned))
 	}
-	for p := range r.pfxOwner {
-		for q := range r.pfxOwner {
+	for p := range r.owners.prefixes {
+		for q := range r.owners.prefixes {
 			if p != q && p.Overlaps(q) {
 				bad("prefixes %s and %s overlap", p, q)
 			}

@@ -55,10 +55,7 @@ type Region struct {
 	enis     map[string]*eniState
 	attach   map[string]string // attachment id -> ENI id
 	trunks   map[string]*TrunkAssociation
-	ipOwner  map[netip.Addr]string   // every private IPv4 in use -> ENI id
-	pfxOwner map[netip.Prefix]string // every IPv4 /28 in use -> ENI id
-	v6Owner  map[netip.Addr]string
-	v6pOwner map[netip.Prefix]string
+	owners   owners // every private address and prefix in use -> ENI id
 	tokens   map[string]tokenRecord
 	types    map[string]*catalog.InstanceType
 	order    []string // ENI ids in creation order, for stable listings
@@ -100,8 +97,7 @@ func NewRegion(opts Options) *Region {
 		opts: opts, ids: newIDGen(opts.Seed),
 		vpcs: map[string]*VPC{}, subnets: map[string]*subnetState{}, groups: map[string]*SecurityGroup{},
 		insts: map[string]*Instance{}, enis: map[string]*eniState{}, attach: map[string]string{},
-		trunks: map[string]*TrunkAssociation{}, ipOwner: map[netip.Addr]string{}, pfxOwner: map[netip.Prefix]string{},
-		v6Owner: map[netip.Addr]string{}, v6pOwner: map[netip.Prefix]string{}, tokens: map[string]tokenRecord{},
+		trunks: map[string]*TrunkAssociation{}, owners: newOwners(), tokens: map[string]tokenRecord{},
 		types: map[string]*catalog.InstanceType{},
 	}
 	for i := range opts.ExtraInstanceTypes {
