@@ -43,7 +43,7 @@ func imdsToken(nsPath string) (string, error) {
 var _ = Describe("connectivity matrix", func() {
 	It("pod↔pod on a node and across nodes, pod→VPC host, pod→internet, node→IMDS, pod→IMDS blocked at hop limit 1", func() {
 		ctx := context.Background()
-		cfg := lab.DefaultConfig()
+		cfg := lab.Default()
 		cfg.Name, cfg.BinDir = labName(), binDir
 		cfg.Env = map[string]string{"VPCLAB_POOL_INTERVAL": "100ms"}
 		l, err := lab.New(ctx, cfg, GinkgoWriter.Printf)

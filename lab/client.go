@@ -240,3 +240,27 @@ func (c *Client) Events(ctx context.Context, q EventQuery) ([]ec2query.Record, e
 	err := c.do(ctx, http.MethodGet, control.Prefix+"events?"+v.Encode(), nil, &recs)
 	return recs, err
 }
+
+// FollowEvents calls fn for every record matching q, then, when follow is
+// set, for every newer one until ctx is done (which ends it without error).
+func (c *Client) FollowEvents(ctx context.Context, q EventQuery, follow bool, fn func(ec2query.Record)) error {
+	if follow {
+		q.Wait = 10 * time.Second
+	}
+	for {
+		recs, err := c.Events(ctx, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for _, r := range recs {
+			q.Since = max(q.Since, r.Seq)
+			fn(r)
+		}
+		if !follow {
+			return nil
+		}
+	}
+}

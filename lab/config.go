@@ -3,14 +3,11 @@ package lab
 import (
 	"bytes"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"github.com/vpclab/vpclab/fakeec2/faults"
 	"github.com/vpclab/vpclab/fakeec2/model"
-	"net/netip"
 	"os"
-	"regexp"
-	"slices"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -159,12 +156,43 @@ type NodeConfig struct {
 	HostPaths bool `yaml:"hostPaths"`
 }
 
-// DefaultConfig is `vpclab up` without a file: a VPC 192.168.0.0/16 in
-// eu-west-1 with one /19 subnet per AZ and two m5.large nodes.
-func DefaultConfig() Config {
-	return Config{Region: "eu-west-1", VPCCIDR: "192.168.0.0/16",
-		Subnets: []SubnetConfig{{Name: "a", CIDR: "192.168.0.0/19", AZ: "eu-west-1a"}, {Name: "b", CIDR: "192.168.32.0/19", AZ: "eu-west-1b"}, {Name: "c", CIDR: "192.168.64.0/19", AZ: "eu-west-1c"}},
-		Nodes:   []NodeConfig{{Name: "node", InstanceType: "m5.large", Count: 2}}}
+// Default is `vpclab up` without a file: a VPC 192.168.0.0/16 in the
+// default region with one /19 subnet per AZ and two m5.large nodes.
+func Default() Config {
+	c := Config{Region: model.DefaultRegion, VPCCIDR: "192.168.0.0/16", Nodes: []NodeConfig{{Name: "node", InstanceType: "m5.large", Count: 2}}}
+	for i, az := range model.ZoneNames(c.Region) {
+		c.Subnets = append(c.Subnets, SubnetConfig{Name: az[len(az)-1:], CIDR: fmt.Sprintf("192.168.%d.0/19", 32*i), AZ: az})
+	}
+	return c
+}
+
+// SetDefaults fills in what a config may leave out: the region, subnet
+// names and zones, the directories.
+func (c *Config) SetDefaults() {
+	if c.Region == "" {
+		c.Region = model.DefaultRegion
+	}
+	for i := range c.Subnets {
+		if c.Subnets[i].Name == "" {
+			c.Subnets[i].Name = fmt.Sprintf("subnet%d", i)
+		}
+		if c.Subnets[i].AZ == "" {
+			c.Subnets[i].AZ = c.Region + "a"
+		}
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.BinDir == "" {
+		c.BinDir = os.Getenv("VPCLAB_BIN")
+	}
+	if c.BinDir == "" {
+		self, _ := os.Executable()
+		c.BinDir = filepath.Dir(self)
+	}
+	if c.RefPluginsDir == "" {
+		c.RefPluginsDir = "/usr/lib/cni"
+	}
 }
 
 // LoadConfig reads a YAML lab file; unknown fields are errors.
@@ -180,144 +208,4 @@ func LoadConfig(path string) (Config, error) {
 		return Config{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
-}
-
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
-var nodeNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
-
-// DefaultRegion is a lab's region unless its config names one.
-const DefaultRegion = "eu-west-1"
-
-// AvailabilityZones are the zones of a lab's region (as fakeec2 serves them).
-func AvailabilityZones(region string) []string {
-	return []string{region + "a", region + "b", region + "c"}
-}
-
-// setDefaults fills in what a config may leave out: the region, subnet
-// names.
-func (c *Config) setDefaults() {
-	if c.Region == "" {
-		c.Region = DefaultRegion
-	}
-	for i := range c.Subnets {
-		if c.Subnets[i].Name == "" {
-			c.Subnets[i].Name = fmt.Sprintf("subnet%d", i)
-		}
-	}
-}
-
-// Validate checks the config before anything is created.
-func (c *Config) Validate() error {
-	c.setDefaults()
-	if !nameRE.MatchString(c.Name) {
-		return fmt.Errorf("name %q: want 1-8 characters of [a-z0-9] starting with a letter", c.Name)
-	}
-	vpc, err := netip.ParsePrefix(c.VPCCIDR)
-	if err != nil || !vpc.Addr().Is4() {
-		return fmt.Errorf("vpcCidr %q: not an IPv4 CIDR", c.VPCCIDR)
-	}
-	if vpc.Masked() != vpc {
-		return fmt.Errorf("vpcCidr %s: host bits set (the block is %s)", vpc, vpc.Masked())
-	}
-	if len(c.Subnets) == 0 {
-		return fmt.Errorf("subnets: at least one is needed")
-	}
-	var seen []netip.Prefix
-	names := map[string]bool{}
-	azs := AvailabilityZones(c.Region)
-	for i, s := range c.Subnets {
-		p, err := netip.ParsePrefix(s.CIDR)
-		if err != nil || !p.Addr().Is4() {
-			return fmt.Errorf("subnets[%d] cidr %q: not an IPv4 CIDR", i, s.CIDR)
-		}
-		if p.Masked() != p {
-			return fmt.Errorf("subnets[%d] cidr %s: host bits set (the block is %s)", i, s.CIDR, p.Masked())
-		}
-		if !vpc.Contains(p.Addr()) || p.Bits() < vpc.Bits() {
-			return fmt.Errorf("subnets[%d] cidr %s: not inside vpcCidr %s", i, s.CIDR, vpc)
-		}
-		if p.Bits() < 16 || p.Bits() > 28 {
-			return fmt.Errorf("subnets[%d] cidr %s: EC2 subnets are /16 to /28", i, s.CIDR)
-		}
-		for j, q := range seen {
-			if q.Overlaps(p) {
-				return fmt.Errorf("subnets[%d] cidr %s overlaps subnets[%d] (%s)", i, s.CIDR, j, q)
-			}
-		}
-		seen = append(seen, p)
-		if s.AZ != "" && !slices.Contains(azs, s.AZ) {
-			return fmt.Errorf("subnets[%d] az %q: not an availability zone of region %s (want one of %s)", i, s.AZ, c.Region, strings.Join(azs, ", "))
-		}
-		if names[s.Name] {
-			return fmt.Errorf("subnets[%d]: duplicate name %q", i, s.Name)
-		}
-		names[s.Name] = true
-	}
-	if len(c.Nodes) == 0 {
-		return fmt.Errorf("nodes: at least one is needed")
-	}
-	nodeNames := map[string]int{}
-	for i, n := range c.Nodes {
-		if !nodeNameRE.MatchString(n.Name) {
-			return fmt.Errorf("nodes[%d] name %q: want [a-z][a-z0-9-]*", i, n.Name)
-		}
-		if _, ok := catalog.Lookup(n.InstanceType); !ok {
-			return fmt.Errorf("nodes[%d] instanceType %q: unknown instance type", i, n.InstanceType)
-		}
-		if n.Subnet != "" && !names[n.Subnet] {
-			return fmt.Errorf("nodes[%d] subnet %q: no such subnet", i, n.Subnet)
-		}
-		if n.HostNamespace != "" && n.Count > 1 {
-			return fmt.Errorf("nodes[%d]: a hostNamespace node cannot have count %d", i, n.Count)
-		}
-		if n.HostNamespace != "" {
-			if _, err := os.Stat(n.HostNamespace); err != nil {
-				return fmt.Errorf("nodes[%d] hostNamespace %q: %v", i, n.HostNamespace, err)
-			}
-		}
-		if n.Count < 0 || n.Count > 200 {
-			return fmt.Errorf("nodes[%d] count %d: want 0..200", i, n.Count)
-		}
-		for _, name := range n.names() {
-			if j, dup := nodeNames[name]; dup {
-				return fmt.Errorf("nodes[%d]: node name %q is already used by nodes[%d]", i, name, j)
-			}
-			nodeNames[name] = i
-		}
-	}
-	if err := c.validateCapacity(); err != nil {
-		return err
-	}
-	for _, s := range c.nodeSpecs() {
-		if err := validateNodeEnv(s.env); err != nil {
-			return fmt.Errorf("node %s: aws-node environment: %w", s.name, err)
-		}
-	}
-	for i := range c.Faults {
-		if err := c.Faults[i].Validate(); err != nil {
-			return fmt.Errorf("faults[%d]: %w", i, err)
-		}
-	}
-	return nil
-}
-
-// validateCapacity refuses more nodes in a subnet than it has addresses
-// for their primary IPs (5 of every subnet's are reserved by EC2).
-func (c *Config) validateCapacity() error {
-	nodes := map[string]int{}
-	for _, n := range c.Nodes {
-		subnet := n.Subnet
-		if subnet == "" {
-			subnet = c.Subnets[0].Name
-		}
-		nodes[subnet] += len(n.names())
-	}
-	for _, s := range c.Subnets {
-		p := netip.MustParsePrefix(s.CIDR)
-		usable := 1<<(32-p.Bits()) - 5
-		if nodes[s.Name] > usable {
-			return fmt.Errorf("subnet %q (%s) has %d usable addresses and cannot hold %d nodes", s.Name, s.CIDR, usable, nodes[s.Name])
-		}
-	}
-	return nil
 }

@@ -16,12 +16,11 @@ import (
 	"fmt"
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"github.com/vpclab/vpclab/fakeec2/faults"
-	"github.com/vpclab/vpclab/fakeec2/imds"
 	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/fakeec2/world"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -65,13 +64,14 @@ func New(ctx context.Context, cfg Config, progress Progress) (*Lab, error) {
 	if progress == nil {
 		progress = func(string, ...any) {}
 	}
+	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("vpclab needs root (network and mount namespaces)")
 	}
-	if err := cfg.resolveDirs(); err != nil {
+	if err := cfg.checkBinaries(); err != nil {
 		return nil, err
 	}
 	specs := cfg.nodeSpecs()
@@ -122,18 +122,11 @@ func (l *Lab) bringUp(ctx context.Context, specs []nodeSpec, progress Progress) 
 	if err := makePrivate(l.paths.Root()); err != nil {
 		return err
 	}
-	l.region = model.NewRegion(model.Options{Name: cfg.Region, Seed: cfg.Seed, AttachLatency: time.Duration(cfg.Timing.AttachLatency),
-		DetachLatency: time.Duration(cfg.Timing.DetachLatency), ConsistencyLag: time.Duration(cfg.Timing.ConsistencyLag)})
-	so := fakeec2.ServerOptions{Seed: cfg.Seed, IMDS: imds.Options{Lag: time.Duration(cfg.Timing.IMDSLag)}, Logger: l.log}
-	if cfg.Throttling != nil {
-		so.Throttle = *cfg.Throttling
-	}
+	w := cfg.world()
+	l.region = model.NewRegion(w.RegionOptions())
+	so := w.ServerOptions()
+	so.Logger = l.log
 	l.srv = fakeec2.NewServer(l.region, so)
-	if len(cfg.Faults) > 0 {
-		if _, err := l.srv.Faults().Add(cfg.Faults...); err != nil {
-			return err
-		}
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("EC2 API listener: %w", err)
@@ -143,20 +136,13 @@ func (l *Lab) bringUp(ctx context.Context, specs []nodeSpec, progress Progress) 
 	l.http = &http.Server{Handler: l.srv.APIHandler(), ReadHeaderTimeout: 10 * time.Second}
 	l.ec2URL = "http://" + ln.Addr().String()
 	go func() { _ = l.http.Serve(ln) }()
-
-	vpc, err := l.region.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix(cfg.VPCCIDR)})
+	built, err := w.Apply(l.region, l.srv)
 	if err != nil {
-		return fmt.Errorf("vpc: %w", err)
+		return err
 	}
-	l.vpcID = vpc.ID
-	for _, s := range cfg.Subnets {
-		sn, err := l.region.CreateSubnet(model.CreateSubnetInput{VPCID: vpc.ID, CIDR: netip.MustParsePrefix(s.CIDR), AZ: s.AZ})
-		if err != nil {
-			return fmt.Errorf("subnet %s: %w", s.Name, err)
-		}
-		l.subnets[s.Name] = sn.ID
-	}
-	progress("region %s: %s with %d subnets; EC2 API %s", cfg.Region, vpc.ID, len(cfg.Subnets), l.ec2URL)
+	l.vpcID = built.VPCs["lab"]
+	l.subnets = built.Subnets
+	progress("region %s: %s with %d subnets; EC2 API %s", cfg.Region, l.vpcID, len(cfg.Subnets), l.ec2URL)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -315,26 +301,27 @@ func (l *Lab) Close() error {
 	return errors.Join(errs...)
 }
 
-// resolveDirs fills in the directories a lab needs and checks its
-// binaries are there.
-func (c *Config) resolveDirs() error {
-	if c.StateDir == "" {
-		c.StateDir = DefaultStateDir
-	}
-	if c.BinDir == "" {
-		c.BinDir = os.Getenv("VPCLAB_BIN")
-	}
-	if c.BinDir == "" {
-		self, _ := os.Executable()
-		c.BinDir = filepath.Dir(self)
-	}
+// checkBinaries says which binary a lab needs is missing from BinDir.
+func (c *Config) checkBinaries() error {
 	for _, b := range []string{"ipamd", "aws-cni", "aws-vpc-cni"} {
 		if _, err := os.Stat(filepath.Join(c.BinDir, b)); err != nil {
 			return fmt.Errorf("binary %s not in %s (run make build, or set VPCLAB_BIN)", b, c.BinDir)
 		}
 	}
-	if c.RefPluginsDir == "" {
-		c.RefPluginsDir = "/usr/lib/cni"
-	}
 	return nil
+}
+
+// world is the lab's region as a fakeec2 world: one VPC named "lab" with
+// the lab's subnets, and the lab's timing, throttling and faults. Nodes are
+// launched one by one (they need the fabric in between).
+func (c *Config) world() *world.Config {
+	w := &world.Config{Region: c.Region, Seed: c.Seed, Timing: c.Timing, Throttling: c.Throttling, Faults: c.Faults,
+		VPCs: []world.VPCConfig{{Name: "lab", CIDR: c.VPCCIDR}}}
+	if w.Throttling == nil {
+		w.Throttling = &ec2query.ThrottleConfig{} // off unless the lab asks
+	}
+	for _, s := range c.Subnets {
+		w.VPCs[0].Subnets = append(w.VPCs[0].Subnets, world.SubnetConfig{Name: s.Name, CIDR: s.CIDR, AZ: s.AZ})
+	}
+	return w
 }

@@ -36,7 +36,7 @@ var _ = SynchronizedBeforeSuite(func() []byte {
 func uniqueName() string { return testutil.Name("l", 7) }
 
 func testConfig() lab.Config {
-	c := lab.DefaultConfig()
+	c := lab.Default()
 	c.Name = uniqueName()
 	c.Owner = "test"
 	c.BinDir = binDir
@@ -48,7 +48,7 @@ const childEnv = "VPCLAB_LAB_CHILD"
 
 // runChild brings a lab up, says "ready" and waits to be killed.
 func runChild(name string) {
-	c := lab.DefaultConfig()
+	c := lab.Default()
 	c.Name = name
 	c.BinDir = os.Getenv("VPCLAB_BIN")
 	c.Nodes[0].Count = 1

@@ -294,3 +294,35 @@ func isNsfs(path string) bool {
 	var fs unix.Statfs_t
 	return unix.Statfs(path, &fs) == nil && fs.Type == unix.NSFS_MAGIC
 }
+
+// Sweep garbage-collects one lab (name) or, with name empty, every lab
+// under the default state directory, and says what it did, one line per
+// lab: removed, left alone because alive, or (for a named lab) nothing to
+// remove.
+func Sweep(name string) ([]string, error) {
+	labs := Labs("")
+	if name != "" {
+		labs = []LabInfo{{Name: name}}
+	}
+	var out []string
+	var errs []error
+	for _, info := range labs {
+		if o, alive, _ := ReadOwner(PathsFor(info.Name, "")); !alive && o.PID == 0 && !HasLeftovers(info.Name, "") {
+			if name != "" {
+				out = append(out, fmt.Sprintf("lab %s: nothing to remove", info.Name))
+			}
+			continue
+		}
+		err := GC(info.Name, "")
+		var ae *AliveError
+		switch {
+		case errors.As(err, &ae):
+			out = append(out, fmt.Sprintf("lab %s is alive (owned by %s); left alone", info.Name, ae.Owner))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("lab %s: %w", info.Name, err))
+		default:
+			out = append(out, fmt.Sprintf("removed leftovers of lab %s", info.Name))
+		}
+	}
+	return out, errors.Join(errs...)
+}

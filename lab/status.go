@@ -1,7 +1,9 @@
 package lab
 
 import (
+	"fmt"
 	"sort"
+	"strings"
 )
 
 // Status is a lab's state as `vpclab status -o json` shows it.
@@ -107,4 +109,64 @@ func (l *Lab) Status() Status {
 
 func (p *Pod) status() PodStatus {
 	return PodStatus{Namespace: p.Namespace, Name: p.Name, IP: p.IP.String(), Node: p.node.Name, NetNS: p.NetNS()}
+}
+
+// ParsePodRef reads NAMESPACE/NAME (NAME alone is in "default") and checks
+// both as Kubernetes names.
+func ParsePodRef(ref string) (namespace, name string, err error) {
+	namespace, name, ok := strings.Cut(ref, "/")
+	if !ok {
+		namespace, name = "default", ref
+	}
+	if strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("pod %q: want NAMESPACE/NAME", ref)
+	}
+	return namespace, name, ValidatePodName(namespace, name)
+}
+
+// Pod finds a pod by NAMESPACE/NAME.
+func (s Status) Pod(ref string) (PodStatus, error) {
+	ns, name, err := ParsePodRef(ref)
+	if err != nil {
+		return PodStatus{}, err
+	}
+	for _, n := range s.Nodes {
+		for _, p := range n.Pods {
+			if p.Namespace == ns && p.Name == name {
+				return p, nil
+			}
+		}
+	}
+	return PodStatus{}, fmt.Errorf("no pod %s/%s in lab %s", ns, name, s.Name)
+}
+
+// Node finds a node by name.
+func (s Status) Node(name string) (NodeStatus, error) {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n, nil
+		}
+	}
+	return NodeStatus{}, fmt.Errorf("no node %q in lab %s", name, s.Name)
+}
+
+// Enter returns the nsenter arguments that enter a pod (NAMESPACE/NAME) or,
+// with node set, a node (its network and mount namespaces), and the pod's
+// address.
+func (s Status) Enter(pod, node string) ([]string, string, error) {
+	if node != "" {
+		n, err := s.Node(node)
+		return []string{"--net=" + n.NetNS, "--mount=" + n.MountNS}, "", err
+	}
+	p, err := s.Pod(pod)
+	return []string{"--net=" + p.NetNS}, p.IP, err
+}
+
+// AllPods lists the pods of every node.
+func (s Status) AllPods() []PodStatus {
+	out := []PodStatus{}
+	for _, n := range s.Nodes {
+		out = append(out, n.Pods...)
+	}
+	return out
 }

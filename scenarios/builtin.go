@@ -21,7 +21,7 @@ func fast(extra map[string]string) map[string]string {
 }
 
 func world(typ, cidr string, nodes int, env map[string]string) lab.Config {
-	return lab.Config{VPCCIDR: "10.0.0.0/16", Subnets: []lab.SubnetConfig{{Name: "a", CIDR: cidr, AZ: "eu-west-1a"}},
+	return lab.Config{VPCCIDR: "10.0.0.0/16", Subnets: []lab.SubnetConfig{{Name: "a", CIDR: cidr}},
 		Nodes: []lab.NodeConfig{{Name: "node", InstanceType: typ, Count: nodes}}, Env: fast(env)}
 }
 

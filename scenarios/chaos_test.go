@@ -22,7 +22,7 @@ var _ = Describe("chaos soak", Label("slow", "chaos"), func() {
 	It("keeps every invariant over 2,000 pod cycles with faults, throttling and ipamd crashes", func() {
 		ctx := context.Background()
 		cfg := lab.Config{Name: labName(), BinDir: binDir, VPCCIDR: "10.0.0.0/16",
-			Subnets: []lab.SubnetConfig{{Name: "a", CIDR: "10.0.0.0/24", AZ: "eu-west-1a"}},
+			Subnets: []lab.SubnetConfig{{Name: "a", CIDR: "10.0.0.0/24"}},
 			Nodes:   []lab.NodeConfig{{Name: "node", InstanceType: "m5.large", Count: 2}},
 			Env: map[string]string{"VPCLAB_POOL_INTERVAL": "100ms", "VPCLAB_DECREASE_INTERVAL": "200ms", "VPCLAB_MIN_ENI_LIFETIME": "0s",
 				"VPCLAB_IP_COOLDOWN": "200ms", "VPCLAB_INSUFFICIENT_CIDR_COOLDOWN": "500ms", "WARM_IP_TARGET": "2", "MINIMUM_IP_TARGET": "4"}}

@@ -8,11 +8,13 @@ package scenarios
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"github.com/vpclab/vpclab/fakeec2/faults"
 	"github.com/vpclab/vpclab/fakeec2/model"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -141,7 +143,7 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 		cfg.BinDir = r.BinDir
 	}
 	if len(cfg.Subnets) == 0 {
-		d := lab.DefaultConfig()
+		d := lab.Default()
 		cfg.Subnets, cfg.VPCCIDR = d.Subnets, d.VPCCIDR
 	}
 	fail := func(format string, a ...any) { res.Failures = append(res.Failures, fmt.Sprintf(format, a...)) }
@@ -416,3 +418,36 @@ func dump(l *lab.Lab) string {
 
 // Int is a helper for writing expectations in Go.
 func Int(v int) *int { return &v }
+
+// RunFile runs a YAML scenario file in a lab of its own (named sc + 6 hex
+// digits) built from binDir's binaries, reporting its steps and verdict on
+// out. It returns an error for a file it cannot read or a scenario that
+// fails; ctx cancelled (Ctrl-C) stops it and tears its lab down.
+func RunFile(ctx context.Context, path, binDir string, out io.Writer) error {
+	s, err := Load(path)
+	if err != nil {
+		return &LoadError{err}
+	}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	name := fmt.Sprintf("sc%x", b)
+	fmt.Fprintf(out, "scenario %q in lab %s (vpclab status --name %s while it runs)\n", s.Name, name, name)
+	r := Runner{BinDir: binDir, Owner: "scenario", Log: func(f string, a ...any) { fmt.Fprintf(out, "  "+f+"\n", a...) }}
+	res := r.Run(ctx, s, name)
+	took := res.Duration.Round(100 * time.Millisecond)
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("interrupted; lab %s removed", name)
+	case res.Passed:
+		fmt.Fprintf(out, "PASS %s (%s)\n", res.Scenario, took)
+		return nil
+	}
+	fmt.Fprintf(out, "FAIL %s (%s)\n  %s\n%s", res.Scenario, took, strings.Join(res.Failures, "\n  "), res.Dump)
+	return fmt.Errorf("scenario %q failed", res.Scenario)
+}
+
+// LoadError is a scenario file that could not be read or parsed.
+type LoadError struct{ Err error }
+
+func (e *LoadError) Error() string { return e.Err.Error() }
+func (e *LoadError) Unwrap() error { return e.Err }

@@ -159,7 +159,7 @@ func TestCLIFlow(t *testing.T) {
 	}
 	// The AWS CLI can inspect the running lab.
 	if _, err := os.Stat("/usr/bin/aws"); err == nil {
-		cmd := exec.Command("/usr/bin/aws", "--endpoint-url", st.EC2Endpoint, "--region", "eu-west-1", "ec2", "describe-instances", "--output", "json")
+		cmd := exec.Command("/usr/bin/aws", "--endpoint-url", st.EC2Endpoint, "--region", st.Region, "ec2", "describe-instances", "--output", "json")
 		cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=x", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_PAGER=")
 		b, err := cmd.Output()
 		if err != nil || !strings.Contains(string(b), st.Nodes[0].InstanceID) {

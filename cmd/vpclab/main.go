@@ -1,275 +1,121 @@
 // Command vpclab brings up and drives an EC2 networking lab: a fake
-// region, its fabric, and nodes running ipamd with aws-cni. It is flag
-// wiring only; labs are run and reached through package lab.
-//
-//	vpclab up [-f lab.yaml] [--nodes N] … | down | gc | demo | status | pods | exec | ping
-//	vpclab events | faults | throttle | metrics | ipamd | max-pods | scenario run
+// region, its fabric, and nodes running ipamd with aws-cni (vpclab help).
+// It is flag wiring only: labs are built, run and reached through lab.
 package main
 
 import (
+	"cmp"
+	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
+	"os/signal"
+	"syscall"
 
+	"github.com/vpclab/vpclab/internal/cli"
 	"github.com/vpclab/vpclab/lab"
 )
 
-// usageError is a bad invocation: one line, exit code 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
-
-// helpRequested carries a command's usage to print on stdout (exit 0).
-type helpRequested struct{ text string }
-
-func (h helpRequested) Error() string { return h.text }
-
-const usage = `usage: vpclab [--name N] COMMAND [flags]
-
---name N selects the lab (default "vpclab"); it may come before or after COMMAND.
+const usage = `usage: vpclab [--name N] COMMAND [flags]   (--name selects the lab, default "vpclab")
 
 Lab lifecycle (root):
-  up [-f FILE] [--nodes N] [--instance-type T] [--subnet-cidr C] [--env K=V]... [--ipamd-restart D|never] [--foreground]
-  down                       tear down a lab started by up
-  gc                         remove what dead labs left (a lab is dead when its owner process is gone)
-  demo                       bring up a lab, show pods, throttling and exhaustion, tear down
-
+  up                 bring a lab up (-f FILE, --nodes, --instance-type, --subnet-cidr, --env K=V, --foreground …)
+  down | gc          tear down a lab started by up | remove what dead labs left
+  demo               a lab with pods, a throttling episode and an exhausted subnet, torn down
 Inspecting a running lab:
-  status [-o table|json]
-  pods add NAMESPACE/NAME [--node NODE] | pods del NAMESPACE/NAME | pods list [-o table|json]
-  exec POD -- CMD...         run a command in a pod (POD is NAMESPACE/NAME)
-  exec --node NODE -- CMD... run a command on a node (its network and mount namespaces)
-  ping POD_A POD_B|IP
-  events [--action X] [--errors] [--follow] [-o json|table]
-  faults add --action A (--code C | --latency D | --imds-lag D) [--count N] [--probability P] [--for D]
-  faults list [-o table|json] | faults clear
-  throttle set [--scale X] [--action A --capacity N --refill R] | throttle off
-  metrics NODE
-  ipamd restart NODE | ipamd kill NODE [--signal SIG]
-
-Scenarios:
-  scenario run FILE          run a YAML scenario (see scenarios/examples) and print PASS or FAIL
-
-Offline:
-  max-pods --instance-type T [--prefix-delegation] | max-pods --all
+  status             nodes, ipamd, ENIs, subnets, pods (-o json)
+  pods add|del|list  NAMESPACE/NAME [--node NODE]
+  exec POD|--node NODE -- CMD...   ping POD_A POD_B|IP   metrics NODE
+  events             CloudTrail-shaped records of EC2 calls (--action, --errors, --follow, -o table)
+  faults add|list|clear   throttle set|off   ipamd restart|kill NODE
+Scenarios and offline:
+  scenario run FILE  run a YAML scenario and print PASS or FAIL
+  max-pods           --instance-type T [--prefix-delegation] | --all
 
 Every command takes --help.
 `
 
-func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+// nameFooter closes every command's help.
+const nameFooter = "  --name string\n    \tlab name (default \"vpclab\"; before or after the command)\n"
+
+// env is what every command gets: the lab it names, where to write, and a
+// context cancelled by SIGINT or SIGTERM (commands that build labs tear
+// them down on it instead of dying).
+type env struct {
+	name   string // the lab: --name, or "vpclab"
+	given  string // --name as given ("" without it)
+	ctx    context.Context
+	stdout io.Writer
+	stderr io.Writer
 }
 
-// commands maps each command to its implementation.
-var commands = map[string]func(g globals, args []string, stdout, stderr io.Writer) error{
-	"up":        cmdUp,
-	"serve-lab": cmdServeLab, // the background supervisor started by up
-	"down":      cmdDown,
-	"gc":        cmdGC,
-	"status":    cmdStatus,
-	"pods":      cmdPods,
-	"exec":      cmdExec,
-	"ping":      cmdPing,
-	"events":    cmdEvents,
-	"faults":    cmdFaults,
-	"throttle":  cmdThrottle,
-	"metrics":   cmdMetrics,
-	"ipamd":     cmdIpamd,
-	"max-pods":  cmdMaxPods,
-	"demo":      cmdDemo,
-	"scenario":  cmdScenario,
+var commands = map[string]func(e env, args []string) error{
+	"up": cmdUp, "serve-lab": cmdServeLab, "down": cmdDown, "gc": cmdGC, "demo": cmdDemo,
+	"status": cmdStatus, "pods": cmdPods, "exec": cmdExec, "ping": cmdPing, "metrics": cmdMetrics, "ipamd": cmdIpamd,
+	"events": cmdEvents, "faults": cmdFaults, "throttle": cmdThrottle, "max-pods": cmdMaxPods, "scenario": cmdScenario,
 }
 
-// globals are the flags every command takes, wherever they appear.
-type globals struct {
-	name    string
-	nameSet bool
-}
-
-// splitGlobals takes --name out of args (before "--"), so it works before
-// or after the command and its subcommand.
-func splitGlobals(args []string) (globals, []string, error) {
-	g := globals{name: "vpclab"}
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			rest = append(rest, args[i:]...)
-			break
-		}
-		switch {
-		case a == "--name" || a == "-name":
-			if i+1 >= len(args) {
-				return g, nil, usagef("--name needs a value")
-			}
-			g.name, g.nameSet = args[i+1], true
-			i++
-		case strings.HasPrefix(a, "--name=") || strings.HasPrefix(a, "-name="):
-			_, g.name, _ = strings.Cut(a, "=")
-			g.nameSet = true
-		default:
-			rest = append(rest, a)
-		}
-	}
-	return g, rest, nil
-}
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	g, args, err := splitGlobals(args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	given, _, rest, err := cli.TakeFlag(args, "name")
 	if err != nil {
 		fmt.Fprintf(stderr, "vpclab: %v\n", err)
 		return 2
 	}
-	if len(args) == 0 {
+	e := env{name: cmp.Or(given, "vpclab"), given: given, ctx: ctx, stdout: stdout, stderr: stderr}
+	if len(rest) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	cmd := args[0]
-	switch cmd {
-	case "-h", "--help", "help":
+	if h := rest[0]; h == "-h" || h == "--help" || h == "help" {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	f, ok := commands[cmd]
+	f, ok := commands[rest[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "vpclab: unknown command %q (vpclab help lists them)\n", cmd)
+		fmt.Fprintf(stderr, "vpclab: unknown command %q (vpclab help lists them)\n", rest[0])
 		return 2
 	}
-	err = f(g, args[1:], stdout, stderr)
-	var help helpRequested
-	var ue usageError
-	var nre *lab.NotRunningError
-	var re *lab.RequestError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &help):
-		fmt.Fprint(stdout, help.text)
-		return 0
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "vpclab %s: %s\n", cmd, lab.OneLine(err.Error()))
-		return 2
-	case errors.As(err, &re) && re.BadRequest():
-		fmt.Fprintf(stderr, "vpclab %s: %s\n", cmd, lab.OneLine(err.Error()))
-		return 2
-	case errors.As(err, &nre):
-		fmt.Fprintf(stderr, "vpclab %s: %s\n", cmd, err)
-		return 1
-	}
-	fmt.Fprintf(stderr, "vpclab %s: %s\n", cmd, lab.OneLine(err.Error()))
-	return 1
+	return cli.Exit("vpclab", rest[0], f(e, rest[1:]), func(err error) bool {
+		var re *lab.RequestError
+		return errors.As(err, &re) && re.BadRequest()
+	}, stdout, stderr)
 }
 
-// flags is a command's flag set with its usage line.
-type flags struct {
-	*flag.FlagSet
-	usage string
+// flags starts a command's flags.
+func flags(usage string) *cli.Flags { return cli.NewFlags("vpclab", usage, nameFooter) }
+
+// subFlags splits "group sub …" (see cli.SubFlags).
+func subFlags(args []string, usages map[string]string, subs ...string) (string, *cli.Flags, []string, error) {
+	return cli.SubFlags("vpclab", nameFooter, args, usages, subs...)
 }
 
-func newFlags(name, usageLine string) *flags {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	return &flags{FlagSet: fs, usage: usageLine}
+// rootCommand parses a command that takes no arguments and needs root.
+func rootCommand(usage string, args []string) error {
+	if _, err := flags(usage).Parse(args, 0); err != nil {
+		return err
+	}
+	return needRoot()
 }
 
-// help renders the command's usage and flags.
-func (f *flags) help() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "usage: vpclab %s\n", f.usage)
-	n := 0
-	f.VisitAll(func(*flag.Flag) { n++ })
-	if n > 0 {
-		b.WriteString("\nflags:\n")
-		f.SetOutput(&b)
-		f.PrintDefaults()
-		f.SetOutput(io.Discard)
-	}
-	b.WriteString("  --name string\n    \tlab name (default \"vpclab\"; before or after the command)\n")
-	return b.String()
+// outputFlag is -o with the formats a command supports.
+func outputFlag(fs *cli.Flags, formats ...string) func() (string, error) {
+	return fs.Output(formats...)
 }
 
-// parse parses flags that may come before or after positional arguments;
-// everything from "--" on is positional.
-func (f *flags) parse(args []string) ([]string, error) {
-	var tail []string
-	for i, a := range args {
-		if a == "--" {
-			args, tail = args[:i], args[i:]
-			break
-		}
-	}
-	var pos []string
-	for {
-		if err := f.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, helpRequested{f.help()}
-			}
-			return nil, usagef("%v", err)
-		}
-		rest := f.Args()
-		if len(rest) == 0 {
-			return append(pos, tail...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
+func needRoot() error { return cli.NeedRoot("network and mount namespaces") }
 
-// noArgs refuses positional arguments.
-func noArgs(pos []string) error {
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
-	}
-	return nil
-}
-
-func needRoot() error {
-	if os.Geteuid() != 0 {
-		return usagef("must run as root (network and mount namespaces)")
-	}
-	return nil
-}
-
-// subcommand splits "pods add …": it returns the subcommand, or the
-// group's help.
-func subcommand(args []string, usageText string, valid ...string) (string, []string, error) {
-	if len(args) == 0 {
-		return "", nil, usagef("%s", strings.TrimSpace(usageText))
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		return "", nil, helpRequested{"usage: vpclab " + usageText + "\n(each subcommand takes --help)\n"}
-	}
-	for _, v := range valid {
-		if args[0] == v {
-			return v, args[1:], nil
-		}
-	}
-	return "", nil, usagef("%s %q: want %s", strings.Fields(usageText)[0], args[0], orList(valid))
-}
-
-// orList is "a, b or c".
-func orList(s []string) string {
-	if len(s) < 2 {
-		return strings.Join(s, "")
-	}
-	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
-}
-
-// dial reaches the lab the globals name.
-func dial(g globals) (*lab.Client, error) {
-	return lab.Dial(g.name, "")
-}
+// dial reaches the lab e names.
+func (e env) dial() (*lab.Client, error) { return lab.Dial(e.name, "") }
 
 // nameHint is " --name N" when a lab name was given, for printed follow-ups.
-func (g globals) nameHint() string {
-	if !g.nameSet || g.name == "vpclab" {
+func (e env) nameHint() string {
+	if e.given == "" || e.given == "vpclab" {
 		return ""
 	}
-	return " --name " + g.name
+	return " --name " + e.name
 }

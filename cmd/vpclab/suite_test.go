@@ -39,8 +39,8 @@ var _ = SynchronizedBeforeSuite(func() []byte {
 	return []byte(dir)
 }, func(b []byte) { suiteBin = string(b) })
 
-// cli runs vpclab to completion.
-func cli(args ...string) (int, string, string) {
+// vl runs vpclab to completion.
+func vl(args ...string) (int, string, string) {
 	GinkgoHelper()
 	cmd := exec.Command(filepath.Join(suiteBin, "vpclab"), args...)
 	var out, errb bytes.Buffer
@@ -58,7 +58,7 @@ func cli(args ...string) (int, string, string) {
 // mustCLI runs vpclab and expects exit code 0.
 func mustCLI(args ...string) string {
 	GinkgoHelper()
-	code, out, errs := cli(args...)
+	code, out, errs := vl(args...)
 	Expect(code).To(Equal(0), "vpclab %v:\n%s%s", args, out, errs)
 	return out
 }

@@ -8,8 +8,10 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
+	"text/tabwriter"
 )
 
 // NetworkCard is one network card of an instance type.
@@ -119,4 +121,16 @@ func (t *InstanceType) MaxPods(prefixDelegation bool) int {
 		limit = 110
 	}
 	return min(n, limit)
+}
+
+// WriteMaxPods prints every type's max pods, without and with prefix
+// delegation, as a table.
+func WriteMaxPods(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE TYPE\tMAX PODS\tMAX PODS (PREFIX)")
+	for _, n := range Names() {
+		t, _ := Lookup(n)
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", n, t.MaxPods(false), t.MaxPods(true))
+	}
+	return tw.Flush()
 }

@@ -5,6 +5,7 @@
 package faults
 
 import (
+	"flag"
 	"fmt"
 	"github.com/vpclab/vpclab/fakeec2/model"
 	"math/rand/v2"
@@ -219,4 +220,15 @@ func defaultFaultMessage(code, action string) string {
 		return "You are not authorized to perform this operation."
 	}
 	return fmt.Sprintf("Injected fault for %s", action)
+}
+
+// Bind declares the rule's fields as flags (vpclab faults add).
+func (f *Rule) Bind(fs *flag.FlagSet) {
+	fs.StringVar(&f.Action, "action", "", "EC2 action or glob")
+	fs.StringVar(&f.Code, "code", "", "EC2 error code")
+	fs.IntVar(&f.Count, "count", 0, "hit at most N calls")
+	fs.Float64Var(&f.Probability, "probability", 0, "hit probability (0 = always)")
+	fs.Var(&f.Latency, "latency", "added latency")
+	fs.Var(&f.IMDSLag, "imds-lag", "delay of the call's changes in IMDS")
+	fs.Var(&f.For, "for", "active window")
 }

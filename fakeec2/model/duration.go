@@ -53,3 +53,9 @@ type Timing struct {
 	// IMDSLag is the default delay before a change shows in IMDS.
 	IMDSLag Duration `json:"imdsLag" yaml:"imdsLag"`
 }
+
+// String is "1.5s" (Duration is a flag.Value).
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// Set reads "1.5s" (Duration is a flag.Value).
+func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }

@@ -13,7 +13,7 @@ import (
 
 // Options configure a Region.
 type Options struct {
-	// Name is the region name, e.g. "us-west-2" (the default).
+	// Name is the region name (default DefaultRegion).
 	Name string
 	// AccountID owns every resource (default "123456789012").
 	AccountID string
@@ -36,6 +36,9 @@ type Options struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
+
+// DefaultRegion is the region fakeec2 and labs serve unless told otherwise.
+const DefaultRegion = "us-west-2"
 
 // DefaultMaxInstances is a region's instance limit unless Options say.
 const DefaultMaxInstances = 1000
@@ -85,7 +88,7 @@ type tokenRecord struct {
 // NewRegion returns an empty region.
 func NewRegion(opts Options) *Region {
 	if opts.Name == "" {
-		opts.Name = "us-west-2"
+		opts.Name = DefaultRegion
 	}
 	if opts.AccountID == "" {
 		opts.AccountID = "123456789012"

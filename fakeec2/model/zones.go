@@ -14,10 +14,18 @@ const azLetters = "abc"
 
 // AvailabilityZones lists the region's zones.
 func (r *Region) AvailabilityZones() []AvailabilityZone {
-	out := make([]AvailabilityZone, 0, len(azLetters))
-	for _, l := range azLetters {
-		name := r.opts.Name + string(l)
+	var out []AvailabilityZone
+	for _, name := range ZoneNames(r.opts.Name) {
 		out = append(out, AvailabilityZone{Name: name, ID: AZID(r.opts.Name, name), Region: r.opts.Name})
+	}
+	return out
+}
+
+// ZoneNames are the zones fakeec2 gives a region: <region>a, b and c.
+func ZoneNames(region string) []string {
+	out := make([]string, 0, len(azLetters))
+	for _, l := range azLetters {
+		out = append(out, region+string(l))
 	}
 	return out
 }

@@ -1,55 +1,17 @@
-package main
+package lab
 
 import (
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/catalog"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/faults"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/vpclab/vpclab/lab"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
-
-func cmdMaxPods(_ globals, args []string, stdout, _ io.Writer) error {
-	fs := newFlags("max-pods", "max-pods --instance-type T [--prefix-delegation] | max-pods --all")
-	itype := fs.String("instance-type", "", "instance type")
-	prefix := fs.Bool("prefix-delegation", false, "prefix delegation (ENABLE_PREFIX_DELEGATION)")
-	all := fs.Bool("all", false, "a table of every instance type")
-	_ = fs.String("cni-version", "", "VPC CNI version (the limits are the same for v1.9+)")
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
-		return err
-	}
-	if *all {
-		names := catalog.Names()
-		sort.Strings(names)
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "INSTANCE TYPE\tMAX PODS\tMAX PODS (PREFIX)")
-		for _, n := range names {
-			t, _ := catalog.Lookup(n)
-			fmt.Fprintf(tw, "%s\t%d\t%d\n", n, t.MaxPods(false), t.MaxPods(true))
-		}
-		return tw.Flush()
-	}
-	if *itype == "" {
-		return usagef("--instance-type is required (or --all)")
-	}
-	t, ok := catalog.Lookup(*itype)
-	if !ok {
-		return usagef("--instance-type %q: unknown instance type", *itype)
-	}
-	fmt.Fprintln(stdout, t.MaxPods(*prefix))
-	return nil
-}
 
 // sleep waits d or until ctx is done.
 func sleep(ctx context.Context, d time.Duration) error {
@@ -61,37 +23,26 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// cmdDemo brings up a small lab, shows pods getting VPC addresses, a
-// throttling episode and an exhausted subnet, then tears everything down
-// (also on Ctrl-C, at any moment).
-func cmdDemo(g globals, args []string, stdout, _ io.Writer) error {
-	ctx, stop := interruptible()
-	defer stop()
-	fs := newFlags("demo", "demo   (a lab named vpcdemo unless --name: pods, a throttling episode, an exhausted subnet; torn down at the end or on Ctrl-C)")
-	pos, err := fs.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
-		return err
-	}
-	if err := needRoot(); err != nil {
-		return err
-	}
+// Demo brings up a small lab named name (vpcdemo when empty), shows pods
+// getting VPC addresses, a throttling episode and an exhausted subnet,
+// checks the invariants, then tears everything down; also when ctx is
+// cancelled (Ctrl-C), at any moment.
+func Demo(ctx context.Context, stdout io.Writer, name string) error {
 	start := time.Now()
-	cfg := lab.DefaultConfig()
+	cfg := Default()
 	cfg.Name, cfg.Owner = "vpcdemo", "demo"
-	if g.nameSet {
-		cfg.Name = g.name
+	if name != "" {
+		cfg.Name = name
 	}
-	cfg.Subnets = append(cfg.Subnets[:1], lab.SubnetConfig{Name: "tiny", CIDR: "192.168.200.0/28", AZ: "eu-west-1a"})
-	cfg.Nodes = []lab.NodeConfig{{Name: "node", InstanceType: "m5.large", Count: 2}, {Name: "small", InstanceType: "t3.medium", Subnet: "tiny"}}
+	cfg.Subnets = append(cfg.Subnets[:1], SubnetConfig{Name: "tiny", CIDR: "192.168.200.0/28"})
+	cfg.Nodes = []NodeConfig{{Name: "node", InstanceType: "m5.large", Count: 2}, {Name: "small", InstanceType: "t3.medium", Subnet: "tiny"}}
 	cfg.Env = map[string]string{"VPCLAB_POOL_INTERVAL": "200ms", "VPCLAB_IP_COOLDOWN": "1s", "VPCLAB_INSUFFICIENT_CIDR_COOLDOWN": "2s"}
 	fmt.Fprintln(stdout, "== bringing up a lab: VPC 192.168.0.0/16, 2 × m5.large in a /19, 1 × t3.medium in a /28")
-	l, err := lab.New(ctx, cfg, func(f string, a ...any) { fmt.Fprintf(stdout, "  ✓ "+f+"\n", a...) })
+	interrupted := fmt.Errorf("interrupted; lab %s removed", cfg.Name)
+	l, err := New(ctx, cfg, func(f string, a ...any) { fmt.Fprintf(stdout, "  ✓ "+f+"\n", a...) })
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted; lab %s removed", cfg.Name)
+			return interrupted
 		}
 		return err
 	}
@@ -99,10 +50,10 @@ func cmdDemo(g globals, args []string, stdout, _ io.Writer) error {
 		_ = l.Close()
 		fmt.Fprintf(stdout, "== torn down; the demo took %s\n", time.Since(start).Round(100*time.Millisecond))
 	}()
-	for _, step := range []func(context.Context, io.Writer, *lab.Lab) error{demoPods, demoThrottling, demoExhaustion} {
+	for _, step := range []func(context.Context, io.Writer, *Lab) error{demoPods, demoThrottling, demoExhaustion} {
 		if err := step(ctx, stdout, l); err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("interrupted; lab %s removed", cfg.Name)
+				return interrupted
 			}
 			return err
 		}
@@ -114,11 +65,11 @@ func cmdDemo(g globals, args []string, stdout, _ io.Writer) error {
 	return nil
 }
 
-func demoPods(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
+func demoPods(ctx context.Context, stdout io.Writer, l *Lab) error {
 	n1, n2 := l.Node("node-1"), l.Node("node-2")
 	fmt.Fprintln(stdout, "\n== pods get addresses from the VPC")
-	var pods []*lab.Pod
-	for i, n := range []*lab.Node{n1, n1, n2} {
+	var pods []*Pod
+	for i, n := range []*Node{n1, n1, n2} {
 		p, err := n.AddPod(ctx, "default", fmt.Sprintf("web-%d", i))
 		if err != nil {
 			return err
@@ -134,7 +85,7 @@ func demoPods(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
 	return nil
 }
 
-func demoThrottling(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
+func demoThrottling(ctx context.Context, stdout io.Writer, l *Lab) error {
 	n2 := l.Node("node-2")
 	fmt.Fprintln(stdout, "\n== throttling: AssignPrivateIpAddresses and CreateNetworkInterface answer RequestLimitExceeded for 3 s")
 	if _, err := l.Faults().Add(faults.Rule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: model.Duration(3 * time.Second)},
@@ -167,7 +118,7 @@ func demoThrottling(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
 	return nil
 }
 
-func demoExhaustion(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
+func demoExhaustion(ctx context.Context, stdout io.Writer, l *Lab) error {
 	small := l.Node("small")
 	fmt.Fprintln(stdout, "\n== exhaustion: the /28 subnet has 11 usable addresses")
 	added := 0
@@ -176,7 +127,7 @@ func demoExhaustion(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			fmt.Fprintf(stdout, "  pod %d refused: %s\n", i, lab.OneLine(err.Error()))
+			fmt.Fprintf(stdout, "  pod %d refused: %s\n", i, OneLine(err.Error()))
 			break
 		}
 		added++
@@ -196,7 +147,7 @@ func demoExhaustion(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
 	return nil
 }
 
-func printTopology(w io.Writer, l *lab.Lab) {
+func printTopology(w io.Writer, l *Lab) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NODE\tINSTANCE\tENI\tDEV\tADDRESSES")
 	for _, n := range l.Nodes() {

@@ -1,0 +1,121 @@
+package lab
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+)
+
+// Text renderings of what the control socket returns, as `vpclab` prints
+// them.
+
+// WriteStatus prints a lab's status: nodes with their ipamd, ENIs, subnets
+// and pods.
+func WriteStatus(w io.Writer, s Status) error {
+	if !s.Ready {
+		_, err := fmt.Fprintf(w, "lab %s is still coming up (owned by %s)\n", s.Name, s.Owner)
+		return err
+	}
+	fmt.Fprintf(w, "lab %s  vpc %s  EC2 API %s  owner %s\n\n", s.Name, s.VPCID, s.EC2Endpoint, s.Owner)
+	table(w, "NODE\tINSTANCE\tTYPE\tIPAMD", func(row func(...any)) {
+		for _, n := range s.Nodes {
+			row(n.Name, n.InstanceID, n.InstanceType, n.Ipamd.Summary())
+		}
+	})
+	table(w, "NODE\tENI\tDEV\tSUBNET\tADDRS\tUSED\tFREE\tPREFIXES", func(row func(...any)) {
+		for _, n := range s.Nodes {
+			for _, e := range n.ENIs {
+				row(n.Name, e.ID, e.Device, e.SubnetID, e.Addresses, e.Used, e.Free, strings.Join(e.Prefixes, ","))
+			}
+		}
+	})
+	table(w, "SUBNET\tCIDR\tAZ\tAVAILABLE", func(row func(...any)) {
+		for _, sn := range s.Subnets {
+			row(sn.ID, sn.CIDR, sn.AZ, sn.Available)
+		}
+	})
+	return WritePods(w, s)
+}
+
+// WritePods prints a lab's pods.
+func WritePods(w io.Writer, s Status) error {
+	return table(w, "POD\tNODE\tIP", func(row func(...any)) {
+		for _, n := range s.Nodes {
+			for _, p := range n.Pods {
+				row(p.Namespace+"/"+p.Name, n.Name, p.IP)
+			}
+		}
+	})
+}
+
+// WriteFaults prints fault rules with their hit counts.
+func WriteFaults(w io.Writer, rules []faults.Rule) error {
+	return table(w, "ID\tACTION\tCODE\tCOUNT\tPROB\tLATENCY\tIMDS-LAG\tHITS", func(row func(...any)) {
+		for _, x := range rules {
+			row(x.ID, x.Action, x.Code, x.Count, x.Probability, time.Duration(x.Latency), time.Duration(x.IMDSLag), x.Hits)
+		}
+	})
+}
+
+// WriteEvent prints one audit record as a line (OK for calls that
+// succeeded).
+func WriteEvent(w io.Writer, r ec2query.Record) {
+	code := r.ErrorCode
+	if code == "" {
+		code = "OK"
+	}
+	fmt.Fprintf(w, "%s  %-32s %-28s %s\n", r.EventTime.Format(time.RFC3339Nano), r.EventName, code, r.SourceIPAddress)
+}
+
+// Summary is an ipamd's state in one cell: running (pid, restarts) or
+// exited with its last log line.
+func (s IpamdState) Summary() string {
+	r := ""
+	if s.Restarts > 0 {
+		r = fmt.Sprintf(", %d restarts", s.Restarts)
+	}
+	switch s.State {
+	case "running":
+		return fmt.Sprintf("running (pid %d%s)", s.PID, r)
+	case "exited":
+		return fmt.Sprintf("EXITED %s%s: %s", s.Exit, r, s.LastLog)
+	}
+	return s.State
+}
+
+// table writes a header and rows, aligned, then a blank line.
+func table(w io.Writer, header string, rows func(row func(...any))) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	rows(func(cells ...any) {
+		s := make([]string, len(cells))
+		for i, c := range cells {
+			s[i] = fmt.Sprint(c)
+		}
+		fmt.Fprintln(tw, strings.Join(s, "\t"))
+	})
+	err := tw.Flush()
+	fmt.Fprintln(w)
+	return err
+}
+
+// WriteSummary prints where a lab is and the commands to type next
+// (nameHint is " --name N" when the lab has a name of its own).
+func WriteSummary(w io.Writer, s Status, nameHint string) {
+	fmt.Fprintf(w, "EC2 API: %s (region %s)\n", s.EC2Endpoint, s.Region)
+	node := "node-1"
+	for i, n := range s.Nodes {
+		fmt.Fprintf(w, "node %-10s %s %-10s %s\n", n.Name, n.InstanceID, n.InstanceType, n.PrivateIP)
+		if i == 0 {
+			node = n.Name
+		}
+	}
+	fmt.Fprintf(w, "lab %s is up. Next:\n  vpclab status%s\n  vpclab pods add default/web --node %s%s\n", s.Name, nameHint, node, nameHint)
+	fmt.Fprintf(w, "  AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x /usr/bin/aws --endpoint-url %s --region %s ec2 describe-network-interfaces   # AWS CLI v2\n", s.EC2Endpoint, s.Region)
+	fmt.Fprintf(w, "  vpclab down%s\n", nameHint)
+}

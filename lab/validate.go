@@ -1,0 +1,150 @@
+package lab
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/vpclab/vpclab/fakeec2/catalog"
+	"github.com/vpclab/vpclab/fakeec2/model"
+)
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
+var nodeNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
+
+// Validate checks the config before anything is created; it changes
+// nothing (defaults are filled in on a copy).
+func (c Config) Validate() error {
+	c.SetDefaults()
+	if !nameRE.MatchString(c.Name) {
+		return fmt.Errorf("name %q: want 1-8 characters of [a-z0-9] starting with a letter", c.Name)
+	}
+	vpc, err := netip.ParsePrefix(c.VPCCIDR)
+	if err != nil || !vpc.Addr().Is4() {
+		return fmt.Errorf("vpcCidr %q: not an IPv4 CIDR", c.VPCCIDR)
+	}
+	if vpc.Masked() != vpc {
+		return fmt.Errorf("vpcCidr %s: host bits set (the block is %s)", vpc, vpc.Masked())
+	}
+	names, err := c.validateSubnets(vpc)
+	if err != nil {
+		return err
+	}
+	if err := c.validateNodes(names); err != nil {
+		return err
+	}
+	if err := c.validateCapacity(); err != nil {
+		return err
+	}
+	for _, s := range c.nodeSpecs() {
+		if err := validateNodeEnv(s.env); err != nil {
+			return fmt.Errorf("node %s: aws-node environment: %w", s.name, err)
+		}
+	}
+	for i := range c.Faults {
+		if err := c.Faults[i].Validate(); err != nil {
+			return fmt.Errorf("faults[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// validateSubnets checks the subnets and returns their names.
+func (c *Config) validateSubnets(vpc netip.Prefix) (map[string]bool, error) {
+	if len(c.Subnets) == 0 {
+		return nil, fmt.Errorf("subnets: at least one is needed")
+	}
+	var seen []netip.Prefix
+	names := map[string]bool{}
+	azs := model.ZoneNames(c.Region)
+	for i, s := range c.Subnets {
+		p, err := netip.ParsePrefix(s.CIDR)
+		if err != nil || !p.Addr().Is4() {
+			return nil, fmt.Errorf("subnets[%d] cidr %q: not an IPv4 CIDR", i, s.CIDR)
+		}
+		if p.Masked() != p {
+			return nil, fmt.Errorf("subnets[%d] cidr %s: host bits set (the block is %s)", i, s.CIDR, p.Masked())
+		}
+		if !vpc.Contains(p.Addr()) || p.Bits() < vpc.Bits() {
+			return nil, fmt.Errorf("subnets[%d] cidr %s: not inside vpcCidr %s", i, s.CIDR, vpc)
+		}
+		if p.Bits() < 16 || p.Bits() > 28 {
+			return nil, fmt.Errorf("subnets[%d] cidr %s: EC2 subnets are /16 to /28", i, s.CIDR)
+		}
+		for j, q := range seen {
+			if q.Overlaps(p) {
+				return nil, fmt.Errorf("subnets[%d] cidr %s overlaps subnets[%d] (%s)", i, s.CIDR, j, q)
+			}
+		}
+		seen = append(seen, p)
+		if s.AZ != "" && !slices.Contains(azs, s.AZ) {
+			return nil, fmt.Errorf("subnets[%d] az %q: not an availability zone of region %s (want one of %s)", i, s.AZ, c.Region, strings.Join(azs, ", "))
+		}
+		if names[s.Name] {
+			return nil, fmt.Errorf("subnets[%d]: duplicate name %q", i, s.Name)
+		}
+		names[s.Name] = true
+	}
+	return names, nil
+}
+
+// validateNodes checks the node declarations against the subnet names.
+func (c *Config) validateNodes(names map[string]bool) error {
+	if len(c.Nodes) == 0 {
+		return fmt.Errorf("nodes: at least one is needed")
+	}
+	nodeNames := map[string]int{}
+	for i, n := range c.Nodes {
+		if !nodeNameRE.MatchString(n.Name) {
+			return fmt.Errorf("nodes[%d] name %q: want [a-z][a-z0-9-]*", i, n.Name)
+		}
+		if _, ok := catalog.Lookup(n.InstanceType); !ok {
+			return fmt.Errorf("nodes[%d] instanceType %q: unknown instance type", i, n.InstanceType)
+		}
+		if n.Subnet != "" && !names[n.Subnet] {
+			return fmt.Errorf("nodes[%d] subnet %q: no such subnet", i, n.Subnet)
+		}
+		if n.HostNamespace != "" && n.Count > 1 {
+			return fmt.Errorf("nodes[%d]: a hostNamespace node cannot have count %d", i, n.Count)
+		}
+		if n.HostNamespace != "" {
+			if _, err := os.Stat(n.HostNamespace); err != nil {
+				return fmt.Errorf("nodes[%d] hostNamespace %q: %v", i, n.HostNamespace, err)
+			}
+		}
+		if n.Count < 0 || n.Count > 200 {
+			return fmt.Errorf("nodes[%d] count %d: want 0..200", i, n.Count)
+		}
+		for _, name := range n.names() {
+			if j, dup := nodeNames[name]; dup {
+				return fmt.Errorf("nodes[%d]: node name %q is already used by nodes[%d]", i, name, j)
+			}
+			nodeNames[name] = i
+		}
+	}
+	return nil
+}
+
+// validateCapacity refuses more nodes in a subnet than it has addresses
+// for their primary IPs (5 of every subnet's are reserved by EC2).
+func (c *Config) validateCapacity() error {
+	nodes := map[string]int{}
+	for _, n := range c.Nodes {
+		subnet := n.Subnet
+		if subnet == "" {
+			subnet = c.Subnets[0].Name
+		}
+		nodes[subnet] += len(n.names())
+	}
+	for _, s := range c.Subnets {
+		p := netip.MustParsePrefix(s.CIDR)
+		usable := 1<<(32-p.Bits()) - 5
+		if nodes[s.Name] > usable {
+			return fmt.Errorf("subnet %q (%s) has %d usable addresses and cannot hold %d nodes", s.Name, s.CIDR, usable, nodes[s.Name])
+		}
+	}
+	return nil
+}
