@@ -3,8 +3,6 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/imds"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net/http"
 	"time"
@@ -14,6 +12,8 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vpclab/vpclab/fabric"
+	"github.com/vpclab/vpclab/fakeec2/imds"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/lab"
 )
@@ -44,7 +44,7 @@ var _ = Describe("connectivity matrix", func() {
 	It("pod↔pod on a node and across nodes, pod→VPC host, pod→internet, node→IMDS, pod→IMDS blocked at hop limit 1", func() {
 		ctx := context.Background()
 		cfg := lab.Default()
-		cfg.Name, cfg.BinDir = labName(), binDir
+		cfg.Name, cfg.BinDir = labName(), *bins
 		cfg.Env = map[string]string{"VPCLAB_POOL_INTERVAL": "100ms"}
 		l, err := lab.New(ctx, cfg, GinkgoWriter.Printf)
 		Expect(err).NotTo(HaveOccurred())

@@ -1,29 +1,13 @@
 package e2e_test
 
 import (
-	"os"
 	"testing"
 
-	. "github.com/onsi/ginkgo/v2"
-	. "github.com/onsi/gomega"
-
-	"github.com/vpclab/vpclab/internal/testutil"
+	"github.com/vpclab/vpclab/internal/labtest"
 )
 
-func TestE2E(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("e2e needs root")
-	}
-	RegisterFailHandler(Fail)
-	RunSpecs(t, "e2e")
-}
+func TestE2E(t *testing.T) { labtest.Suite(t, "e2e", true) }
 
-var binDir string
+var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni")
 
-var _ = SynchronizedBeforeSuite(func() []byte {
-	dir, err := testutil.Build("ipamd", "aws-cni", "aws-vpc-cni")
-	Expect(err).NotTo(HaveOccurred())
-	return []byte(dir)
-}, func(b []byte) { binDir = string(b) })
-
-func labName() string { return testutil.Name("e", 7) }
+func labName() string { return labtest.Name("e", 7) }

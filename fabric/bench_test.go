@@ -3,7 +3,6 @@ package fabric_test
 import (
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"net"
 	"net/netip"
 	"sort"
@@ -11,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/internal/vlan"
 )
@@ -81,14 +82,14 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // bareNode is the floor: a namespace and a veth pair born in place with an
 // address, links up, by direct netlink calls (no model, no router state).
-func bareNode(b *testing.B, prefix string, i int, router *netlink.Handle) {
+func bareNode(b *testing.B, prefix string, i int, router netlinksafe.Handle) {
 	name := fmt.Sprintf("%s-bare%d", prefix, i)
 	ns, err := netx.CreateNamed(name)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlinksafe.NewHandleAt(ns)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func BenchmarkFabric(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		rh, err := netlink.NewHandleAt(rns)
+		rh, err := netlinksafe.NewHandleAt(rns)
 		if err != nil {
 			b.Fatal(err)
 		}

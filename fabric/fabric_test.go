@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"net"
 	"net/netip"
 	"os"
@@ -16,12 +15,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/vpclab/vpclab/fabric"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/internal/vlan"
 )
@@ -45,20 +46,20 @@ var _ = Describe("two instances in one subnet", func() {
 	})
 
 	It("gives each namespace the ENIs' links, MACs and addresses", func() {
-		h, err := netlink.NewHandleAt(mustNS(aNS))
+		h, err := netlinksafe.NewHandleAt(mustNS(aNS))
 		Expect(err).NotTo(HaveOccurred())
 		defer h.Close()
 		eth0, err := h.LinkByName("eth0")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(eth0.Attrs().HardwareAddr.String()).To(Equal(*a.NetworkInterfaces[0].MacAddress))
 		Expect(eth0.Attrs().MTU).To(Equal(fabric.MTU))
-		addrs, err := h.AddrList(eth0, netlink.FAMILY_V4)
+		addrs, err := netx.AddrList(h, eth0, netlink.FAMILY_V4)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(addrs).To(HaveLen(1))
 		Expect(addrs[0].IPNet.String()).To(Equal(*a.PrivateIpAddress + "/24"))
 		Expect(mustSh(aNS, "ip", "route", "show", "default")).To(ContainSubstring("default via 10.0.0.1 dev eth0"))
 
-		hb, err := netlink.NewHandleAt(mustNS(bNS))
+		hb, err := netlinksafe.NewHandleAt(mustNS(bNS))
 		Expect(err).NotTo(HaveOccurred())
 		defer hb.Close()
 		eth1, err := hb.LinkByName("eth1")
@@ -85,7 +86,7 @@ var _ = Describe("two instances in one subnet", func() {
 		Expect(rxPackets(bNS, "eth1")).To(BeNumerically(">", rx1), "the echo arrives on eth1")
 		Expect(rxPackets(bNS, "eth0")).To(Equal(rx0), "and not on eth0")
 
-		_, err := w.ec2.UnassignPrivateIpAddresses(context.Background(), &ec2.UnassignPrivateIpAddressesInput{NetworkInterfaceId: eni2.NetworkInterfaceId, PrivateIpAddresses: []string{dst}})
+		_, err := w.EC2.UnassignPrivateIpAddresses(context.Background(), &ec2.UnassignPrivateIpAddressesInput{NetworkInterfaceId: eni2.NetworkInterfaceId, PrivateIpAddresses: []string{dst}})
 		Expect(err).NotTo(HaveOccurred())
 		w.sync()
 		before := icmpInEchos(bNS)
@@ -102,7 +103,7 @@ var _ = Describe("two instances in one subnet", func() {
 		Expect(ping(aNS, spoof, *b.PrivateIpAddress)).NotTo(Succeed())
 		Expect(icmpInEchos(bNS)).To(Equal(in), "a spoofed packet must not reach B")
 
-		_, err := w.ec2.ModifyNetworkInterfaceAttribute(context.Background(), &ec2.ModifyNetworkInterfaceAttributeInput{
+		_, err := w.EC2.ModifyNetworkInterfaceAttribute(context.Background(), &ec2.ModifyNetworkInterfaceAttributeInput{
 			NetworkInterfaceId: a.NetworkInterfaces[0].NetworkInterfaceId, SourceDestCheck: &types.AttributeBooleanValue{Value: aws.Bool(false)}})
 		Expect(err).NotTo(HaveOccurred())
 		w.sync()
@@ -119,7 +120,7 @@ var _ = Describe("two instances in one subnet", func() {
 		Expect(imdsGet(cb, "network/interfaces/macs/")).To(Equal(*b.NetworkInterfaces[0].MacAddress + "/\n" + *eni2.MacAddress + "/"))
 
 		// The SDK, from inside instance A, through the fabric's EC2 address.
-		client := ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(fabric.EC2Endpoint), Credentials: w.ec2.Options().Credentials, HTTPClient: ca})
+		client := ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(fabric.EC2Endpoint), Credentials: w.EC2.Options().Credentials, HTTPClient: ca})
 		out, err := client.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{*a.InstanceId}})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(*out.Reservations[0].Instances[0].InstanceId).To(Equal(*a.InstanceId))
@@ -128,7 +129,7 @@ var _ = Describe("two instances in one subnet", func() {
 	It("keeps the IMDSv2 token from a namespace one hop behind when the hop limit is 1", func() {
 		pod := w.assign(*a.NetworkInterfaces[0].NetworkInterfaceId, 1)[0]
 		w.sync()
-		podNS := w.name + "-pod"
+		podNS := w.Name + "-pod"
 		Expect(exec.Command("ip", "netns", "add", podNS).Run()).To(Succeed())
 		DeferCleanup(func() { _ = netx.DeleteNamed(podNS) })
 		// A minimal pod: a veth behind instance A, routed by A.
@@ -147,20 +148,20 @@ var _ = Describe("two instances in one subnet", func() {
 		// The node itself still gets tokens.
 		Expect(imdsGet(httpIn(mustPath(w, *a.InstanceId), 5*time.Second), "instance-id")).To(Equal(*a.InstanceId))
 
-		_, err = w.ec2.ModifyInstanceMetadataOptions(context.Background(), &ec2.ModifyInstanceMetadataOptionsInput{InstanceId: a.InstanceId, HttpPutResponseHopLimit: aws.Int32(2)})
+		_, err = w.EC2.ModifyInstanceMetadataOptions(context.Background(), &ec2.ModifyInstanceMetadataOptionsInput{InstanceId: a.InstanceId, HttpPutResponseHopLimit: aws.Int32(2)})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(imdsGet(cp, "instance-id")).To(Equal(*a.InstanceId), "hop limit 2 reaches the pod")
 	})
 
 	It("re-syncs after a restart, adopting what it finds", func() {
-		w.fab.Detach()
+		w.Fabric.Detach()
 		// Changes while no fabric runs.
 		extra := w.assign(*eni2.NetworkInterfaceId, 1)[0]
 		eni3 := w.createENI(nil)
 		w.attach(*eni3.NetworkInterfaceId, *a.InstanceId, 1)
-		f2, err := fabric.New(fabric.Config{Name: w.name, Region: w.region, IMDS: w.srv.IMDS(), EC2: w.srv, VLAN: vlan.BPF{}})
+		f2, err := fabric.New(fabric.Config{Name: w.Name, Region: w.Region, IMDS: w.Server.IMDS(), EC2: w.Server, VLAN: vlan.BPF{}})
 		Expect(err).NotTo(HaveOccurred())
-		w.fab = f2
+		w.Fabric = f2
 		w.sync()
 		Expect(mustSh(aNS, "ip", "-br", "link", "show", "eth1")).To(ContainSubstring(*eni3.MacAddress))
 		routes := mustSh(w.routerNS(), "ip", "route", "show", extra)
@@ -169,14 +170,14 @@ var _ = Describe("two instances in one subnet", func() {
 	})
 
 	It("follows detach and termination", func() {
-		d, err := w.ec2.DescribeNetworkInterfaces(context.Background(), &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{*eni2.NetworkInterfaceId}})
+		d, err := w.EC2.DescribeNetworkInterfaces(context.Background(), &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{*eni2.NetworkInterfaceId}})
 		Expect(err).NotTo(HaveOccurred())
-		_, err = w.ec2.DetachNetworkInterface(context.Background(), &ec2.DetachNetworkInterfaceInput{AttachmentId: d.NetworkInterfaces[0].Attachment.AttachmentId})
+		_, err = w.EC2.DetachNetworkInterface(context.Background(), &ec2.DetachNetworkInterfaceInput{AttachmentId: d.NetworkInterfaces[0].Attachment.AttachmentId})
 		Expect(err).NotTo(HaveOccurred())
 		w.sync()
 		_, err = sh(bNS, "ip", "link", "show", "eth1")
 		Expect(err).To(HaveOccurred(), "eth1 is gone after detach")
-		_, err = w.ec2.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{*b.InstanceId}})
+		_, err = w.EC2.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{*b.InstanceId}})
 		Expect(err).NotTo(HaveOccurred())
 		w.sync()
 		Expect(netx.ListNamed(bNS)).To(BeEmpty())
@@ -186,30 +187,30 @@ var _ = Describe("two instances in one subnet", func() {
 var _ = DescribeTable("trunk and branch ENIs carry 802.1Q frames",
 	func(dp func() vlan.Datapath, want func() string) {
 		w := newWorld(worldOpts{seed: 21, vlan: dp()})
-		Expect(w.fab.Datapath()).To(Equal(want()))
+		Expect(w.Fabric.Datapath()).To(Equal(want()))
 		node, peer := w.run("m5.large"), w.run("t3.small")
 		trunk := w.createENI(func(in *ec2.CreateNetworkInterfaceInput) { in.InterfaceType = types.NetworkInterfaceCreationTypeTrunk })
 		w.attach(*trunk.NetworkInterfaceId, *node.InstanceId, 1)
 		branch := w.createENI(func(in *ec2.CreateNetworkInterfaceInput) { in.InterfaceType = "branch" })
-		_, err := w.ec2.AssociateTrunkInterface(context.Background(), &ec2.AssociateTrunkInterfaceInput{
+		_, err := w.EC2.AssociateTrunkInterface(context.Background(), &ec2.AssociateTrunkInterfaceInput{
 			TrunkInterfaceId: trunk.NetworkInterfaceId, BranchInterfaceId: branch.NetworkInterfaceId, VlanId: aws.Int32(7)})
 		Expect(err).NotTo(HaveOccurred())
 		w.sync()
 		nodeNS, routerNS := w.nodeNS(*node.InstanceId), w.routerNS()
-		trunkLink, _ := w.fab.LinkName(*trunk.NetworkInterfaceId)
-		routerTrunk, _ := w.fab.RouterLinkName(*trunk.NetworkInterfaceId)
+		trunkLink, _ := w.Fabric.LinkName(*trunk.NetworkInterfaceId)
+		routerTrunk, _ := w.Fabric.RouterLinkName(*trunk.NetworkInterfaceId)
 
 		// The node side of the branch path, as the CNI plugin builds it.
 		ns := mustNS(nodeNS)
-		h, err := netlink.NewHandleAt(ns)
+		h, err := netlinksafe.NewHandleAt(ns)
 		Expect(err).NotTo(HaveOccurred())
 		defer h.Close()
 		parent, err := h.LinkByName(trunkLink)
 		Expect(err).NotTo(HaveOccurred())
 		mac, _ := net.ParseMAC(*branch.MacAddress)
-		d, err := vlan.New(w.fab.Datapath())
+		d, err := vlan.New(w.Fabric.Datapath())
 		Expect(err).NotTo(HaveOccurred())
-		_, err = d.Add(h, parent, vlan.Link{Name: "vlan.eth.7", VID: 7, MAC: mac, MTU: fabric.MTU, Tag: w.name})
+		_, err = d.Add(h, parent, vlan.Link{Name: "vlan.eth.7", VID: 7, MAC: mac, MTU: fabric.MTU, Tag: w.Name})
 		Expect(err).NotTo(HaveOccurred())
 		ip := *branch.PrivateIpAddress
 		mustSh(nodeNS, "ip", "addr", "add", ip+"/32", "dev", "vlan.eth.7")
@@ -258,9 +259,9 @@ var _ = DescribeTable("trunk and branch ENIs carry 802.1Q frames",
 		Expect(imdsGet(httpIn(mustPath(w, *node.InstanceId), 5*time.Second), "instance-id")).To(Equal(*node.InstanceId))
 
 		// Disassociation removes the path.
-		assocs, err := w.ec2.DescribeTrunkInterfaceAssociations(context.Background(), &ec2.DescribeTrunkInterfaceAssociationsInput{})
+		assocs, err := w.EC2.DescribeTrunkInterfaceAssociations(context.Background(), &ec2.DescribeTrunkInterfaceAssociationsInput{})
 		Expect(err).NotTo(HaveOccurred())
-		_, err = w.ec2.DisassociateTrunkInterface(context.Background(), &ec2.DisassociateTrunkInterfaceInput{AssociationId: assocs.InterfaceAssociations[0].AssociationId})
+		_, err = w.EC2.DisassociateTrunkInterface(context.Background(), &ec2.DisassociateTrunkInterfaceInput{AssociationId: assocs.InterfaceAssociations[0].AssociationId})
 		Expect(err).NotTo(HaveOccurred())
 		w.sync()
 		Expect(ping(nodeNS, ip, *peer.PrivateIpAddress)).NotTo(Succeed())
@@ -286,13 +287,13 @@ var _ = Describe("the internet peer", func() {
 var _ = Describe("cleanup", func() {
 	It("leaves nothing after Close", func() {
 		w := newWorld(worldOpts{seed: 41, vlan: vlan.BPF{}, internet: true})
-		buildTrunkWorld(w.region)
+		buildTrunkWorld(w.Region)
 		w.sync()
-		Expect(netx.ListNamed(w.name + "-")).NotTo(BeEmpty())
-		Expect(labPrograms(w.name)).NotTo(BeEmpty())
-		Expect(w.fab.Close()).To(Succeed())
-		Expect(netx.ListNamed(w.name + "-")).To(BeEmpty())
-		Eventually(func() []string { return labPrograms(w.name) }, 10*time.Second, 100*time.Millisecond).Should(BeEmpty())
+		Expect(netx.ListNamed(w.Name + "-")).NotTo(BeEmpty())
+		Expect(labPrograms(w.Name)).NotTo(BeEmpty())
+		Expect(w.Fabric.Close()).To(Succeed())
+		Expect(netx.ListNamed(w.Name + "-")).To(BeEmpty())
+		Eventually(func() []string { return labPrograms(w.Name) }, 10*time.Second, 100*time.Millisecond).Should(BeEmpty())
 	})
 
 	It("GC removes what a killed process left", func() {
@@ -380,7 +381,7 @@ func mustNS(name string) netns.NsHandle {
 
 func mustPath(w *world, inst string) string {
 	GinkgoHelper()
-	p, ok := w.fab.NodeNamespace(inst)
+	p, ok := w.Fabric.NodeNamespace(inst)
 	Expect(ok).To(BeTrue())
 	return p
 }

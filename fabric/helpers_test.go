@@ -3,11 +3,8 @@ package fabric_test
 import (
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/imds"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -15,8 +12,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/cilium/ebpf"
@@ -25,25 +20,17 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vpclab/vpclab/fabric"
-	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/fakeec2/imds"
+	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/internal/netx"
-	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/internal/vlan"
 )
 
 // uniqueName returns a fabric name no parallel spec shares.
-func uniqueName() string { return testutil.Name("t", 7) }
+func uniqueName() string { return labtest.Name("t", 7) }
 
-// world is a region served over HTTP (for the SDK) with a fabric on it.
-type world struct {
-	name   string
-	region *model.Region
-	srv    *fakeec2.Server
-	ec2    *ec2.Client
-	fab    *fabric.Fabric
-	vpc    string
-	subnet string
-}
+// world is the harness's world with the fabric specs' own helpers.
+type world struct{ *labtest.World }
 
 type worldOpts struct {
 	vlan     vlan.Datapath
@@ -53,41 +40,14 @@ type worldOpts struct {
 
 func newWorld(o worldOpts) *world {
 	GinkgoHelper()
-	w := &world{name: uniqueName()}
-	w.region = model.NewRegion(model.Options{Seed: o.seed})
-	w.srv = fakeec2.NewServer(w.region, fakeec2.ServerOptions{})
-	hs := httptest.NewServer(w.srv)
-	DeferCleanup(hs.Close)
-	DeferCleanup(w.srv.Close)
-	w.ec2 = ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(hs.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("AKID", "secret", ""),
-		HTTPClient:  testutil.BufferedClient{}, Retryer: retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 1 })})
-	ctx := context.Background()
-	v, err := w.ec2.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.0.0.0/16")})
-	Expect(err).NotTo(HaveOccurred())
-	w.vpc = *v.Vpc.VpcId
-	sn, err := w.ec2.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: &w.vpc, CidrBlock: aws.String("10.0.0.0/24")})
-	Expect(err).NotTo(HaveOccurred())
-	w.subnet = *sn.Subnet.SubnetId
-	w.fab, err = fabric.New(fabric.Config{Name: w.name, Region: w.region, IMDS: w.srv.IMDS(), EC2: w.srv, Internet: o.internet, VLAN: o.vlan})
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(func() {
-		Expect(w.fab.Close()).To(Succeed())
-		Expect(netx.ListNamed(w.name + "-")).To(BeEmpty())
-	})
-	return w
+	return &world{labtest.NewWorld(GinkgoT(), "t", labtest.WorldOptions{Seed: o.seed, Internet: o.internet, VLAN: o.vlan})}
 }
 
-func (w *world) sync() {
-	GinkgoHelper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	Expect(w.fab.WaitSynced(ctx)).To(Succeed())
-}
+func (w *world) sync() { w.Sync(GinkgoT()) }
 
 func (w *world) run(typ string) types.Instance {
 	GinkgoHelper()
-	out, err := w.ec2.RunInstances(context.Background(), &ec2.RunInstancesInput{InstanceType: types.InstanceType(typ), SubnetId: &w.subnet,
+	out, err := w.EC2.RunInstances(context.Background(), &ec2.RunInstancesInput{InstanceType: types.InstanceType(typ), SubnetId: &w.Subnet,
 		MinCount: aws.Int32(1), MaxCount: aws.Int32(1), ImageId: aws.String("ami-12345678")})
 	Expect(err).NotTo(HaveOccurred())
 	return out.Instances[0]
@@ -95,25 +55,25 @@ func (w *world) run(typ string) types.Instance {
 
 func (w *world) createENI(mod func(*ec2.CreateNetworkInterfaceInput)) types.NetworkInterface {
 	GinkgoHelper()
-	in := &ec2.CreateNetworkInterfaceInput{SubnetId: &w.subnet}
+	in := &ec2.CreateNetworkInterfaceInput{SubnetId: &w.Subnet}
 	if mod != nil {
 		mod(in)
 	}
-	out, err := w.ec2.CreateNetworkInterface(context.Background(), in)
+	out, err := w.EC2.CreateNetworkInterface(context.Background(), in)
 	Expect(err).NotTo(HaveOccurred())
 	return *out.NetworkInterface
 }
 
 func (w *world) attach(eni, inst string, dev int32) string {
 	GinkgoHelper()
-	out, err := w.ec2.AttachNetworkInterface(context.Background(), &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: &eni, InstanceId: &inst, DeviceIndex: &dev})
+	out, err := w.EC2.AttachNetworkInterface(context.Background(), &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: &eni, InstanceId: &inst, DeviceIndex: &dev})
 	Expect(err).NotTo(HaveOccurred())
 	return *out.AttachmentId
 }
 
 func (w *world) assign(eni string, n int32) []string {
 	GinkgoHelper()
-	out, err := w.ec2.AssignPrivateIpAddresses(context.Background(), &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: &eni, SecondaryPrivateIpAddressCount: &n})
+	out, err := w.EC2.AssignPrivateIpAddresses(context.Background(), &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: &eni, SecondaryPrivateIpAddressCount: &n})
 	Expect(err).NotTo(HaveOccurred())
 	var ips []string
 	for _, a := range out.AssignedPrivateIpAddresses {
@@ -124,20 +84,20 @@ func (w *world) assign(eni string, n int32) []string {
 
 func (w *world) nodeNS(inst string) string {
 	GinkgoHelper()
-	p, ok := w.fab.NodeNamespace(inst)
+	p, ok := w.Fabric.NodeNamespace(inst)
 	Expect(ok).To(BeTrue(), "no namespace for %s", inst)
 	return filepath.Base(p)
 }
 
 func (w *world) routerNS() string {
 	GinkgoHelper()
-	p, ok := w.fab.RouterNamespace(w.vpc)
+	p, ok := w.Fabric.RouterNamespace(w.VPC)
 	Expect(ok).To(BeTrue())
 	return filepath.Base(p)
 }
 
 // sh runs a command inside a named namespace and returns its output.
-var sh = testutil.InNetns
+var sh = labtest.InNetns
 
 func mustSh(ns string, args ...string) string {
 	GinkgoHelper()

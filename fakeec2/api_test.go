@@ -2,9 +2,6 @@ package fakeec2_test
 
 import (
 	"context"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/faults"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net/http"
 	"net/netip"
@@ -19,6 +16,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 var ctx = context.Background()
@@ -294,8 +294,8 @@ func TestRawQuery(t *testing.T) {
 }
 
 func TestThrottlingBurst(t *testing.T) {
-	e := newEnv(t, model.Options{Seed: 8}, fakeec2.ServerOptions{Throttle: ec2query.ThrottleConfig{Enabled: true,
-		Overrides: map[string]ec2query.Bucket{"AssignPrivateIpAddresses": {Capacity: 5, Refill: 0.001}}}}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 8}, fakeec2.ServerOptions{API: ec2query.Options{Throttle: ec2query.ThrottleConfig{Enabled: true,
+		Overrides: map[string]ec2query.Bucket{"AssignPrivateIpAddresses": {Capacity: 5, Refill: 0.001}}}}}, "10.0.0.0/24")
 	n := e.eni(nil)
 	var throttled int
 	for i := 0; i < 8; i++ {
@@ -636,7 +636,7 @@ func TestAttachStatesAndConsistencyLag(t *testing.T) {
 }
 
 func TestFaultRules(t *testing.T) {
-	e := newEnv(t, model.Options{Seed: 12}, fakeec2.ServerOptions{Seed: 12}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 12}, fakeec2.ServerOptions{API: ec2query.Options{Seed: 12}}, "10.0.0.0/24")
 	n := e.eni(nil)
 	if _, err := e.srv.Faults().Add(faults.Rule{Action: "Assign*", Code: "InsufficientFreeAddressesInSubnet", Count: 2},
 		faults.Rule{Action: "DescribeSubnets", Latency: model.Duration(100 * time.Millisecond)}); err != nil {

@@ -2,7 +2,6 @@ package fakeec2_test
 
 import (
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 type figures struct {

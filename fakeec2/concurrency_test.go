@@ -1,13 +1,14 @@
 package fakeec2_test
 
 import (
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // TestConcurrentChurn runs 32 goroutines doing random create, attach,

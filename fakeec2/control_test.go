@@ -2,9 +2,6 @@ package fakeec2_test
 
 import (
 	"encoding/json"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/model"
-	"github.com/vpclab/vpclab/fakeec2/world"
 	"io"
 	"net/http"
 	"strings"
@@ -16,15 +13,18 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/vpclab/vpclab/fakeec2"
-	"github.com/vpclab/vpclab/internal/testutil"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/fakeec2/world"
+	"github.com/vpclab/vpclab/internal/httpx"
 )
 
 func TestStrictSigV4(t *testing.T) {
 	e := newEnv(t, model.Options{Seed: 20}, fakeec2.ServerOptions{}, "10.0.0.0/24")
-	strict := fakeec2.NewServer(e.region, fakeec2.ServerOptions{Strict: true, Credentials: map[string]string{"AKIDGOOD": "right"}})
+	strict := fakeec2.NewServer(e.region, fakeec2.ServerOptions{API: ec2query.Options{Strict: true, Credentials: map[string]string{"AKIDGOOD": "right"}}})
 	srv := httpServer(t, strict)
 	client := func(key, secret string) *ec2.Client {
-		return ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(srv), HTTPClient: testutil.BufferedClient{},
+		return ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(srv), HTTPClient: httpx.BodyCopyClient{},
 			Credentials: credentials.NewStaticCredentialsProvider(key, secret, ""), Retryer: retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 1 })})
 	}
 	if _, err := client("AKIDGOOD", "right").DescribeVpcs(ctx, &ec2.DescribeVpcsInput{}); err != nil {

@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/vpclab/vpclab/fakeec2/faults"
-	"github.com/vpclab/vpclab/fakeec2/imds"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net/http"
 	"net/netip"
@@ -22,6 +19,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/imds"
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // fakeClock is a manually advanced clock shared by region and server.
@@ -58,7 +59,7 @@ type imdsEnv struct {
 func newIMDSEnv(t *testing.T) *imdsEnv {
 	t.Helper()
 	clk := newFakeClock()
-	e := newEnv(t, model.Options{Seed: 3, Now: clk.Now}, fakeec2.ServerOptions{Now: clk.Now}, "10.0.0.0/24")
+	e := newEnv(t, model.Options{Seed: 3, Now: clk.Now}, fakeec2.ServerOptions{API: ec2query.Options{Now: clk.Now}}, "10.0.0.0/24")
 	inst := e.run("m5.large")
 	url, err := e.srv.IMDS().Listen(*inst.InstanceId, "127.0.0.1:0")
 	if err != nil {
@@ -252,7 +253,7 @@ func TestIMDSSDKPaths(t *testing.T) {
 func TestIMDSIPv6(t *testing.T) {
 	clk := newFakeClock()
 	r := model.NewRegion(model.Options{Seed: 9, Now: clk.Now})
-	s := fakeec2.NewServer(r, fakeec2.ServerOptions{Now: clk.Now})
+	s := fakeec2.NewServer(r, fakeec2.ServerOptions{API: ec2query.Options{Now: clk.Now}})
 	t.Cleanup(func() { _ = s.Close() })
 	v, err := r.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.1.0.0/16"), AmazonProvidedIPv6: true, ExtraCIDRs: []netip.Prefix{netip.MustParsePrefix("100.64.0.0/16")}})
 	if err != nil {

@@ -3,7 +3,6 @@ package fakeec2_test
 import (
 	"context"
 	"errors"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -16,7 +15,8 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/vpclab/vpclab/fakeec2"
-	"github.com/vpclab/vpclab/internal/testutil"
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/internal/httpx"
 )
 
 // env is a fake region served over loopback HTTP with an SDK client.
@@ -62,7 +62,7 @@ func newClient(url string, attempts int) *ec2.Client {
 		Region:       "us-west-2",
 		BaseEndpoint: aws.String(url),
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", ""),
-		HTTPClient:   testutil.BufferedClient{},
+		HTTPClient:   httpx.BodyCopyClient{},
 		Retryer:      retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = attempts }),
 	})
 }

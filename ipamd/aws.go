@@ -1,7 +1,6 @@
 package ipamd
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
+
+	"github.com/vpclab/vpclab/internal/httpx"
 )
 
 // cloud wraps the EC2 and IMDS clients: every call is rate limited on the
@@ -30,27 +31,11 @@ type cloud struct {
 	log    *slog.Logger
 }
 
-// bodyCopyClient hands the transport its own copy of the request body, so
-// the SDK closing the body early cannot drop a connection mid-response.
-type bodyCopyClient struct{ c *http.Client }
-
-func (b bodyCopyClient) Do(req *http.Request) (*http.Response, error) {
-	if req.Body != nil && req.Body != http.NoBody {
-		data, err := io.ReadAll(req.Body)
-		if err != nil {
-			return nil, err
-		}
-		req.Body = io.NopCloser(bytes.NewReader(data))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
-	}
-	return b.c.Do(req)
-}
-
 // newCloud builds the clients from the SDK's default configuration: the
 // credential chain, AWS_EC2_METADATA_SERVICE_ENDPOINT for IMDS,
 // AWS_ENDPOINT_URL_EC2 or AWS_EC2_ENDPOINT for EC2, the standard retryer.
 func newCloud(ctx context.Context, c *Config, m *metrics, log *slog.Logger) (*cloud, error) {
-	hc := bodyCopyClient{c: &http.Client{Timeout: c.HTTPTimeout}}
+	hc := httpx.BodyCopyClient{Client: &http.Client{Timeout: c.HTTPTimeout}}
 	awsCfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(hc))
 	if err != nil {
 		return nil, fmt.Errorf("aws config: %w", err)

@@ -3,24 +3,15 @@ package ipamd_test
 import (
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/model"
-	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
-	"syscall"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2"
-	"github.com/vpclab/vpclab/internal/testutil"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/internal/vlan"
 	"github.com/vpclab/vpclab/ipamd/rpc"
 )
@@ -33,55 +24,10 @@ type benchNode struct {
 
 func startBenchNode(b *testing.B, bin string, env ...string) *benchNode {
 	b.Helper()
-	r := model.NewRegion(model.Options{Seed: 5})
-	srv := fakeec2.NewServer(r, fakeec2.ServerOptions{})
-	b.Cleanup(func() { _ = srv.Close() })
-	v, _ := r.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
-	s, _ := r.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/20")})
-	insts, err := r.RunInstances(model.RunInstancesInput{InstanceType: "m5.large", SubnetID: s.ID})
-	if err != nil {
-		b.Fatal(err)
-	}
-	f, err := fabric.New(fabric.Config{Name: uniqueName(), Region: r, IMDS: srv.IMDS(), EC2: srv, VLAN: vlan.BPF{}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = f.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := f.WaitSynced(ctx); err != nil {
-		b.Fatal(err)
-	}
-	nsPath, _ := f.NodeNamespace(insts[0].ID)
-	dir := b.TempDir()
-	sock := filepath.Join(dir, "ipamd.sock")
-	cmd := exec.Command("ip", "netns", "exec", filepath.Base(nsPath), bin)
-	cmd.Env = testutil.IpamdEnv(dir, append([]string{"AWS_VPC_K8S_CNI_LOGLEVEL=info"}, env...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, cancel := context.WithTimeout(context.Background(), time.Second)
-		r, err := healthpb.NewHealthClient(conn).Check(c, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && r.Status == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "ipamd.log"))
-			b.Fatalf("ipamd did not start: %v\n%s", err, log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return &benchNode{srv: srv, client: rpc.NewCNIBackendClient(conn)}
+	w := labtest.NewWorld(b, "ib", labtest.WorldOptions{Seed: 5, SubnetCIDR: "10.0.0.0/20", VLAN: vlan.BPF{}})
+	_, ns, _ := w.Namespace(b, w.Launch(b, "m5.large"))
+	p := labtest.StartIpamd(b, ns, bin, b.TempDir(), append([]string{"AWS_VPC_K8S_CNI_LOGLEVEL=info"}, env...)...)
+	return &benchNode{srv: w.Server, client: rpc.NewCNIBackendClient(p.Conn)}
 }
 
 func (n *benchNode) add(id string) error {
@@ -120,10 +66,11 @@ func BenchmarkIPAMD(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Fatal("needs root")
 	}
-	bin := filepath.Join(b.TempDir(), "ipamd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/ipamd").CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
+	dir, err := labtest.Build("ipamd")
+	if err != nil {
+		b.Fatal(err)
 	}
+	bin := filepath.Join(dir, "ipamd")
 	for range b.N {
 		n := startBenchNode(b, bin, "VPCLAB_IP_COOLDOWN=0s", "VPCLAB_POOL_INTERVAL=100ms")
 		time.Sleep(500 * time.Millisecond) // warm pool in place

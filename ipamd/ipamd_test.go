@@ -3,9 +3,6 @@ package ipamd_test
 import (
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/faults"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"os"
 	"path/filepath"
 	"time"
@@ -19,7 +16,10 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/vpclab/vpclab/internal/testutil"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/ipamd"
 	"github.com/vpclab/vpclab/ipamd/rpc"
 )
@@ -39,7 +39,7 @@ var _ = Describe("warm pool, secondary-IP mode", func() {
 			Expect(c[0]).To(Equal(10), "ENI %s has %d private IPv4", id, c[0])
 		}
 		// The new ENI was made the VPC CNI's way.
-		for _, e := range n.region.NetworkInterfaces() {
+		for _, e := range n.Region.NetworkInterfaces() {
 			if e.Attachment != nil && e.Attachment.InstanceID == n.inst.ID && e.ID != n.inst.PrimaryENI {
 				Expect(e.Description).To(Equal("aws-K8S-" + n.inst.ID))
 				Expect(e.Tags).To(HaveKeyWithValue(ipamd.TagInstanceID, n.inst.ID))
@@ -49,7 +49,7 @@ var _ = Describe("warm pool, secondary-IP mode", func() {
 			}
 		}
 		Expect(n.metric("awscni_eni_max")).To(Equal(3.0))
-		Expect(n.region.CheckInvariants()).To(Succeed())
+		Expect(n.Region.CheckInvariants()).To(Succeed())
 	})
 
 	It("with WARM_IP_TARGET=2 MINIMUM_IP_TARGET=12 starts at 12 and keeps 2 free as pods arrive", func() {
@@ -82,7 +82,7 @@ var _ = Describe("warm pool, prefix mode", func() {
 		Consistently(func() float64 { return n.metric("awscni_total_ipv4_prefixes") }, time.Second, 100*time.Millisecond).Should(Equal(1.0))
 		Expect(n.metric("awscni_total_ip_addresses")).To(Equal(16.0))
 		ip := n.mustAdd("c1")
-		Expect(n.region.NetworkInterface(n.inst.PrimaryENI)).To(WithTransform(func(e model.NetworkInterface) bool {
+		Expect(n.Region.NetworkInterface(n.inst.PrimaryENI)).To(WithTransform(func(e model.NetworkInterface) bool {
 			return len(e.Prefixes) > 0 && e.Prefixes[0].Contains(mustAddr(ip))
 		}, BeTrue()))
 		Eventually(func() float64 { return n.metric("awscni_total_ipv4_prefixes") }, 10*time.Second).Should(Equal(2.0))
@@ -100,7 +100,7 @@ var _ = Describe("EC2 trouble", func() {
 		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "2", "MINIMUM_IP_TARGET": "4"}})
 		n.start()
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(4.0))
-		_, err := n.srv.Faults().Add(faults.Rule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: model.Duration(8 * time.Second)})
+		_, err := n.Server.Faults().Add(faults.Rule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: model.Duration(8 * time.Second)})
 		Expect(err).NotTo(HaveOccurred())
 		start := time.Now()
 		n.mustAdd("a")
@@ -111,7 +111,7 @@ var _ = Describe("EC2 trouble", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(r.Success).To(BeFalse(), "no address while EC2 throttles")
 		time.Sleep(time.Until(start.Add(3 * time.Second)))
-		calls := n.srv.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses", ErrorCode: "RequestLimitExceeded"})
+		calls := n.Server.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses", ErrorCode: "RequestLimitExceeded"})
 		// Bounded: the SDK retries (3 attempts) inside a doubling back-off,
 		// not a hot loop (a 100 ms pool tick would be ~90 calls).
 		Expect(len(calls)).To(BeNumerically("<=", 24), "throttled calls: %d", len(calls))
@@ -119,9 +119,9 @@ var _ = Describe("EC2 trouble", func() {
 		// The window outlasts the SDK's three attempts, so ipamd sees the error.
 		Eventually(func() bool { r, err := n.add("e"); return err == nil && r.Success }, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
 		Expect(n.logTail()).To(ContainSubstring("EC2 throttled; backing off"))
-		all := n.srv.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses", ErrorCode: "RequestLimitExceeded"})
+		all := n.Server.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses", ErrorCode: "RequestLimitExceeded"})
 		Expect(len(all)).To(BeNumerically("<=", 24), "throttled calls over the whole window: %d", len(all))
-		Expect(n.cmd.ProcessState).To(BeNil(), "ipamd must not exit")
+		Expect(n.ipamd.Exited()).To(BeFalse(), "ipamd must not exit")
 	})
 
 	It("serves what it has when the subnet is exhausted, fails the extra pod cleanly, and recovers", func() {
@@ -142,7 +142,7 @@ var _ = Describe("EC2 trouble", func() {
 		// and gets none to spare in a /28 (11 usable).
 		Eventually(func() bool { r, _ := n.add("extra"); return r != nil && !r.Success }, 5*time.Second).Should(BeTrue())
 		Expect(len(ips)).To(BeNumerically(">=", 9))
-		Expect(n.region.CheckInvariants()).To(Succeed())
+		Expect(n.Region.CheckInvariants()).To(Succeed())
 		Eventually(n.logTail, 5*time.Second).Should(Or(ContainSubstring("InsufficientFreeAddressesInSubnet"), ContainSubstring("subnet out of capacity")))
 		// Free one pod: the extra pod gets its address.
 		_, err := n.del("x0")
@@ -163,7 +163,7 @@ var _ = Describe("restart", func() {
 		b, err := os.ReadFile(filepath.Join(n.dir, "ipam.json"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(b)).To(HavePrefix(`{"version":"vpc-cni-ipam/1","allocations":[`))
-		n.kill(n.cmd)
+		n.ipamd.Kill()
 		n.start()
 		// The same pods get the same addresses back (ADD is idempotent)...
 		for ip, c := range owner {
@@ -183,14 +183,14 @@ var _ = Describe("restart", func() {
 
 	It("deletes leaked ENIs tagged for the node after the grace period", func() {
 		n := newNode(nodeOpts{env: map[string]string{"VPCLAB_LEAKED_ENI_INTERVAL": "200ms", "VPCLAB_LEAKED_ENI_GRACE": "0s"}})
-		leak, err := n.region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.subnet.ID, Description: "aws-K8S-" + n.inst.ID,
+		leak, err := n.Region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Subnet, Description: "aws-K8S-" + n.inst.ID,
 			Tags: model.Tags{ipamd.TagInstanceID: n.inst.ID, ipamd.TagCreatedAt: time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
 		Expect(err).NotTo(HaveOccurred())
-		other, err := n.region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.subnet.ID, Description: "someone else's"})
+		other, err := n.Region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Subnet, Description: "someone else's"})
 		Expect(err).NotTo(HaveOccurred())
 		n.start()
-		Eventually(func() error { _, err := n.region.NetworkInterface(leak.ID); return err }, 10*time.Second).Should(HaveOccurred())
-		_, err = n.region.NetworkInterface(other.ID)
+		Eventually(func() error { _, err := n.Region.NetworkInterface(leak.ID); return err }, 10*time.Second).Should(HaveOccurred())
+		_, err = n.Region.NetworkInterface(other.ID)
 		Expect(err).NotTo(HaveOccurred(), "an ENI not tagged for the node is left alone")
 	})
 })
@@ -295,7 +295,7 @@ var _ = Describe("the wire protocol", func() {
 			req = protowire.AppendString(req, f.v)
 		}
 		var resp []byte
-		err := n.conn.Invoke(context.Background(), "/rpc.CNIBackend/AddNetwork", req, &resp, grpc.ForceCodecV2(rawCodec{}))
+		err := n.ipamd.Conn.Invoke(context.Background(), "/rpc.CNIBackend/AddNetwork", req, &resp, grpc.ForceCodecV2(rawCodec{}))
 		Expect(err).NotTo(HaveOccurred())
 		// AddNetworkReply: 1 Success (bool), 2 IPAllocationMetadata
 		// {1 IPv4Addr, 3 DeviceNumber, 4 RouteTableId}, 6 VPCv4CIDRs.
@@ -317,7 +317,7 @@ var _ = Describe("the wire protocol", func() {
 			del = protowire.AppendTag(del, f.num, protowire.BytesType)
 			del = protowire.AppendString(del, f.v)
 		}
-		err = n.conn.Invoke(context.Background(), "/rpc.CNIBackend/DelNetwork", del, &resp, grpc.ForceCodecV2(rawCodec{}))
+		err = n.ipamd.Conn.Invoke(context.Background(), "/rpc.CNIBackend/DelNetwork", del, &resp, grpc.ForceCodecV2(rawCodec{}))
 		Expect(err).NotTo(HaveOccurred())
 		fields = decode(resp)
 		Expect(fields[1]).To(ConsistOf(uint64(1)))
@@ -325,7 +325,7 @@ var _ = Describe("the wire protocol", func() {
 
 		// The health service, for "" and for aws-node's service name.
 		for _, svc := range []string{"", ipamd.HealthService} {
-			r, err := healthpb.NewHealthClient(n.conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+			r, err := healthpb.NewHealthClient(n.ipamd.Conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(r.Status).To(Equal(healthpb.HealthCheckResponse_SERVING))
 		}
@@ -340,7 +340,7 @@ var _ = Describe("the wire protocol", func() {
 		n.mustAdd("net1")
 		Eventually(func() int { return len(n.enis()) }, 10*time.Second).Should(Equal(2))
 		var second model.NetworkInterface
-		for _, e := range n.region.NetworkInterfaces() {
+		for _, e := range n.Region.NetworkInterfaces() {
 			if e.Attachment != nil && e.Attachment.InstanceID == n.inst.ID && e.Attachment.DeviceIndex == 1 {
 				second = e
 			}
@@ -397,7 +397,7 @@ func decode(b []byte) map[protowire.Number][]any {
 }
 
 func sh(ns string, args ...string) string {
-	out, _ := testutil.InNetns(ns, args...)
+	out, _ := labtest.InNetns(ns, args...)
 	return out
 }
 
@@ -406,14 +406,16 @@ var _ = Describe("reconciliation with IMDS", func() {
 		n := newNode(nodeOpts{env: map[string]string{"VPCLAB_RECONCILE_INTERVAL": "300ms"}})
 		n.start()
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(9.0))
-		primary, err := n.region.NetworkInterface(n.inst.PrimaryENI)
+		primary, err := n.Region.NetworkInterface(n.inst.PrimaryENI)
 		Expect(err).NotTo(HaveOccurred())
 		// Someone else takes one address away from the primary ENI...
-		assigns := len(n.srv.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses"}))
-		Expect(n.region.UnassignPrivateIPs(primary.ID, primary.SecondaryIPs[8:], nil)).To(Succeed())
+		assigns := len(n.Server.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses"}))
+		Expect(n.Region.UnassignPrivateIPs(primary.ID, primary.SecondaryIPs[8:], nil)).To(Succeed())
 		Eventually(func() float64 { return n.sumMetric("awscni_reconcile_count", "eniIPPoolReconcileDel") }, 10*time.Second).Should(BeNumerically(">=", 1))
 		// The pool noticed the loss: it asks EC2 for a replacement.
-		Eventually(func() int { return len(n.srv.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses"})) }, 10*time.Second).Should(BeNumerically(">", assigns))
+		Eventually(func() int {
+			return len(n.Server.Audit().Events(ec2query.EventFilter{Action: "AssignPrivateIpAddresses"}))
+		}, 10*time.Second).Should(BeNumerically(">", assigns))
 		// ...and the pool refills to its target from EC2.
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(9.0))
 		Expect(n.sumMetric("awscni_reconcile_count", "eniIPPoolReconcileDel")).To(BeNumerically(">=", 1))

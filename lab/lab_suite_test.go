@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	. "github.com/onsi/ginkgo/v2"
-	. "github.com/onsi/gomega"
-
-	"github.com/vpclab/vpclab/internal/testutil"
+	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/lab"
 )
 
@@ -18,28 +15,18 @@ func TestLab(t *testing.T) {
 	if name := os.Getenv(childEnv); name != "" {
 		runChild(name)
 	}
-	if os.Geteuid() != 0 {
-		t.Fatal("the lab tests need root")
-	}
-	RegisterFailHandler(Fail)
-	RunSpecs(t, "lab")
+	labtest.Suite(t, "lab", true)
 }
 
-var binDir string
+var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni")
 
-var _ = SynchronizedBeforeSuite(func() []byte {
-	dir, err := testutil.Build("ipamd", "aws-cni", "aws-vpc-cni")
-	Expect(err).NotTo(HaveOccurred())
-	return []byte(dir)
-}, func(b []byte) { binDir = string(b) })
-
-func uniqueName() string { return testutil.Name("l", 7) }
+func uniqueName() string { return labtest.Name("l", 7) }
 
 func testConfig() lab.Config {
 	c := lab.Default()
 	c.Name = uniqueName()
 	c.Owner = "test"
-	c.BinDir = binDir
+	c.BinDir = *bins
 	c.Env = map[string]string{"VPCLAB_POOL_INTERVAL": "100ms", "VPCLAB_IP_COOLDOWN": "0s"}
 	return c
 }

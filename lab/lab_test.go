@@ -4,18 +4,19 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/vpclab/vpclab/fabric"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/lab"
 )
@@ -107,7 +108,7 @@ var _ = Describe("a lab", func() {
 	It("GC removes what a killed process left: namespaces, mounts, ipamd processes", func() {
 		name := uniqueName()
 		child := exec.Command(os.Args[0], "-test.run", "^TestLab$")
-		child.Env = append(os.Environ(), childEnv+"="+name, "VPCLAB_BIN="+binDir)
+		child.Env = append(os.Environ(), childEnv+"="+name, "VPCLAB_BIN="+*bins)
 		out, _ := child.StdoutPipe()
 		child.Stderr = GinkgoWriter
 		Expect(child.Start()).To(Succeed())
@@ -177,5 +178,29 @@ var _ = Describe("host mode", func() {
 		Expect(err).NotTo(HaveOccurred(), "the host namespace survives")
 		out, _ = exec.Command("ip", "netns", "exec", host, "ip", "-br", "link").CombinedOutput()
 		Expect(string(out)).NotTo(ContainSubstring("labeth"), "the lab's links are gone from the host")
+	})
+})
+
+var _ = Describe("one environment per node", func() {
+	It("reaches ipamd, the installer and so the conflist and the pods (veth prefix, MTU)", func() {
+		ctx := context.Background()
+		cfg := testConfig()
+		cfg.Nodes[0].Count = 1
+		cfg.Env["AWS_VPC_K8S_CNI_VETHPREFIX"] = "abc"
+		cfg.Env["AWS_VPC_ENI_MTU"] = "1500"
+		l, err := lab.New(ctx, cfg, GinkgoWriter.Printf)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(l.Close)
+		n := l.Node("node")
+		conf, err := n.Exec(ctx, "cat", "/etc/cni/net.d/10-aws.conflist")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(conf).To(And(ContainSubstring(`"vethPrefix": "abc"`), ContainSubstring(`"mtu": "1500"`)))
+		p, err := n.AddPodRetry(ctx, "default", "mtu", 20*time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		out, err := p.Exec(ctx, "ip", "link", "show", "eth0")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(ContainSubstring("mtu 1500"))
+		links, _ := n.Exec(ctx, "ip", "-o", "link", "show")
+		Expect(links).To(ContainSubstring(": abc"))
 	})
 })

@@ -3,25 +3,19 @@ package plugin_test
 import (
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/vishvananda/netns"
 
-	"github.com/vpclab/vpclab/fabric"
-	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/internal/netx"
-	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/internal/vlan"
-	"github.com/vpclab/vpclab/plugin"
 )
 
 func pctl(d []time.Duration, p float64) time.Duration {
@@ -70,55 +64,24 @@ func BenchmarkPlugin(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Fatal("needs root")
 	}
-	bin := b.TempDir()
-	if out, err := exec.Command("go", "build", "-o", bin+"/", "../cmd/ipamd", "../cmd/aws-cni").CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
+	bin, err := labtest.Build("ipamd", "aws-cni")
+	if err != nil {
+		b.Fatal(err)
 	}
 	const pods = 200
 	for range b.N {
-		r := model.NewRegion(model.Options{Seed: 17})
-		srv := fakeec2.NewServer(r, fakeec2.ServerOptions{})
-		b.Cleanup(func() { _ = srv.Close() })
-		v, _ := r.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
-		s, _ := r.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/20")})
-		insts, err := r.RunInstances(model.RunInstancesInput{InstanceType: "m5.4xlarge", SubnetID: s.ID})
-		if err != nil {
-			b.Fatal(err)
-		}
-		name := uniqueName()
-		f, err := fabric.New(fabric.Config{Name: name, Region: r, IMDS: srv.IMDS(), EC2: srv, VLAN: vlan.BPF{}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = f.Close() })
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := f.WaitSynced(ctx); err != nil {
-			b.Fatal(err)
-		}
-		cancel()
-		nsPath, _ := f.NodeNamespace(insts[0].ID)
-		ns, err := netns.GetFromPath(nsPath)
-		if err != nil {
-			b.Fatal(err)
-		}
+		w := labtest.NewWorld(b, "pb", labtest.WorldOptions{Seed: 17, SubnetCIDR: "10.0.0.0/20", VLAN: vlan.BPF{}})
+		inst := w.Launch(b, "m5.4xlarge")
+		_, nsName, ns := w.Namespace(b, inst)
 		dir := b.TempDir()
-		sock := filepath.Join(dir, "ipamd.sock")
-		cmd := exec.Command("ip", "netns", "exec", filepath.Base(nsPath), filepath.Join(bin, "ipamd"))
-		cmd.Env = testutil.IpamdEnv(dir, "AWS_VPC_K8S_CNI_LOGLEVEL=info", "WARM_IP_TARGET=10", "MINIMUM_IP_TARGET=210", "VPCLAB_POOL_INTERVAL=100ms")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
-		if err := plugin.WaitHealthy(context.Background(), sock, 30*time.Second); err != nil {
-			b.Fatal(err)
-		}
+		sock := labtest.StartIpamd(b, nsName, filepath.Join(bin, "ipamd"), dir, "AWS_VPC_K8S_CNI_LOGLEVEL=info", "WARM_IP_TARGET=10", "MINIMUM_IP_TARGET=210", "VPCLAB_POOL_INTERVAL=100ms").Socket()
+		name := w.Name
 		// Warm pool: wait until ipamd holds the minimum.
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			n := 0
-			for _, e := range r.NetworkInterfaces() {
-				if e.Attachment != nil && e.Attachment.InstanceID == insts[0].ID {
+			for _, e := range w.Region.NetworkInterfaces() {
+				if e.Attachment != nil && e.Attachment.InstanceID == inst.ID {
 					n += len(e.SecondaryIPs)
 				}
 			}
@@ -145,7 +108,6 @@ func BenchmarkPlugin(b *testing.B) {
 
 		awsAdd, awsDel := benchPlugin(b, ns, awsCNI, awsList, name+"-a", pods)
 		ptpAdd, ptpDel := benchPlugin(b, ns, ptpCNI, ptpList, name+"-r", pods)
-		ns.Close()
 		fmt.Printf("BENCH aws_cni_add_p50 %.2f ms\n", msf(pctl(awsAdd, 0.5)))
 		fmt.Printf("BENCH aws_cni_add_p99 %.2f ms\n", msf(pctl(awsAdd, 0.99)))
 		fmt.Printf("BENCH aws_cni_del_p50 %.2f ms\n", msf(pctl(awsDel, 0.5)))

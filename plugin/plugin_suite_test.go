@@ -3,13 +3,10 @@ package plugin_test
 import (
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,75 +19,29 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/vishvananda/netns"
 
-	"github.com/vpclab/vpclab/fabric"
-	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/internal/netx"
-	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/internal/vlan"
 	"github.com/vpclab/vpclab/plugin"
 )
 
-func TestPlugin(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the plugin tests need root (network namespaces)")
-	}
-	RegisterFailHandler(Fail)
-	RunSpecs(t, "plugin")
-}
+func TestPlugin(t *testing.T) { labtest.Suite(t, "plugin", true) }
 
-var binDir string
+var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni")
 
-var _ = SynchronizedBeforeSuite(func() []byte {
-	dir, err := testutil.Build("ipamd", "aws-cni", "aws-vpc-cni")
-	Expect(err).NotTo(HaveOccurred())
-	return []byte(dir)
-}, func(b []byte) { binDir = string(b) })
+func uniqueName() string { return labtest.Name("p", 7) }
 
-func uniqueName() string { return testutil.Name("p", 7) }
-
-// cluster is a region with a fabric (and its internet host).
-type cluster struct {
-	name   string
-	region *model.Region
-	srv    *fakeec2.Server
-	fab    *fabric.Fabric
-	vpc    string
-	subnet string
-}
+// cluster is a world with its internet host, for nodes and plain hosts.
+type cluster struct{ *labtest.World }
 
 func newCluster() *cluster {
 	GinkgoHelper()
-	c := &cluster{name: uniqueName()}
-	c.region = model.NewRegion(model.Options{Seed: 13})
-	c.srv = fakeec2.NewServer(c.region, fakeec2.ServerOptions{})
-	DeferCleanup(c.srv.Close)
-	v, err := c.region.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
-	Expect(err).NotTo(HaveOccurred())
-	c.vpc = v.ID
-	s, err := c.region.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/22")})
-	Expect(err).NotTo(HaveOccurred())
-	c.subnet = s.ID
-	c.fab, err = fabric.New(fabric.Config{Name: c.name, Region: c.region, IMDS: c.srv.IMDS(), EC2: c.srv, VLAN: vlan.BPF{}, Internet: true})
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(func() { Expect(c.fab.Close()).To(Succeed()) })
-	return c
-}
-
-func (c *cluster) sync() {
-	GinkgoHelper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	Expect(c.fab.WaitSynced(ctx)).To(Succeed())
+	return &cluster{labtest.NewWorld(GinkgoT(), "p", labtest.WorldOptions{Seed: 13, SubnetCIDR: "10.0.0.0/22", Internet: true, VLAN: vlan.BPF{}})}
 }
 
 // host launches an instance with no CNI (a plain VPC host).
-func (c *cluster) host(typ string) model.Instance {
-	GinkgoHelper()
-	insts, err := c.region.RunInstances(model.RunInstancesInput{InstanceType: typ, SubnetID: c.subnet})
-	Expect(err).NotTo(HaveOccurred())
-	c.sync()
-	return insts[0]
-}
+func (c *cluster) host(typ string) model.Instance { return c.Launch(GinkgoT(), typ) }
 
 // node is an instance running ipamd with aws-cni installed.
 type node struct {
@@ -112,31 +63,28 @@ func (c *cluster) node(env ...string) *node {
 func (c *cluster) nodeOfType(typ string, env ...string) *node {
 	GinkgoHelper()
 	n := &node{c: c, inst: c.host(typ), dir: GinkgoT().TempDir()}
-	p, ok := c.fab.NodeNamespace(n.inst.ID)
-	Expect(ok).To(BeTrue())
-	n.nsName = filepath.Base(p)
-	var err error
-	n.ns, err = netns.GetFromPath(p)
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(n.ns.Close)
-	sock := filepath.Join(n.dir, "ipamd.sock")
-	cmd := exec.Command("ip", "netns", "exec", n.nsName, filepath.Join(binDir, "ipamd"))
-	cmd.Env = testutil.IpamdEnv(n.dir, append([]string{"VPCLAB_POOL_INTERVAL=100ms", "VPCLAB_IP_COOLDOWN=0s"}, env...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	Expect(cmd.Start()).To(Succeed())
-	DeferCleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
+	_, n.nsName, n.ns = c.Namespace(GinkgoT(), n.inst)
+	p := labtest.StartIpamd(GinkgoT(), n.nsName, filepath.Join(*bins, "ipamd"), n.dir, append([]string{"VPCLAB_POOL_INTERVAL=100ms", "VPCLAB_IP_COOLDOWN=0s"}, env...)...)
+	n.install(p.Socket())
+	return n
+}
+
+// install puts aws-cni and its conflist in the node's directories, as
+// aws-node's entrypoint does.
+func (n *node) install(socket string) {
+	GinkgoHelper()
 	n.confDir = filepath.Join(n.dir, "net.d")
-	o := plugin.InstallOptions{Plugin: filepath.Join(binDir, "aws-cni"), BinDir: filepath.Join(n.dir, "bin"), ConfDir: n.confDir,
-		RefPluginsDir: "/usr/lib/cni", Socket: sock, Checkpoint: filepath.Join(n.dir, "ipam.json"), Wait: 30 * time.Second,
+	o := plugin.InstallOptions{Plugin: filepath.Join(*bins, "aws-cni"), BinDir: filepath.Join(n.dir, "bin"), ConfDir: n.confDir,
+		RefPluginsDir: "/usr/lib/cni", Socket: socket, Checkpoint: filepath.Join(n.dir, "ipam.json"), Wait: 30 * time.Second,
 		CNIVersion: "1.0.0", VethPrefix: "eni", MTU: 9001, PodSGMode: "strict", LogFile: filepath.Join(n.dir, "plugin.log"), LogLevel: "debug"}
 	Expect(plugin.Install(context.Background(), o)).To(Succeed(), func() string { b, _ := os.ReadFile(filepath.Join(n.dir, "ipamd.log")); return string(b) })
+	var err error
 	n.list, err = libcni.ConfListFromFile(filepath.Join(n.confDir, plugin.ConflistName))
 	Expect(err).NotTo(HaveOccurred())
 	// An explicit exec: libcni's lazy default is set without a lock, a
 	// data race under concurrent ADDs.
 	n.cni = libcni.NewCNIConfigWithCacheDir([]string{o.BinDir}, filepath.Join(n.dir, "cache"),
 		&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: GinkgoWriter}, PluginDecoder: cniversion.PluginDecoder{}})
-	return n
 }
 
 // pod is a container network namespace on a node.
@@ -150,7 +98,7 @@ type pod struct {
 
 func (n *node) newPod(name string) *pod {
 	GinkgoHelper()
-	nsName := n.c.name + "-pod-" + name
+	nsName := n.c.Name + "-pod-" + name
 	Expect(exec.Command("ip", "netns", "add", nsName).Run()).To(Succeed())
 	DeferCleanup(func() { _ = netx.DeleteNamed(nsName) })
 	return &pod{n: n, name: name, path: netx.Path(nsName), cid: "cid-" + name}
@@ -194,7 +142,14 @@ func (p *pod) check() error {
 }
 
 // sh runs a command inside a named namespace and returns its output.
-var sh = testutil.InNetns
+var sh = labtest.InNetns
+
+func mustSh(ns string, args ...string) string {
+	GinkgoHelper()
+	out, err := sh(ns, args...)
+	Expect(err).NotTo(HaveOccurred(), "%v in %s: %s", args, ns, out)
+	return out
+}
 
 func (p *pod) ping(dst string) error {
 	out, err := exec.Command("ip", "netns", "exec", filepath.Base(p.path), "ping", "-c", "1", "-W", "2", dst).CombinedOutput()
@@ -211,7 +166,7 @@ func (n *node) hostState() string {
 	GinkgoHelper()
 	links, _ := sh(n.nsName, "ip", "-o", "link", "show")
 	rules, _ := sh(n.nsName, "ip", "rule")
-	routes, _ := sh(n.nsName, "ip", "route", "show", "table", "all")
+	routes, _ := sh(n.nsName, "ip", "-4", "route", "show", "table", "all")
 	var out []string
 	for _, l := range strings.Split(links, "\n") {
 		if f := strings.Fields(l); len(f) > 1 && strings.HasPrefix(f[1], "eni") {
@@ -229,4 +184,23 @@ func (n *node) hostState() string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// fakeNode is a node namespace whose aws-cni talks to a fake ipamd: no
+// region, no fabric (the plugin's datapath alone).
+func fakeNode(device int32, addrs ...string) (*node, *labtest.FakeIPAM) {
+	GinkgoHelper()
+	n := &node{dir: GinkgoT().TempDir(), nsName: uniqueName() + "-node"}
+	Expect(exec.Command("ip", "netns", "add", n.nsName).Run()).To(Succeed())
+	DeferCleanup(func() { _ = netx.DeleteNamed(n.nsName) })
+	_, err := sh(n.nsName, "ip", "link", "set", "lo", "up")
+	Expect(err).NotTo(HaveOccurred())
+	n.ns, err = netns.GetFromPath(netx.Path(n.nsName))
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(n.ns.Close)
+	n.c = &cluster{&labtest.World{Name: n.nsName}}
+	f := labtest.ServeFakeIPAM(GinkgoT(), filepath.Join(n.dir, "ipamd.sock"), addrs...)
+	f.Device = device
+	n.install(filepath.Join(n.dir, "ipamd.sock"))
+	return n, f
 }

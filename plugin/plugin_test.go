@@ -32,9 +32,9 @@ var _ = Describe("pods wired by aws-cni through libcni", func() {
 		a2.mustAdd()
 		b1.mustAdd()
 		for _, p := range []*pod{a1, a2, b1} {
-			Expect(c.region.CheckInvariants()).To(Succeed())
+			Expect(c.Region.CheckInvariants()).To(Succeed())
 			owner := ""
-			for _, e := range c.region.NetworkInterfaces() {
+			for _, e := range c.Region.NetworkInterfaces() {
 				for _, ip := range e.SecondaryIPs {
 					if ip.String() == p.ip {
 						owner = e.Attachment.InstanceID
@@ -53,7 +53,7 @@ var _ = Describe("pods wired by aws-cni through libcni", func() {
 		for i := 0; i < 12 && second == nil; i++ {
 			p := a.newPod(fmt.Sprintf("f%d", i))
 			p.mustAdd()
-			for _, e := range c.region.NetworkInterfaces() {
+			for _, e := range c.Region.NetworkInterfaces() {
 				if e.Attachment != nil && e.Attachment.DeviceIndex == 1 && e.Attachment.InstanceID == a.inst.ID {
 					for _, ip := range e.SecondaryIPs {
 						if ip.String() == p.ip {
@@ -65,14 +65,14 @@ var _ = Describe("pods wired by aws-cni through libcni", func() {
 		}
 		Expect(second).NotTo(BeNil(), "no pod landed on the secondary ENI")
 		var eni2 string
-		for _, e := range c.region.NetworkInterfaces() {
+		for _, e := range c.Region.NetworkInterfaces() {
 			if e.Attachment != nil && e.Attachment.DeviceIndex == 1 && e.Attachment.InstanceID == a.inst.ID {
 				eni2 = e.ID
 			}
 		}
-		rlink, ok := c.fab.RouterLinkName(eni2)
+		rlink, ok := c.Fabric.RouterLinkName(eni2)
 		Expect(ok).To(BeTrue())
-		router, _ := c.fab.RouterNamespace(c.vpc)
+		router, _ := c.Fabric.RouterNamespace(c.VPC)
 		rx := func() int {
 			out, err := sh(filepath.Base(router), "cat", "/sys/class/net/"+rlink+"/statistics/rx_packets")
 			Expect(err).NotTo(HaveOccurred())
@@ -158,7 +158,7 @@ var _ = Describe("DEL and CHECK", func() {
 
 // runPlugin executes aws-cni directly, as a runtime would, in the node.
 func runPlugin(n *node, stdin string, env map[string]string) (int, string) {
-	cmd := exec.Command("ip", "netns", "exec", n.nsName, filepath.Join(binDir, "aws-cni"))
+	cmd := exec.Command("ip", "netns", "exec", n.nsName, filepath.Join(*bins, "aws-cni"))
 	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
@@ -250,7 +250,7 @@ var _ = Describe("concurrency", func() {
 		n := c.nodeOfType("m5.4xlarge", "WARM_IP_TARGET=5", "MINIMUM_IP_TARGET=60")
 		Eventually(func() int {
 			t := 0
-			for _, e := range c.region.NetworkInterfaces() {
+			for _, e := range c.Region.NetworkInterfaces() {
 				if e.Attachment != nil && e.Attachment.InstanceID == n.inst.ID {
 					t += len(e.SecondaryIPs)
 				}
@@ -306,3 +306,36 @@ var _ = Describe("concurrency", func() {
 })
 
 func bgCtx() context.Context { return context.Background() }
+
+var _ = Describe("the datapath against a fake ipamd", func() {
+	It("lays out a pod on the primary ENI as the VPC CNI does, and DEL removes what ADD made", func() {
+		n, f := fakeNode(0, "10.0.0.50")
+		clean := n.hostState()
+		p := n.newPod("web")
+		p.mustAdd()
+		Expect(p.ip).To(Equal("10.0.0.50"))
+		veth := plugin.HostVethName("eni", "default", "web")
+		Expect(mustSh(filepath.Base(p.path), "ip", "-4", "addr", "show", "eth0")).To(ContainSubstring("inet 10.0.0.50/32"))
+		Expect(mustSh(filepath.Base(p.path), "ip", "route")).To(And(ContainSubstring("default via 169.254.1.1 dev eth0"), ContainSubstring("169.254.1.1 dev eth0 scope link")))
+		Expect(mustSh(filepath.Base(p.path), "ip", "neigh")).To(MatchRegexp(`169\.254\.1\.1 dev eth0 lladdr \S+ PERMANENT`))
+		Expect(mustSh(n.nsName, "ip", "route")).To(ContainSubstring("10.0.0.50 dev " + veth + " scope link"))
+		Expect(mustSh(n.nsName, "ip", "rule")).To(And(ContainSubstring("512:\tfrom all to 10.0.0.50 lookup main"), Not(ContainSubstring("1536:"))))
+		Expect(p.del()).To(Succeed())
+		Expect(f.Held()).To(Equal(0))
+		Expect(n.hostState()).To(Equal(strings.TrimSpace(clean+"\nlink "+veth)), "the veth goes with the sandbox, the rest with DEL")
+	})
+
+	It("steers a pod on a secondary ENI through the ENI's table, and reports an empty pool as a CNI error", func() {
+		n, f := fakeNode(2, "10.0.1.7")
+		p := n.newPod("db")
+		p.mustAdd()
+		Expect(mustSh(n.nsName, "ip", "rule")).To(ContainSubstring("1536:\tfrom 10.0.1.7 lookup 3"))
+		q := n.newPod("late")
+		_, err := q.add()
+		Expect(err).To(MatchError(ContainSubstring("failed to assign an IP address")))
+		Expect(f.Fails).To(Equal(1))
+		Expect(p.del()).To(Succeed())
+		Expect(p.del()).To(Succeed(), "a second DEL is fine")
+		Expect(mustSh(n.nsName, "ip", "rule")).NotTo(ContainSubstring("10.0.1.7"))
+	})
+})

@@ -3,15 +3,15 @@ package scenarios_test
 import (
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/faults"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"math/rand/v2"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/lab"
 )
 
@@ -21,7 +21,7 @@ import (
 var _ = Describe("chaos soak", Label("slow", "chaos"), func() {
 	It("keeps every invariant over 2,000 pod cycles with faults, throttling and ipamd crashes", func() {
 		ctx := context.Background()
-		cfg := lab.Config{Name: labName(), BinDir: binDir, VPCCIDR: "10.0.0.0/16",
+		cfg := lab.Config{Name: labName(), BinDir: *bins, VPCCIDR: "10.0.0.0/16",
 			Subnets: []lab.SubnetConfig{{Name: "a", CIDR: "10.0.0.0/24"}},
 			Nodes:   []lab.NodeConfig{{Name: "node", InstanceType: "m5.large", Count: 2}},
 			Env: map[string]string{"VPCLAB_POOL_INTERVAL": "100ms", "VPCLAB_DECREASE_INTERVAL": "200ms", "VPCLAB_MIN_ENI_LIFETIME": "0s",

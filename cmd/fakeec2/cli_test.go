@@ -21,6 +21,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+
+	"github.com/vpclab/vpclab/internal/labtest"
 )
 
 // awsCLI is Debian's AWS CLI v2 (package awscli), installed by make deps.
@@ -74,15 +76,19 @@ func (s *server) printed(n int) []string {
 	}
 }
 
-// startServer builds and starts the standalone binary and waits for the
-// control API, as other tools do.
+// serverBin builds the standalone binary once for the plain tests.
+var serverBin = sync.OnceValues(func() (string, error) { return labtest.Build("fakeec2") })
+
+// startServer starts the standalone binary and waits for the control API,
+// as other tools do.
 func startServer(t *testing.T, config string, extra ...string) *server {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "fakeec2")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	built, err := serverBin()
+	if err != nil {
+		t.Fatal(err)
 	}
+	bin := filepath.Join(built, "fakeec2")
 	cfg := filepath.Join(dir, "world.yaml")
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)

@@ -21,23 +21,14 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/vpclab/vpclab/internal/testutil"
+	"github.com/vpclab/vpclab/internal/labtest"
 )
 
 // TestFakeEC2 runs the Ginkgo specs of the standalone server (the
 // reliability suite).
-func TestFakeEC2(t *testing.T) {
-	RegisterFailHandler(Fail)
-	RunSpecs(t, "fakeec2 serve")
-}
+func TestFakeEC2(t *testing.T) { labtest.Suite(t, "fakeec2 serve", false) }
 
-var fakeBin string
-
-var _ = SynchronizedBeforeSuite(func() []byte {
-	dir, err := testutil.Build("fakeec2")
-	Expect(err).NotTo(HaveOccurred())
-	return []byte(dir)
-}, func(b []byte) { fakeBin = filepath.Join(string(b), "fakeec2") })
+var bins = labtest.Binaries("fakeec2")
 
 // gserver is a running standalone server.
 type gserver struct {
@@ -51,13 +42,13 @@ func serve(world, wrap string, flags ...string) *gserver {
 	cfg := filepath.Join(GinkgoT().TempDir(), "world.yaml")
 	Expect(os.WriteFile(cfg, []byte(world), 0o644)).To(Succeed())
 	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--config", cfg, "--no-throttle"}, flags...)
-	cmd := exec.Command(fakeBin, args...)
+	cmd := exec.Command(filepath.Join(*bins, "fakeec2"), args...)
 	if wrap != "" {
 		q := make([]string, len(args))
 		for i, a := range args {
 			q[i] = "'" + a + "'"
 		}
-		cmd = exec.Command("sh", "-c", wrap+" exec "+fakeBin+" "+strings.Join(q, " "))
+		cmd = exec.Command("sh", "-c", wrap+" exec "+filepath.Join(*bins, "fakeec2")+" "+strings.Join(q, " "))
 	}
 	out, err := cmd.StdoutPipe()
 	Expect(err).NotTo(HaveOccurred())

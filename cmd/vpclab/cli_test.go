@@ -7,22 +7,24 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vpclab/vpclab/internal/testutil"
+	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/lab"
 )
 
-// bins builds vpclab and the node binaries into one directory, as make
-// build does.
-func bins(t *testing.T) string {
+// cliBins builds vpclab and the node binaries into one directory, as make
+// build does, once for the plain tests.
+var cliBins = sync.OnceValues(func() (string, error) { return labtest.Build("vpclab", "ipamd", "aws-cni", "aws-vpc-cni") })
+
+func buildCLI(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", dir+"/", "../ipamd", "../aws-cni", "../aws-vpc-cni", ".").CombinedOutput()
+	dir, err := cliBins()
 	if err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	return dir
 }
@@ -42,10 +44,10 @@ func vpclab(t *testing.T, dir string, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-func labName() string { return testutil.Name("c", 5) }
+func labName() string { return labtest.Name("c", 5) }
 
 func TestMaxPodsPublished(t *testing.T) {
-	dir := bins(t)
+	dir := buildCLI(t)
 	for typ, want := range map[string]string{"t3.nano": "4", "t3.micro": "4", "t3.small": "11", "t3.medium": "17", "t3.large": "35",
 		"t3.xlarge": "58", "t3.2xlarge": "58", "m5.large": "29", "m5.xlarge": "58", "m5.24xlarge": "737", "c5.18xlarge": "737", "p4d.24xlarge": "737"} {
 		code, out, errs := vpclab(t, dir, "max-pods", "--instance-type", typ)
@@ -65,7 +67,7 @@ func TestMaxPodsPublished(t *testing.T) {
 // TestCLIErrors covers each error path: one line naming the problem, exit
 // code 2, nothing left behind.
 func TestCLIErrors(t *testing.T) {
-	dir := bins(t)
+	dir := buildCLI(t)
 	yamlDir := t.TempDir()
 	write := func(name, body string) string {
 		p := filepath.Join(yamlDir, name)
@@ -131,7 +133,7 @@ func TestCLIErrors(t *testing.T) {
 // TestCLIFlow drives up/status/pods/exec/ping/events/faults/throttle/
 // metrics/down as a user would.
 func TestCLIFlow(t *testing.T) {
-	dir := bins(t)
+	dir := buildCLI(t)
 	name := labName()
 	t.Cleanup(func() { vpclab(t, dir, "down", "--name", name); vpclab(t, dir, "gc", "--name", name) })
 	code, out, errs := vpclab(t, dir, "up", "--name", name, "--nodes", "2", "--env", "VPCLAB_POOL_INTERVAL=100ms")
@@ -228,7 +230,7 @@ func TestCLIFlow(t *testing.T) {
 // TestDemo runs `vpclab demo` and checks it tells its story and leaves
 // nothing behind (its duration is printed; the target is under a minute).
 func TestDemo(t *testing.T) {
-	dir := bins(t)
+	dir := buildCLI(t)
 	code, out, errs := vpclab(t, dir, "demo")
 	if code != 0 {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errs)
@@ -249,7 +251,7 @@ func TestDemo(t *testing.T) {
 
 // TestScenarioRunYAML runs the example YAML scenario through the CLI.
 func TestScenarioRunYAML(t *testing.T) {
-	dir := bins(t)
+	dir := buildCLI(t)
 	code, out, errs := vpclab(t, dir, "scenario", "run", "../../scenarios/examples/warm-ip.yaml")
 	if code != 0 || !strings.Contains(out, "PASS WARM_IP_TARGET=2") {
 		t.Fatalf("scenario run: exit %d\n%s\n%s", code, out, errs)

@@ -56,7 +56,7 @@ steps:
 	It("gc leaves a lab owned by a test process alone, and removes it once that process is gone", func() {
 		ctx := context.Background()
 		cfg := lab.Default()
-		cfg.Name, cfg.BinDir, cfg.Owner = suiteLabName(), suiteBin, "test"
+		cfg.Name, cfg.BinDir, cfg.Owner = suiteLabName(), *bins, "test"
 		cfg.Nodes[0].Count = 1
 		l, err := lab.New(ctx, cfg, nil)
 		Expect(err).NotTo(HaveOccurred())
@@ -227,7 +227,7 @@ var _ = Describe("a lab's processes", Label("reliability"), func() {
 	It("Close kills processes others started in the lab's namespaces before deleting them", func() {
 		ctx := context.Background()
 		cfg := lab.Default()
-		cfg.Name, cfg.BinDir, cfg.Owner = suiteLabName(), suiteBin, "test"
+		cfg.Name, cfg.BinDir, cfg.Owner = suiteLabName(), *bins, "test"
 		cfg.Nodes[0].Count = 1
 		l, err := lab.New(ctx, cfg, nil)
 		Expect(err).NotTo(HaveOccurred())

@@ -16,33 +16,21 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/internal/netx"
-	"github.com/vpclab/vpclab/internal/testutil"
 	"github.com/vpclab/vpclab/lab"
 )
 
 // TestVpclab runs the Ginkgo specs of the CLI (the reliability suite).
-func TestVpclab(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the vpclab CLI specs need root")
-	}
-	RegisterFailHandler(Fail)
-	RunSpecs(t, "vpclab CLI")
-}
+func TestVpclab(t *testing.T) { labtest.Suite(t, "vpclab CLI", true) }
 
-// suiteBin holds vpclab and the node binaries, as make build does.
-var suiteBin string
-
-var _ = SynchronizedBeforeSuite(func() []byte {
-	dir, err := testutil.Build("vpclab", "ipamd", "aws-cni", "aws-vpc-cni")
-	Expect(err).NotTo(HaveOccurred())
-	return []byte(dir)
-}, func(b []byte) { suiteBin = string(b) })
+// bins holds vpclab and the node binaries, as make build does.
+var bins = labtest.Binaries("vpclab", "ipamd", "aws-cni", "aws-vpc-cni")
 
 // vl runs vpclab to completion.
 func vl(args ...string) (int, string, string) {
 	GinkgoHelper()
-	cmd := exec.Command(filepath.Join(suiteBin, "vpclab"), args...)
+	cmd := exec.Command(filepath.Join(*bins, "vpclab"), args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -76,7 +64,7 @@ type proc struct {
 
 func start(args ...string) *proc {
 	GinkgoHelper()
-	p := &proc{cmd: exec.Command(filepath.Join(suiteBin, "vpclab"), args...), done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(filepath.Join(*bins, "vpclab"), args...), done: make(chan struct{})}
 	r, w, err := os.Pipe()
 	Expect(err).NotTo(HaveOccurred())
 	p.cmd.Stdout, p.cmd.Stderr = w, w
@@ -146,7 +134,7 @@ func leftovers(name string) []string {
 	procs, _ := os.ReadDir("/proc")
 	for _, e := range procs {
 		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err == nil && strings.HasPrefix(exe, suiteBin+"/") && !strings.HasSuffix(exe, "/vpclab") {
+		if err == nil && strings.HasPrefix(exe, *bins+"/") && !strings.HasSuffix(exe, "/vpclab") {
 			out = append(out, fmt.Sprintf("process %s %s", e.Name(), exe))
 		}
 	}
@@ -160,7 +148,7 @@ func expectClean(name string) {
 	Eventually(func() []string { return leftovers(name) }, 10*time.Second, 100*time.Millisecond).Should(BeEmpty())
 }
 
-func suiteLabName() string { return testutil.Name("r", 6) }
+func suiteLabName() string { return labtest.Name("r", 6) }
 
 // writeFile writes a file under a spec's temp dir.
 func writeFile(name, body string) string {

@@ -1,13 +1,14 @@
 package ec2query
 
 import (
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // FuzzQueryDecoder feeds arbitrary request bodies to the Query API of a

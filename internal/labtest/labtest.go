@@ -1,0 +1,83 @@
+// Package labtest is the one test harness of vpclab's suites: the suite
+// bootstrap (root check, binaries built once), unique names for kernel
+// objects, a world (a region, its server and a fabric) with instances that
+// run a real ipamd, and a fake ipamd for the plugin's datapath specs.
+package labtest
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+)
+
+// Name returns prefix followed by random [a-z0-9] characters, n in all, so
+// parallel tests never share a namespace or lab name.
+func Name(prefix string, n int) string {
+	const alpha = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, max(n-len(prefix), 1))
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alpha[int(b[i])%len(alpha)]
+	}
+	return prefix + string(b)
+}
+
+// Suite runs a package's Ginkgo specs (with Ginkgo configs, if given);
+// root says the suite creates kernel objects and must run as root (it
+// fails, not skips, otherwise).
+func Suite(t *testing.T, name string, root bool, configs ...any) {
+	if root && os.Geteuid() != 0 {
+		t.Fatalf("the %s suite needs root (network and mount namespaces)", name)
+	}
+	RegisterFailHandler(Fail)
+	RunSpecs(t, name, configs...)
+}
+
+// Build compiles the named commands (e.g. "ipamd", "aws-cni") of this
+// module into a new temporary directory and returns it.
+func Build(cmds ...string) (string, error) {
+	_, here, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(here), "..", "..")
+	dir, err := os.MkdirTemp("", "vpclab-bin")
+	if err != nil {
+		return "", err
+	}
+	args := []string{"build", "-o", dir + "/"}
+	for _, c := range cmds {
+		args = append(args, "./cmd/"+c)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", strings.Join(cmds, " "), err, out)
+	}
+	return dir, nil
+}
+
+// Binaries builds the commands once per suite run (on the first parallel
+// process) and returns where the directory will be; call it in a package
+// level var declaration.
+func Binaries(cmds ...string) *string {
+	dir := new(string)
+	SynchronizedBeforeSuite(func() []byte {
+		d, err := Build(cmds...)
+		Expect(err).NotTo(HaveOccurred())
+		return []byte(d)
+	}, func(b []byte) { *dir = string(b) })
+	return dir
+}
+
+// InNetns runs a command inside a named network namespace (ip netns exec)
+// and returns its combined output.
+func InNetns(ns string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	return string(out), err
+}
