@@ -2,10 +2,10 @@ package fabric
 
 import (
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/netip"
 	"slices"
 
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/internal/vlan"
 )
@@ -129,7 +129,7 @@ func (f *Fabric) removeBranch(b *branchLink) error {
 		return nil // the trunk's link, and the branch link on it, are gone
 	}
 	r, ok := f.routers[trunk.vpcID]
-	if !ok || r.h == nil {
+	if !ok || r.h.Handle == nil {
 		return nil
 	}
 	parent, err := r.h.LinkByName(trunk.routerName)

@@ -3,16 +3,17 @@ package fabric
 import (
 	"errors"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
 )
 
@@ -25,19 +26,19 @@ type node struct {
 	adopted    bool
 	linkPrefix string
 	ns         netns.NsHandle
-	h          *netlink.Handle
+	h          netlinksafe.Handle
 }
 
 func (n *node) close() {
-	if n.h != nil {
+	if n.h.Handle != nil {
 		n.h.Close()
-		n.h = nil
+		n.h = netlinksafe.Handle{}
 	}
 	_ = n.ns.Close()
 }
 
 func (n *node) delLink(name string) error {
-	if n.h == nil {
+	if n.h.Handle == nil {
 		return nil
 	}
 	l, err := n.h.LinkByName(name)
@@ -115,7 +116,7 @@ func (f *Fabric) ensureNode(inst model.Instance) error {
 			return fmt.Errorf("instance %s: %w", inst.ID, err)
 		}
 	}
-	if n.h, err = netlink.NewHandleAt(n.ns); err != nil {
+	if n.h, err = netlinksafe.NewHandleAt(n.ns); err != nil {
 		n.close()
 		return fmt.Errorf("instance %s: netlink: %w", inst.ID, err)
 	}
@@ -348,7 +349,7 @@ func (f *Fabric) removeENI(id string) error {
 	}
 	f.forgetENI(id)
 	r, ok := f.routers[l.vpcID]
-	if !ok || r.h == nil {
+	if !ok || r.h.Handle == nil {
 		return nil
 	}
 	rl, err := r.h.LinkByName(l.routerName)
@@ -407,7 +408,7 @@ func setSourceDestCheck(ns netns.NsHandle, link string, on bool) error {
 
 // syncDelivery makes the routes and permanent neighbour entries on a router
 // link deliver exactly addrs and prefixes to mac.
-func syncDelivery(h *netlink.Handle, link netlink.Link, mac string, addrs []netip.Addr, prefixes []netip.Prefix) error {
+func syncDelivery(h netlinksafe.Handle, link netlink.Link, mac string, addrs []netip.Addr, prefixes []netip.Prefix) error {
 	hw, err := net.ParseMAC(mac)
 	if err != nil {
 		return fmt.Errorf("mac %q: %w", mac, err)
@@ -442,7 +443,7 @@ func syncDelivery(h *netlink.Handle, link netlink.Link, mac string, addrs []neti
 			errs = append(errs, fmt.Errorf("delete route %v: %w", rt.Dst, err))
 		}
 	}
-	neighs, err := h.NeighList(idx, netlink.FAMILY_V4)
+	neighs, err := netx.NeighList(h, idx, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list neighbours on %s: %w", link.Attrs().Name, err)
 	}

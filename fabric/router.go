@@ -3,7 +3,6 @@ package fabric
 import (
 	"errors"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"net"
 	"net/http"
 	"net/netip"
@@ -12,10 +11,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
 )
 
@@ -29,7 +30,7 @@ type router struct {
 	nsName   string
 	inetName string
 	ns       netns.NsHandle
-	h        *netlink.Handle
+	h        netlinksafe.Handle
 	servers  []*http.Server
 	gateways map[netip.Addr]bool
 }
@@ -39,9 +40,9 @@ func (r *router) close() {
 		_ = s.Close()
 	}
 	r.servers = nil
-	if r.h != nil {
+	if r.h.Handle != nil {
 		r.h.Close()
-		r.h = nil
+		r.h = netlinksafe.Handle{}
 	}
 	_ = r.ns.Close()
 }
@@ -106,7 +107,7 @@ func (f *Fabric) ensureRouter(vpcID string) (*router, error) {
 		r.close()
 		return nil, fmt.Errorf("router for %s: %w", vpcID, err)
 	}
-	if r.h, err = netlink.NewHandleAt(ns); err != nil {
+	if r.h, err = netlinksafe.NewHandleAt(ns); err != nil {
 		return fail(err)
 	}
 	for _, kv := range [][2]string{
@@ -222,7 +223,7 @@ func (f *Fabric) ensureInternet(r *router) error {
 		return fmt.Errorf("internet host: %w", err)
 	}
 	defer ins.Close()
-	ih, err := netlink.NewHandleAt(ins)
+	ih, err := netlinksafe.NewHandleAt(ins)
 	if err != nil {
 		return fmt.Errorf("internet host: %w", err)
 	}

@@ -3,10 +3,10 @@ package fabric
 import (
 	"errors"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"strconv"
 	"strings"
 
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
 )
 

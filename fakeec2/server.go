@@ -15,10 +15,8 @@
 package fakeec2
 
 import (
-	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/vpclab/vpclab/fakeec2/control"
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
@@ -29,20 +27,10 @@ import (
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
-	// Throttle configures EC2's per-action token buckets (off by default).
-	Throttle ec2query.ThrottleConfig
-	// Seed makes request ids and fault dice reproducible.
-	Seed uint64
-	// Credentials maps access key ids to secret keys for Strict mode.
-	Credentials map[string]string
-	// Strict verifies SigV4 signatures against Credentials.
-	Strict bool
-	// AuditCapacity bounds the audit log (default 100000 records).
-	AuditCapacity int
-	// Logger receives one debug line per call; slog.Default when nil.
-	Logger *slog.Logger
-	// Now is the clock; time.Now when nil.
-	Now func() time.Time
+	// API configures the Query API: throttling, credentials, audit, logger
+	// and clock (the IMDS and the fault rules share its Seed, Logger and
+	// Now). Its Faults are ignored: the server's rules serve every part.
+	API ec2query.Options
 	// IMDS configures the instance metadata service (its Faults are the
 	// server's own).
 	IMDS imds.Options
@@ -63,22 +51,16 @@ type Server struct {
 
 // NewServer returns the services of region.
 func NewServer(region *model.Region, opts ServerOptions) *Server {
-	now := opts.Now
-	if now == nil {
-		now = time.Now
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	f := faults.New(opts.Seed, now)
+	// Each part defaults a nil clock and logger itself.
+	f := faults.New(opts.API.Seed, opts.API.Now)
 	s := &Server{region: region, faults: f}
-	s.api = ec2query.New(region, ec2query.Options{Throttle: opts.Throttle, Seed: opts.Seed, Credentials: opts.Credentials, Strict: opts.Strict,
-		AuditCapacity: opts.AuditCapacity, Logger: log, Now: now, Faults: f})
+	api := opts.API
+	api.Faults = f
+	s.api = ec2query.New(region, api)
 	io := opts.IMDS
 	io.Faults = f
 	if io.Logger == nil {
-		io.Logger = log
+		io.Logger = opts.API.Logger
 	}
 	s.imds = imds.New(region, io)
 	s.control = control.New(region, s.api, s.imds, opts.ControlToken)

@@ -85,6 +85,48 @@ func (d *Daemon) nodeInit(ctx context.Context) error {
 	if d.cloud, err = newCloud(ctx, d.c, d.m, d.log); err != nil {
 		return err
 	}
+	if err := d.readMetadata(ctx); err != nil {
+		return err
+	}
+	limit, perENI, err := d.cloud.instanceLimits(ctx, d.instanceType)
+	if err != nil {
+		return err
+	}
+	d.maxENI = limit
+	if d.c.MaxENI >= 1 && d.c.MaxENI < limit {
+		d.maxENI = d.c.MaxENI
+	}
+	d.maxIPsPerENI = perENI - 1
+	if d.c.EnablePrefixDelegation {
+		d.maxPrefixesPerENI = perENI - 1
+		d.maxIPsPerENI = d.maxPrefixesPerENI * 16
+	}
+	if err := d.host.setupHost(d.primaryMAC, d.primaryIP, d.vpcCIDRs); err != nil {
+		return fmt.Errorf("host network: %w", err)
+	}
+	if err := d.adoptENIs(ctx); err != nil {
+		return err
+	}
+	if err := d.restoreCheckpoint(); err != nil {
+		return err
+	}
+	// Leftovers of the other mode go back to EC2.
+	for eni, cidrs := range d.ds.inactiveFree() {
+		for _, p := range cidrs {
+			_ = d.ds.DelCIDR(eni, p)
+		}
+		if err := d.cloud.unassign(ctx, eni, cidrs); err != nil {
+			d.log.Warn("release other-mode addresses", "eni", eni, "err", err)
+		}
+	}
+	d.updateMetrics()
+	return nil
+}
+
+// readMetadata learns the instance, its primary ENI, subnet and VPC from
+// IMDS.
+func (d *Daemon) readMetadata(ctx context.Context) error {
+	var err error
 	md := func(p string) string {
 		if err != nil {
 			return ""
@@ -123,25 +165,12 @@ func (d *Daemon) nodeInit(ctx context.Context) error {
 			d.vpcCIDRs = append(d.vpcCIDRs, p)
 		}
 	}
-	limit, perENI, err := d.cloud.instanceLimits(ctx, d.instanceType)
-	if err != nil {
-		return err
-	}
-	d.maxENI = limit
-	if d.c.MaxENI >= 1 && d.c.MaxENI < limit {
-		d.maxENI = d.c.MaxENI
-	}
-	d.maxIPsPerENI = perENI - 1
-	if d.c.EnablePrefixDelegation {
-		d.maxPrefixesPerENI = perENI - 1
-		d.maxIPsPerENI = d.maxPrefixesPerENI * 16
-	}
-	if err := d.host.setupHost(d.primaryMAC, d.primaryIP, d.vpcCIDRs); err != nil {
-		return fmt.Errorf("host network: %w", err)
-	}
-	if err := d.adoptENIs(ctx); err != nil {
-		return err
-	}
+	return nil
+}
+
+// restoreCheckpoint puts the checkpointed allocations back into the
+// datastore, dropping those whose address is on no ENI any more.
+func (d *Daemon) restoreCheckpoint() error {
 	allocs, err := ReadCheckpoint(d.c.BackingStore)
 	if err != nil {
 		return err
@@ -154,16 +183,6 @@ func (d *Daemon) nodeInit(ctx context.Context) error {
 		d.log.Warn("checkpointed address not on any ENI; dropped", "ip", a.IPv4, "container", a.ContainerID)
 	}
 	d.log.Info("restored checkpoint", "allocations", len(allocs)-len(dropped), "dropped", len(dropped))
-	// Leftovers of the other mode go back to EC2.
-	for eni, cidrs := range d.ds.inactiveFree() {
-		for _, p := range cidrs {
-			_ = d.ds.DelCIDR(eni, p)
-		}
-		if err := d.cloud.unassign(ctx, eni, cidrs); err != nil {
-			d.log.Warn("release other-mode addresses", "eni", eni, "err", err)
-		}
-	}
-	d.updateMetrics()
 	return nil
 }
 

@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -50,7 +51,7 @@ func linkByMAC(mac string) (netlink.Link, error) {
 	}
 	var last error
 	for i := 0; i < linkLookupAttempts; i++ {
-		links, err := netlink.LinkList()
+		links, err := netlinksafe.LinkList()
 		if err != nil {
 			return nil, fmt.Errorf("list links: %w", err)
 		}
@@ -65,14 +66,6 @@ func linkByMAC(mac string) (netlink.Link, error) {
 	return nil, last
 }
 
-func sysctl(key, value string) error {
-	p := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-	if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
-	}
-	return nil
-}
-
 // setupHost prepares the node: primary ENI MTU, loose reverse-path filter
 // on it, the fwmark rule, and SNAT/connmark chains for traffic leaving the
 // VPC (unless external SNAT).
@@ -84,8 +77,8 @@ func (h *hostNetwork) setupHost(primaryMAC string, primaryIP netip.Addr, vpcCIDR
 	if err := netlink.LinkSetMTU(l, h.c.MTU); err != nil {
 		return fmt.Errorf("primary ENI %s MTU %d: %w", l.Attrs().Name, h.c.MTU, err)
 	}
-	if err := sysctl("net/ipv4/conf/"+l.Attrs().Name+"/rp_filter", "2"); err != nil {
-		return err
+	if _, err := sysctl.Sysctl("net/ipv4/conf/"+l.Attrs().Name+"/rp_filter", "2"); err != nil {
+		return fmt.Errorf("primary ENI %s rp_filter: %w", l.Attrs().Name, err)
 	}
 	rule := netlink.NewRule()
 	rule.Priority, rule.Table = ruleFwmarkPriority, mainTable
@@ -203,7 +196,7 @@ func (h *hostNetwork) setupENI(mac string, ip netip.Addr, subnet netip.Prefix, t
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("%s up: %w", name, err)
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("%s addresses: %w", name, err)
 	}
@@ -250,7 +243,7 @@ func (h *hostNetwork) setupENI(mac string, ip netip.Addr, subnet netip.Prefix, t
 
 // teardownENI removes the rules pointing at a freed ENI's address.
 func (h *hostNetwork) teardownENI(ip netip.Addr) error {
-	rules, err := netlink.RuleList(netlink.FAMILY_V4)
+	rules, err := netlinksafe.RuleList(netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list rules: %w", err)
 	}

@@ -428,7 +428,16 @@ func (d *Daemon) leakLoop(ctx context.Context) {
 	if d.c.DisableLeakedENIClean || d.c.DisableProvisioning {
 		return
 	}
-	t := time.NewTicker(d.c.LeakedENIInterval)
+	every(ctx, d.c.LeakedENIInterval, func() {
+		if err := d.cleanLeaked(ctx); err != nil {
+			d.log.Warn("leaked ENI sweep", "err", err)
+		}
+	})
+}
+
+// every runs fn every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -436,9 +445,7 @@ func (d *Daemon) leakLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := d.cleanLeaked(ctx); err != nil {
-			d.log.Warn("leaked ENI sweep", "err", err)
-		}
+		fn()
 	}
 }
 
@@ -474,14 +481,7 @@ func (d *Daemon) cleanLeaked(ctx context.Context) error {
 // (nodeIPPoolReconcile): addresses and ENIs EC2 added are adopted, those it
 // removed are dropped (force-removed if a pod still held them).
 func (d *Daemon) reconcileLoop(ctx context.Context) {
-	t := time.NewTicker(d.c.ReconcileInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, d.c.ReconcileInterval, func() {
 		d.m.actionInProgress.WithLabelValues("nodeIPPoolReconcile").Inc()
 		err := d.reconcile(ctx)
 		d.m.actionInProgress.WithLabelValues("nodeIPPoolReconcile").Dec()
@@ -490,7 +490,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			d.log.Warn("reconcile with IMDS", "err", err)
 		}
 		d.updateMetrics()
-	}
+	})
 }
 
 func (d *Daemon) reconcile(ctx context.Context) error {
@@ -513,58 +513,12 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 			continue
 		}
 		if !d.ds.HasENI(e.ID) {
-			desc, err := d.cloud.describeENIs(ctx, []string{e.ID})
-			if err != nil {
+			if err := d.reconcileNewENI(ctx, e); err != nil {
 				return err
 			}
-			n := desc[e.ID]
-			if tagMap(n.TagSet)[TagNoManage] == "true" || n.InterfaceType == "efa-only" {
-				d.unmanagedIDs[e.ID] = true
-				d.unmanaged++
-				continue
-			}
-			if err := d.addENI(ctx, e, n.InterfaceType == "trunk", n.InterfaceType == "efa", time.Now()); err != nil {
-				return err
-			}
-			d.mu.Lock()
-			d.devices[e.Device] = true
-			d.mu.Unlock()
-			d.m.reconcile.WithLabelValues("eniReconcileAdd").Inc()
-			d.log.Info("reconcile: adopted ENI", "eni", e.ID)
 			continue
 		}
-		want := map[netip.Prefix]bool{}
-		if len(e.IPv4s) > 1 {
-			for _, a := range e.IPv4s[1:] {
-				want[netip.PrefixFrom(a, 32)] = true
-			}
-		}
-		for _, p := range e.Prefixes {
-			want[p] = true
-		}
-		var have []netip.Prefix
-		for _, de := range d.ds.ENIs() {
-			if de.ID != e.ID {
-				continue
-			}
-			for _, c := range de.AvailableIPv4Cidrs {
-				have = append(have, c.prefix)
-				if !want[c.prefix] {
-					if c.assignedCount() > 0 {
-						d.m.forceRemovedIPs.Add(float64(c.assignedCount()))
-					}
-					d.ds.forceDelCIDR(e.ID, c.prefix)
-					d.m.reconcile.WithLabelValues("eniIPPoolReconcileDel").Inc()
-					d.log.Warn("reconcile: address gone from IMDS", "eni", e.ID, "cidr", c.prefix.String())
-				}
-			}
-		}
-		for p := range want {
-			if !slices.Contains(have, p) {
-				_ = d.ds.AddCIDR(e.ID, p, p.Bits() != 32)
-				d.m.reconcile.WithLabelValues("eniDataStorePoolReconcileAdd").Inc()
-			}
-		}
+		d.reconcileAddresses(e)
 	}
 	for _, de := range d.ds.ENIs() {
 		if !seen[de.ID] {
@@ -577,4 +531,65 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// reconcileNewENI adopts an ENI IMDS shows and the datastore lacks, unless
+// it is tagged no-manage or EFA-only.
+func (d *Daemon) reconcileNewENI(ctx context.Context, e imdsENI) error {
+	desc, err := d.cloud.describeENIs(ctx, []string{e.ID})
+	if err != nil {
+		return err
+	}
+	n := desc[e.ID]
+	if tagMap(n.TagSet)[TagNoManage] == "true" || n.InterfaceType == "efa-only" {
+		d.unmanagedIDs[e.ID] = true
+		d.unmanaged++
+		return nil
+	}
+	if err := d.addENI(ctx, e, n.InterfaceType == "trunk", n.InterfaceType == "efa", time.Now()); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.devices[e.Device] = true
+	d.mu.Unlock()
+	d.m.reconcile.WithLabelValues("eniReconcileAdd").Inc()
+	d.log.Info("reconcile: adopted ENI", "eni", e.ID)
+	return nil
+}
+
+// reconcileAddresses makes the datastore's addresses on a known ENI those
+// IMDS shows: gone ones are removed (even if assigned), new ones added.
+func (d *Daemon) reconcileAddresses(e imdsENI) {
+	want := map[netip.Prefix]bool{}
+	if len(e.IPv4s) > 1 {
+		for _, a := range e.IPv4s[1:] {
+			want[netip.PrefixFrom(a, 32)] = true
+		}
+	}
+	for _, p := range e.Prefixes {
+		want[p] = true
+	}
+	var have []netip.Prefix
+	for _, de := range d.ds.ENIs() {
+		if de.ID != e.ID {
+			continue
+		}
+		for _, c := range de.AvailableIPv4Cidrs {
+			have = append(have, c.prefix)
+			if !want[c.prefix] {
+				if c.assignedCount() > 0 {
+					d.m.forceRemovedIPs.Add(float64(c.assignedCount()))
+				}
+				d.ds.forceDelCIDR(e.ID, c.prefix)
+				d.m.reconcile.WithLabelValues("eniIPPoolReconcileDel").Inc()
+				d.log.Warn("reconcile: address gone from IMDS", "eni", e.ID, "cidr", c.prefix.String())
+			}
+		}
+	}
+	for p := range want {
+		if !slices.Contains(have, p) {
+			_ = d.ds.AddCIDR(e.ID, p, p.Bits() != 32)
+			d.m.reconcile.WithLabelValues("eniDataStorePoolReconcileAdd").Inc()
+		}
+	}
 }

@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/control"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/faults"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +13,10 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/control"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
 )
 
 // Client talks to a running lab over its control socket: the CLI and

@@ -1,17 +1,16 @@
 package lab
 
 import (
-	"bytes"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/faults"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/internal/yamlx"
 )
 
 // Config declares a lab: the world first (VPC, subnets, nodes), then the
@@ -197,15 +196,9 @@ func (c *Config) SetDefaults() {
 
 // LoadConfig reads a YAML lab file; unknown fields are errors.
 func LoadConfig(path string) (Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
+	var v Config
+	if err := yamlx.Load(path, &v); err != nil {
 		return Config{}, err
 	}
-	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
+	return v, nil
 }

@@ -3,7 +3,6 @@ package lab
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/control"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vpclab/vpclab/fakeec2/control"
 )
 
 // The control socket: HTTP over a unix socket that only root can open
@@ -103,115 +104,128 @@ func (l *Lab) errNotReady() error {
 // controlMux is the control socket's API.
 func (l *Lab) controlMux() http.Handler {
 	mux := http.NewServeMux()
-	ready := func(h http.HandlerFunc) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if !l.Ready() {
-				fail(w, http.StatusServiceUnavailable, l.errNotReady())
-				return
-			}
-			h(w, r)
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, l.Status()) })
+	mux.HandleFunc("POST /pods", l.whenReady(l.handleAddPod))
+	mux.HandleFunc("DELETE /pods/{ns}/{name}", l.whenReady(l.handleDelPod))
+	mux.HandleFunc("GET /nodes/{node}/metrics", l.whenReady(l.onNode(l.handleMetrics)))
+	mux.HandleFunc("POST /nodes/{node}/ipamd/restart", l.whenReady(l.onNode(l.handleRestartIpamd)))
+	mux.HandleFunc("POST /nodes/{node}/ipamd/signal", l.whenReady(l.onNode(l.handleSignalIpamd)))
+	mux.HandleFunc("POST /down", l.handleDown)
+	mux.Handle(control.Prefix, l.whenReady(func(w http.ResponseWriter, r *http.Request) { l.srv.ControlHandler().ServeHTTP(w, r) }))
+	return mux
+}
+
+// whenReady refuses requests that need the lab's nodes until bring-up is done.
+func (l *Lab) whenReady(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !l.Ready() {
+			fail(w, http.StatusServiceUnavailable, l.errNotReady())
+			return
 		}
+		h(w, r)
 	}
-	node := func(w http.ResponseWriter, r *http.Request) *Node {
+}
+
+// onNode resolves the {node} path segment for h, or answers 404.
+func (l *Lab) onNode(h func(http.ResponseWriter, *http.Request, *Node)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		n := l.Node(r.PathValue("node"))
 		if n == nil {
 			fail(w, http.StatusNotFound, fmt.Errorf("no node %q in lab %s", r.PathValue("node"), l.cfg.Name))
+			return
 		}
-		return n
+		h(w, r, n)
 	}
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, l.Status()) })
-	mux.HandleFunc("POST /pods", ready(func(w http.ResponseWriter, r *http.Request) {
-		var req AddPodRequest
-		if err := decode(r, &req); err != nil {
-			fail(w, http.StatusBadRequest, err)
-			return
-		}
-		if err := ValidatePodName(req.Namespace, req.Name); err != nil {
-			fail(w, http.StatusBadRequest, err)
-			return
-		}
-		n := l.Node(req.Node)
-		if req.Node == "" {
-			n = l.Nodes()[0]
-		}
-		if n == nil {
-			fail(w, http.StatusNotFound, fmt.Errorf("no node %q in lab %s", req.Node, l.cfg.Name))
-			return
-		}
-		p, err := n.AddPod(r.Context(), req.Namespace, req.Name)
-		if err != nil {
-			fail(w, http.StatusConflict, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, p.status())
-	}))
-	mux.HandleFunc("DELETE /pods/{ns}/{name}", ready(func(w http.ResponseWriter, r *http.Request) {
-		for _, n := range l.Nodes() {
-			for _, p := range n.Pods() {
-				if p.Namespace == r.PathValue("ns") && p.Name == r.PathValue("name") {
-					if err := n.DelPod(r.Context(), p); err != nil {
-						fail(w, http.StatusInternalServerError, err)
-						return
-					}
-					w.WriteHeader(http.StatusNoContent)
+}
+
+func (l *Lab) handleAddPod(w http.ResponseWriter, r *http.Request) {
+	var req AddPodRequest
+	if err := decode(r, &req); err != nil {
+		fail(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := ValidatePodName(req.Namespace, req.Name); err != nil {
+		fail(w, http.StatusBadRequest, err)
+		return
+	}
+	n := l.Node(req.Node)
+	if req.Node == "" {
+		n = l.Nodes()[0]
+	}
+	if n == nil {
+		fail(w, http.StatusNotFound, fmt.Errorf("no node %q in lab %s", req.Node, l.cfg.Name))
+		return
+	}
+	p, err := n.AddPod(r.Context(), req.Namespace, req.Name)
+	if err != nil {
+		fail(w, http.StatusConflict, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, p.status())
+}
+
+func (l *Lab) handleDelPod(w http.ResponseWriter, r *http.Request) {
+	for _, n := range l.Nodes() {
+		for _, p := range n.Pods() {
+			if p.Namespace == r.PathValue("ns") && p.Name == r.PathValue("name") {
+				if err := n.DelPod(r.Context(), p); err != nil {
+					fail(w, http.StatusInternalServerError, err)
 					return
 				}
-			}
-		}
-		fail(w, http.StatusNotFound, fmt.Errorf("no pod %s/%s", r.PathValue("ns"), r.PathValue("name")))
-	}))
-	mux.HandleFunc("GET /nodes/{node}/metrics", ready(func(w http.ResponseWriter, r *http.Request) {
-		if n := node(w, r); n != nil {
-			m, err := n.Metrics()
-			if err != nil {
-				fail(w, http.StatusBadGateway, fmt.Errorf("node %s: ipamd metrics: %w", n.Name, err))
+				w.WriteHeader(http.StatusNoContent)
 				return
 			}
-			_, _ = io.WriteString(w, m)
 		}
-	}))
-	mux.HandleFunc("POST /nodes/{node}/ipamd/restart", ready(func(w http.ResponseWriter, r *http.Request) {
-		if n := node(w, r); n != nil {
-			if err := n.RestartIpamd(r.Context()); err != nil {
-				fail(w, http.StatusBadGateway, err)
-				return
-			}
-			writeJSON(w, 200, n.IpamdState())
-		}
-	}))
-	mux.HandleFunc("POST /nodes/{node}/ipamd/signal", ready(func(w http.ResponseWriter, r *http.Request) {
-		var req SignalRequest
-		if err := decode(r, &req); err != nil {
-			fail(w, http.StatusBadRequest, err)
-			return
-		}
-		sig, err := ParseSignal(req.Signal)
-		if err != nil {
-			fail(w, http.StatusBadRequest, err)
-			return
-		}
-		if n := node(w, r); n != nil {
-			if err := n.SignalIpamd(sig); err != nil {
-				fail(w, http.StatusConflict, err)
-				return
-			}
-			writeJSON(w, 200, n.IpamdState())
-		}
-	}))
-	mux.HandleFunc("POST /down", func(w http.ResponseWriter, r *http.Request) {
-		l.mu.Lock()
-		down := l.onDown
-		l.mu.Unlock()
-		if down == nil {
-			o, _, _ := ReadOwner(l.paths)
-			fail(w, http.StatusConflict, fmt.Errorf("lab %s is run by %s, not by vpclab up: stop that process (Ctrl-C) to tear it down", l.cfg.Name, o))
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-		go down()
-	})
-	mux.Handle(control.Prefix, ready(func(w http.ResponseWriter, r *http.Request) { l.srv.ControlHandler().ServeHTTP(w, r) }))
-	return mux
+	}
+	fail(w, http.StatusNotFound, fmt.Errorf("no pod %s/%s", r.PathValue("ns"), r.PathValue("name")))
+}
+
+func (l *Lab) handleMetrics(w http.ResponseWriter, _ *http.Request, n *Node) {
+	m, err := n.Metrics()
+	if err != nil {
+		fail(w, http.StatusBadGateway, fmt.Errorf("node %s: ipamd metrics: %w", n.Name, err))
+		return
+	}
+	_, _ = io.WriteString(w, m)
+}
+
+func (l *Lab) handleRestartIpamd(w http.ResponseWriter, r *http.Request, n *Node) {
+	if err := n.RestartIpamd(r.Context()); err != nil {
+		fail(w, http.StatusBadGateway, err)
+		return
+	}
+	writeJSON(w, 200, n.IpamdState())
+}
+
+func (l *Lab) handleSignalIpamd(w http.ResponseWriter, r *http.Request, n *Node) {
+	var req SignalRequest
+	if err := decode(r, &req); err != nil {
+		fail(w, http.StatusBadRequest, err)
+		return
+	}
+	sig, err := ParseSignal(req.Signal)
+	if err != nil {
+		fail(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := n.SignalIpamd(sig); err != nil {
+		fail(w, http.StatusConflict, err)
+		return
+	}
+	writeJSON(w, 200, n.IpamdState())
+}
+
+func (l *Lab) handleDown(w http.ResponseWriter, _ *http.Request) {
+	l.mu.Lock()
+	down := l.onDown
+	l.mu.Unlock()
+	if down == nil {
+		o, _, _ := ReadOwner(l.paths)
+		fail(w, http.StatusConflict, fmt.Errorf("lab %s is run by %s, not by vpclab up: stop that process (Ctrl-C) to tear it down", l.cfg.Name, o))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+	go down()
 }
 
 // AddPodRequest is POST /pods.

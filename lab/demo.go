@@ -11,6 +11,7 @@ import (
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"github.com/vpclab/vpclab/fakeec2/faults"
 	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/internal/cli"
 )
 
 // sleep waits d or until ctx is done.
@@ -127,7 +128,7 @@ func demoExhaustion(ctx context.Context, stdout io.Writer, l *Lab) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			fmt.Fprintf(stdout, "  pod %d refused: %s\n", i, OneLine(err.Error()))
+			fmt.Fprintf(stdout, "  pod %d refused: %s\n", i, cli.OneLine(err.Error()))
 			break
 		}
 		added++

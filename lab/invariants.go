@@ -126,7 +126,7 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 		veths := 0
 		for deadline := time.Now().Add(5 * time.Second); ; {
 			links, _ := n.Exec(ctx, "ip", "-o", "link", "show")
-			veths = strings.Count(links, ": eni")
+			veths = strings.Count(links, ": "+n.vethPrefix())
 			if veths == len(pods) || time.Now().After(deadline) {
 				break
 			}

@@ -14,10 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/faults"
-	"github.com/vpclab/vpclab/fakeec2/model"
-	"github.com/vpclab/vpclab/fakeec2/world"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +25,10 @@ import (
 
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/fakeec2/world"
 	"github.com/vpclab/vpclab/internal/netx"
 )
 
@@ -125,7 +125,7 @@ func (l *Lab) bringUp(ctx context.Context, specs []nodeSpec, progress Progress) 
 	w := cfg.world()
 	l.region = model.NewRegion(w.RegionOptions())
 	so := w.ServerOptions()
-	so.Logger = l.log
+	so.API.Logger = l.log
 	l.srv = fakeec2.NewServer(l.region, so)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"net"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/vpclab/vpclab/fabric"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/ipamd"
 )
@@ -331,35 +331,40 @@ func (n *Node) KillIpamd() {
 
 // stopIpamd kills the node's ipamd for good (the lab is closing).
 func (n *Node) stopIpamd() {
+	n.killIpamd(true, 5*time.Second)
+}
+
+// killIpamd kills the running ipamd so that nothing restarts it (and, if
+// forGood, so that nothing starts one again), then waits up to wait for it
+// to be gone (0: as long as it takes).
+func (n *Node) killIpamd(forGood bool, wait time.Duration) {
 	n.mu.Lock()
-	n.stopping = true
+	if forGood {
+		n.stopping = true
+	}
 	p := n.ipamd
 	if p != nil {
 		p.stopped = true
 	}
 	n.mu.Unlock()
-	if p != nil && p.cmd.Process != nil {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-		}
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	var timeout <-chan time.Time
+	if wait > 0 {
+		timeout = time.After(wait)
+	}
+	select {
+	case <-p.done:
+	case <-timeout:
 	}
 }
 
 // RestartIpamd kills ipamd and starts it again with the same environment,
 // waiting until it serves.
 func (n *Node) RestartIpamd(ctx context.Context) error {
-	n.mu.Lock()
-	p := n.ipamd
-	if p != nil {
-		p.stopped = true
-	}
-	n.mu.Unlock()
-	if p != nil && p.cmd.Process != nil {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
+	n.killIpamd(false, 0)
 	n.mu.Lock()
 	n.restarts++
 	n.mu.Unlock()
@@ -496,4 +501,15 @@ func (n *Node) stop() error {
 		_ = n.ns.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// vethPrefix is the prefix of the node's host veths (aws-node's
+// AWS_VPC_K8S_CNI_VETHPREFIX, default eni).
+func (n *Node) vethPrefix() string {
+	for _, kv := range n.env {
+		if v, ok := strings.CutPrefix(kv, "AWS_VPC_K8S_CNI_VETHPREFIX="); ok && v != "" {
+			return v
+		}
+	}
+	return "eni"
 }

@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/vpclab/vpclab/internal/cli"
 )
 
 // Serve brings a lab up and keeps it until ctx is done (a signal) or a
@@ -130,19 +132,7 @@ func RunSupervisor(cfgFile string, out io.Writer) error {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	err = Serve(ctx, cfg, func(f string, a ...any) { fmt.Fprintf(out, "  ✓ "+f+"\n", a...) }, func(*Lab) { fmt.Fprintln(out, readyLine) })
 	if err != nil {
-		fmt.Fprintf(out, "%s%s\n", errorPrefix, OneLine(err.Error()))
+		fmt.Fprintf(out, "%s%s\n", errorPrefix, cli.OneLine(err.Error()))
 	}
 	return err
-}
-
-// OneLine folds a multi-line message (YAML errors, joined errors) into
-// one line.
-func OneLine(s string) string {
-	var parts []string
-	for _, l := range strings.Split(s, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			parts = append(parts, l)
-		}
-	}
-	return strings.Join(parts, " ")
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -211,7 +213,7 @@ func randomMAC() (net.HardwareAddr, error) {
 // namespace), the pod's address, gateway, routes and static ARP entry,
 // and the host route and rules.
 func setupPod(podNS netns.NsHandle, ifName, hostName string, mtu int, ip netip.Addr, table int) (net.HardwareAddr, net.HardwareAddr, error) {
-	if old, err := netlink.LinkByName(hostName); err == nil {
+	if old, err := netlinksafe.LinkByName(hostName); err == nil {
 		_ = netlink.LinkDel(old) // a stale pair from an earlier sandbox of this pod
 	}
 	hostMAC, err := randomMAC()
@@ -222,17 +224,18 @@ func setupPod(podNS netns.NsHandle, ifName, hostName string, mtu int, ip netip.A
 	if err := netlink.LinkAdd(veth); err != nil {
 		return nil, nil, fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
 	}
-	host, err := netlink.LinkByName(hostName)
+	host, err := netlinksafe.LinkByName(hostName)
 	if err != nil {
 		return nil, nil, fmt.Errorf("host veth %s: %w", hostName, err)
 	}
+	// Best effort, as upstream: these keys are absent when IPv6 is disabled.
 	for k, v := range map[string]string{"accept_ra": "0", "accept_redirects": "1", "forwarding": "0"} {
-		_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+hostName+"/"+k, []byte(v), 0o644)
+		_, _ = sysctl.Sysctl("net/ipv6/conf/"+hostName+"/"+k, v)
 	}
 	if err := netlink.LinkSetUp(host); err != nil {
 		return nil, nil, fmt.Errorf("host veth %s up: %w", hostName, err)
 	}
-	ph, err := netlink.NewHandleAt(podNS)
+	ph, err := netlinksafe.NewHandleAt(podNS)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pod netns: %w", err)
 	}
@@ -309,7 +312,7 @@ func teardownHost(hostName string, ip netip.Addr, deleteLink bool) error {
 				break
 			}
 		}
-		rules, err := netlink.RuleList(netlink.FAMILY_V4)
+		rules, err := netlinksafe.RuleList(netlink.FAMILY_V4)
 		if err == nil {
 			for _, r := range rules {
 				if r.Priority == FromPodRulePriority && r.Src != nil && r.Src.IP.Equal(ip.AsSlice()) {
@@ -319,12 +322,14 @@ func teardownHost(hostName string, ip netip.Addr, deleteLink bool) error {
 				}
 			}
 		}
-		_ = netlink.RouteDel(&netlink.Route{Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Table: mainTable})
+		// The scope must match the route ADD made (link): the kernel matches
+		// it on delete, so a zero (universe) scope deletes nothing.
+		_ = netlink.RouteDel(&netlink.Route{Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Table: mainTable, Scope: netlink.SCOPE_LINK})
 	}
 	if !deleteLink {
 		return errors.Join(errs...)
 	}
-	if l, err := netlink.LinkByName(hostName); err == nil {
+	if l, err := netlinksafe.LinkByName(hostName); err == nil {
 		if err := netlink.LinkDel(l); err != nil {
 			errs = append(errs, fmt.Errorf("delete %s: %w", hostName, err))
 		}
@@ -413,98 +418,6 @@ func CmdDel(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInternal, "failed to tear down the pod network", err.Error())
 	}
 	log.Info("DEL", "pod", ns+"/"+name, "ip", ip.String())
-	return nil
-}
-
-// CmdCheck is CHECK: the pod's interface, address, gateway route and ARP
-// entry, and the host veth, route and rules must all be as ADD left them.
-func CmdCheck(args *skel.CmdArgs) error {
-	conf, k, err := loadArgs(args)
-	if err != nil {
-		return err
-	}
-	ip, table, host := fromPrevResult(conf, args.IfName)
-	if !ip.IsValid() {
-		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs the prevResult ADD returned", "")
-	}
-	if host == "" {
-		ns, name := podIdentity(k, args)
-		host = HostVethName(conf.VethPrefix, ns, name)
-	}
-	fail := func(format string, a ...any) error {
-		return types.NewError(types.ErrInternal, fmt.Sprintf("CHECK %s: ", args.ContainerID)+fmt.Sprintf(format, a...), "")
-	}
-	hl, err := netlink.LinkByName(host)
-	if err != nil {
-		return fail("host veth %s missing", host)
-	}
-	if hl.Attrs().Flags&net.FlagUp == 0 {
-		return fail("host veth %s is down", host)
-	}
-	routes, _ := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: hl.Attrs().Index}, netlink.RT_FILTER_OIF)
-	found := false
-	for _, r := range routes {
-		if r.Dst != nil && r.Dst.String() == ip.String()+"/32" {
-			found = true
-		}
-	}
-	if !found {
-		return fail("host route %s/32 dev %s missing", ip, host)
-	}
-	rules, _ := netlink.RuleList(netlink.FAMILY_V4)
-	toOK, fromOK := false, table == mainTable
-	for _, r := range rules {
-		if r.Priority == ToPodRulePriority && r.Dst != nil && r.Dst.IP.Equal(ip.AsSlice()) {
-			toOK = true
-		}
-		if r.Priority == FromPodRulePriority && r.Src != nil && r.Src.IP.Equal(ip.AsSlice()) && r.Table == table {
-			fromOK = true
-		}
-	}
-	if !toOK {
-		return fail("rule 'to %s lookup main' (priority %d) missing", ip, ToPodRulePriority)
-	}
-	if !fromOK {
-		return fail("rule 'from %s lookup %d' (priority %d) missing", ip, table, FromPodRulePriority)
-	}
-	podNS, err := netns.GetFromPath(args.Netns)
-	if err != nil {
-		return fail("pod netns %s missing", args.Netns)
-	}
-	defer podNS.Close()
-	ph, err := netlink.NewHandleAt(podNS)
-	if err != nil {
-		return fail("pod netns %s: %v", args.Netns, err)
-	}
-	defer ph.Close()
-	pl, err := ph.LinkByName(args.IfName)
-	if err != nil {
-		return fail("pod interface %s missing", args.IfName)
-	}
-	addrs, _ := ph.AddrList(pl, netlink.FAMILY_V4)
-	if len(addrs) != 1 || addrs[0].IPNet.String() != ip.String()+"/32" {
-		return fail("pod interface %s has addresses %v, want %s/32", args.IfName, addrs, ip)
-	}
-	proutes, _ := ph.RouteList(pl, netlink.FAMILY_V4)
-	def := false
-	for _, r := range proutes {
-		if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(net.ParseIP(GatewayIP)) {
-			def = true
-		}
-	}
-	if !def {
-		return fail("pod default route via %s missing", GatewayIP)
-	}
-	neighs, _ := ph.NeighList(pl.Attrs().Index, netlink.FAMILY_V4)
-	arp := false
-	for _, n := range neighs {
-		if n.IP.Equal(net.ParseIP(GatewayIP)) && n.State&netlink.NUD_PERMANENT != 0 && n.HardwareAddr.String() == hl.Attrs().HardwareAddr.String() {
-			arp = true
-		}
-	}
-	if !arp {
-		return fail("pod ARP entry %s -> %s missing", GatewayIP, hl.Attrs().HardwareAddr)
-	}
 	return nil
 }
 

@@ -6,23 +6,21 @@
 package scenarios
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/faults"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
-	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/internal/yamlx"
 	"github.com/vpclab/vpclab/lab"
 )
 
@@ -83,17 +81,11 @@ type Expect struct {
 
 // Load reads a YAML scenario.
 func Load(path string) (Scenario, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
+	var v Scenario
+	if err := yamlx.Load(path, &v); err != nil {
 		return Scenario{}, err
 	}
-	var s Scenario
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&s); err != nil {
-		return Scenario{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return s, nil
+	return v, nil
 }
 
 // Result is what a run found.
@@ -128,6 +120,42 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	run := &run{r: r, s: s, res: &res, logf: logf, released: map[string]time.Time{}}
+	l, err := lab.New(ctx, r.labConfig(s, labName), logf)
+	if err != nil {
+		run.fail("bring-up: %v", err)
+		res.Duration = time.Since(start)
+		return res
+	}
+	run.l = l
+	defer func() {
+		if len(res.Failures) > 0 {
+			res.Dump = dump(l)
+		}
+		if err := l.Close(); err != nil {
+			run.fail("teardown: %v", err)
+		}
+		if left, _ := netx.ListNamed(labName + "-"); len(left) > 0 {
+			run.fail("leak: namespaces left after teardown: %v", left)
+		}
+		res.Passed = len(res.Failures) == 0
+		res.Duration = time.Since(start)
+	}()
+	for i, st := range s.Steps {
+		if err := ctx.Err(); err != nil {
+			run.fail("interrupted: %v", err)
+			return res
+		}
+		if !run.step(ctx, i, st) {
+			return res
+		}
+	}
+	run.finish(ctx)
+	return res
+}
+
+// labConfig is the scenario's lab as this runner brings it up.
+func (r Runner) labConfig(s Scenario, labName string) lab.Config {
 	cfg := s.Lab
 	cfg.Name = labName
 	cfg.Owner = r.Owner
@@ -146,127 +174,135 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 		d := lab.Default()
 		cfg.Subnets, cfg.VPCCIDR = d.Subnets, d.VPCCIDR
 	}
-	fail := func(format string, a ...any) { res.Failures = append(res.Failures, fmt.Sprintf(format, a...)) }
-	l, err := lab.New(ctx, cfg, logf)
-	if err != nil {
-		fail("bring-up: %v", err)
-		res.Duration = time.Since(start)
-		return res
+	return cfg
+}
+
+// run is one scenario's progress: its lab, the pods it holds and when each
+// address was last released.
+type run struct {
+	r        Runner
+	s        Scenario
+	l        *lab.Lab
+	res      *Result
+	logf     func(string, ...any)
+	pods     []podRef
+	released map[string]time.Time
+	seq      int
+}
+
+func (x *run) fail(format string, a ...any) {
+	x.res.Failures = append(x.res.Failures, fmt.Sprintf(format, a...))
+}
+
+// step runs step i and reports whether the scenario goes on.
+func (x *run) step(ctx context.Context, i int, st Step) bool {
+	name := st.Name
+	if name == "" {
+		name = fmt.Sprintf("step %d", i+1)
 	}
-	defer func() {
-		if len(res.Failures) > 0 {
-			res.Dump = dump(l)
-		}
-		if err := l.Close(); err != nil {
-			fail("teardown: %v", err)
-		}
-		if left, _ := netx.ListNamed(labName + "-"); len(left) > 0 {
-			fail("leak: namespaces left after teardown: %v", left)
-		}
-		res.Passed = len(res.Failures) == 0
-		res.Duration = time.Since(start)
-	}()
-	var pods []podRef
-	released := map[string]time.Time{}
-	seq := 0
-	for i, st := range s.Steps {
-		if err := ctx.Err(); err != nil {
-			fail("interrupted: %v", err)
-			return res
-		}
-		name := st.Name
-		if name == "" {
-			name = fmt.Sprintf("step %d", i+1)
-		}
-		n := l.Nodes()[0]
-		if st.Node != "" {
-			if n = l.Node(st.Node); n == nil {
-				fail("%s: no node %q", name, st.Node)
-				return res
-			}
-		}
-		if st.ClearFaults {
-			l.Faults().Clear()
-		}
-		if len(st.Faults) > 0 {
-			if _, err := l.Faults().Add(st.Faults...); err != nil {
-				fail("%s: faults: %v", name, err)
-				return res
-			}
-		}
-		for k := 0; k < st.LeakENIs; k++ {
-			_, err := l.Region().CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Instance.SubnetID, Description: "aws-K8S-" + n.Instance.ID,
-				Tags: model.Tags{"node.k8s.amazonaws.com/instance_id": n.Instance.ID, "node.k8s.amazonaws.com/createdAt": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
-			if err != nil {
-				fail("%s: leak an ENI: %v", name, err)
-				return res
-			}
-		}
-		callsBefore := mutating(l)
-		failed := 0
-		timeout := time.Duration(st.PodTimeout)
-		if timeout == 0 {
-			timeout = 5 * time.Second
-		}
-		for k := 0; k < st.AddPods; k++ {
-			seq++
-			p, err := addWithRetry(ctx, n, fmt.Sprintf("p%d", seq), timeout)
-			if err != nil {
-				failed++
-				continue
-			}
-			if t, ok := released[p.IP.String()]; ok && s.Cooldown > 0 && time.Since(t) < time.Duration(s.Cooldown) {
-				fail("%s: pod %s got %s, released only %s ago (cooldown %s)", name, p.Name, p.IP, time.Since(t).Round(time.Millisecond), time.Duration(s.Cooldown))
-			}
-			pods = append(pods, podRef{n, p})
-		}
-		for k := 0; k < st.DelPods; k++ {
-			idx := -1
-			for j, p := range pods {
-				if p.node == n {
-					idx = j
-					break
-				}
-			}
-			if idx < 0 {
-				fail("%s: no pod left to delete on %s", name, n.Name)
-				break
-			}
-			if err := n.DelPod(ctx, pods[idx].pod); err != nil {
-				fail("%s: %v", name, err)
-			}
-			released[pods[idx].pod.IP.String()] = time.Now()
-			pods = append(pods[:idx], pods[idx+1:]...)
-		}
-		if st.RestartIpamd {
-			if err := n.RestartIpamd(ctx); err != nil {
-				fail("%s: %v", name, err)
-				return res
-			}
-		}
-		if st.Sleep > 0 {
-			select {
-			case <-time.After(time.Duration(st.Sleep)):
-			case <-ctx.Done():
-			}
-		}
-		r.check(ctx, l, n, name, st.Expect, failed, pods, callsBefore, fail)
-		logf("%s: %s done (%d pods on %s)", s.Name, name, countOn(pods, n), n.Name)
-		if len(res.Failures) > 0 {
-			return res
+	n := x.l.Nodes()[0]
+	if st.Node != "" {
+		if n = x.l.Node(st.Node); n == nil {
+			x.fail("%s: no node %q", name, st.Node)
+			return false
 		}
 	}
+	if !x.inject(name, n, st) {
+		return false
+	}
+	callsBefore := mutating(x.l)
+	failed := x.addPods(ctx, name, n, st)
+	x.delPods(ctx, name, n, st.DelPods)
+	if st.RestartIpamd {
+		if err := n.RestartIpamd(ctx); err != nil {
+			x.fail("%s: %v", name, err)
+			return false
+		}
+	}
+	if st.Sleep > 0 {
+		select {
+		case <-time.After(time.Duration(st.Sleep)):
+		case <-ctx.Done():
+		}
+	}
+	x.r.check(ctx, x.l, n, name, st.Expect, failed, x.pods, callsBefore, x.fail)
+	x.logf("%s: %s done (%d pods on %s)", x.s.Name, name, countOn(x.pods, n), n.Name)
+	return len(x.res.Failures) == 0
+}
+
+// inject applies a step's faults and leaked ENIs.
+func (x *run) inject(name string, n *lab.Node, st Step) bool {
+	if st.ClearFaults {
+		x.l.Faults().Clear()
+	}
+	if len(st.Faults) > 0 {
+		if _, err := x.l.Faults().Add(st.Faults...); err != nil {
+			x.fail("%s: faults: %v", name, err)
+			return false
+		}
+	}
+	for k := 0; k < st.LeakENIs; k++ {
+		_, err := x.l.Region().CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Instance.SubnetID, Description: "aws-K8S-" + n.Instance.ID,
+			Tags: model.Tags{"node.k8s.amazonaws.com/instance_id": n.Instance.ID, "node.k8s.amazonaws.com/createdAt": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
+		if err != nil {
+			x.fail("%s: leak an ENI: %v", name, err)
+			return false
+		}
+	}
+	return true
+}
+
+// addPods adds a step's pods the way a kubelet does and returns how many
+// never got an address.
+func (x *run) addPods(ctx context.Context, name string, n *lab.Node, st Step) (failed int) {
+	timeout := time.Duration(st.PodTimeout)
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	for k := 0; k < st.AddPods; k++ {
+		x.seq++
+		p, err := addWithRetry(ctx, n, fmt.Sprintf("p%d", x.seq), timeout)
+		if err != nil {
+			failed++
+			continue
+		}
+		if t, ok := x.released[p.IP.String()]; ok && x.s.Cooldown > 0 && time.Since(t) < time.Duration(x.s.Cooldown) {
+			x.fail("%s: pod %s got %s, released only %s ago (cooldown %s)", name, p.Name, p.IP, time.Since(t).Round(time.Millisecond), time.Duration(x.s.Cooldown))
+		}
+		x.pods = append(x.pods, podRef{n, p})
+	}
+	return failed
+}
+
+// delPods deletes the count oldest pods on n.
+func (x *run) delPods(ctx context.Context, name string, n *lab.Node, count int) {
+	for k := 0; k < count; k++ {
+		idx := slices.IndexFunc(x.pods, func(p podRef) bool { return p.node == n })
+		if idx < 0 {
+			x.fail("%s: no pod left to delete on %s", name, n.Name)
+			return
+		}
+		if err := n.DelPod(ctx, x.pods[idx].pod); err != nil {
+			x.fail("%s: %v", name, err)
+		}
+		x.released[x.pods[idx].pod.IP.String()] = time.Now()
+		x.pods = slices.Delete(x.pods, idx, idx+1)
+	}
+}
+
+// finish checks what must hold once every step ran: no address held twice
+// and the lab's invariants.
+func (x *run) finish(ctx context.Context) {
 	seen := map[string]string{}
-	for _, p := range pods {
+	for _, p := range x.pods {
 		if o, dup := seen[p.pod.IP.String()]; dup {
-			fail("address %s handed to %s and %s", p.pod.IP, o, p.pod.Name)
+			x.fail("address %s handed to %s and %s", p.pod.IP, o, p.pod.Name)
 		}
 		seen[p.pod.IP.String()] = p.pod.Name
 	}
-	if err := l.CheckInvariants(ctx); err != nil {
-		fail("invariants: %v", err)
+	if err := x.l.CheckInvariants(ctx); err != nil {
+		x.fail("invariants: %v", err)
 	}
-	return res
 }
 
 // addWithRetry adds a pod, retrying a failed ADD (AddPod has already

@@ -13,10 +13,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/control"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/model"
-	"github.com/vpclab/vpclab/fakeec2/world"
 	"io"
 	"log/slog"
 	"net"
@@ -27,6 +23,10 @@ import (
 	"time"
 
 	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/fakeec2/control"
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/fakeec2/world"
 )
 
 func main() {
@@ -44,6 +44,29 @@ GET /_fake/v1/instances (imdsEndpoint) and printed at start-up. Requests signed
 for another region than the server's are refused.`)
 }
 
+// exitError is a failure with the exit code it earns: 2 for bad usage, 1
+// for a failure to serve.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func usageErr(format string, a ...any) error {
+	return &exitError{2, fmt.Sprintf(format, a...)}
+}
+
+// serveFlags are serve's flags once parsed.
+type serveFlags struct {
+	fs                               *flag.FlagSet
+	listen, cfgPath, level, imdsHost string
+	regionName, token                string
+	noThrottle, strict               bool
+	seed                             uint64
+	maxInstances                     int
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "serve" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
@@ -53,96 +76,110 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	err := serveMain(args[1:], stdout, stderr)
+	var ee *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		if ee.msg != "" {
+			fmt.Fprintf(stderr, "fakeec2: %s\n", ee.msg)
+		}
+		return ee.code
+	default:
+		fmt.Fprintf(stderr, "fakeec2: %v\n", err)
+		return 1
+	}
+}
+
+func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
+	f := &serveFlags{fs: flag.NewFlagSet("serve", flag.ContinueOnError)}
+	fs := f.fs
 	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:8787", "address for the EC2 API and control API")
-	cfgPath := fs.String("config", "", "YAML file declaring the world, throttling, faults and timing")
-	noThrottle := fs.Bool("no-throttle", false, "disable EC2 request throttling")
-	seed := fs.Uint64("seed", 0, "seed for ids, request ids and fault dice (overrides the config)")
-	strict := fs.Bool("strict", false, "verify SigV4 signatures against the config's credentials")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	imdsHost := fs.String("imds-host", "127.0.0.1", "host of the one IMDS listener (a free port) serving every instance the config gives no listener of its own")
-	regionName := fs.String("region", "", "the region served (default the config's, else us-west-2)")
-	token := fs.String("control-token", "", "require Authorization: Bearer TOKEN on the control API")
-	maxInstances := fs.Int("max-instances", 0, "cap on non-terminated instances (default the config's, else 1000)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8787", "address for the EC2 API and control API")
+	fs.StringVar(&f.cfgPath, "config", "", "YAML file declaring the world, throttling, faults and timing")
+	fs.BoolVar(&f.noThrottle, "no-throttle", false, "disable EC2 request throttling")
+	fs.Uint64Var(&f.seed, "seed", 0, "seed for ids, request ids and fault dice (overrides the config)")
+	fs.BoolVar(&f.strict, "strict", false, "verify SigV4 signatures against the config's credentials")
+	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.imdsHost, "imds-host", "127.0.0.1", "host of the one IMDS listener (a free port) serving every instance the config gives no listener of its own")
+	fs.StringVar(&f.regionName, "region", "", "the region served (default the config's, else us-west-2)")
+	fs.StringVar(&f.token, "control-token", "", "require Authorization: Bearer TOKEN on the control API")
+	fs.IntVar(&f.maxInstances, "max-instances", 0, "cap on non-terminated instances (default the config's, else 1000)")
+	if err := fs.Parse(args); err != nil {
+		return nil, &exitError{code: 2} // the flag package has said why
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "fakeec2: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		return nil, usageErr("unexpected argument %q", fs.Arg(0))
 	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(stderr, "fakeec2: --log-level %q: %v\n", *level, err)
-		return 2
-	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	return f, nil
+}
 
+// config is the world the flags describe: the config file with the flags
+// given on the command line laid over it.
+func (f *serveFlags) config() (*world.Config, error) {
 	cfg := &world.Config{}
-	if *cfgPath != "" {
+	if f.cfgPath != "" {
 		var err error
-		if cfg, err = world.LoadConfig(*cfgPath); err != nil {
-			fmt.Fprintf(stderr, "fakeec2: --config %s: %v\n", *cfgPath, err)
-			return 2
+		if cfg, err = world.LoadConfig(f.cfgPath); err != nil {
+			return nil, usageErr("--config %s: %v", f.cfgPath, err)
 		}
 	}
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
+	f.fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
 		case "seed":
-			cfg.Seed = *seed
+			cfg.Seed = f.seed
 		case "region":
-			cfg.Region = *regionName
+			cfg.Region = f.regionName
 		case "max-instances":
-			cfg.MaxInstances = *maxInstances
+			cfg.MaxInstances = f.maxInstances
 		}
 	})
 	if cfg.MaxInstances < 0 {
-		fmt.Fprintf(stderr, "fakeec2: --max-instances %d: want a positive number\n", cfg.MaxInstances)
-		return 2
+		return nil, usageErr("--max-instances %d: want a positive number", cfg.MaxInstances)
 	}
 	if cfg.Throttling == nil {
 		cfg.Throttling = &ec2query.ThrottleConfig{Enabled: true}
 	}
-	if *noThrottle {
+	if f.noThrottle {
 		cfg.Throttling.Enabled = false
 	}
-	if *strict {
+	if f.strict {
 		if len(cfg.Credentials) == 0 {
-			fmt.Fprintln(stderr, "fakeec2: --strict needs credentials in the config file")
-			return 2
+			return nil, usageErr("--strict needs credentials in the config file")
 		}
 		cfg.Strict = true
 	}
+	return cfg, nil
+}
+
+func serveMain(args []string, stdout, stderr io.Writer) error {
+	f, err := parseServeFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(f.level)); err != nil {
+		return usageErr("--log-level %q: %v", f.level, err)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	cfg, err := f.config()
+	if err != nil {
+		return err
+	}
 	region := model.NewRegion(cfg.RegionOptions())
 	opts := cfg.ServerOptions()
-	opts.Logger = log
-	opts.ControlToken = *token
+	opts.API.Logger = log
+	opts.ControlToken = f.token
 	srv := fakeec2.NewServer(region, opts)
 	defer srv.Close()
-	world, err := cfg.Apply(region, srv)
+	if err := f.applyWorld(cfg, region, srv); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "fakeec2: --config %s: %v\n", *cfgPath, err)
-		return 2
+		return fmt.Errorf("--listen %s: %w", f.listen, err)
 	}
-	for _, i := range region.Instances() {
-		if addr, ok := world.IMDS[i.ID]; ok && i.State == "running" {
-			if _, err := srv.IMDS().Listen(i.ID, addr); err != nil {
-				fmt.Fprintf(stderr, "fakeec2: %v\n", err)
-				return 1
-			}
-		}
-	}
-	if _, err := srv.IMDS().SetAutoListen(net.JoinHostPort(*imdsHost, "0")); err != nil {
-		fmt.Fprintf(stderr, "fakeec2: --imds-host %s: %v\n", *imdsHost, err)
-		return 1
-	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintf(stderr, "fakeec2: --listen %s: %v\n", *listen, err)
-		return 1
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(stdout, "fakeec2: EC2 API http://%s (region %s, throttling %v)\n", ln.Addr(), region.Name(), cfg.Throttling.Enabled)
 	fmt.Fprintf(stdout, "fakeec2: control API http://%s%s\n", ln.Addr(), control.Prefix)
 	for _, i := range srv.Instances() {
@@ -150,6 +187,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -157,12 +195,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = hs.Shutdown(sctx)
-		return 0
+		return nil
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
-			return 0
+			return nil
 		}
 		log.Error("serve", "err", err)
-		return 1
+		return &exitError{code: 1}
 	}
+}
+
+// applyWorld builds the config's world and opens its IMDS listeners: the
+// config's own per-instance ones and the shared one on --imds-host.
+func (f *serveFlags) applyWorld(cfg *world.Config, region *model.Region, srv *fakeec2.Server) error {
+	w, err := cfg.Apply(region, srv)
+	if err != nil {
+		return usageErr("--config %s: %v", f.cfgPath, err)
+	}
+	for _, i := range region.Instances() {
+		if addr, ok := w.IMDS[i.ID]; ok && i.State == "running" {
+			if _, err := srv.IMDS().Listen(i.ID, addr); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := srv.IMDS().SetAutoListen(net.JoinHostPort(f.imdsHost, "0")); err != nil {
+		return fmt.Errorf("--imds-host %s: %w", f.imdsHost, err)
+	}
+	return nil
 }

@@ -20,11 +20,7 @@ func cmdEvents(e env, args []string) error {
 	if _, err := fs.Parse(args, 0); err != nil {
 		return err
 	}
-	f, err := format()
-	if err != nil {
-		return err
-	}
-	c, err := e.dial()
+	f, c, err := e.dialAs(format)
 	if err != nil {
 		return err
 	}
@@ -53,11 +49,7 @@ func cmdFaults(e env, args []string) error {
 	if err := r.Validate(); sub == "add" && err != nil {
 		return cli.Usagef("%v", err)
 	}
-	f, err := format()
-	if err != nil {
-		return err
-	}
-	c, err := e.dial()
+	f, c, err := e.dialAs(format)
 	if err != nil {
 		return err
 	}

@@ -21,13 +21,19 @@ func (e env) show(format string, v any, table func() error) error {
 	return enc.Encode(v)
 }
 
-// status reads the lab's status after checking the -o format.
-func (e env) status(format func() (string, error)) (string, lab.Status, error) {
+// dialAs checks the -o format, then dials the lab.
+func (e env) dialAs(format func() (string, error)) (string, *lab.Client, error) {
 	f, err := format()
 	if err != nil {
-		return "", lab.Status{}, err
+		return "", nil, err
 	}
 	c, err := e.dial()
+	return f, c, err
+}
+
+// status reads the lab's status after checking the -o format.
+func (e env) status(format func() (string, error)) (string, lab.Status, error) {
+	f, c, err := e.dialAs(format)
 	if err != nil {
 		return "", lab.Status{}, err
 	}

@@ -47,44 +47,20 @@ func (s *Server) createNetworkInterface(q *qnode) (any, error) {
 	if len(pips) > 1 && in.SecondaryCount > 0 {
 		return nil, model.ErrCombination("The parameters 'SecondaryPrivateIpAddressCount' and 'PrivateIpAddresses' cannot be used together")
 	}
-	pfx, err := q.items("Ipv4Prefix")
-	if err != nil {
+	if in.Prefixes, err = q.prefixItems("Ipv4Prefix"); err != nil {
 		return nil, err
-	}
-	for _, p := range pfx {
-		v, err := parsePrefix("Ipv4Prefix", p.str("Ipv4Prefix"))
-		if err != nil {
-			return nil, err
-		}
-		in.Prefixes = append(in.Prefixes, v)
 	}
 	if in.PrefixCount, err = q.count("Ipv4PrefixCount"); err != nil {
 		return nil, err
 	}
-	v6, err := q.items("Ipv6Addresses")
-	if err != nil {
+	if in.IPv6Addrs, err = q.ipv6Items("Ipv6Addresses", "Ipv6Address"); err != nil {
 		return nil, err
-	}
-	for _, a := range v6 {
-		x, err := parseAddr("Ipv6Addresses.Ipv6Address", a.str("Ipv6Address"), true)
-		if err != nil {
-			return nil, err
-		}
-		in.IPv6Addrs = append(in.IPv6Addrs, x)
 	}
 	if in.IPv6Count, err = q.count("Ipv6AddressCount"); err != nil {
 		return nil, err
 	}
-	v6p, err := q.items("Ipv6Prefix")
-	if err != nil {
+	if in.IPv6Prefixes, err = q.prefixItems("Ipv6Prefix"); err != nil {
 		return nil, err
-	}
-	for _, p := range v6p {
-		x, err := parsePrefix("Ipv6Prefix", p.str("Ipv6Prefix"))
-		if err != nil {
-			return nil, err
-		}
-		in.IPv6Prefixes = append(in.IPv6Prefixes, x)
 	}
 	if in.IPv6PrefixCnt, err = q.count("Ipv6PrefixCount"); err != nil {
 		return nil, err

@@ -3,10 +3,11 @@ package ec2query
 import (
 	_ "embed"
 	"encoding/json"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // paramsJSON lists, per action, the top-level parameters EC2 accepts;

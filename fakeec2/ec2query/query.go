@@ -1,12 +1,13 @@
 package ec2query
 
 import (
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/netip"
 	"net/url"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // qnode is one level of a flattened EC2 Query request: "Filter.1.Value.2=x"
@@ -161,6 +162,41 @@ func parsePrefix(name, v string) (netip.Prefix, error) {
 		return netip.Prefix{}, model.ErrInvalid("Value (%s) for parameter %s is invalid. Not a valid CIDR block.", v, name)
 	}
 	return p, nil
+}
+
+// prefixItems parses the list parameter name.N.name (Ipv4Prefix.1.Ipv4Prefix)
+// as CIDR blocks.
+func (q *qnode) prefixItems(name string) ([]netip.Prefix, error) {
+	items, err := q.items(name)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, it := range items {
+		p, err := parsePrefix(name, it.str(name))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// ipv6Items parses the list parameter list.N.field as IPv6 addresses.
+func (q *qnode) ipv6Items(list, field string) ([]netip.Addr, error) {
+	items, err := q.items(list)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, it := range items {
+		a, err := parseAddr(list+"."+field, it.str(field), true)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 func (n *qnode) addrList(name string, want6 bool) ([]netip.Addr, error) {

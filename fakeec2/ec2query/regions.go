@@ -1,8 +1,9 @@
 package ec2query
 
 import (
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"slices"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 var azFilters = filterSet[*model.AvailabilityZone]{

@@ -8,8 +8,6 @@ import (
 	"bytes"
 	"encoding/xml"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/faults"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -20,6 +18,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // APIVersion is the only EC2 Query API version served.
@@ -137,28 +138,43 @@ type call struct {
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	c := &call{rid: s.requestID(), start: time.Now()}
+	h, err := s.decodeCall(r, c)
+	if err != nil {
+		s.writeError(w, c, r, err, false)
+		return
+	}
+	if throttled, err := s.admit(r, c); err != nil {
+		s.writeError(w, c, r, err, throttled)
+		return
+	}
+	out, err := h(s, c.q)
+	if err != nil {
+		s.writeError(w, c, r, err, false)
+		return
+	}
+	s.writeResult(w, c, r, out)
+}
+
+// decodeCall reads, authenticates and checks one request into c and returns
+// its action's handler.
+func (s *Server) decodeCall(r *http.Request, c *call) (handler, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
-		s.writeError(w, c, r, model.Errorf("InvalidRequest", "Could not read the request body: %v", err), false)
-		return
+		return nil, model.Errorf("InvalidRequest", "Could not read the request body: %v", err)
 	}
 	if len(body) > maxBody {
-		s.writeError(w, c, r, model.Errorf("InvalidRequest", "The request body exceeds %d bytes", maxBody), false)
-		return
+		return nil, model.Errorf("InvalidRequest", "The request body exceeds %d bytes", maxBody)
 	}
 	if r.Method != http.MethodPost && r.Method != http.MethodGet {
-		s.writeError(w, c, r, &model.APIError{Code: "InvalidAction", Message: "The HTTP method " + r.Method + " is not supported", Status: http.StatusMethodNotAllowed}, false)
-		return
+		return nil, &model.APIError{Code: "InvalidAction", Message: "The HTTP method " + r.Method + " is not supported", Status: http.StatusMethodNotAllowed}
 	}
 	form, err := parseForm(string(body), "request body")
 	if err != nil {
-		s.writeError(w, c, r, err, false)
-		return
+		return nil, err
 	}
 	query, err := parseForm(r.URL.RawQuery, "query string")
 	if err != nil {
-		s.writeError(w, c, r, err, false)
-		return
+		return nil, err
 	}
 	for k, v := range query {
 		if _, ok := form[k]; !ok {
@@ -168,39 +184,39 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	c.form = form
 	c.action = form.Get("Action")
 	if err := s.checkAuth(r, body); err != nil {
-		s.writeError(w, c, r, err, false)
-		return
+		return nil, err
 	}
 	if c.action == "" {
-		s.writeError(w, c, r, model.ErrMissing("Action"), false)
-		return
+		return nil, model.ErrMissing("Action")
 	}
 	h, ok := handlers[c.action]
 	if !ok {
-		s.writeError(w, c, r, model.Errorf("InvalidAction", "The action %s is not valid for this web service.", c.action), false)
-		return
+		return nil, model.Errorf("InvalidAction", "The action %s is not valid for this web service.", c.action)
 	}
 	if v := form.Get("Version"); v != "" && v != APIVersion {
-		s.writeError(w, c, r, model.Errorf("NoSuchVersion", "An invalid or unsupported version was specified (%s).", v), false)
-		return
+		return nil, model.Errorf("NoSuchVersion", "An invalid or unsupported version was specified (%s).", v)
 	}
 	if err := checkParams(c.action, form); err != nil {
-		s.writeError(w, c, r, err, false)
-		return
+		return nil, err
 	}
 	c.q = decodeQuery(form)
+	return h, nil
+}
+
+// admit applies throttling, scripted faults and lag, and DryRun to a decoded
+// call; throttled says the refusal is a throttle.
+func (s *Server) admit(r *http.Request, c *call) (throttled bool, err error) {
 	unfiltered := c.q.child("Filter") == nil && !c.q.present("MaxResults") && !c.q.present("NextToken")
 	resources := 0
 	if c.action == "RunInstances" {
-		resources, _ = strconv.Atoi(form.Get("MaxCount"))
+		resources, _ = strconv.Atoi(c.form.Get("MaxCount"))
 		resources = max(resources, 1)
 	} else if c.action == "TerminateInstances" {
 		ids, _ := c.q.strings("InstanceId")
 		resources = len(ids)
 	}
 	if !s.throttle.Allow(c.action, unfiltered, resources) {
-		s.writeError(w, c, r, model.Errorf("RequestLimitExceeded", "Request limit exceeded. Account %s has been throttled on ec2:%s because it exceeded its request rate limit.", s.region.AccountID(), c.action), true)
-		return
+		return true, model.Errorf("RequestLimitExceeded", "Request limit exceeded. Account %s has been throttled on ec2:%s because it exceeded its request rate limit.", s.region.AccountID(), c.action)
 	}
 	lat, fault := s.faults.Evaluate(c.action)
 	if lat > 0 {
@@ -210,19 +226,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if fault != nil {
-		s.writeError(w, c, r, fault, false)
-		return
+		return false, fault
 	}
 	if dry, _ := c.q.boolean("DryRun"); dry != nil && *dry {
-		s.writeError(w, c, r, model.Errorf("DryRunOperation", "Request would have succeeded, but DryRun flag is set."), false)
-		return
+		return false, model.Errorf("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
 	}
-	out, err := h(s, c.q)
-	if err != nil {
-		s.writeError(w, c, r, err, false)
-		return
-	}
-	s.writeResult(w, c, r, out)
+	return false, nil
 }
 
 // innerXML renders v's fields as XML children (without a root element).

@@ -4,7 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/http"
 	"net/url"
 	"slices"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // sigV4Auth is a parsed SigV4 Authorization header.

@@ -1,12 +1,13 @@
 package ec2query
 
 import (
-	"github.com/vpclab/vpclab/fakeec2/catalog"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"net/netip"
 	"sort"
 	"strconv"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/catalog"
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // XML shapes of EC2 responses (protocol 2016-11-15). Lists are

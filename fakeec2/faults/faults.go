@@ -7,12 +7,13 @@ package faults
 import (
 	"flag"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"math/rand/v2"
 	"path"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // Rule injects an error and/or latency into matching API calls.

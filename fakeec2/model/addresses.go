@@ -1,10 +1,11 @@
 package model
 
 import (
-	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/catalog"
 )
 
 // allocTx takes addresses and prefixes from one subnet and can give them all
@@ -132,21 +133,8 @@ func (r *Region) AssignPrivateIPs(in AssignPrivateIPsInput) ([]netip.Addr, []net
 	if err != nil {
 		return nil, nil, err
 	}
-	v4 := len(in.Addrs) > 0 || in.Count > 0
-	pf := len(in.Prefixes) > 0 || in.PrefixCount > 0
-	switch {
-	case in.Count < 0 || in.PrefixCount < 0:
-		return nil, nil, ErrInvalid("Address and prefix counts must be positive")
-	case !v4 && !pf:
-		return nil, nil, ErrMissing("SecondaryPrivateIpAddressCount (You must specify either the IP addresses or the IP address count)")
-	case len(in.Addrs) > 0 && in.Count > 0:
-		return nil, nil, ErrCombination("The parameters 'SecondaryPrivateIpAddressCount' and 'PrivateIpAddress' cannot be used together")
-	case len(in.Prefixes) > 0 && in.PrefixCount > 0:
-		return nil, nil, ErrCombination("The parameters 'Ipv4PrefixCount' and 'Ipv4Prefix' cannot be used together")
-	case v4 && pf:
-		return nil, nil, ErrCombination("IPv4 prefixes cannot be combined with private IPv4 addresses")
-	case e.InterfaceType == "efa-only":
-		return nil, nil, ErrInvalid("EFA-only interfaces cannot have IP addresses")
+	if err := in.check(e); err != nil {
+		return nil, nil, err
 	}
 	limit, _ := r.ipv4Limit(e)
 	if e.Slots()+len(in.Addrs)+in.Count+len(in.Prefixes)+in.PrefixCount > limit {
@@ -170,25 +158,7 @@ func (r *Region) AssignPrivateIPs(in AssignPrivateIPsInput) ([]netip.Addr, []net
 		}
 	}
 	tx := r.beginAlloc(s)
-	for _, a := range in.Addrs {
-		if !slices.Contains(moves, a) {
-			if err := tx.addr(a, false); err != nil {
-				tx.rollback()
-				return nil, nil, err
-			}
-		}
-	}
-	if err := tx.count(in.Count); err != nil {
-		tx.rollback()
-		return nil, nil, err
-	}
-	for _, p := range in.Prefixes {
-		if err := tx.prefix(p); err != nil {
-			tx.rollback()
-			return nil, nil, err
-		}
-	}
-	if err := tx.prefixCount(in.PrefixCount); err != nil {
+	if err := tx.assignment(in, moves); err != nil {
 		tx.rollback()
 		return nil, nil, err
 	}
@@ -220,6 +190,50 @@ func (r *Region) AssignPrivateIPs(in AssignPrivateIPsInput) ([]netip.Addr, []net
 		r.emit(Change{Kind: ChangePrefixesAssigned, ENIID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, Prefixes: slices.Clone(tx.prefixes)})
 	}
 	return added, slices.Clone(tx.prefixes), nil
+}
+
+// check refuses what EC2 refuses before looking at the subnet: negative
+// or missing counts, forbidden combinations, addresses on EFA-only ENIs.
+func (in AssignPrivateIPsInput) check(e *eniState) error {
+	v4 := len(in.Addrs) > 0 || in.Count > 0
+	pf := len(in.Prefixes) > 0 || in.PrefixCount > 0
+	switch {
+	case in.Count < 0 || in.PrefixCount < 0:
+		return ErrInvalid("Address and prefix counts must be positive")
+	case !v4 && !pf:
+		return ErrMissing("SecondaryPrivateIpAddressCount (You must specify either the IP addresses or the IP address count)")
+	case len(in.Addrs) > 0 && in.Count > 0:
+		return ErrCombination("The parameters 'SecondaryPrivateIpAddressCount' and 'PrivateIpAddress' cannot be used together")
+	case len(in.Prefixes) > 0 && in.PrefixCount > 0:
+		return ErrCombination("The parameters 'Ipv4PrefixCount' and 'Ipv4Prefix' cannot be used together")
+	case v4 && pf:
+		return ErrCombination("IPv4 prefixes cannot be combined with private IPv4 addresses")
+	case e.InterfaceType == "efa-only":
+		return ErrInvalid("EFA-only interfaces cannot have IP addresses")
+	}
+	return nil
+}
+
+// assignment takes what an assignment asks for from the subnet: explicit
+// addresses (but the moves, which stay with their owner until applied),
+// a count, prefixes or a prefix count. The caller rolls back on error.
+func (t *allocTx) assignment(in AssignPrivateIPsInput, moves []netip.Addr) error {
+	for _, a := range in.Addrs {
+		if !slices.Contains(moves, a) {
+			if err := t.addr(a, false); err != nil {
+				return err
+			}
+		}
+	}
+	if err := t.count(in.Count); err != nil {
+		return err
+	}
+	for _, p := range in.Prefixes {
+		if err := t.prefix(p); err != nil {
+			return err
+		}
+	}
+	return t.prefixCount(in.PrefixCount)
 }
 
 func (r *Region) markSeen(e *eniState, key any, at time.Time) {

@@ -2,11 +2,12 @@ package model
 
 import (
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"net/netip"
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/catalog"
 )
 
 // CreateNetworkInterfaceInput describes a new ENI. At most one of
@@ -59,69 +60,17 @@ func (r *Region) CreateNetworkInterface(in CreateNetworkInterfaceInput) (Network
 	if !ok {
 		return NetworkInterface{}, ErrSubnetNotFound(in.SubnetID)
 	}
-	typ, ok := validInterfaceTypes[in.InterfaceType]
-	if !ok {
-		return NetworkInterface{}, ErrInvalid("Value (%s) for parameter interfaceType is invalid. Allowed values are: efa, efa-only, branch, trunk.", in.InterfaceType)
-	}
-	if in.SecondaryCount < 0 || in.PrefixCount < 0 || in.IPv6Count < 0 || in.IPv6PrefixCnt < 0 {
-		return NetworkInterface{}, ErrInvalid("Address and prefix counts must not be negative")
-	}
-	v4addrs := len(in.SecondaryIPs) > 0 || in.SecondaryCount > 0
-	v4pfx := len(in.Prefixes) > 0 || in.PrefixCount > 0
-	switch {
-	case len(in.SecondaryIPs) > 0 && in.SecondaryCount > 0:
-		return NetworkInterface{}, ErrCombination("The parameters 'SecondaryPrivateIpAddressCount' and 'PrivateIpAddresses' cannot be used together")
-	case v4addrs && v4pfx:
-		return NetworkInterface{}, ErrCombination("IPv4 prefixes cannot be combined with secondary private IPv4 addresses")
-	case len(in.Prefixes) > 0 && in.PrefixCount > 0:
-		return NetworkInterface{}, ErrCombination("The parameters 'Ipv4PrefixCount' and 'Ipv4Prefixes' cannot be used together")
-	case len(in.IPv6Addrs) > 0 && in.IPv6Count > 0, len(in.IPv6Prefixes) > 0 && in.IPv6PrefixCnt > 0,
-		(len(in.IPv6Addrs) > 0 || in.IPv6Count > 0) && (len(in.IPv6Prefixes) > 0 || in.IPv6PrefixCnt > 0):
-		return NetworkInterface{}, ErrCombination("IPv6 addresses, IPv6 address count and IPv6 prefixes are mutually exclusive")
-	}
-	if typ == "efa-only" && (v4addrs || v4pfx || in.PrivateIP.IsValid()) {
-		return NetworkInterface{}, ErrInvalid("EFA-only interfaces cannot have IP addresses")
-	}
-	slots := 1 + len(in.SecondaryIPs) + in.SecondaryCount + len(in.Prefixes) + in.PrefixCount
-	if slots > catalog.MaxIPv4PerENI() {
-		return NetworkInterface{}, Errorf("PrivateIpAddressLimitExceeded", "Number of private addresses will exceed limit.")
+	typ, err := in.check()
+	if err != nil {
+		return NetworkInterface{}, err
 	}
 	groups, err := r.resolveGroups(s.VPCID, in.SecurityGroups)
 	if err != nil {
 		return NetworkInterface{}, err
 	}
 	tx := r.beginAlloc(s)
-	var primary netip.Addr
-	if in.PrivateIP.IsValid() {
-		if err := tx.addr(in.PrivateIP, false); err != nil {
-			return NetworkInterface{}, err
-		}
-		primary = in.PrivateIP
-	}
-	for _, a := range in.SecondaryIPs {
-		if err := tx.addr(a, false); err != nil {
-			tx.rollback()
-			return NetworkInterface{}, err
-		}
-	}
-	if !primary.IsValid() && typ != "efa-only" {
-		if err := tx.count(1); err != nil {
-			tx.rollback()
-			return NetworkInterface{}, err
-		}
-		primary = tx.addrs[len(tx.addrs)-1]
-	}
-	if err := tx.count(in.SecondaryCount); err != nil {
-		tx.rollback()
-		return NetworkInterface{}, err
-	}
-	for _, p := range in.Prefixes {
-		if err := tx.prefix(p); err != nil {
-			tx.rollback()
-			return NetworkInterface{}, err
-		}
-	}
-	if err := tx.prefixCount(in.PrefixCount); err != nil {
+	primary, err := tx.eniAddresses(in, typ)
+	if err != nil {
 		tx.rollback()
 		return NetworkInterface{}, err
 	}
@@ -155,6 +104,70 @@ func (r *Region) CreateNetworkInterface(in CreateNetworkInterfaceInput) (Network
 		r.emit(Change{Kind: ChangeIPv6Assigned, ENIID: e.ID, MAC: e.MAC, SubnetID: s.ID, Addrs: slices.Clone(v6), Prefixes: slices.Clone(v6p)})
 	}
 	return e.clone(), nil
+}
+
+// check validates the input's interface type, counts and combinations,
+// as EC2 does before allocating anything; it returns the interface type.
+func (in CreateNetworkInterfaceInput) check() (string, error) {
+	typ, ok := validInterfaceTypes[in.InterfaceType]
+	if !ok {
+		return "", ErrInvalid("Value (%s) for parameter interfaceType is invalid. Allowed values are: efa, efa-only, branch, trunk.", in.InterfaceType)
+	}
+	if in.SecondaryCount < 0 || in.PrefixCount < 0 || in.IPv6Count < 0 || in.IPv6PrefixCnt < 0 {
+		return "", ErrInvalid("Address and prefix counts must not be negative")
+	}
+	v4addrs := len(in.SecondaryIPs) > 0 || in.SecondaryCount > 0
+	v4pfx := len(in.Prefixes) > 0 || in.PrefixCount > 0
+	switch {
+	case len(in.SecondaryIPs) > 0 && in.SecondaryCount > 0:
+		return "", ErrCombination("The parameters 'SecondaryPrivateIpAddressCount' and 'PrivateIpAddresses' cannot be used together")
+	case v4addrs && v4pfx:
+		return "", ErrCombination("IPv4 prefixes cannot be combined with secondary private IPv4 addresses")
+	case len(in.Prefixes) > 0 && in.PrefixCount > 0:
+		return "", ErrCombination("The parameters 'Ipv4PrefixCount' and 'Ipv4Prefixes' cannot be used together")
+	case len(in.IPv6Addrs) > 0 && in.IPv6Count > 0, len(in.IPv6Prefixes) > 0 && in.IPv6PrefixCnt > 0,
+		(len(in.IPv6Addrs) > 0 || in.IPv6Count > 0) && (len(in.IPv6Prefixes) > 0 || in.IPv6PrefixCnt > 0):
+		return "", ErrCombination("IPv6 addresses, IPv6 address count and IPv6 prefixes are mutually exclusive")
+	}
+	if typ == "efa-only" && (v4addrs || v4pfx || in.PrivateIP.IsValid()) {
+		return "", ErrInvalid("EFA-only interfaces cannot have IP addresses")
+	}
+	if 1+len(in.SecondaryIPs)+in.SecondaryCount+len(in.Prefixes)+in.PrefixCount > catalog.MaxIPv4PerENI() {
+		return "", Errorf("PrivateIpAddressLimitExceeded", "Number of private addresses will exceed limit.")
+	}
+	return typ, nil
+}
+
+// eniAddresses takes a new ENI's IPv4 addresses and prefixes from the
+// subnet and returns its primary address; the caller rolls back on error.
+func (t *allocTx) eniAddresses(in CreateNetworkInterfaceInput, typ string) (netip.Addr, error) {
+	var primary netip.Addr
+	if in.PrivateIP.IsValid() {
+		if err := t.addr(in.PrivateIP, false); err != nil {
+			return netip.Addr{}, err
+		}
+		primary = in.PrivateIP
+	}
+	for _, a := range in.SecondaryIPs {
+		if err := t.addr(a, false); err != nil {
+			return netip.Addr{}, err
+		}
+	}
+	if !primary.IsValid() && typ != "efa-only" {
+		if err := t.count(1); err != nil {
+			return netip.Addr{}, err
+		}
+		primary = t.addrs[len(t.addrs)-1]
+	}
+	if err := t.count(in.SecondaryCount); err != nil {
+		return netip.Addr{}, err
+	}
+	for _, p := range in.Prefixes {
+		if err := t.prefix(p); err != nil {
+			return netip.Addr{}, err
+		}
+	}
+	return primary, t.prefixCount(in.PrefixCount)
 }
 
 // newENI registers an ENI whose primary address is already taken from s.
@@ -289,52 +302,8 @@ func (r *Region) AttachNetworkInterface(in AttachNetworkInterfaceInput) (Attachm
 	if e.VPCID != inst.VPCID {
 		return Attachment{}, ErrInvalid("Network interface '%s' and instance '%s' belong to different networks.", e.ID, inst.ID)
 	}
-	it, _ := r.InstanceType(inst.Type)
-	if in.DeviceIndex < 0 {
-		return Attachment{}, ErrInvalid("Invalid value '%d' for deviceIndex.", in.DeviceIndex)
-	}
-	card, ok := it.Card(in.CardIndex)
-	if !ok {
-		return Attachment{}, ErrInvalid("Invalid value '%d' for networkCardIndex. The instance type %s supports network card indexes 0 to %d.", in.CardIndex, it.Name, len(it.Cards)-1)
-	}
-	total, onCard, efa := 0, 0, 0
-	for _, o := range r.enis {
-		a := o.Attachment
-		if a == nil || a.InstanceID != inst.ID {
-			continue
-		}
-		total++
-		if a.NetworkCardIndex == in.CardIndex {
-			onCard++
-			if a.DeviceIndex == in.DeviceIndex {
-				return Attachment{}, ErrInvalid("Instance '%s' already has an interface attached at device index '%d'.", inst.ID, in.DeviceIndex)
-			}
-		}
-		if o.InterfaceType == "efa" || o.InterfaceType == "efa-only" {
-			efa++
-		}
-		if o.InterfaceType == "trunk" && e.InterfaceType == "trunk" {
-			return Attachment{}, ErrInvalid("Instance '%s' already has a trunk interface attached.", inst.ID)
-		}
-	}
-	if total+1 > it.MaxENIs || onCard+1 > card.MaxENIs {
-		return Attachment{}, Errorf("AttachmentLimitExceeded", "Interface count %d exceeds the limit for %s", max(total, onCard)+1, it.Name)
-	}
-	switch e.InterfaceType {
-	case "trunk":
-		if !it.Trunking {
-			return Attachment{}, Errorf("UnsupportedOperation", "The instance type %s does not support trunk network interfaces.", it.Name)
-		}
-	case "efa", "efa-only":
-		if efa+1 > it.MaxEFA {
-			return Attachment{}, Errorf("UnsupportedOperation", "The instance type %s does not support %d EFA interfaces.", it.Name, efa+1)
-		}
-	}
-	if e.Slots() > it.IPv4PerENI {
-		return Attachment{}, Errorf("InvalidInterface.IpAddressLimitExceeded", "Number of private addresses on interface %s (%d) exceeds the limit for %s (%d).", e.ID, e.Slots(), it.Name, it.IPv4PerENI)
-	}
-	if len(e.IPv6)+len(e.IPv6Prefixes) > it.IPv6PerENI {
-		return Attachment{}, Errorf("InvalidInterface.IpAddressLimitExceeded", "Number of IPv6 addresses on interface %s exceeds the limit for %s.", e.ID, it.Name)
+	if err := r.canAttach(e, inst, in.DeviceIndex, in.CardIndex); err != nil {
+		return Attachment{}, err
 	}
 	now := r.opts.Now()
 	a := &Attachment{ID: r.ids.next("eni-attach"), InstanceID: inst.ID, DeviceIndex: in.DeviceIndex, NetworkCardIndex: in.CardIndex, Status: "attaching", AttachTime: now}
@@ -355,6 +324,60 @@ func (r *Region) AttachNetworkInterface(in AttachNetworkInterfaceInput) (Attachm
 		r.finishAttach(e)
 	}
 	return *e.Attachment, nil
+}
+
+// canAttach checks the instance type's limits for attaching e at device
+// dev on network card card: indexes, ENIs per card and in all, one trunk,
+// EFA count, and the ENI's addresses against the type's per-ENI budget.
+func (r *Region) canAttach(e *eniState, inst *Instance, dev, cardIndex int) error {
+	it, _ := r.InstanceType(inst.Type)
+	if dev < 0 {
+		return ErrInvalid("Invalid value '%d' for deviceIndex.", dev)
+	}
+	card, ok := it.Card(cardIndex)
+	if !ok {
+		return ErrInvalid("Invalid value '%d' for networkCardIndex. The instance type %s supports network card indexes 0 to %d.", cardIndex, it.Name, len(it.Cards)-1)
+	}
+	total, onCard, efa := 0, 0, 0
+	for _, o := range r.enis {
+		a := o.Attachment
+		if a == nil || a.InstanceID != inst.ID {
+			continue
+		}
+		total++
+		if a.NetworkCardIndex == cardIndex {
+			onCard++
+			if a.DeviceIndex == dev {
+				return ErrInvalid("Instance '%s' already has an interface attached at device index '%d'.", inst.ID, dev)
+			}
+		}
+		if o.InterfaceType == "efa" || o.InterfaceType == "efa-only" {
+			efa++
+		}
+		if o.InterfaceType == "trunk" && e.InterfaceType == "trunk" {
+			return ErrInvalid("Instance '%s' already has a trunk interface attached.", inst.ID)
+		}
+	}
+	if total+1 > it.MaxENIs || onCard+1 > card.MaxENIs {
+		return Errorf("AttachmentLimitExceeded", "Interface count %d exceeds the limit for %s", max(total, onCard)+1, it.Name)
+	}
+	switch e.InterfaceType {
+	case "trunk":
+		if !it.Trunking {
+			return Errorf("UnsupportedOperation", "The instance type %s does not support trunk network interfaces.", it.Name)
+		}
+	case "efa", "efa-only":
+		if efa+1 > it.MaxEFA {
+			return Errorf("UnsupportedOperation", "The instance type %s does not support %d EFA interfaces.", it.Name, efa+1)
+		}
+	}
+	if e.Slots() > it.IPv4PerENI {
+		return Errorf("InvalidInterface.IpAddressLimitExceeded", "Number of private addresses on interface %s (%d) exceeds the limit for %s (%d).", e.ID, e.Slots(), it.Name, it.IPv4PerENI)
+	}
+	if len(e.IPv6)+len(e.IPv6Prefixes) > it.IPv6PerENI {
+		return Errorf("InvalidInterface.IpAddressLimitExceeded", "Number of IPv6 addresses on interface %s exceeds the limit for %s.", e.ID, it.Name)
+	}
+	return nil
 }
 
 func (r *Region) finishAttach(e *eniState) {

@@ -85,18 +85,9 @@ func (r *Region) RunInstances(in RunInstancesInput) ([]Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := in.Metadata
-	if m.HTTPTokens == "" {
-		m.HTTPTokens = "optional"
-	}
-	if m.HTTPEndpoint == "" {
-		m.HTTPEndpoint = "enabled"
-	}
-	if m.HopLimit == 0 {
-		m.HopLimit = 1
-	}
-	if m.HTTPTokens != "optional" && m.HTTPTokens != "required" || m.HTTPEndpoint != "enabled" && m.HTTPEndpoint != "disabled" || m.HopLimit < 1 || m.HopLimit > 64 {
-		return nil, ErrInvalid("Invalid metadata options: HttpTokens %q, HttpEndpoint %q, HttpPutResponseHopLimit %d", m.HTTPTokens, m.HTTPEndpoint, m.HopLimit)
+	m, err := in.Metadata.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	n := min(in.MaxCount, s.pool.available())
 	if in.PrivateIP.IsValid() {
@@ -118,28 +109,50 @@ func (r *Region) RunInstances(in RunInstancesInput) ([]Instance, error) {
 			ID: r.ids.next("i"), Type: it.Name, ImageID: image, SubnetID: s.ID, VPCID: s.VPCID, AZ: s.AZ, AZID: s.AZID,
 			State: "running", LaunchTime: now, SecurityGroups: groups, Metadata: m, Tags: in.Tags.clone(),
 		}
-		var primary netip.Addr
-		if in.PrivateIP.IsValid() {
-			primary = in.PrivateIP
-			s.pool.takeAddr(primary)
-		} else {
-			a, _ := s.pool.take(1)
-			primary = a[0]
-		}
-		e := r.newENI(s, "", "interface", groups, primary, in.ENITags)
-		e.Description = ""
-		e.visibleAt = now
-		att := &Attachment{ID: r.ids.next("eni-attach"), InstanceID: inst.ID, Status: "attached", AttachTime: now, DeleteOnTermination: true}
-		e.Attachment, e.Status = att, "in-use"
-		r.attach[att.ID] = e.ID
-		inst.PrimaryENI, inst.PrivateIP = e.ID, primary
-		r.insts[inst.ID] = inst
-		r.emit(Change{Kind: ChangeInstanceRunning, InstanceID: inst.ID, SubnetID: s.ID})
-		r.emit(Change{Kind: ChangeENICreated, ENIID: e.ID, MAC: e.MAC, SubnetID: s.ID, Addrs: []netip.Addr{primary}})
-		r.emit(Change{Kind: ChangeAttachment, ENIID: e.ID, MAC: e.MAC, InstanceID: inst.ID, AttachmentID: att.ID, State: "attached", SubnetID: s.ID})
+		r.boot(inst, s, in.PrivateIP, in.ENITags)
 		out = append(out, inst.clone())
 	}
 	return out, nil
+}
+
+// boot gives a new instance its primary ENI (address privateIP, or the
+// subnet's next free one) attached at device 0, and registers it.
+func (r *Region) boot(inst *Instance, s *subnetState, privateIP netip.Addr, eniTags Tags) {
+	primary := privateIP
+	if primary.IsValid() {
+		s.pool.takeAddr(primary)
+	} else {
+		a, _ := s.pool.take(1)
+		primary = a[0]
+	}
+	e := r.newENI(s, "", "interface", inst.SecurityGroups, primary, eniTags)
+	e.visibleAt = inst.LaunchTime
+	att := &Attachment{ID: r.ids.next("eni-attach"), InstanceID: inst.ID, Status: "attached", AttachTime: inst.LaunchTime, DeleteOnTermination: true}
+	e.Attachment, e.Status = att, "in-use"
+	r.attach[att.ID] = e.ID
+	inst.PrimaryENI, inst.PrivateIP = e.ID, primary
+	r.insts[inst.ID] = inst
+	r.emit(Change{Kind: ChangeInstanceRunning, InstanceID: inst.ID, SubnetID: s.ID})
+	r.emit(Change{Kind: ChangeENICreated, ENIID: e.ID, MAC: e.MAC, SubnetID: s.ID, Addrs: []netip.Addr{primary}})
+	r.emit(Change{Kind: ChangeAttachment, ENIID: e.ID, MAC: e.MAC, InstanceID: inst.ID, AttachmentID: att.ID, State: "attached", SubnetID: s.ID})
+}
+
+// withDefaults fills in EC2's metadata defaults (optional tokens, enabled,
+// hop limit 1) and checks the values.
+func (m MetadataOptions) withDefaults() (MetadataOptions, error) {
+	if m.HTTPTokens == "" {
+		m.HTTPTokens = "optional"
+	}
+	if m.HTTPEndpoint == "" {
+		m.HTTPEndpoint = "enabled"
+	}
+	if m.HopLimit == 0 {
+		m.HopLimit = 1
+	}
+	if m.HTTPTokens != "optional" && m.HTTPTokens != "required" || m.HTTPEndpoint != "enabled" && m.HTTPEndpoint != "disabled" || m.HopLimit < 1 || m.HopLimit > 64 {
+		return m, ErrInvalid("Invalid metadata options: HttpTokens %q, HttpEndpoint %q, HttpPutResponseHopLimit %d", m.HTTPTokens, m.HTTPEndpoint, m.HopLimit)
+	}
+	return m, nil
 }
 
 // TerminateInstances terminates instances: every attached ENI is detached,

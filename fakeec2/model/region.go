@@ -2,13 +2,14 @@ package model
 
 import (
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"net/netip"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/catalog"
 )
 
 // Options configure a Region.
@@ -51,17 +52,17 @@ type Region struct {
 	opts Options
 	ids  *idGen
 
-	vpcs     map[string]*VPC
-	subnets  map[string]*subnetState
-	groups   map[string]*SecurityGroup
-	insts    map[string]*Instance
-	enis     map[string]*eniState
-	attach   map[string]string // attachment id -> ENI id
-	trunks   map[string]*TrunkAssociation
-	owners   owners // every private address and prefix in use -> ENI id
-	tokens   map[string]tokenRecord
-	types    map[string]*catalog.InstanceType
-	order    []string // ENI ids in creation order, for stable listings
+	vpcs    map[string]*VPC
+	subnets map[string]*subnetState
+	groups  map[string]*SecurityGroup
+	insts   map[string]*Instance
+	enis    map[string]*eniState
+	attach  map[string]string // attachment id -> ENI id
+	trunks  map[string]*TrunkAssociation
+	owners  owners // every private address and prefix in use -> ENI id
+	tokens  map[string]tokenRecord
+	types   map[string]*catalog.InstanceType
+	order   []string // ENI ids in creation order, for stable listings
 
 	feed   feed
 	action string // the action being applied, stamped on emitted changes

@@ -12,53 +12,66 @@ type TagFilter struct {
 
 const maxTagsPerResource = 50
 
+// taggable is one kind of taggable resource: its id prefix, where its tags
+// are, and the error for an id of that kind that does not exist.
+type taggable struct {
+	prefix   string
+	tags     func(r *Region, id string) *Tags
+	notFound func(id string) *APIError
+}
+
+// tagsIn returns the tags of m[id], nil if there is no such resource.
+func tagsIn[T any](m map[string]*T, id string, tags func(*T) *Tags) *Tags {
+	if v, ok := m[id]; ok {
+		return tags(v)
+	}
+	return nil
+}
+
+// taggables lists the taggable kinds; "eni-attach-" ids are not taggable
+// and must not match "eni-".
+var taggables = []taggable{
+	{"eni-attach-", nil, nil},
+	{"eni-", func(r *Region, id string) *Tags {
+		return tagsIn(r.enis, id, func(e *eniState) *Tags { return &e.Tags })
+	}, ErrENINotFound},
+	{"i-", func(r *Region, id string) *Tags {
+		return tagsIn(r.insts, id, func(i *Instance) *Tags { return &i.Tags })
+	}, ErrInstanceNotFound},
+	{"subnet-", func(r *Region, id string) *Tags {
+		return tagsIn(r.subnets, id, func(s *subnetState) *Tags { return &s.Tags })
+	}, ErrSubnetNotFound},
+	{"vpc-", func(r *Region, id string) *Tags { return tagsIn(r.vpcs, id, func(v *VPC) *Tags { return &v.Tags }) }, ErrVPCNotFound},
+	{"sg-", func(r *Region, id string) *Tags {
+		return tagsIn(r.groups, id, func(g *SecurityGroup) *Tags { return &g.Tags })
+	}, ErrGroupNotFound},
+	{"trunk-assoc-", func(r *Region, id string) *Tags {
+		return tagsIn(r.trunks, id, func(a *TrunkAssociation) *Tags { return &a.Tags })
+	},
+		func(id string) *APIError {
+			return Errorf("InvalidAssociationID.NotFound", "The association ID '%s' does not exist", id)
+		}},
+}
+
 // resourceTags returns the tag map of any taggable resource.
 func (r *Region) resourceTags(id string) (*Tags, error) {
-	var t *Tags
-	var notFound *APIError
-	switch {
-	case strings.HasPrefix(id, "eni-attach-"):
-	case strings.HasPrefix(id, "eni-"):
-		if e, ok := r.enis[id]; ok {
-			t = &e.Tags
+	for _, k := range taggables {
+		if !strings.HasPrefix(id, k.prefix) {
+			continue
 		}
-		notFound = ErrENINotFound(id)
-	case strings.HasPrefix(id, "i-"):
-		if i, ok := r.insts[id]; ok {
-			t = &i.Tags
+		if k.tags == nil {
+			break
 		}
-		notFound = ErrInstanceNotFound(id)
-	case strings.HasPrefix(id, "subnet-"):
-		if s, ok := r.subnets[id]; ok {
-			t = &s.Tags
+		t := k.tags(r, id)
+		if t == nil {
+			return nil, k.notFound(id)
 		}
-		notFound = ErrSubnetNotFound(id)
-	case strings.HasPrefix(id, "vpc-"):
-		if v, ok := r.vpcs[id]; ok {
-			t = &v.Tags
+		if *t == nil {
+			*t = Tags{}
 		}
-		notFound = ErrVPCNotFound(id)
-	case strings.HasPrefix(id, "sg-"):
-		if g, ok := r.groups[id]; ok {
-			t = &g.Tags
-		}
-		notFound = ErrGroupNotFound(id)
-	case strings.HasPrefix(id, "trunk-assoc-"):
-		if a, ok := r.trunks[id]; ok {
-			t = &a.Tags
-		}
-		notFound = Errorf("InvalidAssociationID.NotFound", "The association ID '%s' does not exist", id)
+		return t, nil
 	}
-	if notFound == nil {
-		return nil, Errorf("InvalidID", "The ID '%s' is not valid", id)
-	}
-	if t == nil {
-		return nil, notFound
-	}
-	if *t == nil {
-		*t = Tags{}
-	}
-	return t, nil
+	return nil, Errorf("InvalidID", "The ID '%s' is not valid", id)
 }
 
 // ValidateTag refuses a tag EC2 would refuse: empty or long keys, long

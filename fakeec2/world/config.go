@@ -5,20 +5,21 @@
 package world
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
 	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"github.com/vpclab/vpclab/fakeec2/faults"
 	"github.com/vpclab/vpclab/fakeec2/imds"
 	"github.com/vpclab/vpclab/fakeec2/model"
-	"net"
-	"net/netip"
-	"os"
-	"time"
-
-	"gopkg.in/yaml.v3"
+	"github.com/vpclab/vpclab/internal/yamlx"
 )
 
 // Config declares a world: region settings, VPCs with subnets and security
@@ -103,9 +104,7 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig decodes YAML config bytes strictly.
 func ParseConfig(b []byte) (*Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && err.Error() != "EOF" {
+	if err := yamlx.Decode(b, &c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("parse config: %w", err)
 	}
 	for i := range c.Faults {
@@ -124,14 +123,14 @@ func (c *Config) RegionOptions() model.Options {
 
 // ServerOptions returns the ServerOptions the config asks for.
 func (c *Config) ServerOptions() fakeec2.ServerOptions {
-	o := fakeec2.ServerOptions{Seed: c.Seed, Strict: c.Strict, Credentials: c.Credentials, IMDS: imds.Options{Lag: durationOf(c.Timing.IMDSLag)}}
+	o := fakeec2.ServerOptions{API: ec2query.Options{Seed: c.Seed, Strict: c.Strict, Credentials: c.Credentials}, IMDS: imds.Options{Lag: durationOf(c.Timing.IMDSLag)}}
 	for k, v := range c.Credentials { // the instance role signs with a configured key
 		if o.IMDS.RoleAccessKeyID == "" || k < o.IMDS.RoleAccessKeyID {
 			o.IMDS.RoleAccessKeyID, o.IMDS.RoleSecretKey = k, v
 		}
 	}
 	if c.Throttling != nil {
-		o.Throttle = *c.Throttling
+		o.API.Throttle = *c.Throttling
 	}
 	return o
 }
@@ -152,104 +151,13 @@ type World struct {
 func (c *Config) Apply(r *model.Region, s *fakeec2.Server) (*World, error) {
 	w := &World{VPCs: map[string]string{}, Subnets: map[string]string{}, SecurityGroups: map[string]string{}, Instances: map[string][]string{}, IMDS: map[string]string{}}
 	for vi, vc := range c.VPCs {
-		cidr, err := netip.ParsePrefix(vc.CIDR)
-		if err != nil {
-			return nil, fmt.Errorf("config vpcs[%d] (%s): cidr %q: %w", vi, vc.Name, vc.CIDR, err)
-		}
-		in := model.CreateVPCInput{CIDR: cidr, AmazonProvidedIPv6: vc.IPv6, Tags: vc.Tags}
-		for _, e := range vc.ExtraCIDRs {
-			p, err := netip.ParsePrefix(e)
-			if err != nil {
-				return nil, fmt.Errorf("config vpcs[%d] (%s): extraCidrs %q: %w", vi, vc.Name, e, err)
-			}
-			in.ExtraCIDRs = append(in.ExtraCIDRs, p)
-		}
-		v, err := r.CreateVPC(in)
-		if err != nil {
-			return nil, fmt.Errorf("config vpcs[%d] (%s): %w", vi, vc.Name, err)
-		}
-		w.VPCs[vc.Name] = v.ID
-		w.SecurityGroups[vc.Name+"/default"] = v.DefaultGroupID
-		for si, sc := range vc.Subnets {
-			p, err := netip.ParsePrefix(sc.CIDR)
-			if err != nil {
-				return nil, fmt.Errorf("config vpcs[%d].subnets[%d] (%s): cidr %q: %w", vi, si, sc.Name, sc.CIDR, err)
-			}
-			in := model.CreateSubnetInput{VPCID: v.ID, CIDR: p, AZ: sc.AZ, Tags: sc.Tags}
-			if sc.IPv6CIDR != "" {
-				if in.IPv6CIDR, err = netip.ParsePrefix(sc.IPv6CIDR); err != nil {
-					return nil, fmt.Errorf("config vpcs[%d].subnets[%d] (%s): ipv6Cidr %q: %w", vi, si, sc.Name, sc.IPv6CIDR, err)
-				}
-			}
-			sn, err := r.CreateSubnet(in)
-			if err != nil {
-				return nil, fmt.Errorf("config vpcs[%d].subnets[%d] (%s): %w", vi, si, sc.Name, err)
-			}
-			if _, dup := w.Subnets[sc.Name]; dup {
-				return nil, fmt.Errorf("config vpcs[%d].subnets[%d]: duplicate subnet name %q", vi, si, sc.Name)
-			}
-			w.Subnets[sc.Name] = sn.ID
-		}
-		for gi, gc := range vc.SecurityGroups {
-			desc := gc.Description
-			if desc == "" {
-				desc = gc.Name
-			}
-			g, err := r.CreateSecurityGroup(model.CreateSecurityGroupInput{VPCID: v.ID, Name: gc.Name, Description: desc, Tags: gc.Tags})
-			if err != nil {
-				return nil, fmt.Errorf("config vpcs[%d].securityGroups[%d] (%s): %w", vi, gi, gc.Name, err)
-			}
-			w.SecurityGroups[gc.Name] = g.ID
+		if err := w.applyVPC(r, vi, vc); err != nil {
+			return nil, err
 		}
 	}
 	for ii, ic := range c.Instances {
-		subnet := ic.Subnet
-		if id, ok := w.Subnets[subnet]; ok {
-			subnet = id
-		}
-		var groups []string
-		for _, g := range ic.SecurityGroups {
-			id, ok := w.SecurityGroups[g]
-			if !ok {
-				id = g
-			}
-			groups = append(groups, id)
-		}
-		in := model.RunInstancesInput{InstanceType: ic.Type, SubnetID: subnet, MinCount: max(ic.Count, 1), SecurityGroups: groups, Tags: ic.Tags,
-			Metadata: model.MetadataOptions{HTTPTokens: ic.Metadata.HTTPTokens, HTTPEndpoint: ic.Metadata.HTTPEndpoint, HopLimit: ic.Metadata.HopLimit}}
-		if ic.PrivateIP != "" {
-			a, err := netip.ParseAddr(ic.PrivateIP)
-			if err != nil {
-				return nil, fmt.Errorf("config instances[%d] (%s): privateIp %q: %w", ii, ic.Name, ic.PrivateIP, err)
-			}
-			in.PrivateIP = a
-		}
-		if ic.IMDS != "" {
-			_, port, err := net.SplitHostPort(ic.IMDS)
-			if err != nil {
-				return nil, fmt.Errorf("config instances[%d] (%s): imds %q: %w", ii, ic.Name, ic.IMDS, err)
-			}
-			if port != "0" && ic.Count > 1 {
-				return nil, fmt.Errorf("config instances[%d] (%s): imds %q: a fixed port cannot serve %d instances (use port 0)", ii, ic.Name, ic.IMDS, ic.Count)
-			}
-		}
-		if ic.IMDSLag != nil && *ic.IMDSLag < 0 {
-			return nil, fmt.Errorf("config instances[%d] (%s): imdsLag %v is negative", ii, ic.Name, *ic.IMDSLag)
-		}
-		insts, err := r.RunInstances(in)
-		if err != nil {
-			return nil, fmt.Errorf("config instances[%d] (%s): %w", ii, ic.Name, err)
-		}
-		for _, i := range insts {
-			w.Instances[ic.Name] = append(w.Instances[ic.Name], i.ID)
-			if ic.IMDS != "" {
-				w.IMDS[i.ID] = ic.IMDS
-			}
-			if ic.IMDSLag != nil && s != nil {
-				if err := s.IMDS().SetLag(i.ID, time.Duration(*ic.IMDSLag)); err != nil {
-					return nil, fmt.Errorf("config instances[%d] (%s): imdsLag: %w", ii, ic.Name, err)
-				}
-			}
+		if err := w.applyInstances(r, s, ii, ic); err != nil {
+			return nil, err
 		}
 	}
 	if s != nil && len(c.Faults) > 0 {
@@ -258,6 +166,113 @@ func (c *Config) Apply(r *model.Region, s *fakeec2.Server) (*World, error) {
 		}
 	}
 	return w, nil
+}
+
+// applyVPC creates one declared VPC with its subnets and security groups.
+func (w *World) applyVPC(r *model.Region, vi int, vc VPCConfig) error {
+	cidr, err := netip.ParsePrefix(vc.CIDR)
+	if err != nil {
+		return fmt.Errorf("config vpcs[%d] (%s): cidr %q: %w", vi, vc.Name, vc.CIDR, err)
+	}
+	in := model.CreateVPCInput{CIDR: cidr, AmazonProvidedIPv6: vc.IPv6, Tags: vc.Tags}
+	for _, e := range vc.ExtraCIDRs {
+		p, err := netip.ParsePrefix(e)
+		if err != nil {
+			return fmt.Errorf("config vpcs[%d] (%s): extraCidrs %q: %w", vi, vc.Name, e, err)
+		}
+		in.ExtraCIDRs = append(in.ExtraCIDRs, p)
+	}
+	v, err := r.CreateVPC(in)
+	if err != nil {
+		return fmt.Errorf("config vpcs[%d] (%s): %w", vi, vc.Name, err)
+	}
+	w.VPCs[vc.Name] = v.ID
+	w.SecurityGroups[vc.Name+"/default"] = v.DefaultGroupID
+	for si, sc := range vc.Subnets {
+		p, err := netip.ParsePrefix(sc.CIDR)
+		if err != nil {
+			return fmt.Errorf("config vpcs[%d].subnets[%d] (%s): cidr %q: %w", vi, si, sc.Name, sc.CIDR, err)
+		}
+		in := model.CreateSubnetInput{VPCID: v.ID, CIDR: p, AZ: sc.AZ, Tags: sc.Tags}
+		if sc.IPv6CIDR != "" {
+			if in.IPv6CIDR, err = netip.ParsePrefix(sc.IPv6CIDR); err != nil {
+				return fmt.Errorf("config vpcs[%d].subnets[%d] (%s): ipv6Cidr %q: %w", vi, si, sc.Name, sc.IPv6CIDR, err)
+			}
+		}
+		sn, err := r.CreateSubnet(in)
+		if err != nil {
+			return fmt.Errorf("config vpcs[%d].subnets[%d] (%s): %w", vi, si, sc.Name, err)
+		}
+		if _, dup := w.Subnets[sc.Name]; dup {
+			return fmt.Errorf("config vpcs[%d].subnets[%d]: duplicate subnet name %q", vi, si, sc.Name)
+		}
+		w.Subnets[sc.Name] = sn.ID
+	}
+	for gi, gc := range vc.SecurityGroups {
+		desc := gc.Description
+		if desc == "" {
+			desc = gc.Name
+		}
+		g, err := r.CreateSecurityGroup(model.CreateSecurityGroupInput{VPCID: v.ID, Name: gc.Name, Description: desc, Tags: gc.Tags})
+		if err != nil {
+			return fmt.Errorf("config vpcs[%d].securityGroups[%d] (%s): %w", vi, gi, gc.Name, err)
+		}
+		w.SecurityGroups[gc.Name] = g.ID
+	}
+	return nil
+}
+
+// applyInstances launches one instance declaration.
+func (w *World) applyInstances(r *model.Region, s *fakeec2.Server, ii int, ic InstanceConfig) error {
+	subnet := ic.Subnet
+	if id, ok := w.Subnets[subnet]; ok {
+		subnet = id
+	}
+	var groups []string
+	for _, g := range ic.SecurityGroups {
+		id, ok := w.SecurityGroups[g]
+		if !ok {
+			id = g
+		}
+		groups = append(groups, id)
+	}
+	in := model.RunInstancesInput{InstanceType: ic.Type, SubnetID: subnet, MinCount: max(ic.Count, 1), SecurityGroups: groups, Tags: ic.Tags,
+		Metadata: model.MetadataOptions{HTTPTokens: ic.Metadata.HTTPTokens, HTTPEndpoint: ic.Metadata.HTTPEndpoint, HopLimit: ic.Metadata.HopLimit}}
+	if ic.PrivateIP != "" {
+		a, err := netip.ParseAddr(ic.PrivateIP)
+		if err != nil {
+			return fmt.Errorf("config instances[%d] (%s): privateIp %q: %w", ii, ic.Name, ic.PrivateIP, err)
+		}
+		in.PrivateIP = a
+	}
+	if ic.IMDS != "" {
+		_, port, err := net.SplitHostPort(ic.IMDS)
+		if err != nil {
+			return fmt.Errorf("config instances[%d] (%s): imds %q: %w", ii, ic.Name, ic.IMDS, err)
+		}
+		if port != "0" && ic.Count > 1 {
+			return fmt.Errorf("config instances[%d] (%s): imds %q: a fixed port cannot serve %d instances (use port 0)", ii, ic.Name, ic.IMDS, ic.Count)
+		}
+	}
+	if ic.IMDSLag != nil && *ic.IMDSLag < 0 {
+		return fmt.Errorf("config instances[%d] (%s): imdsLag %v is negative", ii, ic.Name, *ic.IMDSLag)
+	}
+	insts, err := r.RunInstances(in)
+	if err != nil {
+		return fmt.Errorf("config instances[%d] (%s): %w", ii, ic.Name, err)
+	}
+	for _, i := range insts {
+		w.Instances[ic.Name] = append(w.Instances[ic.Name], i.ID)
+		if ic.IMDS != "" {
+			w.IMDS[i.ID] = ic.IMDS
+		}
+		if ic.IMDSLag != nil && s != nil {
+			if err := s.IMDS().SetLag(i.ID, time.Duration(*ic.IMDSLag)); err != nil {
+				return fmt.Errorf("config instances[%d] (%s): imdsLag: %w", ii, ic.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 func durationOf(d model.Duration) time.Duration { return time.Duration(d) }

@@ -14,7 +14,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/vishvananda/netlink"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netns"
 )
 
@@ -44,7 +45,7 @@ func CreateNamed(name string) (netns.NsHandle, error) {
 		runtime.LockOSThread()
 		return netns.None(), fmt.Errorf("create netns %s: restore namespace: %w", name, err)
 	}
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlinksafe.NewHandleAt(ns)
 	if err != nil {
 		return ns, fmt.Errorf("create netns %s: netlink: %w", name, err)
 	}
@@ -171,21 +172,13 @@ func DialContextIn(ns netns.NsHandle) func(ctx context.Context, network, addr st
 	}
 }
 
-// sysctlPath maps "net.ipv4.ip_forward" or "net/ipv4/conf/eth0.5/rp_filter"
-// (slashes keep dots in interface names) to its /proc/sys path.
-func sysctlPath(key string) string {
-	if !strings.Contains(key, "/") {
-		key = strings.ReplaceAll(key, ".", "/")
-	}
-	return filepath.Join("/proc/sys", key)
-}
-
 // Sysctl writes value to a sysctl as seen from inside ns. Keys use dots
-// ("net.ipv4.ip_forward") or, when they hold an interface name, slashes.
+// ("net.ipv4.ip_forward") or, when they hold an interface name, slashes
+// ("net/ipv4/conf/eth0.5/rp_filter"), as the CNI project's sysctl package
+// reads them.
 func Sysctl(ns netns.NsHandle, key, value string) error {
-	p := sysctlPath(key)
 	return Do(ns, func() error {
-		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
+		if _, err := sysctl.Sysctl(key, value); err != nil {
 			return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 		}
 		return nil
@@ -194,12 +187,15 @@ func Sysctl(ns netns.NsHandle, key, value string) error {
 
 // ReadSysctl reads a sysctl as seen from inside ns.
 func ReadSysctl(ns netns.NsHandle, key string) (string, error) {
-	p := sysctlPath(key)
 	var v string
 	err := Do(ns, func() error {
-		b, err := os.ReadFile(p)
-		v = strings.TrimSpace(string(b))
-		return err
+		var err error
+		v, err = sysctl.Sysctl(key)
+		if err != nil {
+			return fmt.Errorf("read sysctl %s: %w", key, err)
+		}
+		v = strings.TrimSpace(v)
+		return nil
 	})
 	return v, err
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -109,7 +110,7 @@ func load(name string, insns asm.Instructions) (*ebpf.Program, error) {
 }
 
 // ensureClsact adds a clsact qdisc to link unless it has one.
-func ensureClsact(h *netlink.Handle, link netlink.Link) error {
+func ensureClsact(h netlinksafe.Handle, link netlink.Link) error {
 	q := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: link.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
 	if err := h.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("add clsact qdisc to %s: %w", link.Attrs().Name, err)
@@ -117,7 +118,7 @@ func ensureClsact(h *netlink.Handle, link netlink.Link) error {
 	return nil
 }
 
-func attach(h *netlink.Handle, link netlink.Link, parent uint32, prio int, p *ebpf.Program, name string) error {
+func attach(h netlinksafe.Handle, link netlink.Link, parent uint32, prio int, p *ebpf.Program, name string) error {
 	f := &netlink.BpfFilter{
 		FilterAttrs:  netlink.FilterAttrs{LinkIndex: link.Attrs().Index, Parent: parent, Handle: 1, Protocol: unix.ETH_P_ALL, Priority: uint16(prio)},
 		Fd:           p.FD(),
@@ -131,7 +132,7 @@ func attach(h *netlink.Handle, link netlink.Link, parent uint32, prio int, p *eb
 }
 
 // Add implements Datapath.
-func (BPF) Add(h *netlink.Handle, parent netlink.Link, l Link) (out netlink.Link, err error) {
+func (BPF) Add(h netlinksafe.Handle, parent netlink.Link, l Link) (out netlink.Link, err error) {
 	if err := l.check(); err != nil {
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func (BPF) Add(h *netlink.Handle, parent netlink.Link, l Link) (out netlink.Link
 	return link, nil
 }
 
-func delPop(h *netlink.Handle, parent netlink.Link, vid int) error {
+func delPop(h netlinksafe.Handle, parent netlink.Link, vid int) error {
 	f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: parent.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS, Handle: 1, Protocol: unix.ETH_P_ALL, Priority: uint16(vid)}}
 	if err := h.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("remove vlan %d filter from %s: %w", vid, parent.Attrs().Name, err)
@@ -191,7 +192,7 @@ func delPop(h *netlink.Handle, parent netlink.Link, vid int) error {
 }
 
 // Del implements Datapath.
-func (BPF) Del(h *netlink.Handle, parent netlink.Link, name string, vid int) error {
+func (BPF) Del(h netlinksafe.Handle, parent netlink.Link, name string, vid int) error {
 	var errs []error
 	if parent != nil {
 		errs = append(errs, delPop(h, parent, vid))

@@ -15,6 +15,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpclab/vpclab/internal/netx"
@@ -51,10 +52,10 @@ type Datapath interface {
 	Kind() string
 	// Add creates the link on parent and brings it up. The parent must be up
 	// for traffic to flow.
-	Add(h *netlink.Handle, parent netlink.Link, l Link) (netlink.Link, error)
+	Add(h netlinksafe.Handle, parent netlink.Link, l Link) (netlink.Link, error)
 	// Del removes the link named name (VLAN vid on parent) and anything
 	// installed for it on the parent. A missing link is not an error.
-	Del(h *netlink.Handle, parent netlink.Link, name string, vid int) error
+	Del(h netlinksafe.Handle, parent netlink.Link, name string, vid int) error
 }
 
 func (l Link) check() error {
@@ -122,7 +123,7 @@ func HasKernelVLAN() bool {
 		}
 		defer netx.DeleteNamed(name)
 		defer ns.Close()
-		h, err := netlink.NewHandleAt(ns)
+		h, err := netlinksafe.NewHandleAt(ns)
 		if err != nil {
 			return
 		}
@@ -147,7 +148,7 @@ type Kernel struct{}
 func (Kernel) Kind() string { return Kind8021Q }
 
 // Add implements Datapath.
-func (Kernel) Add(h *netlink.Handle, parent netlink.Link, l Link) (netlink.Link, error) {
+func (Kernel) Add(h netlinksafe.Handle, parent netlink.Link, l Link) (netlink.Link, error) {
 	if err := l.check(); err != nil {
 		return nil, err
 	}
@@ -167,7 +168,7 @@ func (Kernel) Add(h *netlink.Handle, parent netlink.Link, l Link) (netlink.Link,
 }
 
 // Del implements Datapath.
-func (Kernel) Del(h *netlink.Handle, _ netlink.Link, name string, _ int) error {
+func (Kernel) Del(h netlinksafe.Handle, _ netlink.Link, name string, _ int) error {
 	link, err := h.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError

@@ -35,33 +35,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/vpclab/vpclab/fakeec2/catalog"
 )
-
-// Card is one network card of an instance type.
-type Card struct {
-	Index   int    `json:"index"`
-	MaxENIs int    `json:"maxEnis"`
-	Perf    string `json:"performance,omitempty"`
-}
-
-// Type is one catalog entry; the field names are the catalog's JSON schema.
-type Type struct {
-	Name               string `json:"name"`
-	MaxENIs            int    `json:"maxEnis"`
-	IPv4PerENI         int    `json:"ipv4PerEni"`
-	IPv6PerENI         int    `json:"ipv6PerEni"`
-	IPv6Supported      bool   `json:"ipv6Supported"`
-	DefaultCard        int    `json:"defaultNetworkCard"`
-	Cards              []Card `json:"networkCards"`
-	Hypervisor         string `json:"hypervisor,omitempty"`
-	BareMetal          bool   `json:"bareMetal,omitempty"`
-	Trunking           bool   `json:"trunking,omitempty"`
-	BranchENIs         int    `json:"branchEnis,omitempty"`
-	MaxEFA             int    `json:"maxEfa,omitempty"`
-	VCPUs              int    `json:"vcpus,omitempty"`
-	MemoryMiB          int    `json:"memoryMib,omitempty"`
-	NetworkPerformance string `json:"networkPerformance,omitempty"`
-}
 
 func main() {
 	cni := flag.String("cni", "", "path to the VPC CNI's vpc_ip_resource_limit.go")
@@ -93,10 +69,10 @@ func run(cniPath, rcPath, describePath string, out io.Writer) error {
 			return fmt.Errorf("read %s: %w", describePath, err)
 		}
 	}
-	var types []Type
+	var types []catalog.InstanceType
 	for name, v := range cniMap {
 		f := v.(map[string]any)
-		t := Type{
+		t := catalog.InstanceType{
 			Name:        name,
 			MaxENIs:     asInt(f["ENILimit"]),
 			IPv4PerENI:  asInt(f["IPv4Limit"]),
@@ -109,7 +85,7 @@ func run(cniPath, rcPath, describePath string, out io.Writer) error {
 		}
 		for _, c := range asList(f["NetworkCards"]) {
 			cm := c.(map[string]any)
-			t.Cards = append(t.Cards, Card{Index: asInt(cm["NetworkCardIndex"]), MaxENIs: asInt(cm["MaximumNetworkInterfaces"]), Perf: asString(cm["NetworkPerformance"])})
+			t.Cards = append(t.Cards, catalog.NetworkCard{Index: asInt(cm["NetworkCardIndex"]), MaxENIs: asInt(cm["MaximumNetworkInterfaces"]), Performance: asString(cm["NetworkPerformance"])})
 		}
 		if r, ok := rcMap[name].(map[string]any); ok {
 			t.Trunking = asBool(r["IsTrunkingCompatible"])
@@ -120,7 +96,7 @@ func run(cniPath, rcPath, describePath string, out io.Writer) error {
 			applyDescribe(&t, d)
 		}
 		if len(t.Cards) == 0 {
-			t.Cards = []Card{{Index: 0, MaxENIs: t.MaxENIs}}
+			t.Cards = []catalog.NetworkCard{{Index: 0, MaxENIs: t.MaxENIs}}
 		}
 		// The VPC CNI's ENILimit is per card on multi-card types; EC2's
 		// maximumNetworkInterfaces is the instance total, the sum over cards.
@@ -152,7 +128,7 @@ func run(cniPath, rcPath, describePath string, out io.Writer) error {
 	return err
 }
 
-func cardSum(cards []Card) int {
+func cardSum(cards []catalog.NetworkCard) int {
 	n := 0
 	for _, c := range cards {
 		n += c.MaxENIs
@@ -160,7 +136,7 @@ func cardSum(cards []Card) int {
 	return n
 }
 
-func applyDescribe(t *Type, d map[string]any) {
+func applyDescribe(t *catalog.InstanceType, d map[string]any) {
 	if v, ok := d["VCpuInfo"].(map[string]any); ok {
 		t.VCPUs = asInt(v["DefaultVCpus"])
 	}
@@ -188,8 +164,8 @@ func applyDescribe(t *Type, d map[string]any) {
 		}
 	}
 	for i := range t.Cards {
-		if p := perf[t.Cards[i].Index]; p != "" && t.Cards[i].Perf == "" {
-			t.Cards[i].Perf = p
+		if p := perf[t.Cards[i].Index]; p != "" && t.Cards[i].Performance == "" {
+			t.Cards[i].Performance = p
 		}
 	}
 }

@@ -16,12 +16,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
 )
 
 var (
