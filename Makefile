@@ -40,7 +40,7 @@ test: build check-scripts
 
 ## bench: performance figures (BENCH lines) with their comparisons.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./fakeec2/ ./fabric/ ./ipamd/ ./plugin/ | tee /dev/stderr | grep -E '^BENCH' || true
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x ./fakeec2/ ./fabric/ ./ipamd/ ./plugin/ | tee /dev/stderr | grep -E '^BENCH' || true
 
 ## fuzz: two minutes per fuzz target (not run in CI).
 fuzz:
