@@ -18,19 +18,24 @@ deps:
 		command -v curl >/dev/null || missing="$$missing curl"; \
 		command -v ping >/dev/null || missing="$$missing iputils-ping"; \
 		command -v sysctl >/dev/null || missing="$$missing procps"; \
-		[ -x /usr/lib/cni/portmap ] || missing="$$missing containernetworking-plugins"; \
 		command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 		command -v vagrant >/dev/null || missing="$$missing vagrant"; \
 		if [ -n "$$missing" ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		fi; \
-	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2), iproute2, iptables, tcpdump, iputils-ping, procps, containernetworking-plugins yourself"; fi
+	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2), iproute2, iptables, tcpdump, iputils-ping, procps yourself"; fi
 	$(GO) mod download
 
-## build: build every binary into bin/.
+# The CNI project's reference plugins, built from the module version go.mod
+# pins (its `tool` lines): the lab chains portmap/bandwidth/loopback, the
+# plugin benchmark compares with ptp + host-local.
+CNI_PLUGINS := $(addprefix github.com/containernetworking/plugins/plugins/,meta/portmap meta/bandwidth main/loopback main/ptp ipam/host-local)
+
+## build: build every binary into bin/ (reference CNI plugins into bin/cni/).
 build:
-	@mkdir -p bin
+	@mkdir -p bin/cni
 	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -o bin/cni/ $(CNI_PLUGINS)
 
 ## test: the whole test suite (what CI runs).
 test: build check-scripts

@@ -7,9 +7,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/vishvananda/netns"
 
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2/imds"
@@ -20,12 +20,12 @@ import (
 
 // imdsToken does the IMDSv2 PUT from inside a namespace.
 func imdsToken(nsPath string) (string, error) {
-	ns, err := netns.GetFromPath(nsPath)
+	n, err := ns.GetNS(nsPath)
 	if err != nil {
 		return "", err
 	}
-	defer ns.Close()
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: netx.DialContextIn(ns), DisableKeepAlives: true}}
+	defer n.Close()
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: netx.DialContextIn(n), DisableKeepAlives: true}}
 	req, _ := http.NewRequest(http.MethodPut, "http://"+fabric.IMDSAddr+"/latest/api/token", nil)
 	req.Header.Set(imds.TokenTTLHeader, "60")
 	resp, err := c.Do(req)

@@ -84,18 +84,18 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // address, links up, by direct netlink calls (no model, no router state).
 func bareNode(b *testing.B, prefix string, i int, router netlinksafe.Handle) {
 	name := fmt.Sprintf("%s-bare%d", prefix, i)
-	ns, err := netx.CreateNamed(name)
+	nodeNS, err := netx.CreateNamed(name)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ns.Close()
-	h, err := netlinksafe.NewHandleAt(ns)
+	defer nodeNS.Close()
+	h, err := netx.Handle(nodeNS)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer h.Close()
 	mac, _ := net.ParseMAC(fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&0xff))
-	if err := router.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("r%d", i), MTU: fabric.MTU}, PeerName: "eth0", PeerHardwareAddr: mac, PeerNamespace: netlink.NsFd(int(ns))}); err != nil {
+	if err := router.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("r%d", i), MTU: fabric.MTU}, PeerName: "eth0", PeerHardwareAddr: mac, PeerNamespace: netlink.NsFd(int(nodeNS.Fd()))}); err != nil {
 		b.Fatal(err)
 	}
 	l, err := h.LinkByName("eth0")
@@ -130,7 +130,7 @@ func BenchmarkFabric(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		rh, err := netlinksafe.NewHandleAt(rns)
+		rh, err := netx.Handle(rns)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -15,11 +15,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2/model"
@@ -46,7 +45,7 @@ var _ = Describe("two instances in one subnet", func() {
 	})
 
 	It("gives each namespace the ENIs' links, MACs and addresses", func() {
-		h, err := netlinksafe.NewHandleAt(mustNS(aNS))
+		h, err := netx.Handle(mustNS(aNS))
 		Expect(err).NotTo(HaveOccurred())
 		defer h.Close()
 		eth0, err := h.LinkByName("eth0")
@@ -59,7 +58,7 @@ var _ = Describe("two instances in one subnet", func() {
 		Expect(addrs[0].IPNet.String()).To(Equal(*a.PrivateIpAddress + "/24"))
 		Expect(mustSh(aNS, "ip", "route", "show", "default")).To(ContainSubstring("default via 10.0.0.1 dev eth0"))
 
-		hb, err := netlinksafe.NewHandleAt(mustNS(bNS))
+		hb, err := netx.Handle(mustNS(bNS))
 		Expect(err).NotTo(HaveOccurred())
 		defer hb.Close()
 		eth1, err := hb.LinkByName("eth1")
@@ -201,8 +200,7 @@ var _ = DescribeTable("trunk and branch ENIs carry 802.1Q frames",
 		routerTrunk, _ := w.Fabric.RouterLinkName(*trunk.NetworkInterfaceId)
 
 		// The node side of the branch path, as the CNI plugin builds it.
-		ns := mustNS(nodeNS)
-		h, err := netlinksafe.NewHandleAt(ns)
+		h, err := netx.Handle(mustNS(nodeNS))
 		Expect(err).NotTo(HaveOccurred())
 		defer h.Close()
 		parent, err := h.LinkByName(trunkLink)
@@ -371,12 +369,12 @@ func must(err error) {
 	}
 }
 
-func mustNS(name string) netns.NsHandle {
+func mustNS(name string) ns.NetNS {
 	GinkgoHelper()
-	ns, err := netx.Open(name)
+	n, err := netx.Open(name)
 	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(ns.Close)
-	return ns
+	DeferCleanup(n.Close)
+	return n
 }
 
 func mustPath(w *world, inst string) string {

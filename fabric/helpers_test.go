@@ -15,9 +15,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/cilium/ebpf"
+	"github.com/containernetworking/plugins/pkg/ns"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/vishvananda/netns"
 
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2/imds"
@@ -150,10 +150,10 @@ func rxPackets(ns, link string) int {
 // httpIn returns an HTTP client whose connections start inside ns.
 func httpIn(path string, timeout time.Duration) *http.Client {
 	GinkgoHelper()
-	ns, err := netns.GetFromPath(path)
+	n, err := ns.GetNS(path)
 	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(ns.Close)
-	return &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: netx.DialContextIn(ns), DisableKeepAlives: true}}
+	DeferCleanup(n.Close)
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: netx.DialContextIn(n), DisableKeepAlives: true}}
 }
 
 // imdsGet does the IMDSv2 flow from inside a namespace.

@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vpclab/vpclab/fakeec2/model"
@@ -25,7 +25,7 @@ type node struct {
 	path       string
 	adopted    bool
 	linkPrefix string
-	ns         netns.NsHandle
+	ns         ns.NetNS
 	h          netlinksafe.Handle
 }
 
@@ -34,7 +34,9 @@ func (n *node) close() {
 		n.h.Close()
 		n.h = netlinksafe.Handle{}
 	}
-	_ = n.ns.Close()
+	if n.ns != nil {
+		_ = n.ns.Close()
+	}
 }
 
 func (n *node) delLink(name string) error {
@@ -116,7 +118,7 @@ func (f *Fabric) ensureNode(inst model.Instance) error {
 			return fmt.Errorf("instance %s: %w", inst.ID, err)
 		}
 	}
-	if n.h, err = netlinksafe.NewHandleAt(n.ns); err != nil {
+	if n.h, err = netx.Handle(n.ns); err != nil {
 		n.close()
 		return fmt.Errorf("instance %s: netlink: %w", inst.ID, err)
 	}
@@ -286,8 +288,11 @@ func (f *Fabric) createLink(r *router, n *node, e model.NetworkInterface, s mode
 		if nerr == nil {
 			return fail("node link name taken", fmt.Errorf("%s already exists", l.nodeName))
 		}
+		// One netlink call through the router's handle, born in place with
+		// the ENI's MAC: pkg/ip's SetupVeth would need a thread switch into
+		// the node per ENI, and the fabric never enters namespaces.
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: l.routerName, MTU: MTU}, PeerName: l.nodeName,
-			PeerHardwareAddr: mac, PeerNamespace: netlink.NsFd(int(n.ns))}
+			PeerHardwareAddr: mac, PeerNamespace: netlink.NsFd(int(n.ns.Fd()))}
 		if err := r.h.LinkAdd(veth); err != nil {
 			return fail("create veth", err)
 		}
@@ -398,12 +403,12 @@ func (f *Fabric) syncENI(r *router, l *eniLink, e model.NetworkInterface) error 
 // setSourceDestCheck turns strict reverse-path filtering on the router side
 // of an ENI on or off: with it, a packet whose source the ENI does not own
 // (no route back through this link) is dropped, as EC2 does.
-func setSourceDestCheck(ns netns.NsHandle, link string, on bool) error {
+func setSourceDestCheck(n ns.NetNS, link string, on bool) error {
 	v := "0"
 	if on {
 		v = "1"
 	}
-	return netx.Sysctl(ns, "net/ipv4/conf/"+link+"/rp_filter", v)
+	return netx.Sysctl(n, "net/ipv4/conf/"+link+"/rp_filter", v)
 }
 
 // syncDelivery makes the routes and permanent neighbour entries on a router

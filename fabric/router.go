@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vpclab/vpclab/fakeec2/model"
@@ -29,7 +29,7 @@ type router struct {
 	vpcID    string
 	nsName   string
 	inetName string
-	ns       netns.NsHandle
+	ns       ns.NetNS
 	h        netlinksafe.Handle
 	servers  []*http.Server
 	gateways map[netip.Addr]bool
@@ -44,18 +44,20 @@ func (r *router) close() {
 		r.h.Close()
 		r.h = netlinksafe.Handle{}
 	}
-	_ = r.ns.Close()
+	if r.ns != nil {
+		_ = r.ns.Close()
+	}
 }
 
 // openOrCreate opens the named namespace, creating it when missing; it
 // reports whether it already existed.
-func openOrCreate(name string) (netns.NsHandle, bool, error) {
+func openOrCreate(name string) (ns.NetNS, bool, error) {
 	if _, err := os.Stat(netx.Path(name)); err == nil {
-		ns, err := netx.Open(name)
-		return ns, true, err
+		n, err := netx.Open(name)
+		return n, true, err
 	}
-	ns, err := netx.CreateNamed(name)
-	return ns, false, err
+	n, err := netx.CreateNamed(name)
+	return n, false, err
 }
 
 func (f *Fabric) vpc(id string) (model.VPC, error) {
@@ -98,16 +100,14 @@ func (f *Fabric) ensureRouter(vpcID string) (*router, error) {
 		return nil, err
 	}
 	r := &router{vpcID: vpcID, nsName: f.cfg.Name + "-" + vpcID, gateways: map[netip.Addr]bool{}}
-	ns, _, err := openOrCreate(r.nsName)
-	if err != nil {
+	if r.ns, _, err = openOrCreate(r.nsName); err != nil {
 		return nil, fmt.Errorf("router for %s: %w", vpcID, err)
 	}
-	r.ns = ns
 	fail := func(err error) (*router, error) {
 		r.close()
 		return nil, fmt.Errorf("router for %s: %w", vpcID, err)
 	}
-	if r.h, err = netlinksafe.NewHandleAt(ns); err != nil {
+	if r.h, err = netx.Handle(r.ns); err != nil {
 		return fail(err)
 	}
 	for _, kv := range [][2]string{
@@ -120,7 +120,7 @@ func (f *Fabric) ensureRouter(vpcID string) (*router, error) {
 		{"net.ipv6.conf.all.disable_ipv6", "1"},
 		{"net.ipv6.conf.default.disable_ipv6", "1"},
 	} {
-		if err := netx.Sysctl(ns, kv[0], kv[1]); err != nil {
+		if err := netx.Sysctl(r.ns, kv[0], kv[1]); err != nil {
 			return fail(err)
 		}
 	}
@@ -223,13 +223,13 @@ func (f *Fabric) ensureInternet(r *router) error {
 		return fmt.Errorf("internet host: %w", err)
 	}
 	defer ins.Close()
-	ih, err := netlinksafe.NewHandleAt(ins)
+	ih, err := netx.Handle(ins)
 	if err != nil {
 		return fmt.Errorf("internet host: %w", err)
 	}
 	defer ih.Close()
 	if _, err := r.h.LinkByName("igw"); err != nil || !existed {
-		if err := r.h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "igw", MTU: 1500}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ins))}); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := r.h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "igw", MTU: 1500}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ins.Fd()))}); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("internet link: %w", err)
 		}
 	}

@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/vishvananda/netns"
 
 	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/labtest"
@@ -52,9 +52,9 @@ func newNode(o nodeOpts) *node {
 	GinkgoHelper()
 	n := &node{World: labtest.NewWorld(GinkgoT(), "i", labtest.WorldOptions{Seed: 7, SubnetCIDR: o.subnetCIDR, VLAN: vlan.BPF{}}), dir: GinkgoT().TempDir(), env: o.env}
 	n.inst = n.Launch(GinkgoT(), cmp.Or(o.typ, "m5.large"))
-	var ns netns.NsHandle
-	n.nsPath, _, ns = n.Namespace(GinkgoT(), n.inst)
-	n.http = labtest.HTTPIn(ns)
+	var nodeNS ns.NetNS
+	n.nsPath, _, nodeNS = n.Namespace(GinkgoT(), n.inst)
+	n.http = labtest.HTTPIn(nodeNS)
 	return n
 }
 

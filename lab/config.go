@@ -35,7 +35,8 @@ type Config struct {
 	// BinDir holds ipamd, aws-cni and aws-vpc-cni (default: next to the
 	// running executable, or $VPCLAB_BIN).
 	BinDir string `yaml:"binDir"`
-	// RefPluginsDir holds the reference CNI plugins (default /usr/lib/cni).
+	// RefPluginsDir holds the reference CNI plugins loopback, portmap and
+	// bandwidth (default: cni/ in BinDir, where make build puts them).
 	RefPluginsDir string `yaml:"refPluginsDir"`
 	// StateDir is where node directories live (default /run/vpclab).
 	StateDir string `yaml:"stateDir"`
@@ -190,7 +191,7 @@ func (c *Config) SetDefaults() {
 		c.BinDir = filepath.Dir(self)
 	}
 	if c.RefPluginsDir == "" {
-		c.RefPluginsDir = "/usr/lib/cni"
+		c.RefPluginsDir = filepath.Join(c.BinDir, "cni")
 	}
 }
 

@@ -301,11 +301,17 @@ func (l *Lab) Close() error {
 	return errors.Join(errs...)
 }
 
-// checkBinaries says which binary a lab needs is missing from BinDir.
+// checkBinaries says which binary a lab needs is missing from BinDir or
+// RefPluginsDir.
 func (c *Config) checkBinaries() error {
 	for _, b := range []string{"ipamd", "aws-cni", "aws-vpc-cni"} {
 		if _, err := os.Stat(filepath.Join(c.BinDir, b)); err != nil {
 			return fmt.Errorf("binary %s not in %s (run make build, or set VPCLAB_BIN)", b, c.BinDir)
+		}
+	}
+	for _, p := range []string{"loopback", "portmap", "bandwidth"} {
+		if _, err := os.Stat(filepath.Join(c.RefPluginsDir, p)); err != nil {
+			return fmt.Errorf("reference CNI plugin %s not in %s (run make build, or set refPluginsDir)", p, c.RefPluginsDir)
 		}
 	}
 	return nil

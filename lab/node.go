@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/vishvananda/netns"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -35,7 +35,7 @@ type Node struct {
 	root      string
 	netns     string // path
 	mntns     string // path of the bind-mounted mount namespace
-	ns        netns.NsHandle
+	ns        ns.NetNS
 	env       []string // the aws-node environment of every process of the node
 	cni       *libcni.CNIConfig
 	list      *libcni.NetworkConfigList
@@ -117,7 +117,7 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Name: s.name, Instance: insts[0], lab: l, root: filepath.Join(l.paths.Root(), "nodes", s.name), pods: map[string]*Pod{}, ns: netns.None()}
+	n := &Node{Name: s.name, Instance: insts[0], lab: l, root: filepath.Join(l.paths.Root(), "nodes", s.name), pods: map[string]*Pod{}}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := l.fab.WaitSynced(wctx); err != nil {
@@ -127,7 +127,7 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 	if n.netns, ok = l.fab.NodeNamespace(n.Instance.ID); !ok {
 		return nil, fmt.Errorf("fabric has no namespace for %s", n.Instance.ID)
 	}
-	if n.ns, err = netns.GetFromPath(n.netns); err != nil {
+	if n.ns, err = ns.GetNS(n.netns); err != nil {
 		return nil, err
 	}
 	n.httpc = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: netx.DialContextIn(n.ns), DisableKeepAlives: true}}
@@ -497,7 +497,7 @@ func (n *Node) stop() error {
 	for _, p := range pods {
 		errs = append(errs, netx.DeleteNamed(p.nsName))
 	}
-	if n.ns.IsOpen() {
+	if n.ns != nil {
 		_ = n.ns.Close()
 	}
 	return errors.Join(errs...)

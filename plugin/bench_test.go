@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/vishvananda/netns"
+	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/internal/netx"
@@ -27,8 +27,8 @@ func pctl(d []time.Duration, p float64) time.Duration {
 func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // benchPlugin measures ADD and DEL through libcni for pods pods in the node
-// namespace ns with the given conflist.
-func benchPlugin(b *testing.B, ns netns.NsHandle, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, prefix string, pods int) (adds, dels []time.Duration) {
+// namespace node with the given conflist.
+func benchPlugin(b *testing.B, node ns.NetNS, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, prefix string, pods int) (adds, dels []time.Duration) {
 	var rts []*libcni.RuntimeConf
 	for i := 0; i < pods; i++ {
 		name := fmt.Sprintf("%s-%d", prefix, i)
@@ -42,14 +42,14 @@ func benchPlugin(b *testing.B, ns netns.NsHandle, cni *libcni.CNIConfig, list *l
 	ctx := context.Background()
 	for _, rt := range rts {
 		t0 := time.Now()
-		if err := netx.Do(ns, func() error { _, err := cni.AddNetworkList(ctx, list, rt); return err }); err != nil {
+		if err := node.Do(func(ns.NetNS) error { _, err := cni.AddNetworkList(ctx, list, rt); return err }); err != nil {
 			b.Fatalf("%s ADD %s: %v", list.Name, rt.ContainerID, err)
 		}
 		adds = append(adds, time.Since(t0))
 	}
 	for _, rt := range rts {
 		t0 := time.Now()
-		if err := netx.Do(ns, func() error { return cni.DelNetworkList(ctx, list, rt) }); err != nil {
+		if err := node.Do(func(ns.NetNS) error { return cni.DelNetworkList(ctx, list, rt) }); err != nil {
 			b.Fatalf("%s DEL %s: %v", list.Name, rt.ContainerID, err)
 		}
 		dels = append(dels, time.Since(t0))
@@ -64,7 +64,7 @@ func BenchmarkPlugin(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Fatal("needs root")
 	}
-	bin, err := labtest.Build("ipamd", "aws-cni")
+	bin, err := labtest.Build("ipamd", "aws-cni", labtest.RefPlugins)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -104,7 +104,8 @@ func BenchmarkPlugin(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ptpCNI := libcni.NewCNIConfigWithCacheDir([]string{"/usr/lib/cni"}, filepath.Join(dir, "cache-ptp"), nil)
+		// ptp and host-local from the CNI plugins module version go.mod pins.
+		ptpCNI := libcni.NewCNIConfigWithCacheDir([]string{filepath.Join(bin, labtest.RefPlugins)}, filepath.Join(dir, "cache-ptp"), nil)
 
 		awsAdd, awsDel := benchPlugin(b, ns, awsCNI, awsList, name+"-a", pods)
 		ptpAdd, ptpDel := benchPlugin(b, ns, ptpCNI, ptpList, name+"-r", pods)

@@ -9,8 +9,8 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/vpclab/vpclab/internal/netx"
 )
@@ -77,12 +77,12 @@ func checkHost(host string, ip netip.Addr, table int) (net.HardwareAddr, string)
 // link-local gateway and the permanent ARP entry for it at the host veth's
 // MAC. It returns what is wrong, or "".
 func checkPod(netnsPath, ifName string, ip netip.Addr, hostMAC net.HardwareAddr) string {
-	podNS, err := netns.GetFromPath(netnsPath)
+	podNS, err := ns.GetNS(netnsPath)
 	if err != nil {
 		return fmt.Sprintf("pod netns %s missing", netnsPath)
 	}
 	defer podNS.Close()
-	ph, err := netlinksafe.NewHandleAt(podNS)
+	ph, err := netx.Handle(podNS)
 	if err != nil {
 		return fmt.Sprintf("pod netns %s: %v", netnsPath, err)
 	}

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha1"
 	"encoding/hex"
 	"errors"
@@ -20,10 +19,11 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	cniip "github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -105,7 +105,7 @@ func CmdAdd(args *skel.CmdArgs) error {
 	}
 	log, done := logger(conf)
 	defer done()
-	podNS, err := netns.GetFromPath(args.Netns)
+	podNS, err := ns.GetNS(args.Netns)
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("pod netns %q not found", args.Netns), err.Error())
 	}
@@ -200,85 +200,85 @@ func release(client rpc.CNIBackendClient, args *skel.CmdArgs, k *K8sArgs, conf *
 		K8S_POD_INFRA_CONTAINER_ID: string(k.K8S_POD_INFRA_CONTAINER_ID), ContainerID: args.ContainerID, NetworkName: conf.Name, IfName: args.IfName, Reason: reason})
 }
 
-func randomMAC() (net.HardwareAddr, error) {
-	b := make([]byte, 6)
-	if _, err := rand.Read(b); err != nil {
-		return nil, err
-	}
-	b[0] = (b[0] | 2) &^ 1 // locally administered unicast
-	return net.HardwareAddr(b), nil
-}
-
-// setupPod builds the veth pair (born with its pod end inside the pod's
-// namespace), the pod's address, gateway, routes and static ARP entry,
-// and the host route and rules.
-func setupPod(podNS netns.NsHandle, ifName, hostName string, mtu int, ip netip.Addr, table int) (net.HardwareAddr, net.HardwareAddr, error) {
+// setupPod builds the pod's datapath as the VPC CNI lays it out: the veth
+// pair (made by the CNI project's pkg/ip inside the pod's namespace, host
+// end moved out and up), then the pod side (address as /32, link-scope
+// route to the gateway, default route via it, static ARP entry at the host
+// veth's MAC) and the host side (/32 route, to-pod and from-pod rules).
+// The routes and rules are written here rather than with pkg/ip's helpers:
+// those add (EEXIST on a retried ADD) and know nothing of this layout.
+func setupPod(podNS ns.NetNS, ifName, hostName string, mtu int, addr netip.Addr, table int) (net.HardwareAddr, net.HardwareAddr, error) {
 	if old, err := netlinksafe.LinkByName(hostName); err == nil {
 		_ = netlink.LinkDel(old) // a stale pair from an earlier sandbox of this pod
 	}
-	hostMAC, err := randomMAC()
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return nil, nil, fmt.Errorf("host netns: %w", err)
+	}
+	defer hostNS.Close()
+	var hostIf, podIf net.Interface
+	err = podNS.Do(func(ns.NetNS) error {
+		var err error
+		if hostIf, podIf, err = cniip.SetupVethWithName(ifName, hostName, mtu, "", hostNS); err != nil {
+			return fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
+		}
+		return setupPodSide(podIf.Index, hostIf.HardwareAddr, addr)
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MTU: mtu, HardwareAddr: hostMAC}, PeerName: ifName, PeerNamespace: netlink.NsFd(int(podNS))}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return nil, nil, fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
-	}
-	host, err := netlinksafe.LinkByName(hostName)
-	if err != nil {
-		return nil, nil, fmt.Errorf("host veth %s: %w", hostName, err)
-	}
-	// Best effort, as upstream: these keys are absent when IPv6 is disabled.
-	for k, v := range map[string]string{"accept_ra": "0", "accept_redirects": "1", "forwarding": "0"} {
+	// Best effort, as upstream: these keys are absent when IPv6 is disabled
+	// (pkg/ip has already set accept_ra).
+	for k, v := range map[string]string{"accept_redirects": "1", "forwarding": "0"} {
 		_, _ = sysctl.Sysctl("net/ipv6/conf/"+hostName+"/"+k, v)
 	}
-	if err := netlink.LinkSetUp(host); err != nil {
-		return nil, nil, fmt.Errorf("host veth %s up: %w", hostName, err)
+	host := net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: hostIf.Index, Dst: &host, Scope: netlink.SCOPE_LINK}); err != nil {
+		return nil, nil, fmt.Errorf("host route: %w", err)
 	}
-	ph, err := netlinksafe.NewHandleAt(podNS)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pod netns: %w", err)
+	if err := addRule(toRule(addr)); err != nil {
+		return nil, nil, fmt.Errorf("to-pod rule: %w", err)
 	}
-	defer ph.Close()
-	pod, err := ph.LinkByName(ifName)
+	if table != mainTable && table > 1 {
+		if err := addRule(fromRule(addr, table)); err != nil {
+			return nil, nil, fmt.Errorf("from-pod rule: %w", err)
+		}
+	}
+	return hostIf.HardwareAddr, podIf.HardwareAddr, nil
+}
+
+// setupPodSide configures the pod's interface; it runs inside the pod's
+// namespace.
+func setupPodSide(index int, hostMAC net.HardwareAddr, addr netip.Addr) error {
+	pod, err := netlink.LinkByIndex(index)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pod %s: %w", ifName, err)
+		return fmt.Errorf("pod link %d: %w", index, err)
 	}
 	gw := net.ParseIP(GatewayIP).To4()
 	steps := []struct {
 		what string
 		f    func() error
 	}{
-		{"pod link up", func() error { return ph.LinkSetUp(pod) }},
+		{"pod link up", func() error { return netlink.LinkSetUp(pod) }},
 		{"pod gateway route", func() error {
-			return ph.RouteReplace(&netlink.Route{LinkIndex: pod.Attrs().Index, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK})
+			return netlink.RouteReplace(&netlink.Route{LinkIndex: index, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK})
 		}},
 		{"pod default route", func() error {
-			return ph.RouteReplace(&netlink.Route{LinkIndex: pod.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Gw: gw})
+			return netlink.RouteReplace(&netlink.Route{LinkIndex: index, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Gw: gw})
 		}},
 		{"pod address", func() error {
-			return ph.AddrReplace(pod, &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}})
+			return netlink.AddrReplace(pod, &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(32, 32)}})
 		}},
 		{"pod gateway ARP entry", func() error {
-			return ph.NeighSet(&netlink.Neigh{LinkIndex: pod.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: gw, HardwareAddr: hostMAC})
+			return netlink.NeighSet(&netlink.Neigh{LinkIndex: index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: gw, HardwareAddr: hostMAC})
 		}},
-		{"host route", func() error {
-			return netlink.RouteReplace(&netlink.Route{LinkIndex: host.Attrs().Index, Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK})
-		}},
-		{"to-pod rule", func() error { return addRule(toRule(ip)) }},
-	}
-	if table != mainTable && table > 1 {
-		steps = append(steps, struct {
-			what string
-			f    func() error
-		}{"from-pod rule", func() error { return addRule(fromRule(ip, table)) }})
 	}
 	for _, s := range steps {
 		if err := s.f(); err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", s.what, err)
+			return fmt.Errorf("%s: %w", s.what, err)
 		}
 	}
-	return hostMAC, pod.Attrs().HardwareAddr, nil
+	return nil
 }
 
 func toRule(ip netip.Addr) *netlink.Rule {

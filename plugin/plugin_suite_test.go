@@ -15,9 +15,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	cniversion "github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/vishvananda/netns"
 
 	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/labtest"
@@ -28,7 +28,7 @@ import (
 
 func TestPlugin(t *testing.T) { labtest.Suite(t, "plugin", true) }
 
-var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni")
+var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
 
 func uniqueName() string { return labtest.Name("p", 7) }
 
@@ -47,7 +47,7 @@ func (c *cluster) host(typ string) model.Instance { return c.Launch(GinkgoT(), t
 type node struct {
 	c       *cluster
 	inst    model.Instance
-	ns      netns.NsHandle
+	ns      ns.NetNS
 	nsName  string
 	dir     string
 	cni     *libcni.CNIConfig
@@ -75,7 +75,7 @@ func (n *node) install(socket string) {
 	GinkgoHelper()
 	n.confDir = filepath.Join(n.dir, "net.d")
 	o := plugin.InstallOptions{Plugin: filepath.Join(*bins, "aws-cni"), BinDir: filepath.Join(n.dir, "bin"), ConfDir: n.confDir,
-		RefPluginsDir: "/usr/lib/cni", Socket: socket, Checkpoint: filepath.Join(n.dir, "ipam.json"), Wait: 30 * time.Second,
+		RefPluginsDir: filepath.Join(*bins, labtest.RefPlugins), Socket: socket, Checkpoint: filepath.Join(n.dir, "ipam.json"), Wait: 30 * time.Second,
 		CNIVersion: "1.0.0", VethPrefix: "eni", MTU: 9001, PodSGMode: "strict", LogFile: filepath.Join(n.dir, "plugin.log"), LogLevel: "debug"}
 	Expect(plugin.Install(context.Background(), o)).To(Succeed(), func() string { b, _ := os.ReadFile(filepath.Join(n.dir, "ipamd.log")); return string(b) })
 	var err error
@@ -111,7 +111,9 @@ func (p *pod) rt() *libcni.RuntimeConf {
 
 // inNode runs f on a thread inside the node's namespace, as a runtime on
 // the node would run plugins.
-func (n *node) inNode(f func() error) error { return netx.Do(n.ns, f) }
+func (n *node) inNode(f func() error) error {
+	return n.ns.Do(func(ns.NetNS) error { return f() })
+}
 
 func (p *pod) add() (types.Result, error) {
 	var res types.Result
@@ -195,7 +197,7 @@ func fakeNode(device int32, addrs ...string) (*node, *labtest.FakeIPAM) {
 	DeferCleanup(func() { _ = netx.DeleteNamed(n.nsName) })
 	_, err := sh(n.nsName, "ip", "link", "set", "lo", "up")
 	Expect(err).NotTo(HaveOccurred())
-	n.ns, err = netns.GetFromPath(netx.Path(n.nsName))
+	n.ns, err = ns.GetNS(netx.Path(n.nsName))
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(n.ns.Close)
 	n.c = &cluster{&labtest.World{Name: n.nsName}}

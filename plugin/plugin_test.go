@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,14 +12,18 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/vishvananda/netlink"
 
 	"github.com/vpclab/vpclab/fabric"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/plugin"
 )
 
@@ -248,15 +253,7 @@ var _ = Describe("concurrency", func() {
 	It("50 concurrent ADDs then 50 DELs: all succeed, no address twice, nothing left", func() {
 		c := newCluster()
 		n := c.nodeOfType("m5.4xlarge", "WARM_IP_TARGET=5", "MINIMUM_IP_TARGET=60")
-		Eventually(func() int {
-			t := 0
-			for _, e := range c.Region.NetworkInterfaces() {
-				if e.Attachment != nil && e.Attachment.InstanceID == n.inst.ID {
-					t += len(e.SecondaryIPs)
-				}
-			}
-			return t
-		}, 30*time.Second).Should(BeNumerically(">=", 60))
+		n.waitSecondaries(60)
 		clean := n.hostState()
 		pods := make([]*pod, 50)
 		for i := range pods {
@@ -302,6 +299,120 @@ var _ = Describe("concurrency", func() {
 			Expect(exec.Command("ip", "netns", "del", filepath.Base(p.path)).Run()).To(Succeed())
 		}
 		Eventually(n.hostState, 10*time.Second).Should(Equal(clean))
+	})
+})
+
+// waitSecondaries waits until the node's ENIs hold at least min secondary
+// addresses (ipamd's pool is warm).
+func (n *node) waitSecondaries(min int) {
+	GinkgoHelper()
+	Eventually(func() int {
+		t := 0
+		for _, e := range n.c.Region.NetworkInterfaces() {
+			if e.Attachment != nil && e.Attachment.InstanceID == n.inst.ID {
+				t += len(e.SecondaryIPs)
+			}
+		}
+		return t
+	}, 30*time.Second).Should(BeNumerically(">=", min))
+}
+
+// rawDumpInterruptions counts, until stop closes, how many plain (not
+// interruption-safe) link dumps inside n the kernel flags as interrupted:
+// evidence that the churn around it is the churn the safe wrappers exist for.
+func rawDumpInterruptions(n ns.NetNS, stop <-chan struct{}) *atomic.Int64 {
+	var hits atomic.Int64
+	go func() {
+		_ = n.Do(func(ns.NetNS) error {
+			for {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				if _, err := netlink.LinkList(); errors.Is(err, netlink.ErrDumpInterrupted) {
+					hits.Add(1)
+				}
+			}
+		})
+	}()
+	return &hits
+}
+
+var _ = Describe("churn", func() {
+	It("200 ADD/DEL cycles from 25 workers while the fabric reconciles: no failure, no interrupted dump, nothing left", func() {
+		c := newCluster()
+		n := c.nodeOfType("m5.4xlarge", "WARM_IP_TARGET=5", "MINIMUM_IP_TARGET=60")
+		other := c.host("m5.large")
+		n.waitSecondaries(60)
+		c.Sync(GinkgoT())
+		clean := n.hostState()
+
+		// EC2 changes the fabric must make real meanwhile: addresses come
+		// and go on another instance's ENI (routes and neighbours in the
+		// router namespace).
+		stop := make(chan struct{})
+		var bg sync.WaitGroup
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			eni := other.PrimaryENI
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				addrs, _, err := c.Region.AssignPrivateIPs(model.AssignPrivateIPsInput{ENIID: eni, Count: 2})
+				if err == nil {
+					_ = c.Region.UnassignPrivateIPs(eni, addrs, nil)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+		raw := rawDumpInterruptions(n.ns, stop)
+
+		const workers, cycles = 25, 200
+		jobs := make(chan int)
+		var mu sync.Mutex
+		var failures []string
+		var wg sync.WaitGroup
+		for w := 0; w < workers; w++ {
+			p := n.newPod(fmt.Sprintf("churn%d", w))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range jobs {
+					p.cid = fmt.Sprintf("cid-churn-%d", i)
+					if _, err := p.add(); err != nil {
+						mu.Lock()
+						failures = append(failures, fmt.Sprintf("ADD %d: %v", i, err))
+						mu.Unlock()
+						continue
+					}
+					if err := p.del(); err != nil {
+						mu.Lock()
+						failures = append(failures, fmt.Sprintf("DEL %d: %v", i, err))
+						mu.Unlock()
+					}
+				}
+				Expect(exec.Command("ip", "netns", "del", filepath.Base(p.path)).Run()).To(Succeed())
+			}()
+		}
+		for i := 0; i < cycles; i++ {
+			jobs <- i
+		}
+		close(jobs)
+		wg.Wait()
+		close(stop)
+		bg.Wait()
+		AddReportEntry("raw link dumps interrupted during the churn", raw.Load())
+		Expect(failures).To(BeEmpty())
+		c.Sync(GinkgoT()) // fails on any fabric reconcile error
+		Eventually(n.hostState, 10*time.Second).Should(Equal(clean))
+		log, err := os.ReadFile(filepath.Join(n.dir, "ipamd.log"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(log)).NotTo(ContainSubstring("incomplete or inconsistent"))
 	})
 })
 

@@ -20,7 +20,7 @@ func TestScenarios(t *testing.T) {
 	labtest.Suite(t, "scenarios", true, suite, reporter)
 }
 
-var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni")
+var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
 
 func labName() string { return labtest.Name("s", 7) }
 

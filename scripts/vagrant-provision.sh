@@ -14,7 +14,7 @@ install_packages() {
 	log "packages"
 	apt-get update -qq
 	apt-get install -y -qq ca-certificates curl gpg iproute2 iptables tcpdump iputils-ping procps \
-		containernetworking-plugins containerd conntrack socat ebtables util-linux >/dev/null
+		containerd conntrack socat ebtables util-linux >/dev/null
 }
 
 install_go() {
@@ -57,8 +57,11 @@ SYSCTL
 build_vpclab() {
 	log "building vpclab"
 	(cd "$SRC" && PATH="/usr/local/go/bin:$PATH" make build)
-	install -d /usr/local/lib/vpclab /etc/vpclab
-	install -m 0755 "$SRC"/bin/* /usr/local/lib/vpclab/
+	install -d /usr/local/lib/vpclab/cni /etc/vpclab
+	find "$SRC/bin" -maxdepth 1 -type f -exec install -m 0755 {} /usr/local/lib/vpclab/ \;
+	# The reference CNI plugins (loopback, portmap, bandwidth …) make build
+	# compiled from the pinned containernetworking/plugins module.
+	install -m 0755 "$SRC"/bin/cni/* /usr/local/lib/vpclab/cni/
 	ln -sf /usr/local/lib/vpclab/vpclab /usr/local/bin/vpclab
 	install -m 0644 "$SRC/deploy/host-lab.yaml" /etc/vpclab/host-lab.yaml
 	install -m 0644 "$SRC/deploy/vpclab-host.service" /etc/systemd/system/vpclab-host.service

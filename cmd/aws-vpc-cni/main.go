@@ -32,7 +32,7 @@ func run(args []string) int {
 	fs.StringVar(&o.Plugin, "plugin", filepath.Join(filepath.Dir(self), "aws-cni"), "aws-cni binary to install")
 	fs.StringVar(&o.BinDir, "bin-dir", env("HOST_CNI_BIN_PATH", "/opt/cni/bin"), "CNI bin dir")
 	fs.StringVar(&o.ConfDir, "conf-dir", env("HOST_CNI_CONFDIR_PATH", "/etc/cni/net.d"), "CNI conf dir")
-	fs.StringVar(&o.RefPluginsDir, "ref-plugins", "/usr/lib/cni", "directory of the reference CNI plugins (\"\" to skip)")
+	fs.StringVar(&o.RefPluginsDir, "ref-plugins", filepath.Join(filepath.Dir(self), "cni"), "directory of the reference CNI plugins loopback, portmap, bandwidth (\"\" to skip)")
 	fs.StringVar(&o.Socket, "socket", plugin.DefaultSocket, "ipamd gRPC socket")
 	fs.StringVar(&o.Checkpoint, "checkpoint", plugin.DefaultCheckpoint, "ipamd checkpoint (for GC)")
 	fs.DurationVar(&o.Wait, "wait", time.Minute, "how long to wait for ipamd")

@@ -18,7 +18,9 @@ import (
 
 // cliBins builds vpclab and the node binaries into one directory, as make
 // build does, once for the plain tests.
-var cliBins = sync.OnceValues(func() (string, error) { return labtest.Build("vpclab", "ipamd", "aws-cni", "aws-vpc-cni") })
+var cliBins = sync.OnceValues(func() (string, error) {
+	return labtest.Build("vpclab", "ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
+})
 
 func buildCLI(t *testing.T) string {
 	t.Helper()

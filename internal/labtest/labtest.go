@@ -41,8 +41,17 @@ func Suite(t *testing.T, name string, root bool, configs ...any) {
 	RunSpecs(t, name, configs...)
 }
 
-// Build compiles the named commands (e.g. "ipamd", "aws-cni") of this
-// module into a new temporary directory and returns it.
+// RefPlugins, given to Build, also builds the CNI project's reference
+// plugins (portmap, bandwidth, loopback, ptp, host-local) from the module
+// version go.mod pins, into the cni/ directory beside the commands: where
+// the lab and aws-vpc-cni look for them by default.
+const RefPlugins = "cni"
+
+// refPlugins are the reference plugins' packages.
+var refPlugins = []string{"meta/portmap", "meta/bandwidth", "main/loopback", "main/ptp", "ipam/host-local"}
+
+// Build compiles the named commands (e.g. "ipamd", "aws-cni", RefPlugins)
+// of this module into a new temporary directory and returns it.
 func Build(cmds ...string) (string, error) {
 	_, here, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(here), "..", "..")
@@ -51,13 +60,26 @@ func Build(cmds ...string) (string, error) {
 		return "", err
 	}
 	args := []string{"build", "-o", dir + "/"}
+	var ref []string
 	for _, c := range cmds {
+		if c == RefPlugins {
+			ref = []string{"build", "-o", filepath.Join(dir, RefPlugins) + "/"}
+			for _, p := range refPlugins {
+				ref = append(ref, "github.com/containernetworking/plugins/plugins/"+p)
+			}
+			continue
+		}
 		args = append(args, "./cmd/"+c)
 	}
-	cmd := exec.Command("go", args...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %v\n%s", strings.Join(cmds, " "), err, out)
+	for _, a := range [][]string{args, ref} {
+		if len(a) <= 3 {
+			continue
+		}
+		cmd := exec.Command("go", a...)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go %s: %v\n%s", strings.Join(a, " "), err, out)
+		}
 	}
 	return dir, nil
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/vishvananda/netns"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -120,13 +120,13 @@ func (w *World) Launch(t TB, typ string) model.Instance {
 
 // Namespace returns an instance's namespace: path, name and an open handle
 // (closed when the test ends).
-func (w *World) Namespace(t TB, inst model.Instance) (string, string, netns.NsHandle) {
+func (w *World) Namespace(t TB, inst model.Instance) (string, string, ns.NetNS) {
 	t.Helper()
 	p, ok := w.Fabric.NodeNamespace(inst.ID)
 	if !ok {
 		t.Fatalf("no namespace for %s", inst.ID)
 	}
-	h, err := netns.GetFromPath(p)
+	h, err := ns.GetNS(p)
 	must(t, err, "namespace")
 	t.Cleanup(func() { _ = h.Close() })
 	return p, filepath.Base(p), h
@@ -209,6 +209,6 @@ func StartIpamd(t TB, nsName, bin, dir string, env ...string) *Ipamd {
 }
 
 // HTTPIn is an HTTP client whose connections start inside ns.
-func HTTPIn(ns netns.NsHandle) *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: netx.DialContextIn(ns), DisableKeepAlives: true}}
+func HTTPIn(n ns.NetNS) *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: netx.DialContextIn(n), DisableKeepAlives: true}}
 }

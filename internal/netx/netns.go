@@ -1,6 +1,7 @@
-// Package netx holds the network-namespace mechanics the fabric, the CNI
-// plugin and the tests share: named namespaces, running code inside one,
-// sockets bound inside one, and per-namespace sysctls.
+// Package netx holds what the fabric, the CNI plugin and the tests need of
+// network namespaces beyond the CNI project's pkg/ns: named namespaces
+// (created, listed and removed by a prefix that is ours), sockets bound
+// inside a namespace, sysctls and netlink handles for one.
 package netx
 
 import (
@@ -15,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netns"
 )
@@ -26,28 +28,19 @@ const NetnsDir = "/var/run/netns"
 func Path(name string) string { return filepath.Join(NetnsDir, name) }
 
 // CreateNamed creates a named network namespace without moving the calling
-// goroutine into it, brings its loopback up, and returns a handle to it.
-func CreateNamed(name string) (netns.NsHandle, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return netns.None(), fmt.Errorf("create netns %s: get current: %w", name, err)
+// goroutine into it, brings its loopback up, and returns it. (pkg/ns only
+// creates namespaces under names of its own choosing, in its test utils.)
+func CreateNamed(name string) (ns.NetNS, error) {
+	if err := newNamed(name); err != nil {
+		return nil, err
 	}
-	defer orig.Close()
-	ns, err := netns.NewNamed(name)
+	n, err := ns.GetNS(Path(name))
 	if err != nil {
-		return netns.None(), fmt.Errorf("create netns %s: %w", name, err)
+		return nil, fmt.Errorf("create netns %s: %w", name, err)
 	}
-	if err := netns.Set(orig); err != nil {
-		// The thread is stuck in the new namespace: keep it locked so the
-		// runtime discards it when this goroutine exits.
-		runtime.LockOSThread()
-		return netns.None(), fmt.Errorf("create netns %s: restore namespace: %w", name, err)
-	}
-	h, err := netlinksafe.NewHandleAt(ns)
+	h, err := Handle(n)
 	if err != nil {
-		return ns, fmt.Errorf("create netns %s: netlink: %w", name, err)
+		return n, fmt.Errorf("create netns %s: %w", name, err)
 	}
 	defer h.Close()
 	lo, err := h.LinkByName("lo")
@@ -55,23 +48,56 @@ func CreateNamed(name string) (netns.NsHandle, error) {
 		err = h.LinkSetUp(lo)
 	}
 	if err != nil {
-		return ns, fmt.Errorf("create netns %s: lo up: %w", name, err)
+		return n, fmt.Errorf("create netns %s: lo up: %w", name, err)
 	}
-	return ns, nil
+	return n, nil
 }
 
-// Open returns a handle to a namespace given by name (under NetnsDir) or by
-// absolute path (e.g. /proc/1/ns/net).
-func Open(nameOrPath string) (netns.NsHandle, error) {
+// newNamed creates and bind-mounts a namespace, restoring the calling
+// thread's own namespace afterwards.
+func newNamed(name string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("create netns %s: get current: %w", name, err)
+	}
+	defer orig.Close()
+	h, err := netns.NewNamed(name)
+	if err != nil {
+		return fmt.Errorf("create netns %s: %w", name, err)
+	}
+	h.Close()
+	if err := netns.Set(orig); err != nil {
+		// The thread is stuck in the new namespace: keep it locked so the
+		// runtime discards it when this goroutine exits.
+		runtime.LockOSThread()
+		return fmt.Errorf("create netns %s: restore namespace: %w", name, err)
+	}
+	return nil
+}
+
+// Handle returns an interruption-safe netlink handle working in n.
+func Handle(n ns.NetNS) (netlinksafe.Handle, error) {
+	h, err := netlinksafe.NewHandleAt(netns.NsHandle(n.Fd()))
+	if err != nil {
+		return h, fmt.Errorf("netlink handle in %s: %w", n.Path(), err)
+	}
+	return h, nil
+}
+
+// Open returns a namespace given by name (under NetnsDir) or by absolute
+// path (e.g. /proc/1/ns/net).
+func Open(nameOrPath string) (ns.NetNS, error) {
 	p := nameOrPath
 	if !strings.HasPrefix(p, "/") {
 		p = Path(p)
 	}
-	ns, err := netns.GetFromPath(p)
+	n, err := ns.GetNS(p)
 	if err != nil {
-		return netns.None(), fmt.Errorf("open netns %s: %w", nameOrPath, err)
+		return nil, fmt.Errorf("open netns %s: %w", nameOrPath, err)
 	}
-	return ns, nil
+	return n, nil
 }
 
 // DeleteNamed unmounts and removes a named namespace; its links, routes and
@@ -109,61 +135,38 @@ func ListNamed(prefix string) ([]string, error) {
 	return out, nil
 }
 
-// Do runs fn on a thread switched into ns and switches back. Sockets
-// created inside fn stay in ns.
-func Do(ns netns.NsHandle, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("netns do: get current: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("netns do: enter %s: %w", ns, err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// Leave the thread locked: the runtime will discard it.
-		return errors.Join(ferr, fmt.Errorf("netns do: restore: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
-
 // Listen opens a listening socket inside ns.
-func Listen(ns netns.NsHandle, network, addr string) (net.Listener, error) {
+func Listen(n ns.NetNS, network, addr string) (net.Listener, error) {
 	var ln net.Listener
-	err := Do(ns, func() (err error) {
+	err := n.Do(func(ns.NetNS) (err error) {
 		ln, err = net.Listen(network, addr)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listen %s %s in %s: %w", network, addr, ns, err)
+		return nil, fmt.Errorf("listen %s %s in %s: %w", network, addr, n.Path(), err)
 	}
 	return ln, nil
 }
 
 // ListenPacket opens a packet socket inside ns.
-func ListenPacket(ns netns.NsHandle, network, addr string) (net.PacketConn, error) {
+func ListenPacket(n ns.NetNS, network, addr string) (net.PacketConn, error) {
 	var pc net.PacketConn
-	err := Do(ns, func() (err error) {
+	err := n.Do(func(ns.NetNS) (err error) {
 		pc, err = net.ListenPacket(network, addr)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listen %s %s in %s: %w", network, addr, ns, err)
+		return nil, fmt.Errorf("listen %s %s in %s: %w", network, addr, n.Path(), err)
 	}
 	return pc, nil
 }
 
 // DialContextIn returns a DialContext function whose sockets live in ns,
 // for an http.Transport that must talk from inside a namespace.
-func DialContextIn(ns netns.NsHandle) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func DialContextIn(n ns.NetNS) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
-		err := Do(ns, func() (err error) {
+		err := n.Do(func(ns.NetNS) (err error) {
 			var d net.Dialer
 			c, err = d.DialContext(ctx, network, addr)
 			return err
@@ -176,8 +179,8 @@ func DialContextIn(ns netns.NsHandle) func(ctx context.Context, network, addr st
 // ("net.ipv4.ip_forward") or, when they hold an interface name, slashes
 // ("net/ipv4/conf/eth0.5/rp_filter"), as the CNI project's sysctl package
 // reads them.
-func Sysctl(ns netns.NsHandle, key, value string) error {
-	return Do(ns, func() error {
+func Sysctl(n ns.NetNS, key, value string) error {
+	return n.Do(func(ns.NetNS) error {
 		if _, err := sysctl.Sysctl(key, value); err != nil {
 			return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 		}
@@ -186,9 +189,9 @@ func Sysctl(ns netns.NsHandle, key, value string) error {
 }
 
 // ReadSysctl reads a sysctl as seen from inside ns.
-func ReadSysctl(ns netns.NsHandle, key string) (string, error) {
+func ReadSysctl(n ns.NetNS, key string) (string, error) {
 	var v string
-	err := Do(ns, func() error {
+	err := n.Do(func(ns.NetNS) error {
 		var err error
 		v, err = sysctl.Sysctl(key)
 		if err != nil {

@@ -123,7 +123,7 @@ func HasKernelVLAN() bool {
 		}
 		defer netx.DeleteNamed(name)
 		defer ns.Close()
-		h, err := netlinksafe.NewHandleAt(ns)
+		h, err := netx.Handle(ns)
 		if err != nil {
 			return
 		}
