@@ -25,6 +25,9 @@ type Config struct {
 	Nodes   []NodeConfig   `yaml:"nodes"`
 	// Env is the aws-node environment of every node's ipamd.
 	Env map[string]string `yaml:"env"`
+	// CNI is every node's CNI implementation unless the node names its
+	// own: vpclab (default), upstream@VERSION, path:DIR or bin:DIR.
+	CNI CNI `yaml:"cni"`
 	// Internet adds the internet host behind NAT (default true).
 	Internet *bool `yaml:"internet"`
 	// Throttling of the EC2 API (off unless set).
@@ -113,7 +116,14 @@ func (c *Config) nodeSpecs() []nodeSpec {
 			for k, v := range nc.Env {
 				env[k] = v
 			}
-			specs = append(specs, nodeSpec{name: name, cfg: nc, env: env})
+			cni := c.CNI
+			if nc.CNI.Kind != "" {
+				cni = nc.CNI
+			}
+			if cni.Kind == "" {
+				cni = CNI{Kind: CNIVpclab}
+			}
+			specs = append(specs, nodeSpec{name: name, cfg: nc, env: env, cni: cni})
 		}
 	}
 	return specs
@@ -145,6 +155,9 @@ type NodeConfig struct {
 	Subnet       string            `yaml:"subnet"` // subnet name; default the first
 	Count        int               `yaml:"count"`
 	Env          map[string]string `yaml:"env"`
+	// CNI overrides the lab's CNI for this node (two versions can run
+	// side by side in one region).
+	CNI CNI `yaml:"cni"`
 	// HostNamespace makes the node an existing network namespace (e.g.
 	// /proc/1/ns/net: the machine itself, as in the Vagrant cluster)
 	// instead of a new one; its ENI links are named LinkPrefix+"ethN".
@@ -184,11 +197,7 @@ func (c *Config) SetDefaults() {
 		c.StateDir = DefaultStateDir
 	}
 	if c.BinDir == "" {
-		c.BinDir = os.Getenv("VPCLAB_BIN")
-	}
-	if c.BinDir == "" {
-		self, _ := os.Executable()
-		c.BinDir = filepath.Dir(self)
+		c.BinDir = DefaultBinDir()
 	}
 	if c.RefPluginsDir == "" {
 		c.RefPluginsDir = filepath.Join(c.BinDir, "cni")
@@ -202,4 +211,14 @@ func LoadConfig(path string) (Config, error) {
 		return Config{}, err
 	}
 	return v, nil
+}
+
+// DefaultBinDir is where a lab finds its binaries unless told: $VPCLAB_BIN,
+// else the running executable's directory (make build puts them together).
+func DefaultBinDir() string {
+	if d := os.Getenv("VPCLAB_BIN"); d != "" {
+		return d
+	}
+	self, _ := os.Executable()
+	return filepath.Dir(self)
 }

@@ -11,8 +11,12 @@ import (
 	"time"
 )
 
-// introspectedENIs is the part of ipamd's /v1/enis the checks need.
-type introspectedENIs map[string]struct {
+// introspectedENIs is the part of ipamd's /v1/enis the checks need, per
+// network card (v1.20 and later) or, in older releases, for the one card.
+type introspectedENIs map[string]introspectedCard
+
+// introspectedCard is one network card's datastore.
+type introspectedCard struct {
 	TotalIPs, AssignedIPs int
 	ENIs                  map[string]struct {
 		ID                 string
@@ -34,7 +38,16 @@ func (n *Node) IpamdENIs() (map[string][]string, map[netip.Addr]bool, error) {
 		return nil, nil, fmt.Errorf("node %s introspection: %w", n.Name, err)
 	}
 	var v introspectedENIs
-	if err := json.Unmarshal(b, &v); err != nil {
+	var raw map[string]json.RawMessage
+	err = json.Unmarshal(b, &raw)
+	if _, old := raw["ENIs"]; err == nil && old {
+		var c introspectedCard
+		err = json.Unmarshal(b, &c)
+		v = introspectedENIs{"0": c}
+	} else if err == nil {
+		err = json.Unmarshal(b, &v)
+	}
+	if err != nil {
 		return nil, nil, fmt.Errorf("node %s introspection: %w", n.Name, err)
 	}
 	enis := map[string][]string{}
@@ -58,12 +71,18 @@ func (n *Node) IpamdENIs() (map[string][]string, map[netip.Addr]bool, error) {
 }
 
 // CheckInvariants checks, once the lab is quiet (it retries for up to 15 s
-// while pool actions settle): the region's own invariants; every ipamd's
+// while pool actions settle, 70 s with the real VPC CNI on a node): the region's own invariants; every ipamd's
 // ENIs and addresses equal EC2's for its node; every pod's address is
 // assigned in ipamd, routed on its node, and unique; no host veth without
 // a pod.
 func (l *Lab) CheckInvariants(ctx context.Context) error {
-	deadline := time.Now().Add(15 * time.Second)
+	quiet := 15 * time.Second
+	for _, n := range l.Nodes() {
+		if n.CNI().IsUpstream() {
+			quiet = 70 * time.Second // its pool ticks every 5 s, reconciles every 60 s
+		}
+	}
+	deadline := time.Now().Add(quiet)
 	for {
 		err := l.checkOnce(ctx)
 		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {

@@ -75,6 +75,9 @@ func New(ctx context.Context, cfg Config, progress Progress) (*Lab, error) {
 		return nil, err
 	}
 	specs := cfg.nodeSpecs()
+	if err := buildCNIs(ctx, specs, progress); err != nil {
+		return nil, err
+	}
 	p := PathsFor(cfg.Name, cfg.StateDir)
 	own, err := acquireOwner(p, cfg.ownerKind())
 	if err != nil {
@@ -111,6 +114,43 @@ func New(ctx context.Context, cfg Config, progress Progress) (*Lab, error) {
 	l.ready = true
 	l.mu.Unlock()
 	return l, nil
+}
+
+// PrepareCNIs builds (or finds in the cache) the CNIs a lab's nodes run,
+// so that the build's progress and failures show before a lab is started
+// in the background. Failures wrap ErrNoCNI.
+func PrepareCNIs(ctx context.Context, cfg Config, progress Progress) error {
+	cfg.SetDefaults()
+	return buildCNIs(ctx, cfg.nodeSpecs(), progress)
+}
+
+// BuildCNIs builds (or finds in the cache) each of cnis, in order.
+func BuildCNIs(ctx context.Context, cnis []CNI, progress Progress) error {
+	for _, c := range cnis {
+		if _, err := BuildCNI(ctx, c, progress); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildCNIs builds (or finds in the cache) each CNI the nodes run, once
+// per distinct CNI, before anything is created.
+func buildCNIs(ctx context.Context, specs []nodeSpec, progress Progress) error {
+	built := map[string]CNIBuild{}
+	for i := range specs {
+		key := specs[i].cni.String()
+		b, ok := built[key]
+		if !ok {
+			var err error
+			if b, err = BuildCNI(ctx, specs[i].cni, progress); err != nil {
+				return err
+			}
+			built[key] = b
+		}
+		specs[i].build = b
+	}
+	return nil
 }
 
 // bringUp builds the region, its fabric and the nodes.
@@ -173,7 +213,11 @@ func (l *Lab) bringUp(ctx context.Context, specs []nodeSpec, progress Progress) 
 				errs[i] = fmt.Errorf("node %s: %w", s.name, err)
 				return
 			}
-			progress("node %s: %s (%s) up, ipamd serving, aws-cni installed", n.Name, n.Instance.ID, n.Instance.Type)
+			if n.CNI().IsUpstream() {
+				progress("node %s: %s (%s) up, VPC CNI %s installed by its own entrypoint", n.Name, n.Instance.ID, n.Instance.Type, n.build.CNI)
+			} else {
+				progress("node %s: %s (%s) up, ipamd serving, aws-cni installed", n.Name, n.Instance.ID, n.Instance.Type)
+			}
 		}()
 	}
 	wg.Wait()

@@ -45,8 +45,9 @@ func makePrivate(dir string) error {
 }
 
 // newMountNS creates a persistent mount namespace (held by a bind mount on
-// file) in which each of NodeDirs is bind-mounted from the node's root.
-func newMountNS(file, root string) error {
+// file) in which each of NodeDirs is bind-mounted from the node's root,
+// and each of extra (node path → host directory) after them.
+func newMountNS(file, root string, extra [][2]string) error {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		return err
 	}
@@ -62,6 +63,12 @@ func newMountNS(file, root string) error {
 			return err
 		}
 		script = append(script, fmt.Sprintf("mkdir -p %s && mount --bind %s %s", d, src, d))
+	}
+	for _, m := range extra {
+		if err := os.MkdirAll(m[1], 0o755); err != nil {
+			return err
+		}
+		script = append(script, fmt.Sprintf("mkdir -p %s && mount --bind %s %s", m[0], m[1], m[0]))
 	}
 	if err := run("nsenter", "--mount="+file, "--", "sh", "-ec", strings.Join(script, "\n")); err != nil {
 		return fmt.Errorf("node mounts: %w", err)

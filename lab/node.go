@@ -36,9 +36,10 @@ type Node struct {
 	netns     string // path
 	mntns     string // path of the bind-mounted mount namespace
 	ns        ns.NetNS
-	env       []string // the aws-node environment of every process of the node
+	env       []string   // the aws-node environment of every process of the node
+	build     CNIBuild   // the node's CNI implementation
+	rt        cniRuntime // how it runs on the node
 	cni       *libcni.CNIConfig
-	list      *libcni.NetworkConfigList
 	httpc     *http.Client
 	ipamdLog  string
 	hostPaths bool
@@ -52,9 +53,11 @@ type Node struct {
 
 // nodeSpec is one node to start: its name, declaration and environment.
 type nodeSpec struct {
-	name string
-	cfg  NodeConfig
-	env  map[string]string
+	name  string
+	cfg   NodeConfig
+	env   map[string]string
+	cni   CNI
+	build CNIBuild // set once the CNI is built
 }
 
 // ipamdProc is one run of a node's ipamd.
@@ -84,7 +87,10 @@ type IpamdState struct {
 func baseNodeEnv() map[string]string {
 	return map[string]string{
 		"AWS_ACCESS_KEY_ID": "AKIDVPCLABNODE", "AWS_SECRET_ACCESS_KEY": "vpclab", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-		"AWS_EC2_ENDPOINT": fabric.EC2Endpoint, "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://" + fabric.IMDSAddr,
+		// Both spellings of the EC2 endpoint: the VPC CNI reads
+		// AWS_EC2_ENDPOINT, but some releases (v1.19.x) build their EC2
+		// client without it, where only the SDK's own variable works.
+		"AWS_EC2_ENDPOINT": fabric.EC2Endpoint, "AWS_ENDPOINT_URL_EC2": fabric.EC2Endpoint, "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://" + fabric.IMDSAddr,
 		"AWS_VPC_K8S_CNI_LOG_FILE": "/var/log/aws-routed-eni/ipamd.log", "AWS_VPC_K8S_CNI_LOGLEVEL": "debug",
 	}
 }
@@ -99,6 +105,10 @@ func validateNodeEnv(env map[string]string) error {
 	})
 	return err
 }
+
+// HostPath maps a path on the node (/etc/cni/net.d) to where it is on the
+// host.
+func (n *Node) HostPath(p string) string { return n.path(p) }
 
 // path maps a node path (/var/run/aws-node) to where it is on the host.
 func (n *Node) path(p string) string {
@@ -117,7 +127,7 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Name: s.name, Instance: insts[0], lab: l, root: filepath.Join(l.paths.Root(), "nodes", s.name), pods: map[string]*Pod{}}
+	n := &Node{Name: s.name, Instance: insts[0], lab: l, root: filepath.Join(l.paths.Root(), "nodes", s.name), pods: map[string]*Pod{}, build: s.build, rt: runtimeFor(s.build)}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := l.fab.WaitSynced(wctx); err != nil {
@@ -145,7 +155,7 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 		}
 	} else {
 		n.mntns = filepath.Join(n.root, "mnt")
-		if err := newMountNS(n.mntns, n.root); err != nil {
+		if err := newMountNS(n.mntns, n.root, n.rt.mounts(n)); err != nil {
 			return nil, err
 		}
 	}
@@ -153,23 +163,32 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 	l.nodes = append(l.nodes, n)
 	l.mu.Unlock()
 	n.env = []string{"PATH=" + os.Getenv("PATH")}
-	for k, v := range s.env {
+	for k, v := range n.rt.env(n, s.env) {
 		n.env = append(n.env, k+"="+v)
 	}
 	n.ipamdLog = filepath.Join(n.path("/var/log/aws-routed-eni"), "ipamd.log")
+	if err := n.rt.initNode(n); err != nil {
+		return nil, err
+	}
 	p, err := n.startIpamd()
 	if err != nil {
 		return nil, err
 	}
-	if err := n.install(ctx, p); err != nil {
-		return nil, err
-	}
-	n.list, err = libcni.ConfListFromFile(filepath.Join(n.path("/etc/cni/net.d"), "10-aws.conflist"))
-	if err != nil {
+	if err := n.rt.ready(ctx, n, p, true); err != nil {
 		return nil, err
 	}
 	n.cni = libcni.NewCNIConfigWithCacheDir([]string{"/opt/cni/bin"}, filepath.Join(n.root, "cni-cache"), &nodeExec{n: n})
 	return n, nil
+}
+
+// conflist reads the node's 10-aws.conflist, as a runtime does at every
+// ADD and DEL (the real VPC CNI's entrypoint rewrites it after a restart).
+func (n *Node) conflist() (*libcni.NetworkConfigList, error) {
+	l, err := libcni.ConfListFromFile(filepath.Join(n.path("/etc/cni/net.d"), "10-aws.conflist"))
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	return l, nil
 }
 
 // install runs the installer (aws-node's entrypoint role): it waits for
@@ -227,13 +246,13 @@ func (n *Node) Exec(ctx context.Context, args ...string) (string, error) {
 // startIpamd starts a new ipamd process with the node's environment; its
 // stdout and stderr go to the node's ipamd log.
 func (n *Node) startIpamd() (*ipamdProc, error) {
-	cmd := n.command(filepath.Join(n.lab.cfg.BinDir, "ipamd"))
+	cmd, logPath := n.rt.command(n)
 	cmd.Env = append([]string(nil), n.env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := os.MkdirAll(filepath.Dir(n.ipamdLog), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, err
 	}
-	logf, err := os.OpenFile(n.ipamdLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("ipamd log: %w", err)
 	}
@@ -396,9 +415,12 @@ func (n *Node) IpamdState() IpamdState {
 	return s
 }
 
-// lastLog returns the last non-empty line of the node's ipamd log.
-func (n *Node) lastLog() string {
-	f, err := os.Open(n.ipamdLog)
+// lastLog returns the last non-empty line of the node's ipamd log (of the
+// aws-node container's output when ipamd wrote nothing yet).
+func (n *Node) lastLog() string { return n.rt.lastLog(n) }
+
+func lastLineOf(path string) string {
+	f, err := os.Open(path)
 	if err != nil {
 		return ""
 	}
@@ -418,6 +440,11 @@ func lastLine(s string) string {
 // WaitServing waits until the node's ipamd answers its gRPC health check
 // on the node's socket, as aws-node's readiness probe does.
 func (n *Node) WaitServing(ctx context.Context) error {
+	return n.rt.ready(ctx, n, n.current(), false)
+}
+
+// waitHealthy waits until vpclab's ipamd answers its gRPC health check.
+func (n *Node) waitHealthy(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	sock := n.SocketPath()

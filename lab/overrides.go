@@ -20,6 +20,9 @@ type Overrides struct {
 	SubnetCIDR   string
 	IpamdRestart string
 	Env          []string // KEY=VALUE
+	// CNI, when set, is every node's CNI (the file's node-level choices
+	// included).
+	CNI string
 }
 
 // Config builds and validates the lab config the overrides describe.
@@ -54,6 +57,16 @@ func (o Overrides) Config() (Config, error) {
 	if o.IpamdRestart != "" {
 		if err := cfg.IpamdRestart.UnmarshalText([]byte(o.IpamdRestart)); err != nil {
 			return Config{}, fmt.Errorf("--ipamd-restart: %w", err)
+		}
+	}
+	if o.CNI != "" {
+		c, err := ParseCNI(o.CNI)
+		if err != nil {
+			return Config{}, fmt.Errorf("--%w", err)
+		}
+		cfg.CNI = c
+		for i := range cfg.Nodes {
+			cfg.Nodes[i].CNI = CNI{}
 		}
 	}
 	if cfg.Env == nil {
@@ -158,6 +171,7 @@ func (o *Overrides) Bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.SubnetCIDR, "subnet-cidr", "", "CIDR of the (first) subnet")
 	fs.StringVar(&o.IpamdRestart, "ipamd-restart", "", "restart an ipamd that exits after this delay (default 1s), or never")
 	fs.Var((*listFlag)(&o.Env), "env", "aws-node environment KEY=VALUE (repeatable)")
+	fs.StringVar(&o.CNI, "cni", "", "CNI of every node: vpclab (default), upstream@VERSION (the real VPC CNI, built from the Go module proxy), path:DIR (built from a checkout) or bin:DIR (prebuilt)")
 }
 
 // listFlag is a repeatable string flag.

@@ -98,16 +98,20 @@ func (n *Node) AddPod(ctx context.Context, namespace, name string) (*Pod, error)
 		return fail(err)
 	}
 	pns.Close()
-	res, err := n.cni.AddNetworkList(ctx, n.list, p.rt())
+	list, err := n.conflist()
+	if err != nil {
+		return fail(err)
+	}
+	res, err := n.cni.AddNetworkList(ctx, list, p.rt())
 	if err != nil {
 		// A runtime calls DEL after a failed ADD, so nothing the ADD got
 		// half-way (an address, rules) is left behind.
-		_ = n.cni.DelNetworkList(context.WithoutCancel(ctx), n.list, p.rt())
+		_ = n.cni.DelNetworkList(context.WithoutCancel(ctx), list, p.rt())
 		return fail(fmt.Errorf("add pod %s on %s: %w", key, n.Name, err))
 	}
 	ip, err := resultIP(res)
 	if err != nil {
-		_ = n.cni.DelNetworkList(ctx, n.list, p.rt())
+		_ = n.cni.DelNetworkList(ctx, list, p.rt())
 		return fail(err)
 	}
 	p.IP = ip
@@ -142,7 +146,11 @@ func (n *Node) AddPodRetry(ctx context.Context, namespace, name string, timeout 
 
 // DelPod runs CNI DEL for the pod and removes its sandbox.
 func (n *Node) DelPod(ctx context.Context, p *Pod) error {
-	if err := n.cni.DelNetworkList(ctx, n.list, p.rt()); err != nil {
+	list, err := n.conflist()
+	if err != nil {
+		return err
+	}
+	if err := n.cni.DelNetworkList(ctx, list, p.rt()); err != nil {
 		return fmt.Errorf("delete pod %s/%s on %s: %w", p.Namespace, p.Name, n.Name, err)
 	}
 	n.mu.Lock()

@@ -22,9 +22,9 @@ func WriteStatus(w io.Writer, s Status) error {
 		return err
 	}
 	fmt.Fprintf(w, "lab %s  vpc %s  EC2 API %s  owner %s\n\n", s.Name, s.VPCID, s.EC2Endpoint, s.Owner)
-	table(w, "NODE\tINSTANCE\tTYPE\tIPAMD", func(row func(...any)) {
+	table(w, "NODE\tINSTANCE\tTYPE\tCNI\tIPAMD", func(row func(...any)) {
 		for _, n := range s.Nodes {
-			row(n.Name, n.InstanceID, n.InstanceType, n.Ipamd.Summary())
+			row(n.Name, n.InstanceID, n.InstanceType, n.CNI.Spec, n.Ipamd.Summary())
 		}
 	})
 	table(w, "NODE\tENI\tDEV\tSUBNET\tADDRS\tUSED\tFREE\tPREFIXES", func(row func(...any)) {

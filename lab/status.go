@@ -26,9 +26,23 @@ type NodeStatus struct {
 	PrivateIP    string      `json:"privateIp"`
 	NetNS        string      `json:"netns"`
 	MountNS      string      `json:"mountns"`
+	CNI          CNIStatus   `json:"cni"`
 	Ipamd        IpamdState  `json:"ipamd"`
 	ENIs         []ENIStatus `json:"enis"`
 	Pods         []PodStatus `json:"pods"`
+}
+
+// CNIStatus is a node's CNI implementation.
+type CNIStatus struct {
+	// Implementation is vpclab or upstream (the real VPC CNI).
+	Implementation string `json:"implementation"`
+	// Spec is how it was asked for: vpclab, upstream@VERSION, path:DIR, bin:DIR.
+	Spec string `json:"spec"`
+	// Version is the upstream release or the checkout's `git describe`.
+	Version string `json:"version,omitempty"`
+	// Binaries is the directory its binaries run from (/app on the node
+	// for the real VPC CNI).
+	Binaries string `json:"binaries"`
 }
 
 // ENIStatus is one ENI of a node.
@@ -70,7 +84,7 @@ func (l *Lab) Status() Status {
 	enis := l.region.NetworkInterfaces()
 	for _, n := range l.Nodes() {
 		ns := NodeStatus{Name: n.Name, InstanceID: n.Instance.ID, InstanceType: n.Instance.Type, PrivateIP: n.Instance.PrivateIP.String(),
-			NetNS: n.NetNS(), MountNS: n.MountNS(), Ipamd: n.IpamdState()}
+			NetNS: n.NetNS(), MountNS: n.MountNS(), CNI: n.cniStatus(), Ipamd: n.IpamdState()}
 		pods := n.Pods()
 		for _, p := range pods {
 			ns.Pods = append(ns.Pods, p.status())

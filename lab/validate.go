@@ -40,6 +40,14 @@ func (c Config) Validate() error {
 		return err
 	}
 	for _, s := range c.nodeSpecs() {
+		if s.cni.IsUpstream() {
+			// The real VPC CNI checks its environment itself (its
+			// entrypoint and ipamd exit naming the variable).
+			if s.cfg.HostPaths {
+				return fmt.Errorf("node %s: cni %s needs the node's own mount namespace (for /app and /host); hostPaths is only for vpclab's CNI", s.name, s.cni)
+			}
+			continue
+		}
 		if err := validateNodeEnv(s.env); err != nil {
 			return fmt.Errorf("node %s: aws-node environment: %w", s.name, err)
 		}

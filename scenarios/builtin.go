@@ -10,10 +10,11 @@ import (
 
 // fast are the pool timers scaled for CI (the VPC CNI's 5 s tick, 30 s
 // decrease spacing, 1 min ENI lifetime and 30 s cooldown would make each
-// scenario minutes long without changing its decisions).
+// scenario minutes long without changing its decisions). The real VPC CNI
+// ignores the VPCLAB_* knobs; of these it has only IP_COOLDOWN_PERIOD.
 func fast(extra map[string]string) map[string]string {
 	env := map[string]string{"VPCLAB_POOL_INTERVAL": "100ms", "VPCLAB_DECREASE_INTERVAL": "200ms", "VPCLAB_MIN_ENI_LIFETIME": "0s",
-		"VPCLAB_IP_COOLDOWN": "0s", "VPCLAB_INSUFFICIENT_CIDR_COOLDOWN": "500ms", "VPCLAB_RECONCILE_INTERVAL": "2s"}
+		"VPCLAB_IP_COOLDOWN": "0s", "IP_COOLDOWN_PERIOD": "0", "VPCLAB_INSUFFICIENT_CIDR_COOLDOWN": "500ms", "VPCLAB_RECONCILE_INTERVAL": "2s"}
 	for k, v := range extra {
 		env[k] = v
 	}
@@ -27,11 +28,15 @@ func world(typ, cidr string, nodes int, env map[string]string) lab.Config {
 
 func dur(d time.Duration) model.Duration { return model.Duration(d) }
 
+// both is for scenarios whose expectations the real VPC CNI meets too
+// (measured against lab.UpstreamVersion).
+var both = []string{lab.CNIVpclab, lab.CNIUpstream}
+
 // Builtin are the scenarios the suite runs, each pinning one behaviour of
 // the VPC CNI's IPAM with exact numbers.
 var Builtin = []Scenario{
 	{
-		Name: "warm ENI default on m5.large", Labels: []string{"warm-pool"},
+		Name: "warm ENI default on m5.large", Labels: []string{"warm-pool"}, Implementations: both,
 		Lab: world("m5.large", "10.0.0.0/24", 1, nil),
 		Steps: []Step{
 			{Name: "idle node", Expect: Expect{TotalIPs: Int(9), ENIs: Int(1)}},
@@ -40,7 +45,7 @@ var Builtin = []Scenario{
 		},
 	},
 	{
-		Name: "WARM_IP_TARGET=2 MINIMUM_IP_TARGET=12", Labels: []string{"warm-pool"},
+		Name: "WARM_IP_TARGET=2 MINIMUM_IP_TARGET=12", Labels: []string{"warm-pool"}, Implementations: both,
 		Lab: world("m5.large", "10.0.0.0/24", 1, map[string]string{"WARM_IP_TARGET": "2", "MINIMUM_IP_TARGET": "12"}),
 		Steps: []Step{
 			{Name: "minimum at start", Expect: Expect{TotalIPs: Int(12), ENIs: Int(2)}},
@@ -50,7 +55,7 @@ var Builtin = []Scenario{
 		},
 	},
 	{
-		Name: "the same 20 pods with WARM_ENI_TARGET=1 cost whole-ENI calls only", Labels: []string{"warm-pool"},
+		Name: "the same 20 pods with WARM_ENI_TARGET=1 cost whole-ENI calls only", Labels: []string{"warm-pool"}, Implementations: both,
 		Lab: world("m5.large", "10.0.0.0/24", 1, nil),
 		Steps: []Step{
 			{Name: "20 pods", AddPods: 20,
@@ -60,18 +65,18 @@ var Builtin = []Scenario{
 		},
 	},
 	{
-		Name: "max pods t3.medium", Labels: []string{"warm-pool", "max-pods"},
+		Name: "max pods t3.medium", Labels: []string{"warm-pool", "max-pods"}, Implementations: both,
 		Lab: world("t3.medium", "10.0.0.0/24", 1, nil),
 		Steps: []Step{{Name: "16 pods: 15 fit (3 ENIs × 5), the 16th is refused", AddPods: 16, PodTimeout: dur(3 * time.Second),
 			Expect: Expect{Pods: Int(15), FailedAdds: Int(1), ENIs: Int(3), TotalIPs: Int(15)}}},
 	},
 	{
-		Name: "max pods t3.nano", Labels: []string{"warm-pool", "max-pods"},
+		Name: "max pods t3.nano", Labels: []string{"warm-pool", "max-pods"}, Implementations: both,
 		Lab:   world("t3.nano", "10.0.0.0/24", 1, nil),
 		Steps: []Step{{Name: "3 pods: 2 fit", AddPods: 3, PodTimeout: dur(3 * time.Second), Expect: Expect{Pods: Int(2), FailedAdds: Int(1), ENIs: Int(2)}}},
 	},
 	{
-		Name: "subnet exhaustion across two nodes", Labels: []string{"exhaustion"},
+		Name: "subnet exhaustion across two nodes", Labels: []string{"exhaustion"}, Implementations: both,
 		// A /27 has 27 usable addresses: two primary ENIs with 9
 		// secondaries each leave 7, too few for another ENI's 10.
 		Lab: world("m5.large", "10.0.0.0/27", 2, nil),
@@ -84,7 +89,7 @@ var Builtin = []Scenario{
 		},
 	},
 	{
-		Name: "throttling storm during a 100-pod burst", Labels: []string{"throttling"},
+		Name: "throttling storm during a 100-pod burst", Labels: []string{"throttling"}, Implementations: both,
 		Lab: world("m5.4xlarge", "10.0.0.0/22", 1, nil),
 		Steps: []Step{
 			{Name: "warm", Expect: Expect{TotalIPs: Int(29)}},
@@ -100,6 +105,10 @@ var Builtin = []Scenario{
 		},
 	},
 	{
+		// vpclab only: without an API server the real VPC CNI takes max
+		// pods from eni-max-pods.txt (29 for m5.large, the secondary-IP
+		// figure) and never grows the pool past it, so 17 pods keep 2
+		// prefixes (32 addresses) there.
 		Name: "prefix delegation", Labels: []string{"prefix"},
 		Lab: world("m5.large", "10.0.0.0/24", 1, map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"}),
 		Steps: []Step{
@@ -111,14 +120,16 @@ var Builtin = []Scenario{
 		},
 	},
 	{
-		Name: "fragmented subnet in prefix mode", Labels: []string{"prefix", "exhaustion"},
+		Name: "fragmented subnet in prefix mode", Labels: []string{"prefix", "exhaustion"}, Implementations: both,
 		// A /27 has free addresses but no aligned /28 without reserved ones.
-		Lab: world("m5.large", "10.0.0.0/27", 1, map[string]string{"ENABLE_PREFIX_DELEGATION": "true"}),
+		// WARM_PREFIX_TARGET=1: the real VPC CNI refuses prefix delegation
+		// with no target at all.
+		Lab: world("m5.large", "10.0.0.0/27", 1, map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"}),
 		Steps: []Step{{Name: "no prefix to be had", AddPods: 1, PodTimeout: dur(2 * time.Second),
 			Expect: Expect{Prefixes: Int(0), FailedAdds: Int(1), Events: map[string][2]int{"InsufficientCidrBlocks": {1, -1}}}}},
 	},
 	{
-		Name: "ipamd killed mid-churn", Labels: []string{"restart"},
+		Name: "ipamd killed mid-churn", Labels: []string{"restart"}, Implementations: both,
 		Lab: world("m5.large", "10.0.0.0/24", 1, map[string]string{"WARM_IP_TARGET": "3"}),
 		Steps: []Step{
 			{AddPods: 10, Expect: Expect{AssignedIPs: Int(10)}},
@@ -128,7 +139,7 @@ var Builtin = []Scenario{
 		},
 	},
 	{
-		Name: "IMDS lags EC2 by 1.5 s", Labels: []string{"imds"},
+		Name: "IMDS lags EC2 by 1.5 s", Labels: []string{"imds"}, Implementations: both,
 		Lab: func() lab.Config {
 			c := world("m5.large", "10.0.0.0/24", 1, nil)
 			c.Timing.IMDSLag = dur(1500 * time.Millisecond)
@@ -144,8 +155,12 @@ var Builtin = []Scenario{
 			Expect: Expect{LeakedENIs: Int(0), ENIs: Int(1)}}},
 	},
 	{
+		// vpclab only: the real VPC CNI's decrease counts the cooling
+		// address as its one warm address and releases the usable one, so
+		// the next pod waits for a refill (measured: its ADD fails for
+		// the step's 1 s).
 		Name: "cooldown", Labels: []string{"warm-pool"},
-		Lab:      world("m5.large", "10.0.0.0/24", 1, map[string]string{"WARM_IP_TARGET": "1", "MINIMUM_IP_TARGET": "1", "VPCLAB_IP_COOLDOWN": "3s"}),
+		Lab:      world("m5.large", "10.0.0.0/24", 1, map[string]string{"WARM_IP_TARGET": "1", "MINIMUM_IP_TARGET": "1", "VPCLAB_IP_COOLDOWN": "3s", "IP_COOLDOWN_PERIOD": "3"}),
 		Cooldown: dur(3 * time.Second),
 		Steps: []Step{
 			// The pause lets the pool's decrease run: it must keep the one
@@ -155,7 +170,7 @@ var Builtin = []Scenario{
 		},
 	},
 	{
-		Name: "slow attaches respect the ENI limit", Labels: []string{"warm-pool", "attach"},
+		Name: "slow attaches respect the ENI limit", Labels: []string{"warm-pool", "attach"}, Implementations: both,
 		Lab: func() lab.Config {
 			c := world("m5.large", "10.0.0.0/24", 1, nil)
 			c.Timing.AttachLatency = dur(time.Second)

@@ -7,7 +7,6 @@ package scenarios
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -33,6 +32,24 @@ type Scenario struct {
 	// Cooldown, when set, fails the run if a pod gets an address released
 	// less than this long before.
 	Cooldown model.Duration `yaml:"cooldown"`
+	// Implementations are the CNIs whose behaviour the expectations pin:
+	// "vpclab", "upstream" (the real VPC CNI, any version). Empty means
+	// vpclab only. A scenario still runs against any CNI; a run against
+	// one not listed says so.
+	Implementations []string `yaml:"implementations"`
+}
+
+// AppliesTo says whether the scenario's expectations are meant to hold for
+// a CNI.
+func (s Scenario) AppliesTo(c lab.CNI) bool {
+	impl := lab.CNIVpclab
+	if c.IsUpstream() {
+		impl = lab.CNIUpstream
+	}
+	if len(s.Implementations) == 0 {
+		return impl == lab.CNIVpclab
+	}
+	return slices.Contains(s.Implementations, impl)
 }
 
 // Step is one action and what must hold after it.
@@ -75,8 +92,12 @@ type Expect struct {
 	// run so far ([min, max]; max -1 for none).
 	Events map[string][2]int `yaml:"events"`
 	// MaxMutatingCalls bounds the non-Describe EC2 calls of this step.
-	MaxMutatingCalls *int           `yaml:"maxMutatingCalls"`
-	Within           model.Duration `yaml:"within"`
+	MaxMutatingCalls *int `yaml:"maxMutatingCalls"`
+	// Within is how long pool figures may take to converge: 10 s by
+	// default for vpclab's CNI (whose timers scenarios shorten), 90 s for
+	// the real VPC CNI (whose pool tick, cooldown and decrease spacing are
+	// fixed at 5 s, 30 s and 30 s).
+	Within model.Duration `yaml:"within"`
 }
 
 // Load reads a YAML scenario.
@@ -90,12 +111,16 @@ func Load(path string) (Scenario, error) {
 
 // Result is what a run found.
 type Result struct {
-	Scenario string
-	Passed   bool
-	Failures []string
-	Duration time.Duration
+	Scenario string `json:"scenario"`
+	// CNI is the implementation the run used.
+	CNI      string        `json:"cni"`
+	Passed   bool          `json:"passed"`
+	Failures []string      `json:"failures,omitempty"`
+	Duration time.Duration `json:"duration"`
+	// Steps is what each step observed (in step order).
+	Steps []StepResult `json:"steps"`
 	// Dump is the lab state, ipamd logs and recent events, on failure.
-	Dump string
+	Dump string `json:"-"`
 }
 
 // Runner runs scenarios against labs built from BinDir's binaries.
@@ -105,6 +130,12 @@ type Runner struct {
 	// Owner names what runs the scenarios (shown by vpclab status; default
 	// "scenario").
 	Owner string
+	// CNI, when set, is every node's CNI, whatever the scenario's lab says.
+	CNI lab.CNI
+	// KeepGoing runs every step even after an expectation failed (to
+	// compare implementations); otherwise a run stops at the first
+	// failing step.
+	KeepGoing bool
 }
 
 type podRef struct {
@@ -121,7 +152,12 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 		logf = func(string, ...any) {}
 	}
 	run := &run{r: r, s: s, res: &res, logf: logf, released: map[string]time.Time{}}
-	l, err := lab.New(ctx, r.labConfig(s, labName), logf)
+	cfg := r.labConfig(s, labName)
+	res.CNI = cfg.CNI.String()
+	if res.CNI == "" {
+		res.CNI = lab.CNIVpclab
+	}
+	l, err := lab.New(ctx, cfg, logf)
 	if err != nil {
 		run.fail("bring-up: %v", err)
 		res.Duration = time.Since(start)
@@ -174,6 +210,13 @@ func (r Runner) labConfig(s Scenario, labName string) lab.Config {
 		d := lab.Default()
 		cfg.Subnets, cfg.VPCCIDR = d.Subnets, d.VPCCIDR
 	}
+	if r.CNI.Kind != "" {
+		cfg.CNI = r.CNI
+		cfg.Nodes = slices.Clone(cfg.Nodes)
+		for i := range cfg.Nodes {
+			cfg.Nodes[i].CNI = lab.CNI{}
+		}
+	}
 	return cfg
 }
 
@@ -210,7 +253,9 @@ func (x *run) step(ctx context.Context, i int, st Step) bool {
 	if !x.inject(name, n, st) {
 		return false
 	}
+	start, seqBefore := time.Now(), lastSeq(x.l)
 	callsBefore := mutating(x.l)
+	failsBefore := len(x.res.Failures)
 	failed := x.addPods(ctx, name, n, st)
 	x.delPods(ctx, name, n, st.DelPods)
 	if st.RestartIpamd {
@@ -225,9 +270,10 @@ func (x *run) step(ctx context.Context, i int, st Step) bool {
 		case <-ctx.Done():
 		}
 	}
-	x.r.check(ctx, x.l, n, name, st.Expect, failed, x.pods, callsBefore, x.fail)
+	reached := x.r.check(ctx, x.l, n, name, st.Expect, failed, x.pods, callsBefore, start, x.fail)
+	x.res.Steps = append(x.res.Steps, observe(x.l, n, name, start, seqBefore, failed, countOn(x.pods, n), reached, x.res.Failures[failsBefore:]))
 	x.logf("%s: %s done (%d pods on %s)", x.s.Name, name, countOn(x.pods, n), n.Name)
-	return len(x.res.Failures) == 0
+	return len(x.res.Failures) == 0 || (x.r.KeepGoing && ctx.Err() == nil)
 }
 
 // inject applies a step's faults and leaked ENIs.
@@ -357,7 +403,10 @@ func metric(n *lab.Node, name string) (int, error) {
 	return 0, fmt.Errorf("no metric %s", name)
 }
 
-func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string, e Expect, failed int, pods []podRef, callsBefore int, fail func(string, ...any)) {
+// check checks a step's expectations and returns, for each pool figure it
+// waited for, how long after start it held.
+func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string, e Expect, failed int, pods []podRef, callsBefore int, start time.Time, fail func(string, ...any)) map[string]time.Duration {
+	reached := map[string]time.Duration{}
 	if e.FailedAdds != nil && failed != *e.FailedAdds {
 		fail("%s: %d pod adds failed, want %d", step, failed, *e.FailedAdds)
 	}
@@ -372,6 +421,9 @@ func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string,
 	within := time.Duration(e.Within)
 	if within == 0 {
 		within = 10 * time.Second
+		if n.CNI().IsUpstream() {
+			within = 90 * time.Second
+		}
 	}
 	type want struct {
 		what string
@@ -411,10 +463,12 @@ func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string,
 		for {
 			got, err = c.get()
 			if err == nil && got == *c.v {
+				reached[fmt.Sprintf("%s=%d", c.what, *c.v)] = time.Since(start)
 				break
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				fail("%s: %s = %d (%v), want %d", step, c.what, got, err, *c.v)
+				reached[fmt.Sprintf("%s=%d", c.what, *c.v)] = -1
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -426,6 +480,7 @@ func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string,
 			fail("%s: %d %s events, want between %d and %d", step, c, code, mm[0], mm[1])
 		}
 	}
+	return reached
 }
 
 // dump gathers what a failed scenario's reader needs: the nodes' pools,
@@ -455,20 +510,23 @@ func dump(l *lab.Lab) string {
 // Int is a helper for writing expectations in Go.
 func Int(v int) *int { return &v }
 
-// RunFile runs a YAML scenario file in a lab of its own (named sc + 6 hex
-// digits) built from binDir's binaries, reporting its steps and verdict on
-// out. It returns an error for a file it cannot read or a scenario that
-// fails; ctx cancelled (Ctrl-C) stops it and tears its lab down.
-func RunFile(ctx context.Context, path, binDir string, out io.Writer) error {
-	s, err := Load(path)
+// RunFile runs a scenario (a YAML file, or a built-in one by name or
+// slug) in a lab of its own (named sc + 6 hex digits) built from binDir's
+// binaries, with every node on cni when it is set, reporting its steps and
+// verdict on out. It returns an error for a scenario it cannot find or
+// read, or one that fails; ctx cancelled (Ctrl-C) stops it and tears its
+// lab down.
+func RunFile(ctx context.Context, path, binDir string, cni lab.CNI, out io.Writer) error {
+	s, err := Find(path)
 	if err != nil {
-		return &LoadError{err}
+		return err
 	}
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	name := fmt.Sprintf("sc%x", b)
+	name := labName()
 	fmt.Fprintf(out, "scenario %q in lab %s (vpclab status --name %s while it runs)\n", s.Name, name, name)
-	r := Runner{BinDir: binDir, Owner: "scenario", Log: func(f string, a ...any) { fmt.Fprintf(out, "  "+f+"\n", a...) }}
+	if cni.Kind != "" && !s.AppliesTo(cni) {
+		fmt.Fprintf(out, "  note: its expectations are written for %v, not %s; differences may be known deltas\n", implementations(s), cni)
+	}
+	r := Runner{BinDir: binDir, Owner: "scenario", CNI: cni, Log: func(f string, a ...any) { fmt.Fprintf(out, "  "+f+"\n", a...) }}
 	res := r.Run(ctx, s, name)
 	took := res.Duration.Round(100 * time.Millisecond)
 	switch {
@@ -480,6 +538,14 @@ func RunFile(ctx context.Context, path, binDir string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "FAIL %s (%s)\n  %s\n%s", res.Scenario, took, strings.Join(res.Failures, "\n  "), res.Dump)
 	return fmt.Errorf("scenario %q failed", res.Scenario)
+}
+
+// implementations lists the CNIs a scenario's expectations are written for.
+func implementations(s Scenario) []string {
+	if len(s.Implementations) == 0 {
+		return []string{lab.CNIVpclab}
+	}
+	return s.Implementations
 }
 
 // LoadError is a scenario file that could not be read or parsed.

@@ -13,7 +13,7 @@ import (
 
 // upConfig turns up's flags into a lab config.
 func upConfig(e env, args []string) (lab.Config, bool, error) {
-	fs := flags("up [-f FILE] [--nodes N] [--instance-type T] [--subnet-cidr C] [--env K=V]... [--ipamd-restart D|never] [--foreground]")
+	fs := flags("up [-f FILE] [--nodes N] [--instance-type T] [--subnet-cidr C] [--env K=V]... [--cni vpclab|upstream@V|path:DIR|bin:DIR] [--ipamd-restart D|never] [--foreground]")
 	o := lab.Overrides{Name: e.name, NameSet: e.given != ""}
 	o.Bind(fs.FlagSet)
 	fg := fs.Bool("foreground", false, "run the lab in this process until interrupted")
@@ -41,6 +41,9 @@ func cmdUp(e env, args []string) error {
 		return cli.Usagef("lab %q already exists, owned by %s (vpclab down%s)", cfg.Name, o, e.nameHint())
 	}
 	progress := func(f string, a ...any) { fmt.Fprintf(e.stdout, "  ✓ "+f+"\n", a...) }
+	if err := lab.PrepareCNIs(e.ctx, cfg, progress); err != nil {
+		return err // ErrNoCNI: exit 2
+	}
 	if fg {
 		return lab.Serve(e.ctx, cfg, progress, func(l *lab.Lab) {
 			lab.WriteSummary(e.stdout, l.Status(), e.nameHint())

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vpclab/vpclab/internal/cli"
 	"github.com/vpclab/vpclab/lab"
+	"github.com/vpclab/vpclab/scenarios"
 )
 
 const usage = `usage: vpclab [--name N] COMMAND [flags]   (--name selects the lab, default "vpclab")
@@ -30,7 +31,7 @@ Inspecting a running lab:
   events             CloudTrail-shaped records of EC2 calls (--action, --errors, --follow, -o table)
   faults add|list|clear   throttle set|off   ipamd restart|kill NODE
 Scenarios and offline:
-  scenario run FILE  run a YAML scenario and print PASS or FAIL
+  scenario run|diff|list  run a scenario (YAML or built-in) and print PASS or FAIL; compare CNIs side by side
   max-pods           --instance-type T [--prefix-delegation] | --all
 
 Every command takes --help.
@@ -82,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	return cli.Exit("vpclab", rest[0], f(e, rest[1:]), func(err error) bool {
 		var re *lab.RequestError
-		return errors.As(err, &re) && re.BadRequest()
+		return errors.As(err, &re) && re.BadRequest() || errors.Is(err, lab.ErrNoCNI) || errors.As(err, new(*scenarios.UsageError))
 	}, stdout, stderr)
 }
 
@@ -100,11 +101,6 @@ func rootCommand(usage string, args []string) error {
 		return err
 	}
 	return needRoot()
-}
-
-// outputFlag is -o with the formats a command supports.
-func outputFlag(fs *cli.Flags, formats ...string) func() (string, error) {
-	return fs.Output(formats...)
 }
 
 func needRoot() error { return cli.NeedRoot("network and mount namespaces") }

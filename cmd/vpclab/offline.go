@@ -2,11 +2,10 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"github.com/vpclab/vpclab/internal/cli"
+	"github.com/vpclab/vpclab/lab"
 	"github.com/vpclab/vpclab/scenarios"
 )
 
@@ -33,27 +32,34 @@ func cmdMaxPods(e env, args []string) error {
 	return nil
 }
 
-// cmdScenario runs a YAML scenario outside Ginkgo and prints a verdict;
-// Ctrl-C stops it and tears its lab down.
+// cmdScenario runs a scenario (or the same one against several CNIs) and
+// prints a verdict or a comparison; Ctrl-C stops it and tears its lab
+// down.
 func cmdScenario(e env, args []string) error {
-	_, fs, args, err := subFlags(args, map[string]string{"run": "scenario run FILE   (a YAML scenario, see scenarios/examples, in a lab of its own; prints PASS or FAIL)"}, "run")
+	sub, fs, args, err := subFlags(args, map[string]string{
+		"run":  "scenario run FILE|BUILTIN [--cni C]   (in a lab of its own; prints PASS or FAIL)",
+		"diff": "scenario diff FILE|BUILTIN --cni C --cni C2 [--cni …] [-o table|json]   (the same scenario against each CNI, side by side)",
+		"list": "scenario list   (the built-in scenarios)"}, "run", "diff", "list")
 	if err != nil {
 		return err
 	}
-	pos, err := fs.Parse(args, 1)
+	var cnis []lab.CNI
+	fs.Func("cni", "CNI: vpclab, upstream@VERSION, path:DIR or bin:DIR (diff: repeat it)", func(v string) error {
+		c, err := lab.ParseCNI(v)
+		cnis = append(cnis, c)
+		return err
+	})
+	format := fs.Output("table", "json")
+	pos, err := fs.Parse(args, map[string]int{"run": 1, "diff": 1, "list": 0}[sub])
 	if err != nil {
 		return err
 	}
-	if _, err := scenarios.Load(pos[0]); err != nil {
-		return cli.Usagef("%v", err)
+	if sub == "list" {
+		return scenarios.WriteList(e.stdout)
 	}
-	if err := needRoot(); err != nil {
+	f, err := format()
+	if err != nil {
 		return err
 	}
-	bin := os.Getenv("VPCLAB_BIN")
-	if bin == "" {
-		self, _ := os.Executable()
-		bin = filepath.Dir(self)
-	}
-	return scenarios.RunFile(e.ctx, pos[0], bin, e.stdout)
+	return scenarios.Command{Sub: sub, Scenario: pos[0], CNIs: cnis, JSON: f == "json", BinDir: lab.DefaultBinDir(), Out: e.stdout, Log: e.stderr}.Execute(e.ctx)
 }
