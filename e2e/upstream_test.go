@@ -230,20 +230,27 @@ var _ = Describe("the real VPC CNI in lab nodes", Label("upstream"), func() {
 		Expect(l.CheckInvariants(ctx)).To(Succeed())
 	})
 
-	It("pairs upstream's plugin with vpclab's ipamd", func() {
+	It("runs both implementations side by side in one region (nodes[].cni), and pairs upstream's plugin with vpclab's ipamd", func() {
 		ctx := context.Background()
 		b, err := buildUpstream()
 		Expect(err).NotTo(HaveOccurred())
 		cfg := lab.Default()
 		cfg.Name, cfg.BinDir = labName(), *bins
-		cfg.Nodes[0].Count = 1
+		cfg.Nodes = []lab.NodeConfig{{Name: "own", InstanceType: "m5.large"}, {Name: "up", InstanceType: "m5.large", CNI: upstream}}
 		cfg.Env = map[string]string{"VPCLAB_POOL_INTERVAL": "100ms"}
 		l, err := lab.New(ctx, cfg, GinkgoWriter.Printf)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { Expect(l.Close()).To(Succeed()) })
-		n := l.Nodes()[0]
+		n, up := l.Node("own"), l.Node("up")
+		Expect(n.CNI().IsUpstream()).To(BeFalse())
+		Expect(up.CNI()).To(Equal(upstream))
 		a, err := n.AddPodRetry(ctx, "default", "a", time.Minute)
 		Expect(err).NotTo(HaveOccurred())
+		u, err := up.AddPodRetry(ctx, "default", "u", time.Minute)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(u.Ping(ctx, a.IP.String())).To(Succeed(), "upstream's pod ↔ vpclab's pod across nodes")
+		Expect(a.Ping(ctx, u.IP.String())).To(Succeed())
+
 		swapPlugin(n, filepath.Join(b.AppDir, "aws-cni"), "upstream-aws-cni")
 		c, err := n.AddPodRetry(ctx, "default", "c", time.Minute)
 		Expect(err).NotTo(HaveOccurred())
