@@ -100,8 +100,7 @@ func BuildCNI(ctx context.Context, c CNI, progress Progress) (CNIBuild, error) {
 // version and repeats its replaces.
 func buildUpstream(ctx context.Context, version string, progress Progress) (string, error) {
 	dir := filepath.Join(CacheDir(), "cni", version)
-	app := filepath.Join(dir, "app")
-	if appComplete(app) {
+	if app, ok := currentApp(dir); ok {
 		return app, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -112,7 +111,7 @@ func buildUpstream(ctx context.Context, version string, progress Progress) (stri
 		return "", err
 	}
 	defer unlock()
-	if appComplete(app) { // another process built it meanwhile
+	if app, ok := currentApp(dir); ok { // another process built it meanwhile
 		return app, nil
 	}
 	src, gomod, err := downloadModule(ctx, version)
@@ -133,7 +132,7 @@ func buildUpstream(ctx context.Context, version string, progress Progress) (stri
 	if _, err := goCmd(ctx, wrapper, append([]string{"get", "-tool"}, pkgs...)...); err != nil {
 		return "", err
 	}
-	return app, assembleApp(ctx, wrapper, upstreamModule+"/", src, version, app)
+	return assembleApp(ctx, wrapper, upstreamModule+"/", src, version, dir)
 }
 
 // buildCheckout builds a local checkout of the upstream source in place
@@ -151,27 +150,38 @@ func buildCheckout(ctx context.Context, dir string, progress Progress) (string, 
 		version = strings.TrimSpace(string(out))
 	}
 	sum := sha256.Sum256([]byte(dir))
-	app := filepath.Join(CacheDir(), "cni", "path-"+hex.EncodeToString(sum[:6]), "app")
-	if err := os.MkdirAll(filepath.Dir(app), 0o755); err != nil {
+	parent := filepath.Join(CacheDir(), "cni", "path-"+hex.EncodeToString(sum[:6]))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return "", "", err
 	}
-	unlock, err := lockFile(filepath.Dir(app) + ".lock")
+	unlock, err := lockFile(parent + ".lock")
 	if err != nil {
 		return "", "", err
 	}
 	defer unlock()
 	progress("building VPC CNI from %s (%s)…", dir, version)
-	return app, version, assembleApp(ctx, dir, "./", dir, version, app)
+	app, err := assembleApp(ctx, dir, "./", dir, version, parent)
+	return app, version, err
 }
 
-// assembleApp builds the commands (packages prefix+cmd/… run in dir) and
-// lays out app: the binaries under their image names, the conflist
-// template from the source's misc/ and eni-max-pods.txt from vpclab's
-// catalog. app is replaced whole, so a failed build leaves the old one.
-func assembleApp(ctx context.Context, dir, prefix, src, version, app string) error {
-	tmp := app + ".new"
-	_ = os.RemoveAll(tmp)
+// assembleApp builds the commands (packages prefix+cmd/… run in dir),
+// lays out a new app directory in parent — the binaries under their image
+// names, the conflist template from the source's misc/, eni-max-pods.txt
+// from vpclab's catalog — and publishes it. A failed build leaves the
+// current one.
+func assembleApp(ctx context.Context, dir, prefix, src, version, parent string) (string, error) {
+	tmp, err := os.MkdirTemp(parent, "new-")
+	if err != nil {
+		return "", err
+	}
 	defer os.RemoveAll(tmp) // a failed build leaves nothing half-made
+	if err := fillApp(ctx, dir, prefix, src, version, tmp); err != nil {
+		return "", err
+	}
+	return publishApp(parent, tmp)
+}
+
+func fillApp(ctx context.Context, dir, prefix, src, version, tmp string) error {
 	bin := filepath.Join(tmp, "bin")
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		return err
@@ -202,10 +212,7 @@ func assembleApp(ctx context.Context, dir, prefix, src, version, app string) err
 	if err := writeMaxPods(filepath.Join(tmp, "eni-max-pods.txt")); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(app); err != nil {
-		return err
-	}
-	return os.Rename(tmp, app)
+	return nil
 }
 
 // prebuilt lays out binaries built elsewhere (upstream's `make build-linux`
@@ -222,26 +229,35 @@ func prebuilt(dir string) (string, error) {
 		return "", fmt.Errorf("%s lacks %s (want the aws-node image's /app layout)", dir, strings.Join(missing, ", "))
 	}
 	sum := sha256.Sum256([]byte(dir))
-	app := filepath.Join(CacheDir(), "cni", "bin-"+hex.EncodeToString(sum[:6]), "app")
-	_ = os.RemoveAll(app)
-	if err := os.MkdirAll(app, 0o755); err != nil {
+	parent := filepath.Join(CacheDir(), "cni", "bin-"+hex.EncodeToString(sum[:6]))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return "", err
 	}
+	unlock, err := lockFile(parent + ".lock")
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	tmp, err := os.MkdirTemp(parent, "new-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return "", err
 	}
 	for _, e := range ents {
-		if err := os.Symlink(filepath.Join(dir, e.Name()), filepath.Join(app, e.Name())); err != nil {
+		if err := os.Symlink(filepath.Join(dir, e.Name()), filepath.Join(tmp, e.Name())); err != nil {
 			return "", err
 		}
 	}
-	if _, err := os.Stat(filepath.Join(app, "eni-max-pods.txt")); err != nil {
-		if err := writeMaxPods(filepath.Join(app, "eni-max-pods.txt")); err != nil {
+	if _, err := os.Stat(filepath.Join(tmp, "eni-max-pods.txt")); err != nil {
+		if err := writeMaxPods(filepath.Join(tmp, "eni-max-pods.txt")); err != nil {
 			return "", err
 		}
 	}
-	return app, nil
+	return publishApp(parent, tmp)
 }
 
 func writeMaxPods(path string) error {

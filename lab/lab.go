@@ -48,6 +48,9 @@ type Lab struct {
 
 	subnets map[string]string // name -> id
 
+	// releaseCNIs lets go of the CNI builds' app directories the nodes run.
+	releaseCNIs func()
+
 	mu     sync.Mutex
 	nodes  []*Node
 	ready  bool
@@ -75,7 +78,8 @@ func New(ctx context.Context, cfg Config, progress Progress) (*Lab, error) {
 		return nil, err
 	}
 	specs := cfg.nodeSpecs()
-	if err := buildCNIs(ctx, specs, progress); err != nil {
+	releaseCNIs, err := buildCNIs(ctx, specs, progress)
+	if err != nil {
 		return nil, err
 	}
 	p := PathsFor(cfg.Name, cfg.StateDir)
@@ -85,9 +89,10 @@ func New(ctx context.Context, cfg Config, progress Progress) (*Lab, error) {
 		if errors.As(err, &ae) {
 			return nil, fmt.Errorf("lab %s already exists, owned by %s (vpclab down --name %s, or stop that process)", cfg.Name, ae.Owner, cfg.Name)
 		}
+		releaseCNIs()
 		return nil, err
 	}
-	l := &Lab{cfg: cfg, paths: p, owner: own, log: slog.Default().With("lab", cfg.Name), subnets: map[string]string{}}
+	l := &Lab{cfg: cfg, paths: p, owner: own, releaseCNIs: releaseCNIs, log: slog.Default().With("lab", cfg.Name), subnets: map[string]string{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -121,7 +126,11 @@ func New(ctx context.Context, cfg Config, progress Progress) (*Lab, error) {
 // in the background. Failures wrap ErrNoCNI.
 func PrepareCNIs(ctx context.Context, cfg Config, progress Progress) error {
 	cfg.SetDefaults()
-	return buildCNIs(ctx, cfg.nodeSpecs(), progress)
+	release, err := buildCNIs(ctx, cfg.nodeSpecs(), progress)
+	if err == nil {
+		release()
+	}
+	return err
 }
 
 // BuildCNIs builds (or finds in the cache) each of cnis, in order.
@@ -135,22 +144,50 @@ func BuildCNIs(ctx context.Context, cnis []CNI, progress Progress) error {
 }
 
 // buildCNIs builds (or finds in the cache) each CNI the nodes run, once
-// per distinct CNI, before anything is created.
-func buildCNIs(ctx context.Context, specs []nodeSpec, progress Progress) error {
+// per distinct CNI, before anything is created, and holds each build's app
+// directory (see holdApp) until release is called.
+func buildCNIs(ctx context.Context, specs []nodeSpec, progress Progress) (release func(), err error) {
 	built := map[string]CNIBuild{}
+	var holds []func()
+	release = func() {
+		for _, h := range holds {
+			h()
+		}
+	}
 	for i := range specs {
 		key := specs[i].cni.String()
 		b, ok := built[key]
 		if !ok {
-			var err error
-			if b, err = BuildCNI(ctx, specs[i].cni, progress); err != nil {
-				return err
+			var hold func()
+			if b, hold, err = buildAndHold(ctx, specs[i].cni, progress); err != nil {
+				release()
+				return nil, err
 			}
+			holds = append(holds, hold)
 			built[key] = b
 		}
 		specs[i].build = b
 	}
-	return nil
+	return release, nil
+}
+
+// buildAndHold builds c and holds its app directory, building again if
+// another build pruned it in between.
+func buildAndHold(ctx context.Context, c CNI, progress Progress) (CNIBuild, func(), error) {
+	for {
+		b, err := BuildCNI(ctx, c, progress)
+		if err != nil || b.AppDir == "" {
+			return b, func() {}, err
+		}
+		hold, err := holdApp(b.AppDir)
+		if errors.Is(err, errAppGone) && ctx.Err() == nil {
+			continue
+		}
+		if err != nil {
+			return CNIBuild{}, nil, fmt.Errorf("%w %s: %v", ErrNoCNI, c, err)
+		}
+		return b, hold, nil
+	}
 }
 
 // bringUp builds the region, its fabric and the nodes.
@@ -341,6 +378,7 @@ func (l *Lab) Close() error {
 		_ = l.srv.Close()
 	}
 	errs = append(errs, removeLeftovers(l.paths))
+	l.releaseCNIs()
 	l.owner.release()
 	return errors.Join(errs...)
 }

@@ -62,7 +62,8 @@ type Step struct {
 	AddPods int `yaml:"addPods"`
 	DelPods int `yaml:"delPods"`
 	// PodTimeout is how long an ADD is retried (as kubelet would) before
-	// the pod counts as failed (default 5 s).
+	// the pod counts as failed (default 30 s: a kubelet retries for
+	// longer; a step that expects refusals sets it short).
 	PodTimeout model.Duration `yaml:"podTimeout"`
 	// Faults are installed before the step's workload; ClearFaults removes
 	// every rule first.
@@ -303,7 +304,7 @@ func (x *run) inject(name string, n *lab.Node, st Step) bool {
 func (x *run) addPods(ctx context.Context, name string, n *lab.Node, st Step) (failed int) {
 	timeout := time.Duration(st.PodTimeout)
 	if timeout == 0 {
-		timeout = 5 * time.Second
+		timeout = 30 * time.Second
 	}
 	for k := 0; k < st.AddPods; k++ {
 		x.seq++
