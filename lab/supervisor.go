@@ -49,6 +49,44 @@ const (
 	errorPrefix = "error: "
 )
 
+// Up is `vpclab up`: it refuses a name a live lab holds, builds the CNIs
+// (progress and failures show before anything starts), then runs the lab
+// in this process until ctx is done (foreground) or in a background
+// supervisor (exe serve-lab), and prints the lab's summary; nameHint is
+// " --name N" for the printed follow-ups.
+func Up(ctx context.Context, cfg Config, exe string, foreground bool, out io.Writer, nameHint string) error {
+	if o, alive, _ := ReadOwner(PathsFor(cfg.Name, "")); alive {
+		return cli.Usagef("lab %q already exists, owned by %s (vpclab down%s)", cfg.Name, o, nameHint)
+	}
+	progress := func(f string, a ...any) { fmt.Fprintf(out, "  ✓ "+f+"\n", a...) }
+	if err := PrepareCNIs(ctx, cfg, progress); err != nil {
+		return err // ErrNoCNI: exit 2
+	}
+	if foreground {
+		return Serve(ctx, cfg, progress, func(l *Lab) {
+			WriteSummary(out, l.Status(), nameHint)
+			fmt.Fprintln(out, "running in the foreground; Ctrl-C tears it down")
+		})
+	}
+	if err := StartBackground(ctx, cfg, exe, func(line string) { fmt.Fprintln(out, line) }); err != nil {
+		var ae *AliveError
+		if errors.As(err, &ae) {
+			return cli.Usagef("%v", err)
+		}
+		return err
+	}
+	c, err := Dial(cfg.Name, "")
+	if err != nil {
+		return err
+	}
+	st, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	WriteSummary(out, st, nameHint)
+	return nil
+}
+
 // StartBackground starts a background supervisor for cfg (exe is the
 // program that runs RunSupervisor for "serve-lab"), relays its progress
 // lines and returns once the lab is up, or with its error. If ctx is

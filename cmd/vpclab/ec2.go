@@ -75,19 +75,14 @@ func cmdThrottle(e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := ec2query.ThrottleConfig{Enabled: sub == "set"}
-	fs.Float64Var(&cfg.TimeScale, "scale", 1, "refill time scale")
-	action := fs.String("action", "", "override one action's bucket")
-	b := ec2query.Bucket{}
-	fs.Float64Var(&b.Capacity, "capacity", 0, "bucket capacity for --action")
-	fs.Float64Var(&b.Refill, "refill", 0, "tokens per second for --action")
+	tf := ec2query.ThrottleFlags{}
+	tf.Bind(fs.FlagSet)
 	if _, err := fs.Parse(args, 0); err != nil {
 		return err
 	}
-	if *action != "" && (b.Capacity < 1 || b.Refill < 0) {
-		return cli.Usagef("--capacity must be ≥ 1 and --refill ≥ 0")
-	} else if *action != "" {
-		cfg.Overrides = map[string]ec2query.Bucket{*action: b}
+	cfg, err := tf.Config(sub == "set")
+	if err != nil {
+		return cli.Usagef("%v", err)
 	}
 	c, err := e.dial()
 	if err != nil {

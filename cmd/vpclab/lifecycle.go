@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -37,40 +36,11 @@ func cmdUp(e env, args []string) error {
 	if err := needRoot(); err != nil {
 		return err
 	}
-	if o, alive, _ := lab.ReadOwner(lab.PathsFor(cfg.Name, "")); alive {
-		return cli.Usagef("lab %q already exists, owned by %s (vpclab down%s)", cfg.Name, o, e.nameHint())
-	}
-	progress := func(f string, a ...any) { fmt.Fprintf(e.stdout, "  ✓ "+f+"\n", a...) }
-	if err := lab.PrepareCNIs(e.ctx, cfg, progress); err != nil {
-		return err // ErrNoCNI: exit 2
-	}
-	if fg {
-		return lab.Serve(e.ctx, cfg, progress, func(l *lab.Lab) {
-			lab.WriteSummary(e.stdout, l.Status(), e.nameHint())
-			fmt.Fprintln(e.stdout, "running in the foreground; Ctrl-C tears it down")
-		})
-	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	if err := lab.StartBackground(e.ctx, cfg, self, func(line string) { fmt.Fprintln(e.stdout, line) }); err != nil {
-		var ae *lab.AliveError
-		if errors.As(err, &ae) {
-			return cli.Usagef("%v", err)
-		}
-		return err
-	}
-	c, err := e.dial()
-	if err != nil {
-		return err
-	}
-	st, err := c.Status(e.ctx)
-	if err != nil {
-		return err
-	}
-	lab.WriteSummary(e.stdout, st, e.nameHint())
-	return nil
+	return lab.Up(e.ctx, cfg, self, fg, e.stdout, e.nameHint())
 }
 
 func cmdServeLab(e env, args []string) error {

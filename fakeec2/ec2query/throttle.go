@@ -1,6 +1,8 @@
 package ec2query
 
 import (
+	"errors"
+	"flag"
 	"strings"
 	"sync"
 	"time"
@@ -196,4 +198,34 @@ func (t *Throttler) Stats() map[string]ThrottleStats {
 		out[k] = c
 	}
 	return out
+}
+
+// ThrottleFlags are `vpclab throttle set`'s flags: the refill time scale
+// and, optionally, one action's bucket.
+type ThrottleFlags struct {
+	scale  float64
+	action string
+	bucket Bucket
+}
+
+// Bind declares the flags.
+func (t *ThrottleFlags) Bind(fs *flag.FlagSet) {
+	fs.Float64Var(&t.scale, "scale", 1, "refill time scale")
+	fs.StringVar(&t.action, "action", "", "override one action's bucket")
+	fs.Float64Var(&t.bucket.Capacity, "capacity", 0, "bucket capacity for --action")
+	fs.Float64Var(&t.bucket.Refill, "refill", 0, "tokens per second for --action")
+}
+
+// Config is the throttling the flags describe (enabled or not), or an
+// error naming the flag that is out of range.
+func (t *ThrottleFlags) Config(enabled bool) (ThrottleConfig, error) {
+	cfg := ThrottleConfig{Enabled: enabled, TimeScale: t.scale}
+	if t.action == "" {
+		return cfg, nil
+	}
+	if t.bucket.Capacity < 1 || t.bucket.Refill < 0 {
+		return cfg, errors.New("--capacity must be ≥ 1 and --refill ≥ 0")
+	}
+	cfg.Overrides = map[string]Bucket{t.action: t.bucket}
+	return cfg, nil
 }
