@@ -3,7 +3,7 @@ GO ?= go
 GOBIN ?= $(shell $(GO) env GOPATH)/bin
 PKGS := ./...
 
-.PHONY: all deps build test test-cli check-scripts scenarios e2e chaos bench fuzz lint fmt vet catalog proto clean
+.PHONY: all deps build kubernetes test test-cli check-scripts scenarios e2e chaos bench fuzz lint fmt vet catalog proto clean
 
 all: build
 
@@ -20,10 +20,12 @@ deps:
 		command -v sysctl >/dev/null || missing="$$missing procps"; \
 		command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 		command -v vagrant >/dev/null || missing="$$missing vagrant"; \
+		command -v runc >/dev/null || missing="$$missing runc"; \
+		command -v busybox >/dev/null || missing="$$missing busybox-static"; \
 		if [ -n "$$missing" ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		fi; \
-	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2), iproute2, iptables, tcpdump, iputils-ping, procps yourself"; fi
+	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2), iproute2, iptables, tcpdump, iputils-ping, procps, runc, busybox-static yourself"; fi
 	$(GO) mod download
 
 # The CNI project's reference plugins, built from the module version go.mod
@@ -37,15 +39,21 @@ build:
 	$(GO) build -o bin/ ./cmd/...
 	$(GO) build -o bin/cni/ $(CNI_PLUGINS)
 
+## kubernetes: what Kubernetes mode runs (Kubernetes, containerd, CoreDNS,
+## agnhost, the images), built from their Go modules into vpclab's cache,
+## each piece once per pinned version (~15 min the first time on 2 cores).
+kubernetes:
+	$(GO) run ./tools/kbuild -repo .
+
 ## test: the whole test suite (what CI runs).
-test: build check-scripts
+test: build kubernetes check-scripts
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt: files above need formatting"; exit 1)
 	$(GO) test -race -count=1 $(PKGS)
 
 ## bench: performance figures (BENCH lines) with their comparisons.
-bench:
-	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x ./fakeec2/ ./fabric/ ./ipamd/ ./plugin/ | tee /dev/stderr | grep -E '^BENCH' || true
+bench: kubernetes
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x ./fakeec2/ ./fabric/ ./ipamd/ ./plugin/ ./e2e/ | tee /dev/stderr | grep -E '^BENCH' || true
 
 ## fuzz: two minutes per fuzz target (not run in CI).
 fuzz:

@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"strconv"
 	"time"
 
 	"github.com/vpclab/vpclab/fakeec2/control"
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/lab/k8s"
 )
 
 // Client talks to a running lab over its control socket: the CLI and
@@ -143,6 +145,32 @@ func (c *Client) AddPod(ctx context.Context, node, namespace, name string) (PodS
 	var p PodStatus
 	err := c.do(ctx, http.MethodPost, "/pods", AddPodRequest{Node: node, Namespace: namespace, Name: name}, &p)
 	return p, err
+}
+
+// Kubectl runs the lab's kubectl (the pinned build) with its admin
+// kubeconfig and args; an error for a lab that is not a Kubernetes lab.
+func (c *Client) Kubectl(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, args ...string) error {
+	s, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if s.Kubeconfig == "" {
+		return &RequestError{Status: http.StatusBadRequest, Msg: fmt.Sprintf("lab %s is not a Kubernetes lab (vpclab up --kubernetes)", s.Name)}
+	}
+	cmd := exec.CommandContext(ctx, k8s.Bin("kube"), append([]string{"kubectl", "--kubeconfig", s.Kubeconfig}, args...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	return cmd.Run()
+}
+
+// ImportImage loads an image tarball (a host path) into every node's
+// containerd.
+func (c *Client) ImportImage(ctx context.Context, tar string) error {
+	return c.do(ctx, http.MethodPost, "/images", ImportImageRequest{Path: tar}, nil)
+}
+
+// ImportImageRequest is POST /images's body.
+type ImportImageRequest struct {
+	Path string `json:"path"`
 }
 
 // DelPod deletes a pod.

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpclab/vpclab/fakeec2/catalog"
+	"github.com/vpclab/vpclab/internal/cache"
 )
 
 // upstreamModule is the real VPC CNI's Go module.
@@ -30,6 +31,7 @@ var upstreamCmds = []struct{ file, pkg string }{
 	{"egress-cni", "cmd/egress-cni-plugin"},
 	{"grpc-health-probe", "cmd/grpc-health-probe"},
 	{"aws-vpc-cni", "cmd/aws-vpc-cni"},
+	{"aws-vpc-cni-init", "cmd/aws-vpc-cni-init"}, // the init container's, for Kubernetes mode
 }
 
 // CNIBuild is a node CNI ready to run: for the real VPC CNI, a directory
@@ -47,19 +49,7 @@ type CNIBuild struct {
 
 // CacheDir is where vpclab keeps what it builds: $VPCLAB_CACHE, else
 // $XDG_CACHE_HOME/vpclab, else ~/.cache/vpclab.
-func CacheDir() string {
-	if d := os.Getenv("VPCLAB_CACHE"); d != "" {
-		return d
-	}
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "vpclab")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil || home == "" {
-		home = "/root"
-	}
-	return filepath.Join(home, ".cache", "vpclab")
-}
+func CacheDir() string { return cache.Dir() }
 
 // BuildCNI makes c runnable: an upstream version is built once into the
 // cache (later calls reuse it), a checkout is built on every call (Go's
@@ -212,8 +202,17 @@ func fillApp(ctx context.Context, dir, prefix, src, version, tmp string) error {
 	if err := writeMaxPods(filepath.Join(tmp, "eni-max-pods.txt")); err != nil {
 		return err
 	}
+	if m, err := os.ReadFile(filepath.Join(src, "config", "master", manifestFile)); err == nil {
+		if err := os.WriteFile(filepath.Join(tmp, manifestFile), m, 0o644); err != nil {
+			return err
+		}
+	}
 	return nil
 }
+
+// manifestFile is where an app directory keeps the release's own
+// Kubernetes manifest (config/master/aws-k8s-cni.yaml), for Kubernetes mode.
+const manifestFile = "aws-k8s-cni.yaml"
 
 // prebuilt lays out binaries built elsewhere (upstream's `make build-linux`
 // output, or an image's /app) as an app directory of links, adding

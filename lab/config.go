@@ -28,6 +28,9 @@ type Config struct {
 	// CNI is every node's CNI implementation unless the node names its
 	// own: vpclab (default), upstream@VERSION, path:DIR or bin:DIR.
 	CNI CNI `yaml:"cni"`
+	// Kubernetes makes the lab a Kubernetes cluster (nil: plain nodes,
+	// pods added through libcni).
+	Kubernetes *KubernetesConfig `yaml:"kubernetes"`
 	// Internet adds the internet host behind NAT (default true).
 	Internet *bool `yaml:"internet"`
 	// Throttling of the EC2 API (off unless set).

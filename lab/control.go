@@ -110,6 +110,7 @@ func (l *Lab) controlMux() http.Handler {
 	mux.HandleFunc("GET /nodes/{node}/metrics", l.whenReady(l.onNode(l.handleMetrics)))
 	mux.HandleFunc("POST /nodes/{node}/ipamd/restart", l.whenReady(l.onNode(l.handleRestartIpamd)))
 	mux.HandleFunc("POST /nodes/{node}/ipamd/signal", l.whenReady(l.onNode(l.handleSignalIpamd)))
+	mux.HandleFunc("POST /images", l.whenReady(l.handleImportImage))
 	mux.HandleFunc("POST /down", l.handleDown)
 	mux.Handle(control.Prefix, l.whenReady(func(w http.ResponseWriter, r *http.Request) { l.srv.ControlHandler().ServeHTTP(w, r) }))
 	return mux
@@ -213,6 +214,27 @@ func (l *Lab) handleSignalIpamd(w http.ResponseWriter, r *http.Request, n *Node)
 		return
 	}
 	writeJSON(w, 200, n.IpamdState())
+}
+
+func (l *Lab) handleImportImage(w http.ResponseWriter, r *http.Request) {
+	var req ImportImageRequest
+	if err := decode(r, &req); err != nil {
+		fail(w, http.StatusBadRequest, err)
+		return
+	}
+	if st, err := os.Stat(req.Path); err != nil || st.IsDir() {
+		fail(w, http.StatusBadRequest, fmt.Errorf("image tarball %q: not a file", req.Path))
+		return
+	}
+	if err := l.ImportImage(r.Context(), req.Path); err != nil {
+		code := http.StatusInternalServerError
+		if l.kube == nil {
+			code = http.StatusBadRequest
+		}
+		fail(w, code, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (l *Lab) handleDown(w http.ResponseWriter, _ *http.Request) {

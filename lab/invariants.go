@@ -103,6 +103,10 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	owner := map[netip.Addr]string{}
+	podsOn, err := l.podAddrs(ctx)
+	if err != nil {
+		return err
+	}
 	for _, n := range l.Nodes() {
 		ipamdENIs, assigned, err := n.IpamdENIs()
 		if err != nil {
@@ -140,7 +144,7 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 			}
 		}
 		routes, _ := n.Exec(ctx, "ip", "-4", "route", "show", "table", "main")
-		pods := n.Pods()
+		pods := podsOn[n.Name]
 		// Veths of deleted pods go with their namespaces, asynchronously.
 		veths := 0
 		for deadline := time.Now().Add(5 * time.Second); ; {
@@ -152,15 +156,18 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 			time.Sleep(100 * time.Millisecond)
 		}
 		for _, p := range pods {
-			if o, dup := owner[p.IP]; dup {
-				errs = append(errs, fmt.Errorf("address %s held by %s and %s/%s", p.IP, o, p.Namespace, p.Name))
+			if o, dup := owner[p.ip]; dup {
+				errs = append(errs, fmt.Errorf("address %s held by %s and %s", p.ip, o, p.name))
 			}
-			owner[p.IP] = p.Namespace + "/" + p.Name
-			if !assigned[p.IP] {
-				errs = append(errs, fmt.Errorf("node %s: pod %s/%s has %s, which ipamd does not show as assigned", n.Name, p.Namespace, p.Name, p.IP))
+			owner[p.ip] = p.name
+			if !assigned[p.ip] {
+				errs = append(errs, fmt.Errorf("node %s: pod %s has %s, which ipamd does not show as assigned", n.Name, p.name, p.ip))
 			}
-			if !strings.Contains(routes, p.IP.String()+" dev eni") {
-				errs = append(errs, fmt.Errorf("node %s: no host route to pod %s/%s (%s)", n.Name, p.Namespace, p.Name, p.IP))
+			if !strings.Contains(routes, p.ip.String()+" dev "+n.vethPrefix()) {
+				errs = append(errs, fmt.Errorf("node %s: no host route to pod %s (%s)", n.Name, p.name, p.ip))
+			}
+			if l.kube != nil && !onENIs(p.ip, ec2) {
+				errs = append(errs, fmt.Errorf("node %s: pod %s has %s, which is on none of the node's ENIs in EC2", n.Name, p.name, p.ip))
 			}
 		}
 		if len(assigned) != len(pods) {
@@ -171,4 +178,62 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// podAddr is a pod and its address.
+type podAddr struct {
+	name string // namespace/name
+	ip   netip.Addr
+}
+
+// podAddrs lists each node's pods with a VPC address: the lab's own, or in
+// Kubernetes mode the API's (pods not on the host network, with an IP).
+func (l *Lab) podAddrs(ctx context.Context) (map[string][]podAddr, error) {
+	out := map[string][]podAddr{}
+	if l.kube == nil {
+		for _, n := range l.Nodes() {
+			for _, p := range n.Pods() {
+				out[n.Name] = append(out[n.Name], podAddr{p.Namespace + "/" + p.Name, p.IP})
+			}
+		}
+		return out, nil
+	}
+	b, err := l.Kubectl(ctx, nil, "get", "pods", "-A", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct{ Namespace, Name string }
+			Spec     struct {
+				NodeName    string
+				HostNetwork bool
+			}
+			Status struct{ PodIP string }
+		}
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		return nil, err
+	}
+	for _, p := range list.Items {
+		ip, err := netip.ParseAddr(p.Status.PodIP)
+		if p.Spec.HostNetwork || err != nil {
+			continue
+		}
+		out[p.Spec.NodeName] = append(out[p.Spec.NodeName], podAddr{p.Metadata.Namespace + "/" + p.Metadata.Name, ip})
+	}
+	return out, nil
+}
+
+// onENIs says whether a is among the secondary addresses or prefixes of
+// EC2's view of a node's ENIs (ENI id → CIDRs).
+func onENIs(a netip.Addr, enis map[string][]string) bool {
+	for _, cidrs := range enis {
+		for _, c := range cidrs {
+			if p, err := netip.ParsePrefix(c); err == nil && p.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
 }

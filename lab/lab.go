@@ -30,6 +30,7 @@ import (
 	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/fakeec2/world"
 	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/lab/k8s"
 )
 
 // Lab is a running lab.
@@ -50,6 +51,8 @@ type Lab struct {
 
 	// releaseCNIs lets go of the CNI builds' app directories the nodes run.
 	releaseCNIs func()
+	kube        *kube             // Kubernetes mode's control plane (nil: plain)
+	sysctls     map[string]string // host sysctls Kubernetes mode changes, as they were
 
 	mu     sync.Mutex
 	nodes  []*Node
@@ -76,6 +79,11 @@ func New(ctx context.Context, cfg Config, progress Progress) (*Lab, error) {
 	}
 	if err := cfg.checkBinaries(); err != nil {
 		return nil, err
+	}
+	if cfg.Kubernetes != nil {
+		if err := k8s.Built(); err != nil {
+			return nil, err
+		}
 	}
 	specs := cfg.nodeSpecs()
 	releaseCNIs, err := buildCNIs(ctx, specs, progress)
@@ -239,6 +247,11 @@ func (l *Lab) bringUp(ctx context.Context, specs []nodeSpec, progress Progress) 
 		return err
 	}
 	progress("fabric up (VLAN datapath %s)", l.fab.Datapath())
+	if cfg.Kubernetes != nil {
+		if err := l.startKubernetes(ctx, specs, progress); err != nil {
+			return err
+		}
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(specs))
 	for i, s := range specs {
@@ -250,9 +263,12 @@ func (l *Lab) bringUp(ctx context.Context, specs []nodeSpec, progress Progress) 
 				errs[i] = fmt.Errorf("node %s: %w", s.name, err)
 				return
 			}
-			if n.CNI().IsUpstream() {
+			switch {
+			case l.kube != nil:
+				progress("node %s: %s (%s) up: containerd, kubelet, kube-proxy", n.Name, n.Instance.ID, n.Instance.Type)
+			case n.CNI().IsUpstream():
 				progress("node %s: %s (%s) up, VPC CNI %s installed by its own entrypoint", n.Name, n.Instance.ID, n.Instance.Type, n.build.CNI)
-			} else {
+			default:
 				progress("node %s: %s (%s) up, ipamd serving, aws-cni installed", n.Name, n.Instance.ID, n.Instance.Type)
 			}
 		}()
@@ -267,6 +283,9 @@ func (l *Lab) bringUp(ctx context.Context, specs []nodeSpec, progress Progress) 
 	l.mu.Lock()
 	sort.Slice(l.nodes, func(i, j int) bool { return l.nodes[i].Name < l.nodes[j].Name })
 	l.mu.Unlock()
+	if l.kube != nil {
+		return l.installAddons(ctx, specs[0].build, progress)
+	}
 	return nil
 }
 
@@ -362,12 +381,19 @@ func (l *Lab) Close() error {
 	}
 	for _, n := range nodes {
 		n.stopIpamd()
+		if l.kube != nil {
+			errs = append(errs, n.stopKube())
+		}
+	}
+	if l.kube != nil {
+		l.kube.stop()
 	}
 	// Processes first, while their namespaces can still be found.
 	killInNamespaces(l.paths)
 	for _, n := range nodes {
 		errs = append(errs, n.stop())
 	}
+	errs = append(errs, l.restoreSysctls())
 	if l.fab != nil {
 		errs = append(errs, l.fab.Close())
 	}

@@ -36,9 +36,10 @@ type Node struct {
 	netns     string // path
 	mntns     string // path of the bind-mounted mount namespace
 	ns        ns.NetNS
-	env       []string   // the aws-node environment of every process of the node
-	build     CNIBuild   // the node's CNI implementation
-	rt        cniRuntime // how it runs on the node
+	env       []string    // the aws-node environment of every process of the node
+	build     CNIBuild    // the node's CNI implementation
+	rt        cniRuntime  // how it runs on the node
+	kubeProcs []*exec.Cmd // Kubernetes mode: containerd, kubelet, kube-proxy
 	cni       *libcni.CNIConfig
 	httpc     *http.Client
 	ipamdLog  string
@@ -155,7 +156,11 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 		}
 	} else {
 		n.mntns = filepath.Join(n.root, "mnt")
-		if err := newMountNS(n.mntns, n.root, n.rt.mounts(n)); err != nil {
+		mounts := n.rt.mounts(n)
+		if l.kube != nil {
+			mounts = n.kubeMounts() // the CNI comes as a DaemonSet
+		}
+		if err := newMountNS(n.mntns, n.root, mounts); err != nil {
 			return nil, err
 		}
 	}
@@ -167,6 +172,9 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 		n.env = append(n.env, k+"="+v)
 	}
 	n.ipamdLog = filepath.Join(n.path("/var/log/aws-routed-eni"), "ipamd.log")
+	if l.kube != nil {
+		return n, n.startKubeNode(ctx)
+	}
 	if err := n.rt.initNode(n); err != nil {
 		return nil, err
 	}
@@ -317,6 +325,9 @@ func (n *Node) current() *ipamdProc {
 // SignalIpamd sends sig to the node's ipamd (its whole process group). A
 // process that dies of it is restarted as the lab's restart policy says.
 func (n *Node) SignalIpamd(sig syscall.Signal) error {
+	if n.lab.kube != nil {
+		return n.signalKubeIpamd(sig)
+	}
 	p := n.current()
 	if p == nil || p.cmd.Process == nil {
 		return fmt.Errorf("node %s has no ipamd", n.Name)
@@ -340,6 +351,10 @@ func (n *Node) SignalIpamd(sig syscall.Signal) error {
 // KillIpamd kills the node's ipamd with SIGKILL (a crash) and waits until
 // it is gone; the lab's restart policy then applies.
 func (n *Node) KillIpamd() {
+	if n.lab.kube != nil {
+		_ = n.signalKubeIpamd(syscall.SIGKILL)
+		return
+	}
 	p := n.current()
 	if p == nil || p.cmd.Process == nil {
 		return
@@ -383,6 +398,9 @@ func (n *Node) killIpamd(forGood bool, wait time.Duration) {
 // RestartIpamd kills ipamd and starts it again with the same environment,
 // waiting until it serves.
 func (n *Node) RestartIpamd(ctx context.Context) error {
+	if n.lab.kube != nil {
+		return n.restartKubeIpamd(ctx)
+	}
 	n.killIpamd(false, 0)
 	n.mu.Lock()
 	n.restarts++
@@ -395,6 +413,9 @@ func (n *Node) RestartIpamd(ctx context.Context) error {
 
 // IpamdState reports the node's ipamd.
 func (n *Node) IpamdState() IpamdState {
+	if n.lab.kube != nil {
+		return n.kubeIpamdState()
+	}
 	n.mu.Lock()
 	p, restarts := n.ipamd, n.restarts
 	n.mu.Unlock()

@@ -23,6 +23,8 @@ type Overrides struct {
 	// CNI, when set, is every node's CNI (the file's node-level choices
 	// included).
 	CNI string
+	// Kubernetes makes the lab a Kubernetes cluster.
+	Kubernetes bool
 }
 
 // Config builds and validates the lab config the overrides describe.
@@ -68,6 +70,9 @@ func (o Overrides) Config() (Config, error) {
 		for i := range cfg.Nodes {
 			cfg.Nodes[i].CNI = CNI{}
 		}
+	}
+	if o.Kubernetes && cfg.Kubernetes == nil {
+		cfg.Kubernetes = &KubernetesConfig{}
 	}
 	if cfg.Env == nil {
 		cfg.Env = map[string]string{}
@@ -171,6 +176,7 @@ func (o *Overrides) Bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.SubnetCIDR, "subnet-cidr", "", "CIDR of the (first) subnet")
 	fs.StringVar(&o.IpamdRestart, "ipamd-restart", "", "restart an ipamd that exits after this delay (default 1s), or never")
 	fs.Var((*listFlag)(&o.Env), "env", "aws-node environment KEY=VALUE (repeatable)")
+	fs.BoolVar(&o.Kubernetes, "kubernetes", false, "a Kubernetes cluster: control plane, containerd + kubelet on every node, aws-node as a DaemonSet (make kubernetes builds it)")
 	fs.StringVar(&o.CNI, "cni", "", "CNI of every node: vpclab (default), upstream@VERSION (the real VPC CNI, built from the Go module proxy), path:DIR (built from a checkout) or bin:DIR (prebuilt)")
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 
 	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/lab/k8s"
 )
 
 // ErrPodExists says a pod of that name is already on the node.
@@ -71,6 +72,9 @@ func trim(s string) string {
 func (n *Node) AddPod(ctx context.Context, namespace, name string) (*Pod, error) {
 	if err := ValidatePodName(namespace, name); err != nil {
 		return nil, err
+	}
+	if n.lab.kube != nil {
+		return nil, fmt.Errorf("lab %s runs Kubernetes: pods are Kubernetes pods (vpclab kubectl run %s --image %s --overrides '{\"spec\":{\"nodeName\":\"%s\"}}')", n.lab.cfg.Name, name, k8s.AgnhostImage, n.Name)
 	}
 	key := namespace + "/" + name
 	n.mu.Lock()

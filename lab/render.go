@@ -9,6 +9,7 @@ import (
 
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/lab/k8s"
 )
 
 // Text renderings of what the control socket returns, as `vpclab` prints
@@ -115,7 +116,12 @@ func WriteSummary(w io.Writer, s Status, nameHint string) {
 			node = n.Name
 		}
 	}
-	fmt.Fprintf(w, "lab %s is up. Next:\n  vpclab status%s\n  vpclab pods add default/web --node %s%s\n", s.Name, nameHint, node, nameHint)
+	if s.Kubeconfig != "" {
+		fmt.Fprintf(w, "kubeconfig: %s\nlab %s is up. Next:\n  vpclab kubectl get nodes -o wide%s\n  vpclab kubectl run web --image %s%s\n  vpclab kubectl get pods -o wide%s\n",
+			s.Kubeconfig, s.Name, nameHint, k8s.AgnhostImage, nameHint, nameHint)
+	} else {
+		fmt.Fprintf(w, "lab %s is up. Next:\n  vpclab status%s\n  vpclab pods add default/web --node %s%s\n", s.Name, nameHint, node, nameHint)
+	}
 	fmt.Fprintf(w, "  AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x /usr/bin/aws --endpoint-url %s --region %s ec2 describe-network-interfaces   # AWS CLI v2\n", s.EC2Endpoint, s.Region)
 	fmt.Fprintf(w, "  vpclab down%s\n", nameHint)
 }

@@ -1,9 +1,12 @@
 package lab
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Status is a lab's state as `vpclab status -o json` shows it.
@@ -16,6 +19,9 @@ type Status struct {
 	VPCID       string         `json:"vpcId"`
 	Nodes       []NodeStatus   `json:"nodes"`
 	Subnets     []SubnetStatus `json:"subnets"`
+	// Kubeconfig is the admin kubeconfig of a Kubernetes lab (its server
+	// is on host loopback).
+	Kubeconfig string `json:"kubeconfig,omitempty"`
 }
 
 // NodeStatus is one node in Status.
@@ -80,28 +86,43 @@ func (l *Lab) Status() Status {
 	if !s.Ready {
 		return s // bring-up is still writing the rest
 	}
-	s.EC2Endpoint, s.VPCID = l.ec2URL, l.vpcID
+	s.EC2Endpoint, s.VPCID, s.Kubeconfig = l.ec2URL, l.vpcID, l.Kubeconfig()
 	enis := l.region.NetworkInterfaces()
+	var byNode map[string][]podAddr
+	if l.kube != nil { // the API's pods
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		byNode, _ = l.podAddrs(ctx)
+		cancel()
+	}
 	for _, n := range l.Nodes() {
 		ns := NodeStatus{Name: n.Name, InstanceID: n.Instance.ID, InstanceType: n.Instance.Type, PrivateIP: n.Instance.PrivateIP.String(),
 			NetNS: n.NetNS(), MountNS: n.MountNS(), CNI: n.cniStatus(), Ipamd: n.IpamdState()}
-		pods := n.Pods()
-		for _, p := range pods {
+		for _, p := range n.Pods() {
 			ns.Pods = append(ns.Pods, p.status())
+		}
+		if l.kube != nil {
+			for _, p := range byNode[n.Name] {
+				namespace, name, _ := strings.Cut(p.name, "/")
+				ns.Pods = append(ns.Pods, PodStatus{Namespace: namespace, Name: name, IP: p.ip.String(), Node: n.Name})
+			}
 		}
 		for _, e := range enis {
 			if e.Attachment == nil || e.Attachment.InstanceID != n.Instance.ID {
 				continue
 			}
 			es := ENIStatus{ID: e.ID, Device: e.Attachment.DeviceIndex, SubnetID: e.SubnetID, Addresses: 1 + len(e.SecondaryIPs)}
-			for _, p := range pods {
+			for _, p := range ns.Pods {
+				ip, err := netip.ParseAddr(p.IP)
+				if err != nil {
+					continue
+				}
 				for _, a := range e.SecondaryIPs {
-					if a == p.IP {
+					if a == ip {
 						es.Used++
 					}
 				}
 				for _, pf := range e.Prefixes {
-					if pf.Contains(p.IP) {
+					if pf.Contains(ip) {
 						es.Used++
 					}
 				}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/lab/k8s"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
@@ -51,6 +52,9 @@ func (c Config) Validate() error {
 		if err := validateNodeEnv(s.env); err != nil {
 			return fmt.Errorf("node %s: aws-node environment: %w", s.name, err)
 		}
+	}
+	if err := c.validateKubernetes(); err != nil {
+		return err
 	}
 	for i := range c.Faults {
 		if err := c.Faults[i].Validate(); err != nil {
@@ -152,6 +156,28 @@ func (c *Config) validateCapacity() error {
 		usable := 1<<(32-p.Bits()) - 5
 		if nodes[s.Name] > usable {
 			return fmt.Errorf("subnet %q (%s) has %d usable addresses and cannot hold %d nodes", s.Name, s.CIDR, usable, nodes[s.Name])
+		}
+	}
+	return nil
+}
+
+// validateKubernetes checks a Kubernetes lab: the pinned version, one CNI
+// for every node (aws-node is one DaemonSet), nodes of their own (not the
+// host's namespace).
+func (c *Config) validateKubernetes() error {
+	if c.Kubernetes == nil {
+		return nil
+	}
+	if v := c.Kubernetes.Version; v != "" && v != k8s.KubeVersion {
+		return fmt.Errorf("kubernetes version %q: this vpclab builds %s", v, k8s.KubeVersion)
+	}
+	specs := c.nodeSpecs()
+	for _, s := range specs {
+		if s.cfg.HostNamespace != "" || s.cfg.HostPaths {
+			return fmt.Errorf("node %s: Kubernetes mode runs every node in its own namespaces (no hostNamespace/hostPaths)", s.name)
+		}
+		if s.cni != specs[0].cni {
+			return fmt.Errorf("node %s: cni %s differs from node %s's %s; in Kubernetes mode aws-node is one DaemonSet for every node", s.name, s.cni, specs[0].name, specs[0].cni)
 		}
 	}
 	return nil

@@ -30,6 +30,8 @@ Inspecting a running lab:
   exec POD|--node NODE -- CMD...   ping POD_A POD_B|IP   metrics NODE
   events             CloudTrail-shaped records of EC2 calls (--action, --errors, --follow, -o table)
   faults add|list|clear   throttle set|off   ipamd restart|kill NODE
+Kubernetes labs (up --kubernetes):
+  kubectl ARGS...    the lab's kubectl, admin kubeconfig   image import TAR   into every node's containerd
 Scenarios and offline:
   scenario run|diff|list  run a scenario (YAML or built-in) and print PASS or FAIL; compare CNIs side by side
   max-pods           --instance-type T [--prefix-delegation] | --all
@@ -55,6 +57,7 @@ var commands = map[string]func(e env, args []string) error{
 	"up": cmdUp, "serve-lab": cmdServeLab, "down": cmdDown, "gc": cmdGC, "demo": cmdDemo,
 	"status": cmdStatus, "pods": cmdPods, "exec": cmdExec, "ping": cmdPing, "metrics": cmdMetrics, "ipamd": cmdIpamd,
 	"events": cmdEvents, "faults": cmdFaults, "throttle": cmdThrottle, "max-pods": cmdMaxPods, "scenario": cmdScenario,
+	"kubectl": cmdKubectl, "image": cmdImage,
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

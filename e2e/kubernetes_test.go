@@ -1,0 +1,355 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/lab"
+	"github.com/vpclab/vpclab/lab/k8s"
+)
+
+// Kubernetes mode: a control plane, a kubelet and containerd on every
+// node, aws-node as a DaemonSet (make kubernetes builds what it runs).
+
+// kubeLab brings up a Kubernetes lab of nodes × typ running cni.
+func kubeLab(nodes int, typ string, cni lab.CNI) *lab.Lab {
+	GinkgoHelper()
+	if cni.IsUpstream() {
+		_, err := buildUpstream()
+		Expect(err).NotTo(HaveOccurred())
+	}
+	cfg := lab.Default()
+	cfg.Name, cfg.BinDir, cfg.CNI = labName(), *bins, cni
+	cfg.Nodes[0].Count, cfg.Nodes[0].InstanceType = nodes, typ
+	cfg.Kubernetes = &lab.KubernetesConfig{}
+	l, err := lab.New(context.Background(), cfg, GinkgoWriter.Printf)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { Expect(l.Close()).To(Succeed()) })
+	return l
+}
+
+// kubectl runs the lab's kubectl and returns its output.
+func kubectl(l *lab.Lab, args ...string) string {
+	GinkgoHelper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := l.Kubectl(ctx, nil, args...)
+	Expect(err).NotTo(HaveOccurred())
+	return string(out)
+}
+
+// apply applies a manifest.
+func apply(l *lab.Lab, manifest string) {
+	GinkgoHelper()
+	_, err := l.Kubectl(context.Background(), []byte(manifest), "apply", "-f", "-")
+	Expect(err).NotTo(HaveOccurred())
+}
+
+type podInfo struct {
+	Name, Node, IP, Phase string
+}
+
+// podsOf lists the pods with label app=app.
+func podsOf(l *lab.Lab, app string) []podInfo {
+	GinkgoHelper()
+	var list struct {
+		Items []struct {
+			Metadata struct {
+				Name              string  `json:"name"`
+				DeletionTimestamp *string `json:"deletionTimestamp"`
+			} `json:"metadata"`
+			Spec   struct{ NodeName string } `json:"spec"`
+			Status struct {
+				Phase string `json:"phase"`
+				PodIP string `json:"podIP"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	Expect(json.Unmarshal([]byte(kubectl(l, "get", "pods", "-l", "app="+app, "-o", "json")), &list)).To(Succeed())
+	var out []podInfo
+	for _, p := range list.Items {
+		if p.Metadata.DeletionTimestamp != nil {
+			continue
+		}
+		out = append(out, podInfo{p.Metadata.Name, p.Spec.NodeName, p.Status.PodIP, p.Status.Phase})
+	}
+	return out
+}
+
+// running waits until want pods of app run with addresses.
+func running(l *lab.Lab, app string, want int, within time.Duration) []podInfo {
+	GinkgoHelper()
+	var pods []podInfo
+	Eventually(func() int {
+		pods = podsOf(l, app)
+		n := 0
+		for _, p := range pods {
+			if p.Phase == "Running" && p.IP != "" {
+				n++
+			}
+		}
+		if n != len(pods) {
+			return -n
+		}
+		return n
+	}).WithTimeout(within).WithPolling(500 * time.Millisecond).Should(Equal(want))
+	return pods
+}
+
+// deployment is agnhost's HTTP server (netexec) as a Deployment.
+func deployment(name string, replicas int, extra string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %[1]s}
+spec:
+  replicas: %[2]d
+  selector: {matchLabels: {app: %[1]s}}
+  template:
+    metadata: {labels: {app: %[1]s}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: %[3]s
+        imagePullPolicy: Never
+        args: [netexec, --http-port=8080]
+        ports: [{containerPort: 8080}]
+%[4]s`, name, replicas, k8s.AgnhostImage, extra)
+}
+
+// httpGet is a shell command fetching path from "HOST PORT" with nc.
+func httpGet(hostPort, path string) string {
+	return fmt.Sprintf(`printf 'GET %s HTTP/1.0\r\n\r\n' | nc -w 5 %s`, path, hostPort)
+}
+
+// onNodeENIs says whether ip is an address of one of the node's ENIs in EC2.
+func onNodeENIs(l *lab.Lab, node, ip string) bool {
+	n := l.Node(node)
+	if n == nil {
+		return false
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	for _, e := range l.Region().NetworkInterfaces() {
+		if e.Attachment == nil || e.Attachment.InstanceID != n.Instance.ID {
+			continue
+		}
+		for _, s := range e.SecondaryIPs {
+			if s == a {
+				return true
+			}
+		}
+		for _, p := range e.Prefixes {
+			if p.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hostSnapshot is what a Kubernetes lab must leave as it found it.
+type hostSnapshot struct {
+	sysctls map[string]string
+	mounts  int
+	cgroups []string
+}
+
+func snapshotHost(name string) hostSnapshot {
+	s := hostSnapshot{sysctls: map[string]string{}}
+	for _, k := range []string{"vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops", "net.ipv4.conf.all.route_localnet", "net.ipv4.ip_forward"} {
+		b, _ := os.ReadFile(filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/")))
+		s.sysctls[k] = strings.TrimSpace(string(b))
+	}
+	b, _ := os.ReadFile("/proc/self/mounts")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, name) {
+			s.mounts++
+		}
+	}
+	s.cgroups, _ = filepath.Glob("/sys/fs/cgroup/*/vpclab-" + name + "-*")
+	return s
+}
+
+var _ = Describe("Kubernetes mode", Label("kubernetes"), Ordered, func() {
+	var l *lab.Lab
+	var before hostSnapshot
+
+	BeforeAll(func() {
+		Expect(k8s.Built()).To(Succeed(), "make kubernetes builds what Kubernetes mode runs")
+		name := labName()
+		before = snapshotHost(name)
+		cfg := lab.Default()
+		cfg.Name, cfg.BinDir = name, *bins
+		cfg.Nodes[0].Count, cfg.Nodes[0].InstanceType = 2, "m5.large"
+		cfg.Env = map[string]string{"WARM_IP_TARGET": "2", "MINIMUM_IP_TARGET": "4"}
+		cfg.Kubernetes = &lab.KubernetesConfig{}
+		var err error
+		l, err = lab.New(context.Background(), cfg, GinkgoWriter.Printf)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() {
+			Expect(l.Close()).To(Succeed())
+			after := snapshotHost(name)
+			Expect(after.sysctls).To(Equal(before.sysctls), "host sysctls restored")
+			Expect(after.mounts).To(Equal(before.mounts), "no mount of the lab left")
+			Expect(after.cgroups).To(BeEmpty(), "no cgroup of the lab's kubelets left")
+		})
+	})
+
+	It("registers nodes the EKS way, Ready only once aws-node wrote the conflist, with max pods from the instance type", func() {
+		var nodes struct {
+			Items []struct {
+				Metadata struct {
+					Name   string            `json:"name"`
+					Labels map[string]string `json:"labels"`
+				} `json:"metadata"`
+				Spec   struct{ ProviderID string } `json:"spec"`
+				Status struct {
+					Capacity   map[string]string `json:"capacity"`
+					Conditions []struct {
+						Type, Status       string
+						LastTransitionTime time.Time `json:"lastTransitionTime"`
+					} `json:"conditions"`
+				} `json:"status"`
+			} `json:"items"`
+		}
+		Expect(json.Unmarshal([]byte(kubectl(l, "get", "nodes", "-o", "json")), &nodes)).To(Succeed())
+		Expect(nodes.Items).To(HaveLen(2))
+		for _, item := range nodes.Items {
+			n := l.Node(item.Metadata.Name)
+			Expect(n).NotTo(BeNil())
+			Expect(item.Status.Capacity["pods"]).To(Equal("29"))
+			Expect(item.Spec.ProviderID).To(MatchRegexp(`^aws:///us-west-2[a-z]/` + n.Instance.ID + `$`))
+			Expect(item.Metadata.Labels).To(HaveKeyWithValue("node.kubernetes.io/instance-type", "m5.large"))
+			Expect(item.Metadata.Labels).To(HaveKey("topology.kubernetes.io/zone"))
+			st, err := os.Stat(filepath.Join(n.HostPath("/etc/cni/net.d"), "10-aws.conflist"))
+			Expect(err).NotTo(HaveOccurred())
+			for _, c := range item.Status.Conditions {
+				if c.Type == "Ready" {
+					Expect(c.Status).To(Equal("True"))
+					// The API's times have whole seconds.
+					Expect(c.LastTransitionTime.Add(time.Second)).To(BeTemporally(">", st.ModTime()), "Ready before the conflist")
+				}
+			}
+		}
+		ds := kubectl(l, "-n", "kube-system", "get", "daemonset", "aws-node", "-o", "jsonpath={.status.numberReady}/{.status.desiredNumberScheduled}")
+		Expect(ds).To(Equal("2/2"))
+	})
+
+	It("gives a Deployment's pods addresses of their node's ENIs, reachable pod to pod across nodes, through a Service and its DNS name", func() {
+		apply(l, deployment("web", 6, `      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, nodeTaintsPolicy: Honor, labelSelector: {matchLabels: {app: web}}}
+`))
+		apply(l, `apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+`)
+		pods := running(l, "web", 6, 2*time.Minute)
+		nodes := map[string]bool{}
+		for _, p := range pods {
+			Expect(onNodeENIs(l, p.Node, p.IP)).To(BeTrue(), "pod %s's %s on %s's ENIs in EC2", p.Name, p.IP, p.Node)
+			nodes[p.Node] = true
+		}
+		Expect(nodes).To(HaveLen(2))
+		var a, b podInfo
+		for _, p := range pods {
+			if p.Node == pods[0].Node {
+				a = p
+			} else {
+				b = p
+			}
+		}
+		Expect(kubectl(l, "exec", a.Name, "--", "sh", "-c", httpGet(b.IP+" 8080", "/hostname"))).To(HaveSuffix("\r\n\r\n" + b.Name))
+		Eventually(func() string {
+			out, _ := l.Kubectl(context.Background(), nil, "exec", a.Name, "--", "sh", "-c", httpGet("web.default.svc.cluster.local 80", "/hostname"))
+			return string(out)
+		}).WithTimeout(30 * time.Second).Should(MatchRegexp(`\r\n\r\nweb-[a-z0-9]+-[a-z0-9]+$`))
+		Expect(kubectl(l, "logs", a.Name)).NotTo(BeEmpty())
+		Expect(l.CheckInvariants(context.Background())).To(Succeed())
+	})
+
+	It("releases a deleted pod's address (ipamd and EC2 agree) and drains a node onto the other", func() {
+		kubectl(l, "scale", "deployment/web", "--replicas=2")
+		running(l, "web", 2, time.Minute)
+		for _, n := range l.Nodes() {
+			Eventually(func() int { return metricOf(n, "awscni_assigned_ip_addresses") }).WithTimeout(30*time.Second).
+				Should(Equal(podsOn(l, n.Name)), "node %s: assigned = its pods (CoreDNS included)", n.Name)
+		}
+		kubectl(l, "scale", "deployment/web", "--replicas=4")
+		running(l, "web", 4, time.Minute)
+		drained := l.Nodes()[1].Name
+		kubectl(l, "drain", drained, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=90s")
+		pods := running(l, "web", 4, time.Minute)
+		for _, p := range pods {
+			Expect(p.Node).NotTo(Equal(drained))
+			Expect(onNodeENIs(l, p.Node, p.IP)).To(BeTrue())
+		}
+		kubectl(l, "uncordon", drained)
+		Expect(l.CheckInvariants(context.Background())).To(Succeed())
+	})
+
+	It("keeps pods Pending while EC2 throttles a scale-up and runs them once the bucket refills, the kubelet's retries visible as events", func() {
+		_, err := l.Faults().Add(faults.Rule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: model.Duration(8 * time.Second)},
+			faults.Rule{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", For: model.Duration(8 * time.Second)})
+		Expect(err).NotTo(HaveOccurred())
+		kubectl(l, "scale", "deployment/web", "--replicas=30")
+		pods := running(l, "web", 30, 3*time.Minute)
+		for _, p := range pods {
+			Expect(onNodeENIs(l, p.Node, p.IP)).To(BeTrue())
+		}
+		Expect(kubectl(l, "get", "events", "--field-selector", "reason=FailedCreatePodSandBox", "-o", "name")).NotTo(BeEmpty())
+		Expect(l.CheckInvariants(context.Background())).To(Succeed())
+	})
+})
+
+// podsOn counts the Running pods on a node that have addresses of their
+// own (not host-network ones).
+func podsOn(l *lab.Lab, node string) int {
+	GinkgoHelper()
+	var list struct {
+		Items []struct {
+			Spec struct {
+				HostNetwork bool `json:"hostNetwork"`
+			} `json:"spec"`
+		} `json:"items"`
+	}
+	out := kubectl(l, "get", "pods", "-A", "--field-selector", "spec.nodeName="+node+",status.phase=Running", "-o", "json")
+	Expect(json.Unmarshal([]byte(out), &list)).To(Succeed())
+	n := 0
+	for _, p := range list.Items {
+		if !p.Spec.HostNetwork {
+			n++
+		}
+	}
+	return n
+}
+
+var _ = Describe("Kubernetes mode with the real VPC CNI", Label("kubernetes", "upstream"), func() {
+	It("runs upstream's own aws-node manifest: its init container installs, nodes turn Ready, pods get VPC addresses", func() {
+		Expect(k8s.Built()).To(Succeed())
+		l := kubeLab(1, "m5.large", upstream)
+		Expect(kubectl(l, "-n", "kube-system", "get", "daemonset", "aws-node", "-o", "jsonpath={.status.numberReady}")).To(Equal("1"))
+		Expect(kubectl(l, "get", "node", "-o", "jsonpath={.items[0].status.capacity.pods}")).To(Equal("29"))
+		apply(l, deployment("up", 3, ""))
+		for _, p := range running(l, "up", 3, 2*time.Minute) {
+			Expect(onNodeENIs(l, p.Node, p.IP)).To(BeTrue())
+		}
+		Expect(l.CheckInvariants(context.Background())).To(Succeed())
+	})
+})

@@ -1,0 +1,106 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/vpclab/vpclab/fabric"
+	"github.com/vpclab/vpclab/lab/k8s"
+)
+
+// vpclabAWSNodeImage is the tag of aws-node for vpclab's CNI in a lab.
+const vpclabAWSNodeImage = "vpclab.local/aws-node:dev"
+
+// upstreamImageTags are the tags of the real VPC CNI's images built for
+// a version.
+func upstreamImageTags(version string) (main, init string) {
+	v := version
+	if v == "" {
+		v = "dev"
+	}
+	return "vpclab.local/amazon-k8s-cni:" + v, "vpclab.local/amazon-k8s-cni-init:" + v
+}
+
+// prepareAWSNodeImages writes the aws-node image tarballs for the lab's
+// CNI into its k8s directory, and returns them.
+func (l *Lab) prepareAWSNodeImages(b CNIBuild) ([]string, error) {
+	dir := l.kubeDir()
+	if !b.CNI.IsUpstream() {
+		im, err := k8s.VpclabAWSNodeImage(vpclabAWSNodeImage, l.cfg.BinDir, l.cfg.RefPluginsDir)
+		if err != nil {
+			return nil, err
+		}
+		tar := filepath.Join(dir, "aws-node.tar")
+		return []string{tar}, im.WriteFile(tar)
+	}
+	mainTag, initTag := upstreamImageTags(b.Version)
+	main, init, err := k8s.UpstreamImages(mainTag, initTag, b.AppDir, l.cfg.RefPluginsDir)
+	if err != nil {
+		return nil, err
+	}
+	// the manifest is not part of the image
+	delete(main.Files, "/app/"+manifestFile)
+	tars := []string{filepath.Join(dir, "amazon-k8s-cni.tar"), filepath.Join(dir, "amazon-k8s-cni-init.tar")}
+	if err := main.WriteFile(tars[0]); err != nil {
+		return nil, err
+	}
+	return tars, init.WriteFile(tars[1])
+}
+
+// kubeImages are the image tarballs every node of the lab imports.
+func (l *Lab) kubeImages(*Node) []string {
+	return append([]string{k8s.ImageTar("pause"), k8s.ImageTar("agnhost"), k8s.ImageTar("coredns")}, l.kube.awsNodeTars...)
+}
+
+// awsNodeEnv is the environment the aws-node container gets besides what
+// its manifest sets: the fabric's EC2 endpoint (both spellings, see
+// baseNodeEnv), and the lab's aws-node settings.
+func (l *Lab) awsNodeEnv(upstream bool) map[string]string {
+	env := map[string]string{"AWS_EC2_ENDPOINT": fabric.EC2Endpoint, "AWS_ENDPOINT_URL_EC2": fabric.EC2Endpoint}
+	if !upstream {
+		env = baseNodeEnv()
+	}
+	for k, v := range l.cfg.Env {
+		env[k] = v
+	}
+	return env
+}
+
+// installAddons deploys aws-node (vpclab's or the real VPC CNI's own
+// manifest) and CoreDNS, then waits until every node is Ready (which
+// needs aws-node's conflist), aws-node runs everywhere and DNS serves.
+func (l *Lab) installAddons(ctx context.Context, b CNIBuild, progress Progress) error {
+	var manifest []byte
+	if b.CNI.IsUpstream() {
+		raw, err := os.ReadFile(filepath.Join(b.AppDir, manifestFile))
+		if err != nil {
+			return fmt.Errorf("the VPC CNI's manifest (%s): %w", manifestFile, err)
+		}
+		mainTag, initTag := upstreamImageTags(b.Version)
+		if manifest, err = k8s.UpstreamAWSNodeManifest(raw, mainTag, initTag, l.awsNodeEnv(true)); err != nil {
+			return err
+		}
+	} else {
+		manifest = []byte(k8s.VpclabAWSNodeManifest(vpclabAWSNodeImage, l.awsNodeEnv(false)))
+	}
+	if _, err := l.Kubectl(ctx, manifest, "apply", "-f", "-"); err != nil {
+		return fmt.Errorf("aws-node: %w", err)
+	}
+	if _, err := l.Kubectl(ctx, []byte(k8s.CoreDNSManifest()), "apply", "-f", "-"); err != nil {
+		return fmt.Errorf("CoreDNS: %w", err)
+	}
+	steps := [][]string{
+		{"wait", "--for=condition=Ready", "node", "--all", "--timeout=180s"},
+		{"-n", "kube-system", "rollout", "status", "daemonset/aws-node", "--timeout=180s"},
+		{"-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=180s"},
+	}
+	for _, s := range steps {
+		if _, err := l.Kubectl(ctx, nil, s...); err != nil {
+			return err
+		}
+	}
+	progress("Kubernetes: %d nodes Ready, aws-node (%s) running, CoreDNS at %s", len(l.Nodes()), b.CNI, k8s.ClusterDNS)
+	return nil
+}

@@ -1,0 +1,30 @@
+// Command kbuild builds what vpclab's Kubernetes mode runs (make
+// kubernetes): the pinned Kubernetes multi-call binary, agnhost,
+// containerd, CoreDNS, the pause program and the images, into vpclab's
+// cache; pieces already built are kept.
+//
+//	go run ./tools/kbuild [-repo DIR]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+
+	"github.com/vpclab/vpclab/lab/k8s"
+)
+
+func main() {
+	repo := flag.String("repo", ".", "the vpclab source tree (tools/kube, tools/pause)")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	err := k8s.Build(ctx, *repo, func(f string, a ...any) { fmt.Printf("  "+f+"\n", a...) })
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kbuild: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Println("Kubernetes mode build complete:", k8s.Dir())
+}
