@@ -198,29 +198,16 @@ func (l *Lab) podAddrs(ctx context.Context) (map[string][]podAddr, error) {
 		}
 		return out, nil
 	}
-	b, err := l.Kubectl(ctx, nil, "get", "pods", "-A", "-o", "json")
+	pods, err := l.KubePods(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	var list struct {
-		Items []struct {
-			Metadata struct{ Namespace, Name string }
-			Spec     struct {
-				NodeName    string
-				HostNetwork bool
-			}
-			Status struct{ PodIP string }
-		}
-	}
-	if err := json.Unmarshal(b, &list); err != nil {
-		return nil, err
-	}
-	for _, p := range list.Items {
-		ip, err := netip.ParseAddr(p.Status.PodIP)
-		if p.Spec.HostNetwork || err != nil {
+	for _, p := range pods {
+		ip, err := netip.ParseAddr(p.IP)
+		if p.HostNetwork || err != nil {
 			continue
 		}
-		out[p.Spec.NodeName] = append(out[p.Spec.NodeName], podAddr{p.Metadata.Namespace + "/" + p.Metadata.Name, ip})
+		out[p.Node] = append(out[p.Node], podAddr{p.Namespace + "/" + p.Name, ip})
 	}
 	return out, nil
 }

@@ -49,11 +49,6 @@ func (l *Lab) prepareAWSNodeImages(b CNIBuild) ([]string, error) {
 	return tars, init.WriteFile(tars[1])
 }
 
-// kubeImages are the image tarballs every node of the lab imports.
-func (l *Lab) kubeImages(*Node) []string {
-	return append([]string{k8s.ImageTar("pause"), k8s.ImageTar("agnhost"), k8s.ImageTar("coredns")}, l.kube.awsNodeTars...)
-}
-
 // awsNodeEnv is the environment the aws-node container gets besides what
 // its manifest sets: the fabric's EC2 endpoint (both spellings, see
 // baseNodeEnv), and the lab's aws-node settings.
@@ -87,6 +82,17 @@ func (l *Lab) installAddons(ctx context.Context, b CNIBuild, progress Progress) 
 	}
 	if _, err := l.Kubectl(ctx, manifest, "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("aws-node: %w", err)
+	}
+	// CoreDNS's image (and agnhost's) is imported while aws-node starts.
+	for _, n := range l.Nodes() {
+		select {
+		case err := <-n.imagesDone:
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	if _, err := l.Kubectl(ctx, []byte(k8s.CoreDNSManifest()), "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("CoreDNS: %w", err)

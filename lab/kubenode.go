@@ -2,12 +2,14 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -62,9 +64,15 @@ func (n *Node) startKubeNode(ctx context.Context) error {
 	if err := n.waitSocket(ctx, filepath.Join(n.path("/run/containerd"), "containerd.sock")); err != nil {
 		return fmt.Errorf("containerd: %w", err)
 	}
-	if err := n.importImages(ctx, n.lab.kubeImages(n)...); err != nil {
+	// What the node needs to turn Ready (the sandbox and aws-node) first;
+	// the workloads' images while the kubelet registers and aws-node
+	// starts (nothing else is scheduled before the node is Ready, and
+	// installAddons waits for them before that).
+	if err := n.importImages(ctx, append([]string{k8s.ImageTar("pause")}, n.lab.kube.awsNodeTars...)...); err != nil {
 		return err
 	}
+	n.imagesDone = make(chan error, 1)
+	go func() { n.imagesDone <- n.importImages(ctx, k8s.ImageTar("agnhost"), k8s.ImageTar("coredns")) }()
 	labels := fmt.Sprintf("topology.kubernetes.io/zone=%s,topology.kubernetes.io/region=%s,node.kubernetes.io/instance-type=%s,vpclab.io/node=%s",
 		n.subnetAZ(), n.lab.cfg.Region, n.Instance.Type, n.Name)
 	if err := n.startKubeProc("kubelet", k8s.Bin("kube"), "kubelet", "--config", "/etc/kubernetes/kubelet-config.yaml", "--kubeconfig", "/etc/kubernetes/kubelet.conf",
@@ -190,15 +198,21 @@ func (n *Node) waitSocket(ctx context.Context, path string) error {
 	}
 }
 
-// importImages loads image tarballs into the node's containerd.
+// importImages loads image tarballs into the node's containerd, all at
+// once.
 func (n *Node) importImages(ctx context.Context, tars ...string) error {
-	for _, t := range tars {
-		out, err := n.commandContext(ctx, k8s.Bin("ctr"), "-a", "/run/containerd/containerd.sock", "-n", "k8s.io", "images", "import", t).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("node %s: import %s: %v: %s", n.Name, filepath.Base(t), err, strings.TrimSpace(string(out)))
-		}
+	errs := make([]error, len(tars))
+	var wg sync.WaitGroup
+	for i, t := range tars {
+		wg.Go(func() {
+			out, err := n.commandContext(ctx, k8s.Bin("ctr"), "-a", "/run/containerd/containerd.sock", "-n", "k8s.io", "images", "import", t).CombinedOutput()
+			if err != nil {
+				errs[i] = fmt.Errorf("node %s: import %s: %v: %s", n.Name, filepath.Base(t), err, strings.TrimSpace(string(out)))
+			}
+		})
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // ImportImage loads an image tarball (docker-archive or OCI) into every

@@ -5,14 +5,17 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -340,6 +343,101 @@ func (l *Lab) Kubectl(ctx context.Context, stdin []byte, args ...string) ([]byte
 		return out, fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return out, nil
+}
+
+// KubePod is a pod as the API shows it, and whether its address is one
+// of its node's ENIs' in EC2.
+type KubePod struct {
+	Namespace, Name, Node, Phase, IP string
+	HostNetwork                      bool
+	Restarts                         int
+	// OnNodeENIs: the pod's IP is a secondary address or inside a prefix
+	// of an ENI attached to its node's instance, as EC2 says.
+	OnNodeENIs bool
+}
+
+// KubePods lists the pods (every namespace) that selector (a label
+// selector, "" for all) picks; pods being deleted are left out.
+func (l *Lab) KubePods(ctx context.Context, selector string) ([]KubePod, error) {
+	args := []string{"get", "pods", "-A", "-o", "json"}
+	if selector != "" {
+		args = append(args, "-l", selector)
+	}
+	b, err := l.Kubectl(ctx, nil, args...)
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct {
+				Namespace, Name   string
+				DeletionTimestamp *string
+			}
+			Spec struct {
+				NodeName    string
+				HostNetwork bool
+			}
+			Status struct {
+				Phase, PodIP      string
+				ContainerStatuses []struct{ RestartCount int }
+			}
+		}
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		return nil, fmt.Errorf("kubectl get pods: %w", err)
+	}
+	var out []KubePod
+	for _, it := range list.Items {
+		if it.Metadata.DeletionTimestamp != nil {
+			continue
+		}
+		p := KubePod{Namespace: it.Metadata.Namespace, Name: it.Metadata.Name, Node: it.Spec.NodeName, Phase: it.Status.Phase,
+			IP: it.Status.PodIP, HostNetwork: it.Spec.HostNetwork}
+		for _, c := range it.Status.ContainerStatuses {
+			p.Restarts += c.RestartCount
+		}
+		if ip, err := netip.ParseAddr(p.IP); err == nil {
+			if n := l.Node(p.Node); n != nil {
+				p.OnNodeENIs = l.onInstanceENIs(n.Instance.ID, ip)
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// onInstanceENIs says whether ip is a secondary address or inside a prefix
+// of an ENI attached to the instance, as EC2 says.
+func (l *Lab) onInstanceENIs(instance string, ip netip.Addr) bool {
+	for _, e := range l.region.NetworkInterfaces() {
+		if e.Attachment == nil || e.Attachment.InstanceID != instance {
+			continue
+		}
+		if slices.Contains(e.SecondaryIPs, ip) || slices.ContainsFunc(e.Prefixes, func(p netip.Prefix) bool { return p.Contains(ip) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// KubeEvents counts the cluster's events of a reason (FailedCreatePodSandBox,
+// …), each event's repeat count included.
+func (l *Lab) KubeEvents(ctx context.Context, reason string) (int, error) {
+	b, err := l.Kubectl(ctx, nil, "get", "events", "-A", "--field-selector", "reason="+reason, "-o", "json")
+	if err != nil {
+		return 0, err
+	}
+	var list struct {
+		Items []struct{ Count int }
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		return 0, fmt.Errorf("kubectl get events: %w", err)
+	}
+	n := 0
+	for _, e := range list.Items {
+		n += max(e.Count, 1)
+	}
+	return n, nil
 }
 
 // stop kills the control plane (etcd last would make the apiserver hang;

@@ -40,10 +40,13 @@ type Node struct {
 	build     CNIBuild    // the node's CNI implementation
 	rt        cniRuntime  // how it runs on the node
 	kubeProcs []*exec.Cmd // Kubernetes mode: containerd, kubelet, kube-proxy
-	cni       *libcni.CNIConfig
-	httpc     *http.Client
-	ipamdLog  string
-	hostPaths bool
+	// imagesDone gets the result of importing the workloads' images
+	// (Kubernetes mode), once.
+	imagesDone chan error
+	cni        *libcni.CNIConfig
+	httpc      *http.Client
+	ipamdLog   string
+	hostPaths  bool
 
 	mu       sync.Mutex
 	pods     map[string]*Pod

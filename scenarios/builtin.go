@@ -6,6 +6,7 @@ import (
 	"github.com/vpclab/vpclab/fakeec2/faults"
 	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/lab"
+	"github.com/vpclab/vpclab/lab/k8s"
 )
 
 // fast are the pool timers scaled for CI (the VPC CNI's 5 s tick, 30 s
@@ -129,6 +130,27 @@ var Builtin = []Scenario{
 			Expect: Expect{Prefixes: Int(0), FailedAdds: Int(1), Events: map[string][2]int{"InsufficientCidrBlocks": {1, -1}}}}},
 	},
 	{
+		Name: "Deployment scale-up while EC2 throttles (Kubernetes)", Labels: []string{"kubernetes", "throttling"}, Implementations: both,
+		// The kubelet adds the pods through containerd; ADDs that find no
+		// address fail the sandbox (FailedCreatePodSandBox) and are
+		// retried by the kubelet until the throttled calls go through.
+		Lab: func() lab.Config {
+			c := world("m5.large", "10.0.0.0/24", 1, nil)
+			c.Kubernetes = &lab.KubernetesConfig{}
+			return c
+		}(),
+		Steps: []Step{
+			{Name: "5 replicas", Apply: webDeployment, Expect: Expect{Running: map[string]int{"app=web": 5}, ENIs: Int(2)}},
+			{Name: "scale to 20 while ENI creation and IP assignment are throttled for 5 s",
+				Faults: []faults.Rule{{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", For: dur(5 * time.Second)},
+					{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: dur(5 * time.Second)}},
+				Kubectl: []string{"scale", "deployment/web", "--replicas=20"},
+				Expect: Expect{Running: map[string]int{"app=web": 20}, PodRestarts: map[string]int{"app=web": 0}, ENIs: Int(3),
+					Events: map[string][2]int{"RequestLimitExceeded": {1, -1}}, PodEvents: map[string][2]int{"FailedCreatePodSandBox": {1, -1}}}},
+			{Name: "scale to 2", Kubectl: []string{"scale", "deployment/web", "--replicas=2"}, Expect: Expect{Running: map[string]int{"app=web": 2}}},
+		},
+	},
+	{
 		Name: "ipamd killed mid-churn", Labels: []string{"restart"}, Implementations: both,
 		Lab: world("m5.large", "10.0.0.0/24", 1, map[string]string{"WARM_IP_TARGET": "3"}),
 		Steps: []Step{
@@ -180,3 +202,18 @@ var Builtin = []Scenario{
 			Events: map[string][2]int{"AttachmentLimitExceeded": {0, 0}}}}},
 	},
 }
+
+// webDeployment is agnhost's HTTP server as a 5-replica Deployment.
+const webDeployment = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 5
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: web, image: "` + k8s.AgnhostImage + `", imagePullPolicy: Never, args: [netexec, --http-port=8080]}
+`

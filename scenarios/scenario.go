@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,7 +76,12 @@ type Step struct {
 	// crash between create and attach leaves them), created an hour ago.
 	LeakENIs int            `yaml:"leakENIs"`
 	Sleep    model.Duration `yaml:"sleep"`
-	Expect   Expect         `yaml:"expect"`
+	// Kubernetes labs (lab.kubernetes): Apply is a manifest `kubectl
+	// apply`ed after the step's faults; Kubectl is one kubectl command (its
+	// arguments: [scale, deployment/web, --replicas=20]) run after it.
+	Apply   string   `yaml:"apply"`
+	Kubectl []string `yaml:"kubectl"`
+	Expect  Expect   `yaml:"expect"`
 }
 
 // Expect lists exact values; nil fields are not checked. Pool figures are
@@ -94,10 +100,20 @@ type Expect struct {
 	Events map[string][2]int `yaml:"events"`
 	// MaxMutatingCalls bounds the non-Describe EC2 calls of this step.
 	MaxMutatingCalls *int `yaml:"maxMutatingCalls"`
+	// Running (Kubernetes labs): label selector -> how many of the pods
+	// it picks are Running with an address of their node's ENIs in EC2;
+	// waited for like pool figures. PodRestarts: selector -> their
+	// containers' restarts in all.
+	Running     map[string]int `yaml:"running"`
+	PodRestarts map[string]int `yaml:"podRestarts"`
+	// PodEvents (Kubernetes labs): event reason (FailedCreatePodSandBox,
+	// …) -> minimum and maximum count over the run so far, as Events.
+	PodEvents map[string][2]int `yaml:"podEvents"`
 	// Within is how long pool figures may take to converge: 10 s by
 	// default for vpclab's CNI (whose timers scenarios shorten), 90 s for
 	// the real VPC CNI (whose pool tick, cooldown and decrease spacing are
-	// fixed at 5 s, 30 s and 30 s).
+	// fixed at 5 s, 30 s and 30 s), 2 min in Kubernetes labs (a kubelet
+	// backs off between sandbox retries).
 	Within model.Duration `yaml:"within"`
 }
 
@@ -153,6 +169,11 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 		logf = func(string, ...any) {}
 	}
 	run := &run{r: r, s: s, res: &res, logf: logf, released: map[string]time.Time{}}
+	if err := s.checkKubernetes(); err != nil {
+		run.fail("%v", err)
+		res.Duration = time.Since(start)
+		return res
+	}
 	cfg := r.labConfig(s, labName)
 	res.CNI = cfg.CNI.String()
 	if res.CNI == "" {
@@ -189,6 +210,21 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 	}
 	run.finish(ctx)
 	return res
+}
+
+// checkKubernetes refuses Kubernetes steps and expectations in a scenario
+// whose lab is not a Kubernetes lab, naming the step.
+func (s Scenario) checkKubernetes() error {
+	if s.Lab.Kubernetes != nil {
+		return nil
+	}
+	for i, st := range s.Steps {
+		e := st.Expect
+		if st.Apply != "" || len(st.Kubectl) > 0 || len(e.Running) > 0 || len(e.PodRestarts) > 0 || len(e.PodEvents) > 0 {
+			return fmt.Errorf("steps[%d]: apply, kubectl, running, podRestarts and podEvents need a Kubernetes lab (lab.kubernetes: {})", i)
+		}
+	}
+	return nil
 }
 
 // labConfig is the scenario's lab as this runner brings it up.
@@ -251,7 +287,7 @@ func (x *run) step(ctx context.Context, i int, st Step) bool {
 			return false
 		}
 	}
-	if !x.inject(name, n, st) {
+	if !x.inject(name, n, st) || !x.kube(ctx, name, st) {
 		return false
 	}
 	start, seqBefore := time.Now(), lastSeq(x.l)
@@ -272,8 +308,9 @@ func (x *run) step(ctx context.Context, i int, st Step) bool {
 		}
 	}
 	reached := x.r.check(ctx, x.l, n, name, st.Expect, failed, x.pods, callsBefore, start, x.fail)
-	x.res.Steps = append(x.res.Steps, observe(x.l, n, name, start, seqBefore, failed, countOn(x.pods, n), reached, x.res.Failures[failsBefore:]))
-	x.logf("%s: %s done (%d pods on %s)", x.s.Name, name, countOn(x.pods, n), n.Name)
+	pods := x.podsOn(ctx, n)
+	x.res.Steps = append(x.res.Steps, observe(x.l, n, name, start, seqBefore, failed, pods, reached, x.res.Failures[failsBefore:]))
+	x.logf("%s: %s done (%d pods on %s)", x.s.Name, name, pods, n.Name)
 	return len(x.res.Failures) == 0 || (x.r.KeepGoing && ctx.Err() == nil)
 }
 
@@ -293,6 +330,38 @@ func (x *run) inject(name string, n *lab.Node, st Step) bool {
 			Tags: model.Tags{"node.k8s.amazonaws.com/instance_id": n.Instance.ID, "node.k8s.amazonaws.com/createdAt": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
 		if err != nil {
 			x.fail("%s: leak an ENI: %v", name, err)
+			return false
+		}
+	}
+	return true
+}
+
+// podsOn counts the pods on n with addresses of their own: the run's, or
+// in a Kubernetes lab the API's.
+func (x *run) podsOn(ctx context.Context, n *lab.Node) int {
+	if x.l.Kubeconfig() == "" {
+		return countOn(x.pods, n)
+	}
+	c, _ := countPods(ctx, x.l, "", func(p lab.KubePod) int {
+		if p.Node == n.Name && !p.HostNetwork && p.IP != "" {
+			return 1
+		}
+		return 0
+	})
+	return c
+}
+
+// kube applies a step's manifest and runs its kubectl command.
+func (x *run) kube(ctx context.Context, name string, st Step) bool {
+	if st.Apply != "" {
+		if _, err := x.l.Kubectl(ctx, []byte(st.Apply), "apply", "-f", "-"); err != nil {
+			x.fail("%s: %v", name, err)
+			return false
+		}
+	}
+	if len(st.Kubectl) > 0 {
+		if _, err := x.l.Kubectl(ctx, nil, st.Kubectl...); err != nil {
+			x.fail("%s: %v", name, err)
 			return false
 		}
 	}
@@ -425,35 +494,11 @@ func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string,
 		if n.CNI().IsUpstream() {
 			within = 90 * time.Second
 		}
+		if l.Kubeconfig() != "" { // a kubelet backs off between sandbox retries
+			within = 2 * time.Minute
+		}
 	}
-	type want struct {
-		what string
-		v    *int
-		get  func() (int, error)
-	}
-	checks := []want{
-		{"awscni_total_ip_addresses", e.TotalIPs, func() (int, error) { return metric(n, "awscni_total_ip_addresses") }},
-		{"awscni_assigned_ip_addresses", e.AssignedIPs, func() (int, error) { return metric(n, "awscni_assigned_ip_addresses") }},
-		{"awscni_total_ipv4_prefixes", e.Prefixes, func() (int, error) { return metric(n, "awscni_total_ipv4_prefixes") }},
-		{"detached ENIs tagged for the node", e.LeakedENIs, func() (int, error) {
-			c := 0
-			for _, x := range l.Region().NetworkInterfaces() {
-				if x.Attachment == nil && x.Tags["node.k8s.amazonaws.com/instance_id"] == n.Instance.ID {
-					c++
-				}
-			}
-			return c, nil
-		}},
-		{"ENIs attached (EC2)", e.ENIs, func() (int, error) {
-			c := 0
-			for _, x := range l.Region().NetworkInterfaces() {
-				if x.Attachment != nil && x.Attachment.InstanceID == n.Instance.ID {
-					c++
-				}
-			}
-			return c, nil
-		}},
-	}
+	checks := waits(ctx, l, n, e)
 	for _, c := range checks {
 		if c.v == nil {
 			continue
@@ -481,7 +526,74 @@ func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string,
 			fail("%s: %d %s events, want between %d and %d", step, c, code, mm[0], mm[1])
 		}
 	}
+	for reason, mm := range e.PodEvents {
+		c, err := l.KubeEvents(ctx, reason)
+		if err != nil || c < mm[0] || (mm[1] >= 0 && c > mm[1]) {
+			fail("%s: %d %s Kubernetes events (%v), want between %d and %d", step, c, reason, err, mm[0], mm[1])
+		}
+	}
 	return reached
+}
+
+// want is one figure a step waits for.
+type want struct {
+	what string
+	v    *int
+	get  func() (int, error)
+}
+
+// waits are the figures of e a step waits for: the node's pool, its ENIs
+// in EC2, and in Kubernetes labs the pods selectors pick.
+func waits(ctx context.Context, l *lab.Lab, n *lab.Node, e Expect) []want {
+	checks := []want{
+		{"awscni_total_ip_addresses", e.TotalIPs, func() (int, error) { return metric(n, "awscni_total_ip_addresses") }},
+		{"awscni_assigned_ip_addresses", e.AssignedIPs, func() (int, error) { return metric(n, "awscni_assigned_ip_addresses") }},
+		{"awscni_total_ipv4_prefixes", e.Prefixes, func() (int, error) { return metric(n, "awscni_total_ipv4_prefixes") }},
+		{"detached ENIs tagged for the node", e.LeakedENIs, func() (int, error) {
+			c := 0
+			for _, x := range l.Region().NetworkInterfaces() {
+				if x.Attachment == nil && x.Tags["node.k8s.amazonaws.com/instance_id"] == n.Instance.ID {
+					c++
+				}
+			}
+			return c, nil
+		}},
+		{"ENIs attached (EC2)", e.ENIs, func() (int, error) {
+			c := 0
+			for _, x := range l.Region().NetworkInterfaces() {
+				if x.Attachment != nil && x.Attachment.InstanceID == n.Instance.ID {
+					c++
+				}
+			}
+			return c, nil
+		}},
+	}
+	for _, sel := range slices.Sorted(maps.Keys(e.Running)) {
+		checks = append(checks, want{"Running pods on their node's ENIs, " + sel, Int(e.Running[sel]), func() (int, error) {
+			return countPods(ctx, l, sel, func(p lab.KubePod) int {
+				if p.Phase == "Running" && p.OnNodeENIs {
+					return 1
+				}
+				return 0
+			})
+		}})
+	}
+	for _, sel := range slices.Sorted(maps.Keys(e.PodRestarts)) {
+		checks = append(checks, want{"container restarts, " + sel, Int(e.PodRestarts[sel]), func() (int, error) {
+			return countPods(ctx, l, sel, func(p lab.KubePod) int { return p.Restarts })
+		}})
+	}
+	return checks
+}
+
+// countPods sums f over the pods selector picks.
+func countPods(ctx context.Context, l *lab.Lab, selector string, f func(lab.KubePod) int) (int, error) {
+	pods, err := l.KubePods(ctx, selector)
+	c := 0
+	for _, p := range pods {
+		c += f(p)
+	}
+	return c, err
 }
 
 // dump gathers what a failed scenario's reader needs: the nodes' pools,
