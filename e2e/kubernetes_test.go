@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -163,9 +164,10 @@ func onNodeENIs(l *lab.Lab, node, ip string) bool {
 
 // hostSnapshot is what a Kubernetes lab must leave as it found it.
 type hostSnapshot struct {
-	sysctls map[string]string
-	mounts  int
-	cgroups []string
+	sysctls   map[string]string
+	mounts    int
+	cgroups   []string
+	kubeRules int // the host's iptables lines naming KUBE- chains
 }
 
 func snapshotHost(name string) hostSnapshot {
@@ -181,6 +183,8 @@ func snapshotHost(name string) hostSnapshot {
 		}
 	}
 	s.cgroups, _ = filepath.Glob("/sys/fs/cgroup/*/vpclab-" + name + "-*")
+	out, _ := exec.Command("iptables-save").Output()
+	s.kubeRules = strings.Count(string(out), "KUBE-")
 	return s
 }
 
@@ -206,6 +210,7 @@ var _ = Describe("Kubernetes mode", Label("kubernetes"), Ordered, func() {
 			Expect(after.sysctls).To(Equal(before.sysctls), "host sysctls restored")
 			Expect(after.mounts).To(Equal(before.mounts), "no mount of the lab left")
 			Expect(after.cgroups).To(BeEmpty(), "no cgroup of the lab's kubelets left")
+			Expect(after.kubeRules).To(Equal(before.kubeRules), "the kubelets and kube-proxies wrote their KUBE- chains in the nodes' namespaces, not the host's")
 		})
 	})
 
@@ -315,6 +320,52 @@ spec:
 		}
 		Expect(kubectl(l, "get", "events", "--field-selector", "reason=FailedCreatePodSandBox", "-o", "name")).NotTo(BeEmpty())
 		Expect(l.CheckInvariants(context.Background())).To(Succeed())
+	})
+})
+
+var _ = Describe("Kubernetes mode: vpclab's ipamd reads its Node", Label("kubernetes"), func() {
+	It("caps the pool at the node's capacity.pods (kubelet --max-pods 20, prefix delegation): 19 pods hold 2 prefixes and no 3rd comes for WARM_PREFIX_TARGET=1", func() {
+		Expect(k8s.Built()).To(Succeed())
+		cfg := lab.Default()
+		cfg.Name, cfg.BinDir = labName(), *bins
+		cfg.Nodes[0].Count, cfg.Nodes[0].InstanceType = 1, "m5.large"
+		cfg.Env = map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1", "VPCLAB_POOL_INTERVAL": "500ms"}
+		cfg.Kubernetes = &lab.KubernetesConfig{MaxPods: 20}
+		l, err := lab.New(context.Background(), cfg, GinkgoWriter.Printf)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { Expect(l.Close()).To(Succeed()) })
+		n := l.Nodes()[0]
+		Expect(kubectl(l, "get", "node", n.Name, "-o", "jsonpath={.status.capacity.pods}")).To(Equal("20"))
+		apply(l, deployment("many", 18, ""))
+		running(l, "many", 18, 2*time.Minute)
+		// 19 addresses (CoreDNS too) in 2 prefixes: neither wholly free, so
+		// WARM_PREFIX_TARGET=1 asks for a 3rd, but 32 ≥ 20.
+		Eventually(func() int { return metricOf(n, "awscni_assigned_ip_addresses") }).WithTimeout(30 * time.Second).Should(Equal(19))
+		Consistently(func() int { return metricOf(n, "awscni_total_ipv4_prefixes") }).WithTimeout(3 * time.Second).Should(Equal(2))
+	})
+
+	It("does not grow the pool of a cordoned node (AWS_MANAGE_ENIS_NON_SCHEDULABLE unset), and grows it once uncordoned", func() {
+		Expect(k8s.Built()).To(Succeed())
+		cfg := lab.Default()
+		cfg.Name, cfg.BinDir = labName(), *bins
+		cfg.Nodes[0].Count, cfg.Nodes[0].InstanceType = 1, "m5.large"
+		cfg.Env = map[string]string{"WARM_IP_TARGET": "1", "MINIMUM_IP_TARGET": "1", "VPCLAB_POOL_INTERVAL": "500ms"}
+		cfg.Kubernetes = &lab.KubernetesConfig{}
+		l, err := lab.New(context.Background(), cfg, GinkgoWriter.Printf)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { Expect(l.Close()).To(Succeed()) })
+		n := l.Nodes()[0]
+		// CoreDNS holds one address, one more is warm.
+		Eventually(func() int { return metricOf(n, "awscni_total_ip_addresses") }).WithTimeout(time.Minute).Should(Equal(2))
+		kubectl(l, "cordon", n.Name)
+		time.Sleep(3 * time.Second) // ipamd reads its node every 2 s
+		// A DaemonSet's pod still lands on a cordoned node and takes the warm address.
+		apply(l, strings.Replace(strings.Replace(deployment("ds", 1, ""), "kind: Deployment", "kind: DaemonSet", 1), "  replicas: 1\n", "", 1))
+		running(l, "ds", 1, time.Minute)
+		Eventually(func() int { return metricOf(n, "awscni_assigned_ip_addresses") }).WithTimeout(30 * time.Second).Should(Equal(2))
+		Consistently(func() int { return metricOf(n, "awscni_total_ip_addresses") }).WithTimeout(4*time.Second).Should(Equal(2), "no growth while cordoned")
+		kubectl(l, "uncordon", n.Name)
+		Eventually(func() int { return metricOf(n, "awscni_total_ip_addresses") }).WithTimeout(30*time.Second).Should(Equal(3), "growth once uncordoned")
 	})
 })
 

@@ -61,8 +61,15 @@ type Config struct {
 	// EC2QPS and EC2Burst bound ipamd's own EC2 call rate (client side).
 	EC2QPS   float64
 	EC2Burst int
-	// MaxPods caps the pool (TotalIPs ≥ MaxPods stops growth); 0: none.
+	// MaxPods caps the pool (TotalIPs ≥ MaxPods stops growth); 0: the
+	// node's capacity.pods in a cluster, else none.
 	MaxPods int
+	// In a cluster (KUBERNETES_SERVICE_HOST set, as in the aws-node pod):
+	// the node to read, ipamd's own pod for Events, how often the node is
+	// read, and whether a cordoned node may still grow its ENIs.
+	NodeName, PodName, PodNamespace string
+	NodeInterval                    time.Duration
+	ManageENIsNonSchedulable        bool
 }
 
 // Env reads one variable; tests pass a map-backed lookup.
@@ -109,18 +116,23 @@ func LoadConfig(env Env) (*Config, error) {
 		HTTPTimeout:            time.Duration(max(p.intv("HTTP_TIMEOUT", 10, 1, 3600), 10)) * time.Second,
 		Version:                p.str("VPC_CNI_VERSION", ""),
 
-		IPCooldown:              time.Duration(p.intv("IP_COOLDOWN_PERIOD", 30, 0, 86400)) * time.Second,
-		PoolInterval:            p.dur("VPCLAB_POOL_INTERVAL", 5*time.Second),
-		DecreaseInterval:        p.dur("VPCLAB_DECREASE_INTERVAL", 30*time.Second),
-		ReconcileInterval:       p.dur("VPCLAB_RECONCILE_INTERVAL", 60*time.Second),
-		InsufficientCIDRBackoff: p.dur("VPCLAB_INSUFFICIENT_CIDR_COOLDOWN", 120*time.Second),
-		MinENILifetime:          p.dur("VPCLAB_MIN_ENI_LIFETIME", time.Minute),
-		ENIAttachWait:           p.dur("VPCLAB_ENI_ATTACH_WAIT", 50*time.Second),
-		LeakedENIInterval:       p.dur("VPCLAB_LEAKED_ENI_INTERVAL", time.Hour),
-		LeakedENIGrace:          p.dur("VPCLAB_LEAKED_ENI_GRACE", 5*time.Minute),
-		EC2QPS:                  p.float("VPCLAB_EC2_QPS", 20),
-		EC2Burst:                p.intv("VPCLAB_EC2_BURST", 40, 1, 1<<20),
-		MaxPods:                 p.intv("VPCLAB_MAX_PODS", 0, 0, 1<<20),
+		IPCooldown:               time.Duration(p.intv("IP_COOLDOWN_PERIOD", 30, 0, 86400)) * time.Second,
+		PoolInterval:             p.dur("VPCLAB_POOL_INTERVAL", 5*time.Second),
+		DecreaseInterval:         p.dur("VPCLAB_DECREASE_INTERVAL", 30*time.Second),
+		ReconcileInterval:        p.dur("VPCLAB_RECONCILE_INTERVAL", 60*time.Second),
+		InsufficientCIDRBackoff:  p.dur("VPCLAB_INSUFFICIENT_CIDR_COOLDOWN", 120*time.Second),
+		MinENILifetime:           p.dur("VPCLAB_MIN_ENI_LIFETIME", time.Minute),
+		ENIAttachWait:            p.dur("VPCLAB_ENI_ATTACH_WAIT", 50*time.Second),
+		LeakedENIInterval:        p.dur("VPCLAB_LEAKED_ENI_INTERVAL", time.Hour),
+		LeakedENIGrace:           p.dur("VPCLAB_LEAKED_ENI_GRACE", 5*time.Minute),
+		EC2QPS:                   p.float("VPCLAB_EC2_QPS", 20),
+		EC2Burst:                 p.intv("VPCLAB_EC2_BURST", 40, 1, 1<<20),
+		MaxPods:                  p.intv("VPCLAB_MAX_PODS", 0, 0, 1<<20),
+		NodeName:                 p.str("MY_NODE_NAME", ""),
+		PodName:                  p.str("MY_POD_NAME", ""),
+		PodNamespace:             p.str("MY_POD_NAMESPACE", "kube-system"),
+		NodeInterval:             p.dur("VPCLAB_NODE_INTERVAL", 2*time.Second),
+		ManageENIsNonSchedulable: p.boolv("AWS_MANAGE_ENIS_NON_SCHEDULABLE", false),
 	}
 	if v, ok := env("VPCLAB_IP_COOLDOWN"); ok && v != "" { // sub-second cooldowns for scenarios
 		c.IPCooldown = p.dur("VPCLAB_IP_COOLDOWN", c.IPCooldown)

@@ -60,6 +60,10 @@ type Daemon struct {
 	backoff           time.Duration
 	lastPoolError     string
 	terminating       bool
+
+	kube         *kubeClient // nil outside a cluster
+	nodeView     nodeView    // what the node says (under mu)
+	lastIAMEvent time.Time
 }
 
 // New initialises the node like the VPC CNI's nodeInit: instance facts
@@ -68,6 +72,13 @@ type Daemon struct {
 func New(ctx context.Context, c *Config, log *slog.Logger) (*Daemon, error) {
 	d := &Daemon{c: c, log: log, m: newMetrics(Version), host: &hostNetwork{c: c}, kick: make(chan struct{}, 1), unmanagedIDs: map[string]bool{}, devices: map[int]bool{}}
 	d.ds = NewDataStore(c.EnablePrefixDelegation, c.IPCooldown, func(a []Allocation) error { return WriteCheckpoint(c.BackingStore, a) })
+	var err error
+	if d.kube, err = newKubeClient(c); err != nil {
+		return nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	if d.kube != nil {
+		d.readNode(ctx)
+	}
 	t0 := time.Now()
 	d.m.actionInProgress.WithLabelValues("nodeInit").Inc()
 	defer d.m.actionInProgress.WithLabelValues("nodeInit").Dec()
@@ -273,7 +284,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer srv.stop()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); d.nodeLoop(ctx) }()
 	go func() { defer wg.Done(); d.poolLoop(ctx) }()
 	go func() { defer wg.Done(); d.reconcileLoop(ctx) }()
 	go func() { defer wg.Done(); d.leakLoop(ctx) }()

@@ -62,7 +62,7 @@ func ceilDiv(a, b int) int {
 
 // tooLow is isDatastorePoolTooLow.
 func (d *Daemon) tooLow(s Stats) bool {
-	if d.c.MaxPods > 0 && s.TotalIPs >= d.c.MaxPods {
+	if m := d.maxPods(); m > 0 && s.TotalIPs >= m {
 		return false
 	}
 	short, _, warmDefined := d.targetState(s)
@@ -130,6 +130,9 @@ func (d *Daemon) poolTick(ctx context.Context) {
 // noteResult records the outcome of a pool action: throttling doubles a
 // back-off (1 s up to 1 min), success resets it.
 func (d *Daemon) noteResult(what string, err error) {
+	if err != nil {
+		d.reportIAM(err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err == nil {
@@ -155,6 +158,10 @@ func (d *Daemon) increase(ctx context.Context, s Stats) error {
 	d.mu.Unlock()
 	if paused {
 		d.m.throttled.WithLabelValues("insufficient-capacity").Inc()
+		return nil
+	}
+	if d.growthBlocked() {
+		d.m.throttled.WithLabelValues("node-unschedulable").Inc()
 		return nil
 	}
 	short, _, warmDefined := d.targetState(s)

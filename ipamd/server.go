@@ -245,7 +245,7 @@ func (d *Daemon) introspection() http.Handler {
 			"WARM_IP_TARGET": strconv.Itoa(d.c.WarmIPTarget), "WARM_ENI_TARGET": strconv.Itoa(d.c.WarmENITarget),
 			"MINIMUM_IP_TARGET": strconv.Itoa(d.c.MinimumIPTarget), "WARM_PREFIX_TARGET": strconv.Itoa(d.c.WarmPrefixTarget),
 			"ENABLE_PREFIX_DELEGATION": strconv.FormatBool(d.c.EnablePrefixDelegation), "MAX_ENI": strconv.Itoa(d.c.MaxENI),
-			"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "false", "AWS_MANAGE_ENIS_NON_SCHEDULABLE": "false", "ENABLE_SUBNET_DISCOVERY": "false",
+			"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "false", "AWS_MANAGE_ENIS_NON_SCHEDULABLE": strconv.FormatBool(d.c.ManageENIsNonSchedulable), "ENABLE_SUBNET_DISCOVERY": "false",
 		})
 	})
 	mux.HandleFunc("/v1/networkutils-env-settings", func(w http.ResponseWriter, r *http.Request) {

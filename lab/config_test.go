@@ -36,6 +36,7 @@ func TestValidate(t *testing.T) {
 			c.Subnets[0].CIDR, c.Nodes[0].Count = "192.168.0.0/28", 12
 		}, "11 usable addresses and cannot hold 12 nodes"},
 		{"a bad aws-node value", func(c *lab.Config) { c.Env = map[string]string{"WARM_IP_TARGET": "abc"} }, "WARM_IP_TARGET"},
+		{"kubelet max pods out of range", func(c *lab.Config) { c.Kubernetes = &lab.KubernetesConfig{MaxPods: 5000} }, "kubernetes.maxPods 5000"},
 		{"a fault without an action", func(c *lab.Config) { c.Faults = append(c.Faults, faults.Rule{Code: "X"}) }, "faults[0]: fault rule \"\": needs an action"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -247,6 +247,9 @@ func (l *Lab) handleDown(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush() // the answer is on its way before teardown closes the socket
+	}
 	go down()
 }
 

@@ -123,6 +123,10 @@ func (n *Node) writeKubeFiles() error {
 		return fmt.Errorf("instance type %s not in the catalog", n.Instance.Type)
 	}
 	prefix := strings.EqualFold(n.envValue("ENABLE_PREFIX_DELEGATION"), "true")
+	maxPods := t.MaxPods(prefix)
+	if m := n.lab.cfg.Kubernetes.MaxPods; m > 0 {
+		maxPods = m
+	}
 	files := map[string]string{
 		"pki/ca.crt":             string(k.ca.PEM),
 		"kubelet.conf":           string(k8s.Kubeconfig(k.endpoint, k.ca.PEM, "system:node:"+n.Name, cred)),
@@ -130,7 +134,7 @@ func (n *Node) writeKubeFiles() error {
 		"kube-proxy-config.yaml": k8s.KubeProxyConfig(n.Name),
 		"containerd.toml":        k8s.ContainerdConfig(),
 		"resolv.conf":            k8s.ResolvConf,
-		"kubelet-config.yaml": k8s.KubeletConfig(k8s.KubeletOptions{CgroupRoot: n.cgroupRoot(), MaxPods: t.MaxPods(prefix),
+		"kubelet-config.yaml": k8s.KubeletConfig(k8s.KubeletOptions{CgroupRoot: n.cgroupRoot(), MaxPods: maxPods,
 			ProviderID: fmt.Sprintf("aws:///%s/%s", n.subnetAZ(), n.Instance.ID)}),
 	}
 	for name, body := range files {

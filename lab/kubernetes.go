@@ -37,6 +37,10 @@ type KubernetesConfig struct {
 	// Version is the Kubernetes version: the pinned one (k8s.KubeVersion)
 	// unless empty.
 	Version string `yaml:"version" json:"version,omitempty"`
+	// MaxPods is every kubelet's --max-pods, as EKS's bootstrap lets one
+	// set it (--use-max-pods false); 0: EKS's value for the instance type
+	// (vpclab max-pods).
+	MaxPods int `yaml:"maxPods" json:"maxPods,omitempty"`
 }
 
 // kube is a lab's Kubernetes control plane and the host's way to it.

@@ -377,7 +377,13 @@ func (l *Lab) Close() error {
 	l.mu.Unlock()
 	var errs []error
 	if l.ctl != nil {
-		_ = l.ctl.Close()
+		// Answers in flight (POST /down's) finish first; streams
+		// (events --follow) are cut after a second.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if l.ctl.Shutdown(ctx) != nil {
+			_ = l.ctl.Close()
+		}
+		cancel()
 	}
 	for _, n := range nodes {
 		n.stopIpamd()

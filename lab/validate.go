@@ -171,6 +171,9 @@ func (c *Config) validateKubernetes() error {
 	if v := c.Kubernetes.Version; v != "" && v != k8s.KubeVersion {
 		return fmt.Errorf("kubernetes version %q: this vpclab builds %s", v, k8s.KubeVersion)
 	}
+	if m := c.Kubernetes.MaxPods; m < 0 || m > 1000 {
+		return fmt.Errorf("kubernetes.maxPods %d: want 1 to 1000 (0: EKS's value for the instance type)", m)
+	}
 	specs := c.nodeSpecs()
 	for _, s := range specs {
 		if s.cfg.HostNamespace != "" || s.cfg.HostPaths {

@@ -195,6 +195,10 @@ spec:
         env:
         - name: MY_NODE_NAME
           valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+        - name: MY_POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        - name: MY_POD_NAMESPACE
+          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
 ENV
         readinessProbe:
           exec: {command: [test, -f, /host/etc/cni/net.d/10-aws.conflist]}
