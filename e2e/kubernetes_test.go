@@ -15,7 +15,6 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/vpclab/vpclab/fakeec2/faults"
-	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/lab"
 	"github.com/vpclab/vpclab/lab/k8s"
 )
@@ -310,8 +309,9 @@ spec:
 	})
 
 	It("keeps pods Pending while EC2 throttles a scale-up and runs them once the bucket refills, the kubelet's retries visible as events", func() {
-		_, err := l.Faults().Add(faults.Rule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: model.Duration(8 * time.Second)},
-			faults.Rule{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", For: model.Duration(8 * time.Second)})
+		// Counted, not timed: the scale-up's own calls are the ones refused.
+		_, err := l.Faults().Add(faults.Rule{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", Count: 3},
+			faults.Rule{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", Count: 3})
 		Expect(err).NotTo(HaveOccurred())
 		kubectl(l, "scale", "deployment/web", "--replicas=30")
 		pods := running(l, "web", 30, 3*time.Minute)

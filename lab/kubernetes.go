@@ -354,14 +354,17 @@ func (l *Lab) Kubectl(ctx context.Context, stdin []byte, args ...string) ([]byte
 type KubePod struct {
 	Namespace, Name, Node, Phase, IP string
 	HostNetwork                      bool
-	Restarts                         int
+	// Terminating: deleted, still holding its sandbox (and address) until
+	// the kubelet has torn it down.
+	Terminating bool
+	Restarts    int
 	// OnNodeENIs: the pod's IP is a secondary address or inside a prefix
 	// of an ENI attached to its node's instance, as EC2 says.
 	OnNodeENIs bool
 }
 
 // KubePods lists the pods (every namespace) that selector (a label
-// selector, "" for all) picks; pods being deleted are left out.
+// selector, "" for all) picks, terminating ones included.
 func (l *Lab) KubePods(ctx context.Context, selector string) ([]KubePod, error) {
 	args := []string{"get", "pods", "-A", "-o", "json"}
 	if selector != "" {
@@ -392,11 +395,8 @@ func (l *Lab) KubePods(ctx context.Context, selector string) ([]KubePod, error) 
 	}
 	var out []KubePod
 	for _, it := range list.Items {
-		if it.Metadata.DeletionTimestamp != nil {
-			continue
-		}
 		p := KubePod{Namespace: it.Metadata.Namespace, Name: it.Metadata.Name, Node: it.Spec.NodeName, Phase: it.Status.Phase,
-			IP: it.Status.PodIP, HostNetwork: it.Spec.HostNetwork}
+			IP: it.Status.PodIP, HostNetwork: it.Spec.HostNetwork, Terminating: it.Metadata.DeletionTimestamp != nil}
 		for _, c := range it.Status.ContainerStatuses {
 			p.Restarts += c.RestartCount
 		}

@@ -343,7 +343,7 @@ func (x *run) podsOn(ctx context.Context, n *lab.Node) int {
 		return countOn(x.pods, n)
 	}
 	c, _ := countPods(ctx, x.l, "", func(p lab.KubePod) int {
-		if p.Node == n.Name && !p.HostNetwork && p.IP != "" {
+		if p.Node == n.Name && !p.HostNetwork && p.IP != "" && !p.Terminating {
 			return 1
 		}
 		return 0
@@ -571,7 +571,7 @@ func waits(ctx context.Context, l *lab.Lab, n *lab.Node, e Expect) []want {
 	for _, sel := range slices.Sorted(maps.Keys(e.Running)) {
 		checks = append(checks, want{"Running pods on their node's ENIs, " + sel, Int(e.Running[sel]), func() (int, error) {
 			return countPods(ctx, l, sel, func(p lab.KubePod) int {
-				if p.Phase == "Running" && p.OnNodeENIs {
+				if p.Phase == "Running" && p.OnNodeENIs && !p.Terminating {
 					return 1
 				}
 				return 0
@@ -580,7 +580,12 @@ func waits(ctx context.Context, l *lab.Lab, n *lab.Node, e Expect) []want {
 	}
 	for _, sel := range slices.Sorted(maps.Keys(e.PodRestarts)) {
 		checks = append(checks, want{"container restarts, " + sel, Int(e.PodRestarts[sel]), func() (int, error) {
-			return countPods(ctx, l, sel, func(p lab.KubePod) int { return p.Restarts })
+			return countPods(ctx, l, sel, func(p lab.KubePod) int {
+				if p.Terminating {
+					return 0
+				}
+				return p.Restarts
+			})
 		}})
 	}
 	return checks
