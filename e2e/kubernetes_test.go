@@ -128,6 +128,17 @@ spec:
 %[4]s`, name, replicas, k8s.AgnhostImage, extra)
 }
 
+// labNode is the lab node whose Kubernetes name (its instance's private
+// DNS name) is name.
+func labNode(l *lab.Lab, name string) *lab.Node {
+	for _, n := range l.Nodes() {
+		if n.KubeName() == name {
+			return n
+		}
+	}
+	return nil
+}
+
 // httpGet is a shell command fetching path from "HOST PORT" with nc.
 func httpGet(hostPort, path string) string {
 	return fmt.Sprintf(`printf 'GET %s HTTP/1.0\r\n\r\n' | nc -w 5 %s`, path, hostPort)
@@ -135,7 +146,7 @@ func httpGet(hostPort, path string) string {
 
 // onNodeENIs says whether ip is an address of one of the node's ENIs in EC2.
 func onNodeENIs(l *lab.Lab, node, ip string) bool {
-	n := l.Node(node)
+	n := labNode(l, node)
 	if n == nil {
 		return false
 	}
@@ -233,8 +244,10 @@ var _ = Describe("Kubernetes mode", Label("kubernetes"), Ordered, func() {
 		Expect(json.Unmarshal([]byte(kubectl(l, "get", "nodes", "-o", "json")), &nodes)).To(Succeed())
 		Expect(nodes.Items).To(HaveLen(2))
 		for _, item := range nodes.Items {
-			n := l.Node(item.Metadata.Name)
-			Expect(n).NotTo(BeNil())
+			n := labNode(l, item.Metadata.Name)
+			Expect(n).NotTo(BeNil(), "node %s is named after an instance's private DNS name", item.Metadata.Name)
+			Expect(item.Metadata.Name).To(MatchRegexp(`^ip-192-168-\d+-\d+\.us-west-2\.compute\.internal$`))
+			Expect(item.Metadata.Labels).To(HaveKeyWithValue("vpclab.io/node", n.Name))
 			Expect(item.Status.Capacity["pods"]).To(Equal("29"))
 			Expect(item.Spec.ProviderID).To(MatchRegexp(`^aws:///us-west-2[a-z]/` + n.Instance.ID + `$`))
 			Expect(item.Metadata.Labels).To(HaveKeyWithValue("node.kubernetes.io/instance-type", "m5.large"))
@@ -293,11 +306,11 @@ spec:
 		running(l, "web", 2, time.Minute)
 		for _, n := range l.Nodes() {
 			Eventually(func() int { return metricOf(n, "awscni_assigned_ip_addresses") }).WithTimeout(30*time.Second).
-				Should(Equal(podsOn(l, n.Name)), "node %s: assigned = its pods (CoreDNS included)", n.Name)
+				Should(Equal(podsOn(l, n.KubeName())), "node %s: assigned = its pods (CoreDNS included)", n.Name)
 		}
 		kubectl(l, "scale", "deployment/web", "--replicas=4")
 		running(l, "web", 4, time.Minute)
-		drained := l.Nodes()[1].Name
+		drained := l.Nodes()[1].KubeName()
 		kubectl(l, "drain", drained, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=90s")
 		pods := running(l, "web", 4, time.Minute)
 		for _, p := range pods {
@@ -335,7 +348,7 @@ var _ = Describe("Kubernetes mode: vpclab's ipamd reads its Node", Label("kubern
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { Expect(l.Close()).To(Succeed()) })
 		n := l.Nodes()[0]
-		Expect(kubectl(l, "get", "node", n.Name, "-o", "jsonpath={.status.capacity.pods}")).To(Equal("20"))
+		Expect(kubectl(l, "get", "node", n.KubeName(), "-o", "jsonpath={.status.capacity.pods}")).To(Equal("20"))
 		apply(l, deployment("many", 18, ""))
 		running(l, "many", 18, 2*time.Minute)
 		// 19 addresses (CoreDNS too) in 2 prefixes: neither wholly free, so
@@ -357,14 +370,14 @@ var _ = Describe("Kubernetes mode: vpclab's ipamd reads its Node", Label("kubern
 		n := l.Nodes()[0]
 		// CoreDNS holds one address, one more is warm.
 		Eventually(func() int { return metricOf(n, "awscni_total_ip_addresses") }).WithTimeout(time.Minute).Should(Equal(2))
-		kubectl(l, "cordon", n.Name)
+		kubectl(l, "cordon", n.KubeName())
 		time.Sleep(3 * time.Second) // ipamd reads its node every 2 s
 		// A DaemonSet's pod still lands on a cordoned node and takes the warm address.
 		apply(l, strings.Replace(strings.Replace(deployment("ds", 1, ""), "kind: Deployment", "kind: DaemonSet", 1), "  replicas: 1\n", "", 1))
 		running(l, "ds", 1, time.Minute)
 		Eventually(func() int { return metricOf(n, "awscni_assigned_ip_addresses") }).WithTimeout(30 * time.Second).Should(Equal(2))
 		Consistently(func() int { return metricOf(n, "awscni_total_ip_addresses") }).WithTimeout(4*time.Second).Should(Equal(2), "no growth while cordoned")
-		kubectl(l, "uncordon", n.Name)
+		kubectl(l, "uncordon", n.KubeName())
 		Eventually(func() int { return metricOf(n, "awscni_total_ip_addresses") }).WithTimeout(30*time.Second).Should(Equal(3), "growth once uncordoned")
 	})
 })

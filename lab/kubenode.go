@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpclab/vpclab/fakeec2/catalog"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/lab/k8s"
 )
 
@@ -32,6 +33,23 @@ func (n *Node) kubeMounts() [][2]string {
 		out = append(out, [2]string{d, hostDir(n.root, d)})
 	}
 	return out
+}
+
+// KubeName is the node's name in Kubernetes, as on an EKS AMI: the
+// instance's private DNS name (ip-192-168-0-5.us-west-2.compute.internal);
+// its label vpclab.io/node is the lab's name for it.
+func (n *Node) KubeName() string {
+	return model.PrivateDNSName(n.Instance.PrivateIP, n.lab.cfg.Region)
+}
+
+// nodeByKubeName finds the lab node a Kubernetes node name is.
+func (l *Lab) nodeByKubeName(name string) *Node {
+	for _, n := range l.Nodes() {
+		if n.KubeName() == name {
+			return n
+		}
+	}
+	return nil
 }
 
 // cgroupRoot is the node's kubelet cgroup root: its pods' cgroups live
@@ -76,7 +94,7 @@ func (n *Node) startKubeNode(ctx context.Context) error {
 	labels := fmt.Sprintf("topology.kubernetes.io/zone=%s,topology.kubernetes.io/region=%s,node.kubernetes.io/instance-type=%s,vpclab.io/node=%s",
 		n.subnetAZ(), n.lab.cfg.Region, n.Instance.Type, n.Name)
 	if err := n.startKubeProc("kubelet", k8s.Bin("kube"), "kubelet", "--config", "/etc/kubernetes/kubelet-config.yaml", "--kubeconfig", "/etc/kubernetes/kubelet.conf",
-		"--hostname-override", n.Name, "--node-ip", n.Instance.PrivateIP.String(), "--node-labels", labels, "--root-dir", "/var/lib/kubelet"); err != nil {
+		"--hostname-override", n.KubeName(), "--node-ip", n.Instance.PrivateIP.String(), "--node-labels", labels, "--root-dir", "/var/lib/kubelet"); err != nil {
 		return err
 	}
 	return n.startKubeProc("kube-proxy", k8s.Bin("kube"), "kube-proxy", "--config", "/etc/kubernetes/kube-proxy-config.yaml")
@@ -103,7 +121,7 @@ func (n *Node) writeKubeFiles() error {
 	if err := os.MkdirAll(pki, 0o700); err != nil {
 		return err
 	}
-	cred, err := k.ca.Issue("system:node:"+n.Name, []string{"system:nodes"}, n.Instance.PrivateIP.String(), n.Name)
+	cred, err := k.ca.Issue("system:node:"+n.KubeName(), []string{"system:nodes"}, n.Instance.PrivateIP.String(), n.KubeName())
 	if err != nil {
 		return err
 	}
@@ -129,9 +147,9 @@ func (n *Node) writeKubeFiles() error {
 	}
 	files := map[string]string{
 		"pki/ca.crt":             string(k.ca.PEM),
-		"kubelet.conf":           string(k8s.Kubeconfig(k.endpoint, k.ca.PEM, "system:node:"+n.Name, cred)),
+		"kubelet.conf":           string(k8s.Kubeconfig(k.endpoint, k.ca.PEM, "system:node:"+n.KubeName(), cred)),
 		"kube-proxy.conf":        string(k8s.Kubeconfig(k.endpoint, k.ca.PEM, "system:kube-proxy", k8s.Pair{Cert: proxyCert, Key: proxyKey})),
-		"kube-proxy-config.yaml": k8s.KubeProxyConfig(n.Name),
+		"kube-proxy-config.yaml": k8s.KubeProxyConfig(n.KubeName()),
 		"containerd.toml":        k8s.ContainerdConfig(),
 		"resolv.conf":            k8s.ResolvConf,
 		"kubelet-config.yaml": k8s.KubeletConfig(k8s.KubeletOptions{CgroupRoot: n.cgroupRoot(), MaxPods: maxPods,

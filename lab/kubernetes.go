@@ -350,10 +350,11 @@ func (l *Lab) Kubectl(ctx context.Context, stdin []byte, args ...string) ([]byte
 }
 
 // KubePod is a pod as the API shows it, and whether its address is one
-// of its node's ENIs' in EC2.
+// of its node's ENIs' in EC2. Node is the lab's name for its node,
+// KubeNode the Kubernetes one (the instance's private DNS name).
 type KubePod struct {
-	Namespace, Name, Node, Phase, IP string
-	HostNetwork                      bool
+	Namespace, Name, Node, KubeNode, Phase, IP string
+	HostNetwork                                bool
 	// Terminating: deleted, still holding its sandbox (and address) until
 	// the kubelet has torn it down.
 	Terminating bool
@@ -395,13 +396,14 @@ func (l *Lab) KubePods(ctx context.Context, selector string) ([]KubePod, error) 
 	}
 	var out []KubePod
 	for _, it := range list.Items {
-		p := KubePod{Namespace: it.Metadata.Namespace, Name: it.Metadata.Name, Node: it.Spec.NodeName, Phase: it.Status.Phase,
+		p := KubePod{Namespace: it.Metadata.Namespace, Name: it.Metadata.Name, Node: it.Spec.NodeName, KubeNode: it.Spec.NodeName, Phase: it.Status.Phase,
 			IP: it.Status.PodIP, HostNetwork: it.Spec.HostNetwork, Terminating: it.Metadata.DeletionTimestamp != nil}
 		for _, c := range it.Status.ContainerStatuses {
 			p.Restarts += c.RestartCount
 		}
-		if ip, err := netip.ParseAddr(p.IP); err == nil {
-			if n := l.Node(p.Node); n != nil {
+		if n := l.nodeByKubeName(p.KubeNode); n != nil {
+			p.Node = n.Name
+			if ip, err := netip.ParseAddr(p.IP); err == nil {
 				p.OnNodeENIs = l.onInstanceENIs(n.Instance.ID, ip)
 			}
 		}

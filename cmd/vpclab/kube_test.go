@@ -24,7 +24,7 @@ var _ = Describe("vpclab up --kubernetes", Label("kubernetes"), func() {
 		var st lab.Status
 		Expect(json.Unmarshal([]byte(mustCLI("status", "-o", "json", "--name", name)), &st)).To(Succeed())
 		Expect(st.Kubeconfig).To(HaveSuffix("admin.conf"))
-		vpcAddr := regexp.MustCompile(`\b(192\.168\.\d+\.\d+)\s+node\b`)
+		vpcAddr := regexp.MustCompile(`\b(192\.168\.\d+\.\d+)\s+ip-192-168-\d+-\d+\.us-west-2\.compute\.internal\b`)
 		Eventually(func() int {
 			_, out, _ := vl("kubectl", "get", "pods", "-l", "app=web", "-o", "wide", "--name", name)
 			if strings.Count(out, "Running") != 3 {

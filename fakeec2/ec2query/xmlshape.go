@@ -114,17 +114,7 @@ const timeFormat = "2006-01-02T15:04:05.000Z"
 
 func fmtTime(t time.Time) string { return t.UTC().Format(timeFormat) }
 
-func dnsName(a netip.Addr, region string) string {
-	if !a.IsValid() {
-		return ""
-	}
-	b := a.As4()
-	suffix := region + ".compute.internal"
-	if region == "us-east-1" {
-		suffix = "ec2.internal"
-	}
-	return "ip-" + strconv.Itoa(int(b[0])) + "-" + strconv.Itoa(int(b[1])) + "-" + strconv.Itoa(int(b[2])) + "-" + strconv.Itoa(int(b[3])) + "." + suffix
-}
+func dnsName(a netip.Addr, region string) string { return model.PrivateDNSName(a, region) }
 
 func (s *Server) xmlENI(e *model.NetworkInterface, groups map[string]string) xENI {
 	region := s.region.Name()

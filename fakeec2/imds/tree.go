@@ -96,13 +96,7 @@ func (m *Service) lookup(v *replica, segs []string, now time.Time) (string, bool
 	return root.resolve(rest)
 }
 
-func (m *Service) hostname(a netip.Addr) string {
-	name := "ip-" + strings.ReplaceAll(a.String(), ".", "-")
-	if m.region.Name() == "us-east-1" {
-		return name + ".ec2.internal"
-	}
-	return name + "." + m.region.Name() + ".compute.internal"
-}
+func (m *Service) hostname(a netip.Addr) string { return model.PrivateDNSName(a, m.region.Name()) }
 
 // sortedENIs returns the visible ENIs by network card, then device index.
 func (v *replica) sortedENIs() []eniView {

@@ -1,6 +1,9 @@
 package model
 
-import "strings"
+import (
+	"net/netip"
+	"strings"
+)
 
 // AvailabilityZone is one zone of the region.
 type AvailabilityZone struct {
@@ -34,4 +37,19 @@ func ZoneNames(region string) []string {
 func (r *Region) validAZ(az string) bool {
 	rest, ok := strings.CutPrefix(az, r.opts.Name)
 	return ok && len(rest) == 1 && strings.Contains(azLetters, rest)
+}
+
+// PrivateDNSName is EC2's private DNS name for a private IPv4 address:
+// ip-10-0-0-5.<region>.compute.internal (ip-…ec2.internal in us-east-1).
+// IMDS's hostname, the Query API's privateDnsName and an EKS node's name
+// are all this.
+func PrivateDNSName(a netip.Addr, region string) string {
+	if !a.Is4() {
+		return ""
+	}
+	name := "ip-" + strings.ReplaceAll(a.String(), ".", "-")
+	if region == "us-east-1" {
+		return name + ".ec2.internal"
+	}
+	return name + "." + region + ".compute.internal"
 }
