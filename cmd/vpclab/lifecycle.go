@@ -12,7 +12,7 @@ import (
 
 // upConfig turns up's flags into a lab config.
 func upConfig(e env, args []string) (lab.Config, bool, error) {
-	fs := flags("up [-f FILE] [--nodes N] [--instance-type T] [--subnet-cidr C] [--env K=V]... [--cni vpclab|upstream@V|path:DIR|bin:DIR] [--ipamd-restart D|never] [--foreground]")
+	fs := flags("up [-f FILE] [--nodes N] [--instance-type T] [--subnet-cidr C] [--env K=V]... [--cni vpclab|upstream@V|path:DIR|bin:DIR] [--ipamd-restart D|never] [--kubernetes] [--foreground]")
 	o := lab.Overrides{Name: e.name, NameSet: e.given != ""}
 	o.Bind(fs.FlagSet)
 	fg := fs.Bool("foreground", false, "run the lab in this process until interrupted")

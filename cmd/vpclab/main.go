@@ -21,7 +21,7 @@ import (
 const usage = `usage: vpclab [--name N] COMMAND [flags]   (--name selects the lab, default "vpclab")
 
 Lab lifecycle (root):
-  up                 bring a lab up (-f FILE, --nodes, --instance-type, --subnet-cidr, --env K=V, --foreground …)
+  up                 bring a lab up (-f FILE, --nodes, --instance-type, --subnet-cidr, --env K=V, --cni, --kubernetes, --foreground …)
   down | gc          tear down a lab started by up | remove what dead labs left
   demo               a lab with pods, a throttling episode and an exhausted subnet, torn down
 Inspecting a running lab:
