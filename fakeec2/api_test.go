@@ -349,15 +349,45 @@ func TestTrunking(t *testing.T) {
 	if *as.InterfaceAssociation.VlanId != 5 || as.InterfaceAssociation.InterfaceProtocol != types.InterfaceProtocolTypeVlan {
 		t.Fatalf("association %+v", as.InterfaceAssociation)
 	}
+	// An associated branch is in-use without an attachment (issue 22: the
+	// resource controller's cleaner deletes available ENIs it owns).
+	status := func(id *string) types.NetworkInterfaceStatus {
+		t.Helper()
+		d, err := e.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{*id}})
+		if err != nil || len(d.NetworkInterfaces) != 1 {
+			t.Fatalf("describe %s: %v", *id, err)
+		}
+		if d.NetworkInterfaces[0].Attachment != nil {
+			t.Fatalf("branch %s has an attachment", *id)
+		}
+		return d.NetworkInterfaces[0].Status
+	}
+	if got := status(branch.NetworkInterfaceId); got != types.NetworkInterfaceStatusInUse {
+		t.Fatalf("associated branch is %s, want in-use", got)
+	}
+	avail, err := e.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{Filters: []types.Filter{{Name: aws.String("status"), Values: []string{"available"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range avail.NetworkInterfaces {
+		if *n.NetworkInterfaceId == *branch.NetworkInterfaceId {
+			t.Fatal("status=available lists the associated branch")
+		}
+	}
+	if err := e.region.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
 	other := e.eni(nil)
 	_, err = e.ec2.AssociateTrunkInterface(ctx, &ec2.AssociateTrunkInterfaceInput{BranchInterfaceId: other.NetworkInterfaceId, TrunkInterfaceId: trunk.NetworkInterfaceId, VlanId: aws.Int32(5)})
 	wantCode(t, err, "InvalidParameterValue") // VLAN 5 taken
 	// m5.large allows 9 branches: 8 more succeed, the 10th fails.
+	var last *string
 	for v := int32(6); v <= 13; v++ {
 		b := e.eni(nil)
 		if _, err := e.ec2.AssociateTrunkInterface(ctx, &ec2.AssociateTrunkInterfaceInput{BranchInterfaceId: b.NetworkInterfaceId, TrunkInterfaceId: trunk.NetworkInterfaceId, VlanId: aws.Int32(v)}); err != nil {
 			t.Fatalf("branch %d: %v", v, err)
 		}
+		last = b.NetworkInterfaceId
 	}
 	_, err = e.ec2.AssociateTrunkInterface(ctx, &ec2.AssociateTrunkInterfaceInput{BranchInterfaceId: other.NetworkInterfaceId, TrunkInterfaceId: trunk.NetworkInterfaceId, VlanId: aws.Int32(99)})
 	wantCode(t, err, "AttachmentLimitExceeded")
@@ -365,8 +395,23 @@ func TestTrunking(t *testing.T) {
 	if err != nil || len(d.InterfaceAssociations) != 9 {
 		t.Fatalf("describe: %d, %v", len(d.InterfaceAssociations), err)
 	}
+	// Deleting an associated branch succeeds and takes its association
+	// with it: EC2 allows it (the resource controller deleted branches
+	// without disassociating before amazon-vpc-resource-controller-k8s#372,
+	// and still does when it has no association id), though disassociating
+	// first is what EC2 recommends.
+	if _, err := e.ec2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: last}); err != nil {
+		t.Fatalf("delete an associated branch: %v", err)
+	}
+	d, err = e.ec2.DescribeTrunkInterfaceAssociations(ctx, &ec2.DescribeTrunkInterfaceAssociationsInput{Filters: []types.Filter{{Name: aws.String("trunk-interface-association.trunk-interface-id"), Values: []string{*trunk.NetworkInterfaceId}}}})
+	if err != nil || len(d.InterfaceAssociations) != 8 {
+		t.Fatalf("after deleting a branch: %d associations, %v", len(d.InterfaceAssociations), err)
+	}
 	if _, err := e.ec2.DisassociateTrunkInterface(ctx, &ec2.DisassociateTrunkInterfaceInput{AssociationId: as.InterfaceAssociation.AssociationId}); err != nil {
 		t.Fatal(err)
+	}
+	if got := status(branch.NetworkInterfaceId); got != types.NetworkInterfaceStatusAvailable {
+		t.Fatalf("disassociated branch is %s, want available", got)
 	}
 	_, err = e.ec2.DisassociateTrunkInterface(ctx, &ec2.DisassociateTrunkInterfaceInput{AssociationId: as.InterfaceAssociation.AssociationId})
 	wantCode(t, err, "InvalidAssociationID.NotFound")

@@ -12,8 +12,8 @@ import (
 )
 
 // TestConcurrentChurn runs 32 goroutines doing random create, attach,
-// assign, unassign, detach and delete against one region while a checker
-// verifies the invariants throughout.
+// assign, unassign, detach, delete, trunk association and disassociation
+// against one region while a checker verifies the invariants throughout.
 func TestConcurrentChurn(t *testing.T) {
 	r := model.NewRegion(model.Options{Seed: 99})
 	v, err := r.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
@@ -33,8 +33,20 @@ func TestConcurrentChurn(t *testing.T) {
 		}
 		insts = append(insts, out[0].ID)
 	}
+	// A trunk on each instance that supports trunking (m5.large, c5.xlarge).
+	var trunks []string
+	for _, id := range []string{insts[0], insts[3]} {
+		tr, err := r.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: sn.ID, InterfaceType: "trunk"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.AttachNetworkInterface(model.AttachNetworkInterfaceInput{ENIID: tr.ID, InstanceID: id, DeviceIndex: 5}); err != nil {
+			t.Fatal(err)
+		}
+		trunks = append(trunks, tr.ID)
+	}
 	const workers, opsEach = 32, 250
-	var ops, failures atomic.Int64
+	var ops, failures, associations atomic.Int64
 	stop := make(chan struct{})
 	var checkErr error
 	var checks int
@@ -69,7 +81,7 @@ func TestConcurrentChurn(t *testing.T) {
 			}
 			for i := 0; i < opsEach; i++ {
 				var err error
-				switch rng.IntN(7) {
+				switch rng.IntN(9) {
 				case 0:
 					_, err = r.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: sn.ID, SecondaryCount: rng.IntN(3)})
 				case 1:
@@ -97,16 +109,30 @@ func TestConcurrentChurn(t *testing.T) {
 						err = r.UnassignPrivateIPs(e.ID, addrs, pfx)
 					}
 				case 4:
-					if e, ok := pick(); ok && e.Attachment != nil {
+					if e, ok := pick(); ok && e.Attachment != nil && e.InterfaceType != "trunk" {
 						err = r.DetachNetworkInterface(e.Attachment.ID, false)
 					}
 				case 5:
-					if e, ok := pick(); ok {
+					if e, ok := pick(); ok && e.InterfaceType != "trunk" {
 						err = r.DeleteNetworkInterface(e.ID)
 					}
 				case 6:
 					if e, ok := pick(); ok {
 						_, _, err = r.AssignPrivateIPs(model.AssignPrivateIPsInput{ENIID: e.ID, Addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(128))})}, AllowReassignment: rng.IntN(2) == 0})
+					}
+				case 7:
+					e, ok := pick()
+					for try := 0; ok && e.Attachment != nil && try < 5; try++ {
+						e, ok = pick()
+					}
+					if ok {
+						if _, err = r.AssociateTrunkInterface(model.AssociateTrunkInput{BranchID: e.ID, TrunkID: trunks[rng.IntN(len(trunks))], VlanID: 1 + rng.IntN(20)}); err == nil {
+							associations.Add(1)
+						}
+					}
+				case 8:
+					if as := r.TrunkAssociations(); len(as) > 0 {
+						err = r.DisassociateTrunkInterface(as[rng.IntN(len(as))].ID)
 					}
 				}
 				ops.Add(1)
@@ -128,8 +154,8 @@ func TestConcurrentChurn(t *testing.T) {
 	if err := r.CheckInvariants(); err != nil {
 		t.Fatalf("invariants after churn: %v", err)
 	}
-	t.Logf("%d operations (%d refused by EC2 rules), %d invariant checks", ops.Load(), failures.Load(), checks)
-	if ops.Load() != workers*opsEach || failures.Load() == ops.Load() {
+	t.Logf("%d operations (%d refused by EC2 rules, %d trunk associations), %d invariant checks", ops.Load(), failures.Load(), associations.Load(), checks)
+	if ops.Load() != workers*opsEach || failures.Load() == ops.Load() || associations.Load() == 0 {
 		t.Fatalf("churn did nothing useful: %d ops, %d failures", ops.Load(), failures.Load())
 	}
 }

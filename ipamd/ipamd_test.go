@@ -188,10 +188,24 @@ var _ = Describe("restart", func() {
 		Expect(err).NotTo(HaveOccurred())
 		other, err := n.Region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Subnet, Description: "someone else's"})
 		Expect(err).NotTo(HaveOccurred())
+		// A branch tagged like the node's ENIs but associated with a trunk
+		// on the node is in use (issue 22), not leaked.
+		trunk, err := n.Region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Subnet, InterfaceType: "trunk"})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = n.Region.AttachNetworkInterface(model.AttachNetworkInterfaceInput{ENIID: trunk.ID, InstanceID: n.inst.ID, DeviceIndex: 2})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() string { e, _ := n.Region.NetworkInterface(trunk.ID); return e.Status }, 10*time.Second).Should(Equal("in-use"))
+		branch, err := n.Region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Subnet, Description: "aws-K8S-" + n.inst.ID,
+			Tags: model.Tags{ipamd.TagInstanceID: n.inst.ID, ipamd.TagCreatedAt: time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = n.Region.AssociateTrunkInterface(model.AssociateTrunkInput{BranchID: branch.ID, TrunkID: trunk.ID, VlanID: 1})
+		Expect(err).NotTo(HaveOccurred())
 		n.start()
 		Eventually(func() error { _, err := n.Region.NetworkInterface(leak.ID); return err }, 10*time.Second).Should(HaveOccurred())
 		_, err = n.Region.NetworkInterface(other.ID)
 		Expect(err).NotTo(HaveOccurred(), "an ENI not tagged for the node is left alone")
+		Consistently(func() error { _, err := n.Region.NetworkInterface(branch.ID); return err }, time.Second, 100*time.Millisecond).
+			ShouldNot(HaveOccurred(), "an associated branch is in use, not leaked")
 	})
 })
 

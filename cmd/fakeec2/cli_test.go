@@ -303,12 +303,20 @@ func TestAWSCLIv2(t *testing.T) {
 			t.Fatalf("association %v", as)
 		}
 		di := s.ok("describe-network-interfaces", "--network-interface-ids", branch, trunk)
-		types := map[string]string{}
+		types, status := map[string]string{}, map[string]string{}
 		for _, n := range get(di, "NetworkInterfaces").([]any) {
 			types[str(n, "NetworkInterfaceId")] = str(n, "InterfaceType")
+			status[str(n, "NetworkInterfaceId")] = str(n, "Status")
 		}
 		if types[trunk] != "trunk" || types[branch] != "branch" {
 			t.Fatalf("interface types %v", types)
+		}
+		if status[branch] != "in-use" {
+			t.Fatalf("an associated branch is %q, want in-use as on EC2", status[branch])
+		}
+		avail := s.ok("describe-network-interfaces", "--filters", "Name=status,Values=available", "Name=network-interface-id,Values="+branch)
+		if n := len(get(avail, "NetworkInterfaces").([]any)); n != 0 {
+			t.Fatalf("status=available lists the associated branch")
 		}
 		dt := s.ok("describe-trunk-interface-associations", "--association-ids", str(as, "InterfaceAssociation", "AssociationId"))
 		if n := len(get(dt, "InterfaceAssociations").([]any)); n != 1 {

@@ -72,8 +72,13 @@ func (c *checker) eni(id string, e *eniState) {
 	if e.Slots() > limit {
 		c.bad("%s uses %d slots, limit %d", id, e.Slots(), limit)
 	}
-	if (e.Attachment == nil) != (e.Status == "available") {
-		c.bad("%s status %s with attachment %v", id, e.Status, e.Attachment)
+	// available ⇔ neither an attachment nor a trunk association; an
+	// associated branch is in-use without an attachment.
+	if (e.Attachment == nil && e.assoc == "") != (e.Status == "available") {
+		c.bad("%s status %s with attachment %v, trunk association %q", id, e.Status, e.Attachment, e.assoc)
+	}
+	if e.assoc != "" && e.Status != "in-use" {
+		c.bad("associated branch %s is %s, not in-use", id, e.Status)
 	}
 	if e.Attachment != nil && r.attach[e.Attachment.ID] != id {
 		c.bad("attachment %s of %s missing from index", e.Attachment.ID, id)

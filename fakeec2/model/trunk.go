@@ -79,7 +79,9 @@ func (r *Region) AssociateTrunkInterface(in AssociateTrunkInput) (TrunkAssociati
 	}
 	t := &TrunkAssociation{ID: r.ids.next("trunk-assoc"), TrunkID: trunk.ID, BranchID: branch.ID, Protocol: "VLAN", VlanID: in.VlanID, Tags: Tags{}}
 	r.trunks[t.ID] = t
-	branch.assoc, branch.InterfaceType = t.ID, "branch"
+	// An associated branch is in use, as on EC2 (it has no attachment:
+	// its association is what holds it).
+	branch.assoc, branch.InterfaceType, branch.Status = t.ID, "branch", "in-use"
 	if in.ClientToken != "" {
 		r.tokens["trunk/"+in.ClientToken] = tokenRecord{params: fmt.Sprintf("%+v", in), id: t.ID}
 	}
@@ -112,6 +114,9 @@ func (r *Region) disassociate(t *TrunkAssociation) {
 	c := Change{Kind: ChangeTrunkDisassociated, AssociationID: t.ID, TrunkID: t.TrunkID, ENIID: t.BranchID, VlanID: t.VlanID}
 	if b, ok := r.enis[t.BranchID]; ok {
 		b.assoc = ""
+		if b.Attachment == nil {
+			b.Status = "available"
+		}
 		c.MAC, c.SubnetID = b.MAC, b.SubnetID
 	}
 	if tr, ok := r.enis[t.TrunkID]; ok && tr.Attachment != nil {
