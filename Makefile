@@ -49,7 +49,7 @@ kubernetes:
 test: build kubernetes check-scripts
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt: files above need formatting"; exit 1)
-	$(GO) test -race -count=1 $(PKGS)
+	$(GO) test -race -count=1 -timeout 45m $(PKGS)
 
 ## bench: performance figures (BENCH lines) with their comparisons.
 bench: kubernetes
