@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,41 +55,24 @@ func apply(l *lab.Lab, manifest string) {
 	Expect(err).NotTo(HaveOccurred())
 }
 
-type podInfo struct {
-	Name, Node, IP, Phase string
-}
-
-// podsOf lists the pods with label app=app.
-func podsOf(l *lab.Lab, app string) []podInfo {
+// podsOf lists the pods with label app=app that are not being deleted.
+func podsOf(l *lab.Lab, app string) []lab.KubePod {
 	GinkgoHelper()
-	var list struct {
-		Items []struct {
-			Metadata struct {
-				Name              string  `json:"name"`
-				DeletionTimestamp *string `json:"deletionTimestamp"`
-			} `json:"metadata"`
-			Spec   struct{ NodeName string } `json:"spec"`
-			Status struct {
-				Phase string `json:"phase"`
-				PodIP string `json:"podIP"`
-			} `json:"status"`
-		} `json:"items"`
-	}
-	Expect(json.Unmarshal([]byte(kubectl(l, "get", "pods", "-l", "app="+app, "-o", "json")), &list)).To(Succeed())
-	var out []podInfo
-	for _, p := range list.Items {
-		if p.Metadata.DeletionTimestamp != nil {
-			continue
+	all, err := l.KubePods(context.Background(), "app="+app)
+	Expect(err).NotTo(HaveOccurred())
+	var out []lab.KubePod
+	for _, p := range all {
+		if !p.Terminating {
+			out = append(out, p)
 		}
-		out = append(out, podInfo{p.Metadata.Name, p.Spec.NodeName, p.Status.PodIP, p.Status.Phase})
 	}
 	return out
 }
 
 // running waits until want pods of app run with addresses.
-func running(l *lab.Lab, app string, want int, within time.Duration) []podInfo {
+func running(l *lab.Lab, app string, want int, within time.Duration) []lab.KubePod {
 	GinkgoHelper()
-	var pods []podInfo
+	var pods []lab.KubePod
 	Eventually(func() int {
 		pods = podsOf(l, app)
 		n := 0
@@ -128,48 +110,9 @@ spec:
 %[4]s`, name, replicas, k8s.AgnhostImage, extra)
 }
 
-// labNode is the lab node whose Kubernetes name (its instance's private
-// DNS name) is name.
-func labNode(l *lab.Lab, name string) *lab.Node {
-	for _, n := range l.Nodes() {
-		if n.KubeName() == name {
-			return n
-		}
-	}
-	return nil
-}
-
 // httpGet is a shell command fetching path from "HOST PORT" with nc.
 func httpGet(hostPort, path string) string {
 	return fmt.Sprintf(`printf 'GET %s HTTP/1.0\r\n\r\n' | nc -w 5 %s`, path, hostPort)
-}
-
-// onNodeENIs says whether ip is an address of one of the node's ENIs in EC2.
-func onNodeENIs(l *lab.Lab, node, ip string) bool {
-	n := labNode(l, node)
-	if n == nil {
-		return false
-	}
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return false
-	}
-	for _, e := range l.Region().NetworkInterfaces() {
-		if e.Attachment == nil || e.Attachment.InstanceID != n.Instance.ID {
-			continue
-		}
-		for _, s := range e.SecondaryIPs {
-			if s == a {
-				return true
-			}
-		}
-		for _, p := range e.Prefixes {
-			if p.Contains(a) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // hostSnapshot is what a Kubernetes lab must leave as it found it.
@@ -244,10 +187,10 @@ var _ = Describe("Kubernetes mode", Label("kubernetes"), Ordered, func() {
 		Expect(json.Unmarshal([]byte(kubectl(l, "get", "nodes", "-o", "json")), &nodes)).To(Succeed())
 		Expect(nodes.Items).To(HaveLen(2))
 		for _, item := range nodes.Items {
-			n := labNode(l, item.Metadata.Name)
-			Expect(n).NotTo(BeNil(), "node %s is named after an instance's private DNS name", item.Metadata.Name)
+			n := l.Node(item.Metadata.Labels["vpclab.io/node"])
+			Expect(n).NotTo(BeNil(), "node %s names its lab node in label vpclab.io/node", item.Metadata.Name)
 			Expect(item.Metadata.Name).To(MatchRegexp(`^ip-192-168-\d+-\d+\.us-west-2\.compute\.internal$`))
-			Expect(item.Metadata.Labels).To(HaveKeyWithValue("vpclab.io/node", n.Name))
+			Expect(item.Metadata.Name).To(Equal(n.KubeName()), "named after its instance's private DNS name")
 			Expect(item.Status.Capacity["pods"]).To(Equal("29"))
 			Expect(item.Spec.ProviderID).To(MatchRegexp(`^aws:///us-west-2[a-z]/` + n.Instance.ID + `$`))
 			Expect(item.Metadata.Labels).To(HaveKeyWithValue("node.kubernetes.io/instance-type", "m5.large"))
@@ -280,11 +223,11 @@ spec:
 		pods := running(l, "web", 6, 2*time.Minute)
 		nodes := map[string]bool{}
 		for _, p := range pods {
-			Expect(onNodeENIs(l, p.Node, p.IP)).To(BeTrue(), "pod %s's %s on %s's ENIs in EC2", p.Name, p.IP, p.Node)
+			Expect(p.OnNodeENIs).To(BeTrue(), "pod %s's %s on %s's ENIs in EC2", p.Name, p.IP, p.Node)
 			nodes[p.Node] = true
 		}
 		Expect(nodes).To(HaveLen(2))
-		var a, b podInfo
+		var a, b lab.KubePod
 		for _, p := range pods {
 			if p.Node == pods[0].Node {
 				a = p
@@ -314,8 +257,8 @@ spec:
 		kubectl(l, "drain", drained, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=90s")
 		pods := running(l, "web", 4, time.Minute)
 		for _, p := range pods {
-			Expect(p.Node).NotTo(Equal(drained))
-			Expect(onNodeENIs(l, p.Node, p.IP)).To(BeTrue())
+			Expect(p.KubeNode).NotTo(Equal(drained))
+			Expect(p.OnNodeENIs).To(BeTrue(), "pod %s's %s on %s's ENIs in EC2", p.Name, p.IP, p.Node)
 		}
 		kubectl(l, "uncordon", drained)
 		Expect(l.CheckInvariants(context.Background())).To(Succeed())
@@ -329,7 +272,7 @@ spec:
 		kubectl(l, "scale", "deployment/web", "--replicas=30")
 		pods := running(l, "web", 30, 3*time.Minute)
 		for _, p := range pods {
-			Expect(onNodeENIs(l, p.Node, p.IP)).To(BeTrue())
+			Expect(p.OnNodeENIs).To(BeTrue(), "pod %s's %s on %s's ENIs in EC2", p.Name, p.IP, p.Node)
 		}
 		Expect(kubectl(l, "get", "events", "--field-selector", "reason=FailedCreatePodSandBox", "-o", "name")).NotTo(BeEmpty())
 		Expect(l.CheckInvariants(context.Background())).To(Succeed())
@@ -382,22 +325,15 @@ var _ = Describe("Kubernetes mode: vpclab's ipamd reads its Node", Label("kubern
 	})
 })
 
-// podsOn counts the Running pods on a node that have addresses of their
-// own (not host-network ones).
+// podsOn counts the pods in phase Running on a node (its Kubernetes name)
+// that have addresses of their own (not host-network ones).
 func podsOn(l *lab.Lab, node string) int {
 	GinkgoHelper()
-	var list struct {
-		Items []struct {
-			Spec struct {
-				HostNetwork bool `json:"hostNetwork"`
-			} `json:"spec"`
-		} `json:"items"`
-	}
-	out := kubectl(l, "get", "pods", "-A", "--field-selector", "spec.nodeName="+node+",status.phase=Running", "-o", "json")
-	Expect(json.Unmarshal([]byte(out), &list)).To(Succeed())
+	pods, err := l.KubePods(context.Background(), "")
+	Expect(err).NotTo(HaveOccurred())
 	n := 0
-	for _, p := range list.Items {
-		if !p.Spec.HostNetwork {
+	for _, p := range pods {
+		if p.KubeNode == node && p.Phase == "Running" && !p.HostNetwork {
 			n++
 		}
 	}
@@ -412,7 +348,7 @@ var _ = Describe("Kubernetes mode with the real VPC CNI", Label("kubernetes", "u
 		Expect(kubectl(l, "get", "node", "-o", "jsonpath={.items[0].status.capacity.pods}")).To(Equal("29"))
 		apply(l, deployment("up", 3, ""))
 		for _, p := range running(l, "up", 3, 2*time.Minute) {
-			Expect(onNodeENIs(l, p.Node, p.IP)).To(BeTrue())
+			Expect(p.OnNodeENIs).To(BeTrue(), "pod %s's %s on %s's ENIs in EC2", p.Name, p.IP, p.Node)
 		}
 		Expect(l.CheckInvariants(context.Background())).To(Succeed())
 	})

@@ -166,7 +166,7 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 			if !strings.Contains(routes, p.ip.String()+" dev "+n.vethPrefix()) {
 				errs = append(errs, fmt.Errorf("node %s: no host route to pod %s (%s)", n.Name, p.name, p.ip))
 			}
-			if l.kube != nil && !onENIs(p.ip, ec2) {
+			if l.kube != nil && !l.onInstanceENIs(n.Instance.ID, p.ip) {
 				errs = append(errs, fmt.Errorf("node %s: pod %s has %s, which is on none of the node's ENIs in EC2", n.Name, p.name, p.ip))
 			}
 		}
@@ -210,17 +210,4 @@ func (l *Lab) podAddrs(ctx context.Context) (map[string][]podAddr, error) {
 		out[p.Node] = append(out[p.Node], podAddr{p.Namespace + "/" + p.Name, ip})
 	}
 	return out, nil
-}
-
-// onENIs says whether a is among the secondary addresses or prefixes of
-// EC2's view of a node's ENIs (ENI id → CIDRs).
-func onENIs(a netip.Addr, enis map[string][]string) bool {
-	for _, cidrs := range enis {
-		for _, c := range cidrs {
-			if p, err := netip.ParsePrefix(c); err == nil && p.Contains(a) {
-				return true
-			}
-		}
-	}
-	return false
 }

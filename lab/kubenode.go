@@ -284,17 +284,8 @@ func (n *Node) ipamdPID() int {
 	if unix.Stat(n.netns, &st) != nil {
 		return 0
 	}
-	procs, _ := os.ReadDir("/proc")
-	for _, e := range procs {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		var ps unix.Stat_t
-		if unix.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &ps) != nil || ps.Ino != st.Ino {
-			continue
-		}
-		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+	for _, pid := range pidsInNamespaces(map[uint64]bool{st.Ino: true}, "net") {
+		comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
 		if c := strings.TrimSpace(string(comm)); c == "ipamd" || c == "aws-k8s-agent" {
 			return pid
 		}

@@ -266,20 +266,9 @@ func killInNamespaces(p Paths) {
 	// Kill until nothing is left: a process may fork while we look.
 	for round := 0; round < 5; round++ {
 		killed := 0
-		procs, _ := os.ReadDir("/proc")
-		for _, e := range procs {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == os.Getpid() {
-				continue
-			}
-			for _, ns := range []string{"net", "mnt"} {
-				var st unix.Stat_t
-				if unix.Stat(filepath.Join("/proc", e.Name(), "ns", ns), &st) == nil && inodes[st.Ino] {
-					if unix.Kill(pid, unix.SIGKILL) == nil {
-						killed++
-					}
-					break
-				}
+		for _, pid := range pidsInNamespaces(inodes, "net", "mnt") {
+			if pid != os.Getpid() && unix.Kill(pid, unix.SIGKILL) == nil {
+				killed++
 			}
 		}
 		if killed == 0 {
@@ -287,6 +276,27 @@ func killInNamespaces(p Paths) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// pidsInNamespaces lists the processes whose namespace of one of kinds
+// ("net", "mnt") is one of inodes.
+func pidsInNamespaces(inodes map[uint64]bool, kinds ...string) []int {
+	var out []int
+	procs, _ := os.ReadDir("/proc")
+	for _, e := range procs {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		for _, kind := range kinds {
+			var st unix.Stat_t
+			if unix.Stat(filepath.Join("/proc", e.Name(), "ns", kind), &st) == nil && inodes[st.Ino] {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // isNsfs says whether path is a bind-mounted namespace file.
