@@ -66,10 +66,13 @@ func BenchmarkKubernetes(b *testing.B) {
 	waitRunning := func(l *lab.Lab, app string, want int) {
 		deadline := time.Now().Add(5 * time.Minute)
 		for {
-			out := kubectl(l, "", "get", "pods", "-l", "app="+app, "-o", "jsonpath={range .items[*]}{.status.phase}/{.status.podIP}{\"\\n\"}{end}")
+			pods, err := l.KubePods(context.Background(), "app="+app)
+			if err != nil {
+				b.Fatal(err)
+			}
 			n := 0
-			for _, line := range strings.Split(out, "\n") {
-				if strings.HasPrefix(line, "Running/") && len(line) > len("Running/") {
+			for _, p := range pods {
+				if p.Phase == "Running" && p.IP != "" {
 					n++
 				}
 			}
