@@ -248,8 +248,15 @@ spec:
 		kubectl(l, "scale", "deployment/web", "--replicas=2")
 		running(l, "web", 2, time.Minute)
 		for _, n := range l.Nodes() {
-			Eventually(func() int { return metricOf(n, "awscni_assigned_ip_addresses") }).WithTimeout(30*time.Second).
-				Should(Equal(podsOn(l, n.KubeName())), "node %s: assigned = its pods (CoreDNS included)", n.Name)
+			// Both sides are read on every poll: a pod scaled away can still
+			// be listed Running for a while after its sandbox (and address)
+			// is gone, so a count taken once may never be met.
+			Eventually(func() error {
+				if m, p := metricOf(n, "awscni_assigned_ip_addresses"), podsOn(l, n.KubeName()); m != p {
+					return fmt.Errorf("ipamd assigned %d addresses, %d pods running", m, p)
+				}
+				return nil
+			}).WithTimeout(30*time.Second).Should(Succeed(), "node %s: assigned = its pods (CoreDNS included)", n.Name)
 		}
 		kubectl(l, "scale", "deployment/web", "--replicas=4")
 		running(l, "web", 4, time.Minute)
