@@ -13,9 +13,16 @@ import (
 
 // TestConcurrentChurn runs 32 goroutines doing random create, attach,
 // assign, unassign, detach, delete, trunk association and disassociation
-// against one region while a checker verifies the invariants throughout.
+// against one region while a checker verifies the invariants throughout,
+// under each address allocation policy.
 func TestConcurrentChurn(t *testing.T) {
-	r := model.NewRegion(model.Options{Seed: 99})
+	for _, policy := range []string{model.AllocRandom, model.AllocLowest} {
+		t.Run(policy, func(t *testing.T) { churn(t, policy) })
+	}
+}
+
+func churn(t *testing.T, policy string) {
+	r := model.NewRegion(model.Options{Seed: 99, Allocation: model.Allocation{Policy: policy}})
 	v, err := r.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -77,6 +78,15 @@ func TestControlAPI(t *testing.T) {
 	if a, _, _ := e.region.Timing(); a.Seconds() != 2 {
 		t.Fatalf("attach latency %v", a)
 	}
+	if st, body = do("GET", "allocation", ""); st != 200 || !strings.Contains(body, `"policy": "random"`) || !strings.Contains(body, `"avoidRecent": "1m0s"`) {
+		t.Fatalf("allocation default: %d %s", st, body)
+	}
+	if st, body = do("PUT", "allocation", `{"policy":"first-fit"}`); st != 400 || !strings.Contains(body, "allocation.policy") {
+		t.Fatalf("bad allocation policy: %d %s", st, body)
+	}
+	if st, body = do("PUT", "allocation", `{"policy":"lowest"}`); st != 200 || e.region.Allocation().Policy != model.AllocLowest {
+		t.Fatalf("allocation lowest: %d %s", st, body)
+	}
 	st, body = do("GET", "events?action=DescribeVpcs&errors=true", "")
 	var recs []ec2query.Record
 	if err := json.Unmarshal([]byte(body), &recs); err != nil || st != 200 || len(recs) != 2 || recs[0].ErrorCode != "Unavailable" || recs[1].ErrorCode != "RequestLimitExceeded" {
@@ -106,6 +116,7 @@ func TestConfigApply(t *testing.T) {
 region: eu-west-1
 seed: 3
 timing: {attachLatency: 500ms}
+allocation: {policy: lowest}
 faults: [{action: "Attach*", code: InternalError, count: 1}]
 vpcs:
   - name: v
@@ -135,6 +146,16 @@ instances: [{name: n, type: m5.large, subnet: a, count: 2, securityGroups: [node
 	}
 	if _, err := world.ParseConfig([]byte("faults: [{code: X, probability: 2}]")); err == nil {
 		t.Fatal("bad probability accepted")
+	}
+	// allocation: lowest gives the first instance the subnet's first usable address.
+	if i.PrivateIP != netip.MustParseAddr("192.168.0.4") || r.Allocation().Policy != model.AllocLowest {
+		t.Fatalf("allocation lowest: first instance at %s, policy %+v", i.PrivateIP, r.Allocation())
+	}
+	if _, err := world.ParseConfig([]byte("allocation: {policy: first-fit}")); err == nil || !strings.Contains(err.Error(), "allocation.policy") {
+		t.Fatalf("bad allocation policy: %v", err)
+	}
+	if _, err := world.ParseConfig([]byte("allocation: {avoidRecent: soon}")); err == nil || !strings.Contains(err.Error(), "soon") {
+		t.Fatalf("bad avoidRecent: %v", err)
 	}
 }
 

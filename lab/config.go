@@ -37,7 +37,11 @@ type Config struct {
 	Throttling *ec2query.ThrottleConfig `yaml:"throttling"`
 	Faults     []faults.Rule            `yaml:"faults"`
 	Timing     model.Timing             `yaml:"timing"`
-	Seed       uint64                   `yaml:"seed"`
+	// Allocation is how fakeec2 picks the addresses and prefixes nodes get
+	// (default: random from Seed, avoiding what was released in the last
+	// minute, as EC2 behaves; "lowest" for predictable addresses).
+	Allocation model.Allocation `yaml:"allocation"`
+	Seed       uint64           `yaml:"seed"`
 	// BinDir holds ipamd, aws-cni and aws-vpc-cni (default: next to the
 	// running executable, or $VPCLAB_BIN).
 	BinDir string `yaml:"binDir"`

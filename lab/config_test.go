@@ -37,6 +37,7 @@ func TestValidate(t *testing.T) {
 		}, "11 usable addresses and cannot hold 12 nodes"},
 		{"a bad aws-node value", func(c *lab.Config) { c.Env = map[string]string{"WARM_IP_TARGET": "abc"} }, "WARM_IP_TARGET"},
 		{"kubelet max pods out of range", func(c *lab.Config) { c.Kubernetes = &lab.KubernetesConfig{MaxPods: 5000} }, "kubernetes.maxPods 5000"},
+		{"an unknown allocation policy", func(c *lab.Config) { c.Allocation.Policy = "first-fit" }, `allocation.policy "first-fit"`},
 		{"a fault without an action", func(c *lab.Config) { c.Faults = append(c.Faults, faults.Rule{Code: "X"}) }, "faults[0]: fault rule \"\": needs an action"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -69,6 +70,9 @@ func TestOverrides(t *testing.T) {
 	if err != nil || cfg.Name != "x" || cfg.Nodes[0].Count != 4 || cfg.Nodes[0].InstanceType != "m5.xlarge" || cfg.Env["WARM_IP_TARGET"] != "3" || !cfg.IpamdRestart.Never {
 		t.Errorf("overrides: %+v %v", cfg, err)
 	}
+	if cfg, err = (lab.Overrides{Name: "x", Allocation: "lowest"}).Config(); err != nil || cfg.Allocation.Policy != "lowest" {
+		t.Errorf("--allocation lowest: %+v %v", cfg.Allocation, err)
+	}
 	cfg, err = lab.Overrides{Name: "vpclab", File: file}.Config()
 	if err != nil || cfg.Name != "fromfile" || cfg.Nodes[0].Count != 3 {
 		t.Errorf("file keeps its name and nodes: %+v %v", cfg, err)
@@ -86,6 +90,7 @@ func TestOverrides(t *testing.T) {
 		{lab.Overrides{Name: "x", SubnetCIDR: "192.168.4.1/24"}, "--subnet-cidr 192.168.4.1/24: host bits set"},
 		{lab.Overrides{Name: "x", Env: []string{"NOEQUALS"}}, "KEY=VALUE"},
 		{lab.Overrides{Name: "x", IpamdRestart: "sometimes"}, "--ipamd-restart"},
+		{lab.Overrides{Name: "x", Allocation: "first-fit"}, `--allocation "first-fit": want random or lowest`},
 		{lab.Overrides{Name: "x", File: "/nonexistent.yaml"}, "-f "},
 	} {
 		if _, err := c.o.Config(); err == nil || !strings.Contains(err.Error(), c.want) {

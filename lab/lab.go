@@ -435,7 +435,7 @@ func (c *Config) checkBinaries() error {
 // the lab's subnets, and the lab's timing, throttling and faults. Nodes are
 // launched one by one (they need the fabric in between).
 func (c *Config) world() *world.Config {
-	w := &world.Config{Region: c.Region, Seed: c.Seed, Timing: c.Timing, Throttling: c.Throttling, Faults: c.Faults,
+	w := &world.Config{Region: c.Region, Seed: c.Seed, Timing: c.Timing, Allocation: c.Allocation, Throttling: c.Throttling, Faults: c.Faults,
 		VPCs: []world.VPCConfig{{Name: "lab", CIDR: c.VPCCIDR}}}
 	if w.Throttling == nil {
 		w.Throttling = &ec2query.ThrottleConfig{} // off unless the lab asks

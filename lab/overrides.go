@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // Overrides are what `vpclab up` takes besides a lab file: the common
@@ -25,6 +27,8 @@ type Overrides struct {
 	CNI string
 	// Kubernetes makes the lab a Kubernetes cluster.
 	Kubernetes bool
+	// Allocation is fakeec2's address allocation policy (random, lowest).
+	Allocation string
 }
 
 // Config builds and validates the lab config the overrides describe.
@@ -69,6 +73,12 @@ func (o Overrides) Config() (Config, error) {
 		cfg.CNI = c
 		for i := range cfg.Nodes {
 			cfg.Nodes[i].CNI = CNI{}
+		}
+	}
+	if o.Allocation != "" {
+		cfg.Allocation.Policy = o.Allocation
+		if err := cfg.Allocation.Check(); err != nil {
+			return Config{}, fmt.Errorf("--allocation %q: want %s or %s", o.Allocation, model.AllocRandom, model.AllocLowest)
 		}
 	}
 	if o.Kubernetes && cfg.Kubernetes == nil {
@@ -177,6 +187,7 @@ func (o *Overrides) Bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.IpamdRestart, "ipamd-restart", "", "restart an ipamd that exits after this delay (default 1s), or never")
 	fs.Var((*listFlag)(&o.Env), "env", "aws-node environment KEY=VALUE (repeatable)")
 	fs.BoolVar(&o.Kubernetes, "kubernetes", false, "a Kubernetes cluster: control plane, containerd + kubelet on every node, aws-node as a DaemonSet (make kubernetes builds it)")
+	fs.StringVar(&o.Allocation, "allocation", "", "how fakeec2 picks addresses: random (default; seeded, avoids just-released ones, as EC2) or lowest (predictable)")
 	fs.StringVar(&o.CNI, "cni", "", "CNI of every node: vpclab (default), upstream@VERSION (the real VPC CNI, built from the Go module proxy), path:DIR (built from a checkout) or bin:DIR (prebuilt)")
 }
 

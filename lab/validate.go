@@ -61,7 +61,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("faults[%d]: %w", i, err)
 		}
 	}
-	return nil
+	return c.Allocation.Check()
 }
 
 // validateSubnets checks the subnets and returns their names.

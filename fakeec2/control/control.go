@@ -65,6 +65,8 @@ func New(region *model.Region, api *ec2query.Server, m *imds.Service, token stri
 		"DELETE faults/{id}":  h.removeFault,
 		"GET throttling":      h.getThrottling,
 		"PUT throttling":      h.putThrottling,
+		"GET allocation":      func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, h.region.Allocation()) },
+		"PUT allocation":      h.putAllocation,
 		"GET timing":          h.getTiming,
 		"PUT timing":          h.putTiming,
 		"GET events":          h.events,
@@ -319,4 +321,20 @@ func (h *Handler) setIMDSLag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"instanceId": id, "lag": *body.Lag})
+}
+
+// putAllocation changes the region's address allocation policy; the body
+// is a model.Allocation ({"policy":"lowest"} or {"policy":"random",
+// "avoidRecent":"30s"}).
+func (h *Handler) putAllocation(w http.ResponseWriter, r *http.Request) {
+	var a model.Allocation
+	if err := decodeBody(r, &a); err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	if err := h.region.SetAllocation(a); err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h.region.Allocation())
 }

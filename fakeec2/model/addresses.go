@@ -35,7 +35,7 @@ func (t *allocTx) count(n int) error {
 	if n == 0 {
 		return nil
 	}
-	got, ok := t.s.pool.take(n)
+	got, ok := t.s.pool.take(n, t.r.pick())
 	if !ok {
 		return errNoAddresses()
 	}
@@ -59,7 +59,7 @@ func (t *allocTx) prefixCount(n int) error {
 	if n == 0 {
 		return nil
 	}
-	got, ok := t.s.pool.takePrefixes(n)
+	got, ok := t.s.pool.takePrefixes(n, t.r.pick())
 	if !ok {
 		return Errorf("InsufficientCidrBlocks", "The specified subnet does not have enough free cidr blocks to satisfy the request.")
 	}
@@ -69,10 +69,10 @@ func (t *allocTx) prefixCount(n int) error {
 
 func (t *allocTx) rollback() {
 	for _, a := range t.addrs {
-		t.s.pool.release(a)
+		t.s.pool.release(a, time.Time{})
 	}
 	for _, p := range t.prefixes {
-		t.s.pool.releasePrefix(p)
+		t.s.pool.releasePrefix(p, time.Time{})
 	}
 	t.addrs, t.prefixes = nil, nil
 }
@@ -274,12 +274,13 @@ func (r *Region) UnassignPrivateIPs(eniID string, addrs []netip.Addr, prefixes [
 	}
 	s := r.subnets[e.SubnetID]
 	r.owners.drop(addrs, prefixes)
+	now := r.opts.Now()
 	for _, a := range addrs {
-		s.pool.release(a)
+		s.pool.release(a, now)
 		delete(e.seen, a)
 	}
 	for _, p := range prefixes {
-		s.pool.releasePrefix(p)
+		s.pool.releasePrefix(p, now)
 		delete(e.seen, p)
 	}
 	e.SecondaryIPs = slices.DeleteFunc(e.SecondaryIPs, func(a netip.Addr) bool { return slices.Contains(addrs, a) })
@@ -325,15 +326,24 @@ func (r *Region) allocIPv6(s *subnetState, addrs []netip.Addr, count int, prefix
 		outA = append(outA, a)
 	}
 	base := s.IPv6CIDR.Addr().As16()
+	how := r.pick()
 	next := s.v6Next
 	for range count {
 		for {
+			// Lowest: the next interface id. Random: any of 2^64 ids from
+			// the subnet's source, so a released address practically never
+			// comes back (the random policy's avoid-recent for free).
+			id := next
+			if how.random {
+				id = s.pool.rng.Uint64()
+			} else {
+				next++
+			}
 			b := base
 			for i := 0; i < 8; i++ {
-				b[15-i] = byte(next >> (8 * i))
+				b[15-i] = byte(id >> (8 * i))
 			}
-			next++
-			if a := netip.AddrFrom16(b); !taken(a) {
+			if a := netip.AddrFrom16(b); id >= 0x10 && !taken(a) {
 				outA = append(outA, a)
 				break
 			}
@@ -348,18 +358,27 @@ func (r *Region) allocIPv6(s *subnetState, addrs []netip.Addr, count int, prefix
 		}
 		outP = append(outP, p.Masked())
 	}
-	for k := uint16(1); len(outP) < len(prefixes)+pcount; k++ {
-		if k == 0 {
-			return nil, nil, Errorf("InsufficientCidrBlocks", "The specified subnet does not have enough free cidr blocks to satisfy the request.")
-		}
+	// /80 blocks 1..65535 of the /64: lowest first, or (random) a few
+	// random tries before the same scan.
+	free := func(k uint16) (netip.Prefix, bool) {
 		b := base
 		b[8], b[9] = byte(k>>8), byte(k)
 		p := netip.PrefixFrom(netip.AddrFrom16(b), 80)
 		_, used := r.owners.prefix(p)
-		used = used || slices.Contains(outP, p) || r.owners.anyIn(p)
-		if !used {
+		return p, k != 0 && !used && !slices.Contains(outP, p) && !r.owners.anyIn(p)
+	}
+	for try := 0; how.random && try < 64 && len(outP) < len(prefixes)+pcount; try++ {
+		if p, ok := free(uint16(s.pool.rng.UintN(1 << 16))); ok {
 			outP = append(outP, p)
 		}
+	}
+	for k := 1; k < 1<<16 && len(outP) < len(prefixes)+pcount; k++ {
+		if p, ok := free(uint16(k)); ok {
+			outP = append(outP, p)
+		}
+	}
+	if len(outP) < len(prefixes)+pcount {
+		return nil, nil, Errorf("InsufficientCidrBlocks", "The specified subnet does not have enough free cidr blocks to satisfy the request.")
 	}
 	s.v6Next = next
 	return outA, outP, nil

@@ -246,14 +246,15 @@ func (r *Region) deleteENI(e *eniState) {
 		}
 	}
 	s := r.subnets[e.SubnetID]
+	now := r.opts.Now()
 	if e.PrivateIP.IsValid() {
-		s.pool.release(e.PrivateIP)
+		s.pool.release(e.PrivateIP, now)
 	}
 	for _, a := range e.SecondaryIPs {
-		s.pool.release(a)
+		s.pool.release(a, now)
 	}
 	for _, p := range e.Prefixes {
-		s.pool.releasePrefix(p)
+		s.pool.releasePrefix(p, now)
 	}
 	r.owners.dropENI(&e.NetworkInterface)
 	delete(r.enis, e.ID)

@@ -122,7 +122,7 @@ func (r *Region) boot(inst *Instance, s *subnetState, privateIP netip.Addr, eniT
 	if primary.IsValid() {
 		s.pool.takeAddr(primary)
 	} else {
-		a, _ := s.pool.take(1)
+		a, _ := s.pool.take(1, r.pick())
 		primary = a[0]
 	}
 	e := r.newENI(s, "", "interface", inst.SecurityGroups, primary, eniTags)

@@ -140,6 +140,9 @@ func (c *checker) subnets() {
 		if got := s.pool.usedCount(); got != c.usedPerSubnet[id] {
 			c.bad("subnet %s accounts %d used addresses, ENIs hold %d", id, got, c.usedPerSubnet[id])
 		}
+		if err := s.pool.check(); err != nil {
+			c.bad("subnet %s: %v", id, err)
+		}
 	}
 }
 

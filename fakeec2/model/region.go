@@ -34,6 +34,10 @@ type Options struct {
 	// ExtraInstanceTypes are added to (or override) the embedded catalog,
 	// e.g. an invented type that forces clients to call DescribeInstanceTypes.
 	ExtraInstanceTypes []catalog.InstanceType
+	// Allocation is how addresses and prefixes a caller did not name are
+	// picked (default: AllocRandom, avoiding what was released in the last
+	// DefaultAvoidRecent). NewRegion panics on a policy Check refuses.
+	Allocation Allocation
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -97,6 +101,10 @@ func NewRegion(opts Options) *Region {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if err := opts.Allocation.Check(); err != nil {
+		panic("model.NewRegion: " + err.Error())
+	}
+	opts.Allocation = opts.Allocation.withDefaults()
 	r := &Region{
 		opts: opts, ids: newIDGen(opts.Seed),
 		vpcs: map[string]*VPC{}, subnets: map[string]*subnetState{}, groups: map[string]*SecurityGroup{},
@@ -276,7 +284,8 @@ func (r *Region) CreateSubnet(in CreateSubnetInput) (Subnet, error) {
 	if !r.validAZ(az) {
 		return Subnet{}, ErrInvalid("Value (%s) for parameter availabilityZone is invalid. Subnets can currently only be created in the following availability zones: %sa, %sb, %sc.", az, r.opts.Name, r.opts.Name, r.opts.Name)
 	}
-	s := &subnetState{Subnet: Subnet{ID: r.ids.next("subnet"), VPCID: v.ID, AZ: az, AZID: AZID(r.opts.Name, az), CIDR: c, Tags: in.Tags.clone()}, pool: newAddrPool(c)}
+	s := &subnetState{Subnet: Subnet{ID: r.ids.next("subnet"), VPCID: v.ID, AZ: az, AZID: AZID(r.opts.Name, az), CIDR: c, Tags: in.Tags.clone()}}
+	s.pool = newAddrPool(c, r.opts.Seed, s.ID)
 	if in.IPv6CIDR.IsValid() {
 		ok := false
 		for _, b := range v.IPv6CIDRBlocks {

@@ -36,6 +36,9 @@ type Config struct {
 	Strict       bool              `yaml:"strict"`
 	Credentials  map[string]string `yaml:"credentials"`
 	Timing       model.Timing      `yaml:"timing"`
+	// Allocation is how the region picks addresses and prefixes a caller
+	// did not name (default: random from the seed, avoiding recent releases).
+	Allocation model.Allocation `yaml:"allocation"`
 	// Throttling, when present, replaces the default throttling settings.
 	Throttling    *ec2query.ThrottleConfig `yaml:"throttling"`
 	Faults        []faults.Rule            `yaml:"faults"`
@@ -112,13 +115,17 @@ func ParseConfig(b []byte) (*Config, error) {
 			return nil, fmt.Errorf("config faults[%d]: %w", i, err)
 		}
 	}
+	if err := c.Allocation.Check(); err != nil {
+		return nil, fmt.Errorf("config %w", err)
+	}
 	return &c, nil
 }
 
 // RegionOptions returns the Options a region built from this config needs.
 func (c *Config) RegionOptions() model.Options {
 	return model.Options{Name: c.Region, AccountID: c.AccountID, Seed: c.Seed, AttachLatency: durationOf(c.Timing.AttachLatency),
-		DetachLatency: durationOf(c.Timing.DetachLatency), ConsistencyLag: durationOf(c.Timing.ConsistencyLag), ExtraInstanceTypes: c.InstanceTypes, MaxInstances: c.MaxInstances}
+		DetachLatency: durationOf(c.Timing.DetachLatency), ConsistencyLag: durationOf(c.Timing.ConsistencyLag), ExtraInstanceTypes: c.InstanceTypes, MaxInstances: c.MaxInstances,
+		Allocation: c.Allocation}
 }
 
 // ServerOptions returns the ServerOptions the config asks for.
