@@ -147,6 +147,30 @@ func (c *Client) AddPod(ctx context.Context, node, namespace, name string) (PodS
 	return p, err
 }
 
+// AddPodRetry adds a pod like a kubelet: a failed ADD (the lab runs its
+// DEL) is retried with Retry's back-off until timeout; onFail hears of
+// each failed attempt. Refusals that a retry cannot change (a bad name, a
+// pod that exists, a Kubernetes lab, no such node) are not retried.
+func (c *Client) AddPodRetry(ctx context.Context, node, namespace, name string, timeout time.Duration, onFail func(n int, err error, wait time.Duration)) (PodStatus, error) {
+	var p PodStatus
+	err := Retry(ctx, timeout, func() (bool, error) {
+		var err error
+		p, err = c.AddPod(ctx, node, namespace, name)
+		var re *RequestError
+		return errors.As(err, &re) && re.Status == http.StatusServiceUnavailable, err
+	}, onFail)
+	return p, err
+}
+
+// IMDS fetches path (below /latest/, e.g. meta-data/local-ipv4) from the
+// node's metadata service, from inside the node with an IMDSv2 token, as
+// its ipamd does.
+func (c *Client) IMDS(ctx context.Context, node, path string) (string, error) {
+	var out string
+	err := c.do(ctx, http.MethodGet, "/nodes/"+url.PathEscape(node)+"/imds?path="+url.QueryEscape(path), nil, &out)
+	return out, err
+}
+
 // Kubectl runs the lab's kubectl (the pinned build) with its admin
 // kubeconfig and args; an error for a lab that is not a Kubernetes lab.
 func (c *Client) Kubectl(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, args ...string) error {

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -108,6 +109,7 @@ func (l *Lab) controlMux() http.Handler {
 	mux.HandleFunc("POST /pods", l.whenReady(l.handleAddPod))
 	mux.HandleFunc("DELETE /pods/{ns}/{name}", l.whenReady(l.handleDelPod))
 	mux.HandleFunc("GET /nodes/{node}/metrics", l.whenReady(l.onNode(l.handleMetrics)))
+	mux.HandleFunc("GET /nodes/{node}/imds", l.whenReady(l.onNode(l.handleIMDS)))
 	mux.HandleFunc("POST /nodes/{node}/ipamd/restart", l.whenReady(l.onNode(l.handleRestartIpamd)))
 	mux.HandleFunc("POST /nodes/{node}/ipamd/signal", l.whenReady(l.onNode(l.handleSignalIpamd)))
 	mux.HandleFunc("POST /images", l.whenReady(l.handleImportImage))
@@ -158,8 +160,16 @@ func (l *Lab) handleAddPod(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, err := n.AddPod(r.Context(), req.Namespace, req.Name)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrPodExists):
 		fail(w, http.StatusConflict, err)
+		return
+	case errors.Is(err, ErrKubernetesPods):
+		fail(w, http.StatusBadRequest, err)
+		return
+	case err != nil:
+		// The CNI ADD failed (its DEL has run): a kubelet would retry.
+		fail(w, http.StatusServiceUnavailable, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, p.status())
@@ -188,6 +198,20 @@ func (l *Lab) handleMetrics(w http.ResponseWriter, _ *http.Request, n *Node) {
 		return
 	}
 	_, _ = io.WriteString(w, m)
+}
+
+func (l *Lab) handleIMDS(w http.ResponseWriter, r *http.Request, n *Node) {
+	path := r.URL.Query().Get("path")
+	if _, err := imdsPath(path); err != nil {
+		fail(w, http.StatusBadRequest, err)
+		return
+	}
+	body, err := n.IMDS(r.Context(), path)
+	if err != nil {
+		fail(w, http.StatusBadGateway, err)
+		return
+	}
+	_, _ = io.WriteString(w, body)
 }
 
 func (l *Lab) handleRestartIpamd(w http.ResponseWriter, r *http.Request, n *Node) {

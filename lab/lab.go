@@ -25,6 +25,7 @@ import (
 
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/fakeec2"
+	"github.com/vpclab/vpclab/fakeec2/control"
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"github.com/vpclab/vpclab/fakeec2/faults"
 	"github.com/vpclab/vpclab/fakeec2/model"
@@ -329,8 +330,13 @@ func (l *Lab) Fabric() *fabric.Fabric { return l.fab }
 // Faults returns the EC2 fault rules.
 func (l *Lab) Faults() *faults.Rules { return l.srv.Faults() }
 
-// Events returns the CloudTrail-shaped audit records matching f.
-func (l *Lab) Events(f ec2query.EventFilter) []ec2query.Record { return l.srv.Audit().Events(f) }
+// Events returns the CloudTrail-shaped audit records matching f, with
+// vpclab's note on calls whose changes instance metadata showed late.
+func (l *Lab) Events(f ec2query.EventFilter) []ec2query.Record {
+	recs := l.srv.Audit().Events(f)
+	control.Annotate(recs, l.srv.Audit(), l.srv.IMDS())
+	return recs
+}
 
 // EC2Endpoint is the EC2 API on a host loopback address.
 func (l *Lab) EC2Endpoint() string { return l.ec2URL }

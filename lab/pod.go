@@ -22,6 +22,10 @@ import (
 // ErrPodExists says a pod of that name is already on the node.
 var ErrPodExists = errors.New("pod exists")
 
+// ErrKubernetesPods says the lab runs Kubernetes, whose pods come from the
+// API server, not from pods add.
+var ErrKubernetesPods = errors.New("pods are Kubernetes pods")
+
 // Pod is a pod sandbox on a node.
 type Pod struct {
 	Namespace   string
@@ -74,7 +78,7 @@ func (n *Node) AddPod(ctx context.Context, namespace, name string) (*Pod, error)
 		return nil, err
 	}
 	if n.lab.kube != nil {
-		return nil, fmt.Errorf("lab %s runs Kubernetes: pods are Kubernetes pods (vpclab kubectl run %s --image %s --overrides '{\"spec\":{\"nodeName\":\"%s\"}}')", n.lab.cfg.Name, name, k8s.AgnhostImage, n.Name)
+		return nil, fmt.Errorf("lab %s runs Kubernetes: %w (vpclab kubectl run %s --image %s --overrides '{\"spec\":{\"nodeName\":\"%s\"}}')", n.lab.cfg.Name, ErrKubernetesPods, name, k8s.AgnhostImage, n.Name)
 	}
 	key := namespace + "/" + name
 	n.mu.Lock()
@@ -123,22 +127,44 @@ func (n *Node) AddPod(ctx context.Context, namespace, name string) (*Pod, error)
 }
 
 // AddPodRetry adds a pod the way a kubelet creates a sandbox: a failed ADD
-// (followed by its DEL) is retried with a growing back-off (100 ms doubling
-// up to 2 s) until timeout; the last error is returned with the number of
-// attempts.
+// (followed by its DEL) is retried with Retry's back-off until timeout; the
+// last error is returned with the number of attempts.
 func (n *Node) AddPodRetry(ctx context.Context, namespace, name string, timeout time.Duration) (*Pod, error) {
 	if err := ValidatePodName(namespace, name); err != nil {
 		return nil, err
 	}
+	var p *Pod
+	err := Retry(ctx, timeout, func() (bool, error) {
+		var err error
+		p, err = n.AddPod(ctx, namespace, name)
+		return err != nil && !errors.Is(err, ErrPodExists) && !errors.Is(err, ErrKubernetesPods), err
+	}, nil)
+	return p, err
+}
+
+// Retry runs attempt the way a kubelet retries a pod's sandbox: after a
+// failure that attempt says is worth retrying, it waits 100 ms, doubling up
+// to 2 s, and tries again until timeout would pass. onFail (optional)
+// hears of every failed attempt and the wait before the next (0: none).
+// The last error is returned with the number of attempts.
+func Retry(ctx context.Context, timeout time.Duration, attempt func() (retry bool, err error), onFail func(n int, err error, wait time.Duration)) error {
 	deadline := time.Now().Add(timeout)
 	wait := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		p, err := n.AddPod(ctx, namespace, name)
+	for n := 1; ; n++ {
+		retry, err := attempt()
 		if err == nil {
-			return p, nil
+			return nil
 		}
-		if errors.Is(err, ErrPodExists) || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
-			return nil, fmt.Errorf("%w (%d attempts in %s)", err, attempt, timeout)
+		last := !retry || ctx.Err() != nil || time.Now().Add(wait).After(deadline)
+		if onFail != nil {
+			next := wait
+			if last {
+				next = 0
+			}
+			onFail(n, err, next)
+		}
+		if last {
+			return fmt.Errorf("%w (%d attempts in %s)", err, n, timeout)
 		}
 		select {
 		case <-time.After(wait):

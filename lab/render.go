@@ -28,10 +28,13 @@ func WriteStatus(w io.Writer, s Status) error {
 			row(n.Name, n.InstanceID, n.InstanceType, n.CNI.Spec, n.Ipamd.Summary())
 		}
 	})
-	table(w, "NODE\tENI\tDEV\tSUBNET\tADDRS\tUSED\tFREE\tPREFIXES", func(row func(...any)) {
+	// IMDS: "=" when the node's metadata service agrees with EC2, else how
+	// it lags (addresses missing or extra, the ENI not listed yet, or
+	// listed though EC2 has it no longer).
+	table(w, "NODE\tENI\tDEV\tSUBNET\tADDRS\tUSED\tFREE\tPREFIXES\tIMDS", func(row func(...any)) {
 		for _, n := range s.Nodes {
 			for _, e := range n.ENIs {
-				row(n.Name, e.ID, e.Device, e.SubnetID, e.Addresses, e.Used, e.Free, strings.Join(e.Prefixes, ","))
+				row(n.Name, e.ID, e.Device, e.SubnetID, e.Addresses, e.Used, e.Free, strings.Join(e.Prefixes, ","), e.IMDS.String())
 			}
 		}
 	})
@@ -56,21 +59,29 @@ func WritePods(w io.Writer, s Status) error {
 
 // WriteFaults prints fault rules with their hit counts.
 func WriteFaults(w io.Writer, rules []faults.Rule) error {
-	return table(w, "ID\tACTION\tCODE\tCOUNT\tPROB\tLATENCY\tIMDS-LAG\tHITS", func(row func(...any)) {
+	return table(w, "ID\tACTION\tCODE\tCOUNT\tPROB\tLATENCY\tIMDS-LAG\tHITS\tLAST DELAYED", func(row func(...any)) {
 		for _, x := range rules {
-			row(x.ID, x.Action, x.Code, x.Count, x.Probability, time.Duration(x.Latency), time.Duration(x.IMDSLag), x.Hits)
+			last := ""
+			if len(x.Delayed) > 0 {
+				last = x.Delayed[len(x.Delayed)-1]
+			}
+			row(x.ID, x.Action, x.Code, x.Count, x.Probability, time.Duration(x.Latency), time.Duration(x.IMDSLag), x.Hits, last)
 		}
 	})
 }
 
 // WriteEvent prints one audit record as a line (OK for calls that
-// succeeded).
+// succeeded), with how late instance metadata showed its changes, if late.
 func WriteEvent(w io.Writer, r ec2query.Record) {
 	code := r.ErrorCode
 	if code == "" {
 		code = "OK"
 	}
-	fmt.Fprintf(w, "%s  %-32s %-28s %s\n", r.EventTime.Format(time.RFC3339Nano), r.EventName, code, r.SourceIPAddress)
+	late := ""
+	if n := r.VPCLab; n != nil {
+		late = fmt.Sprintf("  imds +%s (visible %s)", time.Duration(n.IMDSLag), n.IMDSVisibleAt.Format(time.RFC3339Nano))
+	}
+	fmt.Fprintf(w, "%s  %-32s %-28s %s%s\n", r.EventTime.Format(time.RFC3339Nano), r.EventName, code, r.SourceIPAddress, late)
 }
 
 // Summary is an ipamd's state in one cell: running (pid, restarts) or

@@ -60,6 +60,9 @@ type ENIStatus struct {
 	Used      int      `json:"used"`
 	Free      int      `json:"free"`
 	Prefixes  []string `json:"prefixes,omitempty"`
+	// IMDS is how the node's metadata service differs from EC2 for this
+	// ENI right now (nil: it agrees) — the signal of an IMDS lag.
+	IMDS *IMDSDiff `json:"imds,omitempty"`
 }
 
 // PodStatus is one pod.
@@ -133,6 +136,7 @@ func (l *Lab) Status() Status {
 			es.Free = len(e.SecondaryIPs) + 16*len(e.Prefixes) - es.Used
 			ns.ENIs = append(ns.ENIs, es)
 		}
+		ns.ENIs = append(ns.ENIs, l.imdsDiffs(n, enis, ns.ENIs)...)
 		sort.Slice(ns.ENIs, func(i, j int) bool { return ns.ENIs[i].Device < ns.ENIs[j].Device })
 		s.Nodes = append(s.Nodes, ns)
 	}

@@ -94,7 +94,8 @@ var Builtin = []Scenario{
 		Lab: world("m5.4xlarge", "10.0.0.0/22", 1, nil),
 		Steps: []Step{
 			{Name: "warm", Expect: Expect{TotalIPs: Int(29)}},
-			{Name: "burst under RequestLimitExceeded for 3 s", AddPods: 100, PodTimeout: dur(20 * time.Second),
+			// Four sandboxes at a time, as a kubelet's pod workers run them.
+			{Name: "burst under RequestLimitExceeded for 3 s", AddPods: 100, Parallel: 4, PodTimeout: dur(20 * time.Second),
 				Faults: []faults.Rule{
 					{Action: "AssignPrivateIpAddresses", Code: "RequestLimitExceeded", For: dur(3 * time.Second)},
 					{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", For: dur(3 * time.Second)},

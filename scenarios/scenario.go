@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
@@ -58,13 +59,19 @@ type Step struct {
 	Name string `yaml:"name"`
 	// Node the step acts on (default: the first node).
 	Node string `yaml:"node"`
-	// AddPods adds that many pods one after the other; failures are
-	// counted, not fatal. DelPods deletes that many of the oldest pods.
+	// AddPods adds that many pods, one after the other unless Parallel;
+	// failures are counted, not fatal. DelPods deletes that many of the
+	// oldest pods.
 	AddPods int `yaml:"addPods"`
 	DelPods int `yaml:"delPods"`
-	// PodTimeout is how long an ADD is retried (as kubelet would) before
-	// the pod counts as failed (default 30 s: a kubelet retries for
-	// longer; a step that expects refusals sets it short).
+	// Parallel adds up to that many of AddPods' pods at once (default 1),
+	// as `vpclab pods add --parallel` does.
+	Parallel int `yaml:"parallel"`
+	// PodTimeout is how long a failed ADD is retried the way a kubelet
+	// retries a sandbox (its DEL first, back-off 100 ms doubling to 2 s:
+	// lab.Retry, as `vpclab pods add --retry`) before the pod counts as
+	// failed (default 30 s: a kubelet retries for longer; a step that
+	// expects refusals sets it short).
 	PodTimeout model.Duration `yaml:"podTimeout"`
 	// Faults are installed before the step's workload; ClearFaults removes
 	// every rule first.
@@ -122,6 +129,14 @@ func Load(path string) (Scenario, error) {
 	var v Scenario
 	if err := yamlx.Load(path, &v); err != nil {
 		return Scenario{}, err
+	}
+	for i, st := range v.Steps {
+		switch {
+		case st.AddPods < 0 || st.DelPods < 0:
+			return Scenario{}, fmt.Errorf("%s: steps[%d]: addPods and delPods must not be negative", path, i)
+		case st.Parallel < 0 || st.Parallel > 64:
+			return Scenario{}, fmt.Errorf("%s: steps[%d].parallel %d: want 1..64", path, i, st.Parallel)
+		}
 	}
 	return v, nil
 }
@@ -375,18 +390,30 @@ func (x *run) addPods(ctx context.Context, name string, n *lab.Node, st Step) (f
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
+	var mu sync.Mutex // guards failed, x.pods and x.res from the workers
+	sem := make(chan struct{}, max(st.Parallel, 1))
+	var wg sync.WaitGroup
 	for k := 0; k < st.AddPods; k++ {
 		x.seq++
-		p, err := addWithRetry(ctx, n, fmt.Sprintf("p%d", x.seq), timeout)
-		if err != nil {
-			failed++
-			continue
-		}
-		if t, ok := x.released[p.IP.String()]; ok && x.s.Cooldown > 0 && time.Since(t) < time.Duration(x.s.Cooldown) {
-			x.fail("%s: pod %s got %s, released only %s ago (cooldown %s)", name, p.Name, p.IP, time.Since(t).Round(time.Millisecond), time.Duration(x.s.Cooldown))
-		}
-		x.pods = append(x.pods, podRef{n, p})
+		podName := fmt.Sprintf("p%d", x.seq)
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			p, err := n.AddPodRetry(ctx, "scenario", podName, timeout)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed++
+				return
+			}
+			if t, ok := x.released[p.IP.String()]; ok && x.s.Cooldown > 0 && time.Since(t) < time.Duration(x.s.Cooldown) {
+				x.fail("%s: pod %s got %s, released only %s ago (cooldown %s)", name, p.Name, p.IP, time.Since(t).Round(time.Millisecond), time.Duration(x.s.Cooldown))
+			}
+			x.pods = append(x.pods, podRef{n, p})
+		}()
 	}
+	wg.Wait()
 	return failed
 }
 
@@ -418,22 +445,6 @@ func (x *run) finish(ctx context.Context) {
 	}
 	if err := x.l.CheckInvariants(ctx); err != nil {
 		x.fail("invariants: %v", err)
-	}
-}
-
-// addWithRetry adds a pod, retrying a failed ADD (AddPod has already
-// called DEL for it, as a runtime does) every 100 ms for up to timeout.
-func addWithRetry(ctx context.Context, n *lab.Node, name string, timeout time.Duration) (*lab.Pod, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		p, err := n.AddPod(ctx, "scenario", name)
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return p, err
-		}
-		select {
-		case <-time.After(100 * time.Millisecond):
-		case <-ctx.Done():
-		}
 	}
 }
 

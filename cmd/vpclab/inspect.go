@@ -55,14 +55,18 @@ func cmdStatus(e env, args []string) error {
 }
 
 func cmdPods(e env, args []string) error {
-	sub, fs, args, err := subFlags(args, map[string]string{"add": "pods add NAMESPACE/NAME [--node NODE]", "del": "pods del NAMESPACE/NAME",
+	sub, fs, args, err := subFlags(args, map[string]string{"add": "pods add NAMESPACE/NAME... | --count N --prefix [NAMESPACE/]P [--node NODE] [--retry D] [--parallel N]", "del": "pods del NAMESPACE/NAME",
 		"list": "pods list [-o table|json]"}, "add", "del", "list")
 	if err != nil {
 		return err
 	}
 	node := fs.String("node", "", "node for pods add (default the first)")
 	format := fs.Output("table", "json")
-	want := map[string]int{"add": 1, "del": 1, "list": 0}[sub]
+	var b burst
+	if sub == "add" {
+		b.bind(fs)
+	}
+	want := map[string]int{"add": -1, "del": 1, "list": 0}[sub]
 	pos, err := fs.Parse(args, want)
 	if err != nil {
 		return err
@@ -74,6 +78,17 @@ func cmdPods(e env, args []string) error {
 		}
 		return e.show(f, s.AllPods(), func() error { return lab.WritePods(e.stdout, s) })
 	}
+	if sub == "add" {
+		refs, err := b.refs(pos)
+		if err != nil {
+			return cli.Usagef("%v", err)
+		}
+		c, err := e.dial()
+		if err != nil {
+			return err
+		}
+		return b.run(e, c, *node, refs)
+	}
 	ns, pod, err := lab.ParsePodRef(pos[0])
 	if err != nil {
 		return cli.Usagef("%v", err)
@@ -82,14 +97,7 @@ func cmdPods(e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if sub == "del" {
-		return c.DelPod(e.ctx, ns, pod)
-	}
-	p, err := c.AddPod(e.ctx, *node, ns, pod)
-	if err == nil {
-		fmt.Fprintf(e.stdout, "%s/%s on %s: %s\n", p.Namespace, p.Name, p.Node, p.IP)
-	}
-	return err
+	return c.DelPod(e.ctx, ns, pod)
 }
 
 // find enters a pod (or, with node set, a node): nsenter arguments and the
@@ -163,6 +171,33 @@ func cmdMetrics(e env, args []string) error {
 	m, err := c.Metrics(e.ctx, pos[0])
 	fmt.Fprint(e.stdout, m)
 	return err
+}
+
+func cmdIMDS(e env, args []string) error {
+	pos, err := flags("imds NODE [PATH]   (below /latest/, default meta-data/; fetched inside the node with an IMDSv2 token, as ipamd does)").Parse(args, -1)
+	if err != nil {
+		return err
+	}
+	if len(pos) < 1 || len(pos) > 2 {
+		return cli.Usagef("usage: vpclab imds NODE [PATH]")
+	}
+	c, err := e.dial()
+	if err != nil {
+		return err
+	}
+	path := ""
+	if len(pos) == 2 {
+		path = pos[1]
+	}
+	out, err := c.IMDS(e.ctx, pos[0], path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(e.stdout, out)
+	if out != "" && out[len(out)-1] != '\n' {
+		fmt.Fprintln(e.stdout)
+	}
+	return nil
 }
 
 func cmdIpamd(e env, args []string) error {

@@ -25,8 +25,9 @@ Lab lifecycle (root):
   down | gc          tear down a lab started by up | remove what dead labs left
   demo               a lab with pods, a throttling episode and an exhausted subnet, torn down
 Inspecting a running lab:
-  status             nodes, ipamd, ENIs, subnets, pods (-o json)
-  pods add|del|list  NAMESPACE/NAME [--node NODE]
+  status             nodes, ipamd, ENIs (IMDS column: how the node's IMDS lags EC2), subnets, pods (-o json)
+  pods add|del|list  NAMESPACE/NAME... [--node NODE] [--retry D] [--parallel N] [--count N --prefix P]
+  imds NODE [PATH]   the node's instance metadata, fetched inside the node with a token, as ipamd does
   exec POD|--node NODE -- CMD...   ping POD_A POD_B|IP   metrics NODE
   events             CloudTrail-shaped records of EC2 calls (--action, --errors, --follow, -o table)
   faults add|list|clear   throttle set|off   ipamd restart|kill NODE
@@ -55,7 +56,7 @@ type env struct {
 
 var commands = map[string]func(e env, args []string) error{
 	"up": cmdUp, "serve-lab": cmdServeLab, "down": cmdDown, "gc": cmdGC, "demo": cmdDemo,
-	"status": cmdStatus, "pods": cmdPods, "exec": cmdExec, "ping": cmdPing, "metrics": cmdMetrics, "ipamd": cmdIpamd,
+	"status": cmdStatus, "pods": cmdPods, "imds": cmdIMDS, "exec": cmdExec, "ping": cmdPing, "metrics": cmdMetrics, "ipamd": cmdIpamd,
 	"events": cmdEvents, "faults": cmdFaults, "throttle": cmdThrottle, "max-pods": cmdMaxPods, "scenario": cmdScenario,
 	"kubectl": cmdKubectl, "image": cmdImage,
 }

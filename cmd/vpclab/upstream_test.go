@@ -14,14 +14,15 @@ import (
 	"github.com/vpclab/vpclab/lab"
 )
 
-// inNamespace lists the processes inside the network namespace whose
+// inNamespace lists the processes (pid and command line) inside the network namespace whose
 // link is ns ("net:[4026532...]").
 func inNamespace(ns string) []string {
 	var out []string
 	procs, _ := os.ReadDir("/proc")
 	for _, e := range procs {
 		if l, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "net")); err == nil && l == ns {
-			out = append(out, e.Name())
+			cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			out = append(out, e.Name()+" "+strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " ")))
 		}
 	}
 	return out
@@ -68,9 +69,27 @@ var _ = Describe("vpclab up --cni (the real VPC CNI)", Label("upstream"), func()
 			return [2]int{len(r.NetworkInterfaces), secondary}
 		}, "60s", "500ms").Should(Equal([2]int{2, 18}))
 
+		// vpclab imds reads the node's metadata from inside it, as aws-node does.
+		Expect(strings.TrimSpace(mustCLI("imds", "node", "meta-data/local-ipv4", "--name", name))).To(Equal(n.PrivateIP))
+		// A crash of the real aws-node is a crash: the lab restarts it as a
+		// kubelet would, and the node serves pods again.
+		Expect(mustCLI("ipamd", "kill", "node", "--name", name)).To(ContainSubstring("EXITED"))
+		Eventually(func() string {
+			var s lab.Status
+			_ = json.Unmarshal([]byte(mustCLI("status", "-o", "json", "--name", name)), &s)
+			return fmt.Sprintf("%s %d", s.Nodes[0].Ipamd.State, s.Nodes[0].Ipamd.Restarts)
+		}, "60s", "500ms").Should(Equal("running 1"))
+		mustCLI("pods", "add", "default/c", "--retry", "60s", "--name", name)
+		mustCLI("ping", "default/c", "default/a", "--name", name)
+		Expect(json.Unmarshal([]byte(mustCLI("status", "-o", "json", "--name", name)), &st)).To(Succeed())
+		n = st.Nodes[0]
+
 		netns, err := os.Readlink(filepath.Join("/proc", fmt.Sprint(n.Ipamd.PID), "ns", "net"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(inNamespace(netns)).To(HaveLen(2), "aws-node's entrypoint and aws-k8s-agent")
+		// aws-node's entrypoint and aws-k8s-agent (the agent's own short-lived
+		// children, iptables and the like, come and go).
+		Eventually(func() []string { return inNamespace(netns) }, "10s", "100ms").Should(
+			ConsistOf(HaveSuffix("aws-vpc-cni"), HaveSuffix("aws-k8s-agent")))
 		mustCLI("down", "--name", name)
 		expectClean(name)
 		Eventually(func() []string { return inNamespace(netns) }, "10s", "100ms").Should(BeEmpty())

@@ -287,6 +287,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	if recs == nil {
 		recs = []ec2query.Record{}
 	}
+	Annotate(recs, h.api.Audit(), h.imds)
 	writeJSON(w, http.StatusOK, recs)
 }
 

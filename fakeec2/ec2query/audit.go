@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // Record is one API call in CloudTrail's shape.
@@ -35,6 +37,36 @@ type Record struct {
 	Throttled bool `json:"throttled,omitempty"`
 	// DurationMs is how long the call took, latency faults included.
 	DurationMs float64 `json:"durationMs"`
+	// VPCLab holds what vpclab knows about the call beyond CloudTrail's
+	// fields: when its changes became visible in instance metadata, if late.
+	// Filled in when records are read through the control API.
+	VPCLab *Note `json:"vpclab,omitempty"`
+}
+
+// Note is vpclab's addition to a record.
+type Note struct {
+	// IMDSVisibleAt is when the last instance whose metadata shows the
+	// call's changes saw them (only for calls shown late).
+	IMDSVisibleAt time.Time `json:"imdsVisibleAt"`
+	// IMDSLag is how long after the change that was.
+	IMDSLag model.Duration `json:"imdsLag"`
+	// IMDSInstances are the instances whose metadata showed it late.
+	IMDSInstances []string `json:"imdsInstances"`
+	// IMDSFaults are the fault rules (imdsLag) that added to the delay.
+	IMDSFaults []string `json:"imdsFaults,omitempty"`
+}
+
+// Start is when the call arrived.
+func (r Record) Start() time.Time {
+	return r.EventTime.Add(-time.Duration(r.DurationMs * float64(time.Millisecond)))
+}
+
+// Param returns a top-level request parameter (CloudTrail spelling, e.g.
+// networkInterfaceId), "" when absent.
+func (r Record) Param(name string) string {
+	m, _ := r.RequestParameters.(map[string]any)
+	s, _ := m[name].(string)
+	return s
 }
 
 // EventFilter selects audit records.

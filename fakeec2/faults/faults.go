@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +47,9 @@ type Rule struct {
 
 	// Hits counts calls the rule has hit (read-only).
 	Hits int `json:"hits" yaml:"hits,omitempty"`
+	// Delayed lists (newest last, at most 20) the changes an imdsLag rule
+	// held back: "ACTION ENI on INSTANCE".
+	Delayed []string `json:"delayed,omitempty" yaml:"-"`
 	// Added is when the rule was installed (read-only).
 	Added time.Time `json:"added" yaml:"-"`
 }
@@ -107,7 +111,7 @@ func (f *Rules) Add(rules ...Rule) ([]Rule, error) {
 			f.next++
 			r.ID = fmt.Sprintf("fault-%d", f.next)
 		}
-		r.Added, r.Hits = f.now(), 0
+		r.Added, r.Hits, r.Delayed = f.now(), 0, nil
 		f.rules = append(f.rules, &r)
 		out = append(out, r)
 	}
@@ -141,6 +145,7 @@ func (f *Rules) List() []Rule {
 	out := make([]Rule, len(f.rules))
 	for i, r := range f.rules {
 		out[i] = *r
+		out[i].Delayed = slices.Clone(r.Delayed)
 	}
 	return out
 }
@@ -168,19 +173,30 @@ func (f *Rules) hits(r *Rule, action string, now time.Time) bool {
 }
 
 // IMDSLag returns the extra IMDS propagation delay for one change made by
-// action: the sum of the imdsLag of every IMDS rule that hits it.
-func (f *Rules) IMDSLag(action string) time.Duration {
+// action (what describes it, e.g. "eni-… on i-…"): the sum of the imdsLag
+// of every IMDS rule that hits it, and those rules' ids. Each rule
+// remembers what it delayed.
+func (f *Rules) IMDSLag(action, what string) (time.Duration, []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := f.now()
 	var lag time.Duration
+	var ids []string
 	for _, r := range f.rules {
 		if r.IMDSLag > 0 && f.hits(r, action, now) {
 			lag += time.Duration(r.IMDSLag)
+			ids = append(ids, r.ID)
+			if len(r.Delayed) == maxDelayed {
+				r.Delayed = r.Delayed[1:]
+			}
+			r.Delayed = append(r.Delayed, action+" "+what)
 		}
 	}
-	return lag
+	return lag, ids
 }
+
+// maxDelayed bounds a rule's Delayed list (the newest are kept).
+const maxDelayed = 20
 
 // Evaluate returns the latency to add and the error to answer for one call.
 func (f *Rules) Evaluate(action string) (time.Duration, *model.APIError) {

@@ -225,16 +225,23 @@ func (m *Service) apply(c model.Change) {
 			v.primaryMAC = e.MAC
 		}
 		lag := v.lagOr(m.lag)
+		var rules []string
 		if c.Action == "RunInstances" {
 			lag = 0 // an instance boots with its primary ENI in place
 		} else if m.opts.Faults != nil {
-			lag += m.opts.Faults.IMDSLag(c.Action)
+			var extra time.Duration
+			extra, rules = m.opts.Faults.IMDSLag(c.Action, c.ENIID+" on "+id)
+			lag += extra
 		}
 		at := c.Time.Add(lag)
 		if at.Before(v.lastAt) {
-			at = v.lastAt
+			at = v.lastAt // in order: behind an earlier, later-visible change
 		}
 		v.lastAt = at
+		if at.After(c.Time) {
+			m.recordDelay(Delay{Action: c.Action, ENIID: c.ENIID, AttachmentID: c.AttachmentID, InstanceID: id, Changed: c.Time,
+				VisibleAt: at, Lag: model.Duration(at.Sub(c.Time)), Faults: rules})
+		}
 		v.queue = append(v.queue, pending{at: at, id: c.ENIID, eni: snap})
 		v.catchUp(c.Time) // applies what is due (all of it at zero lag), bounding the queue
 	}

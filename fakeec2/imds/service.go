@@ -67,6 +67,7 @@ type Service struct {
 	shared    *http.Server // the one listener serving every instance without its own
 	base      string       // the shared listener's host:port
 	closed    bool
+	delays    []Delay // changes shown late, for audit records and fault rules
 }
 
 // New starts the metadata service of region. Close releases it.
