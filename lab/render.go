@@ -31,10 +31,10 @@ func WriteStatus(w io.Writer, s Status) error {
 	// IMDS: "=" when the node's metadata service agrees with EC2, else how
 	// it lags (addresses missing or extra, the ENI not listed yet, or
 	// listed though EC2 has it no longer).
-	table(w, "NODE\tENI\tDEV\tSUBNET\tADDRS\tUSED\tFREE\tPREFIXES\tIMDS", func(row func(...any)) {
+	table(w, "NODE\tENI\tDEV\tSUBNET\tADDRS\tUSED\tFREE\tPREFIXES\tGROUPS\tIMDS", func(row func(...any)) {
 		for _, n := range s.Nodes {
 			for _, e := range n.ENIs {
-				row(n.Name, e.ID, e.Device, e.SubnetID, e.Addresses, e.Used, e.Free, strings.Join(e.Prefixes, ","), e.IMDS.String())
+				row(n.Name, e.ID, e.Device, e.SubnetID, e.Addresses, e.Used, e.Free, strings.Join(e.Prefixes, ","), strings.Join(e.Groups, ","), e.IMDS.String())
 			}
 		}
 	})

@@ -60,6 +60,8 @@ type ENIStatus struct {
 	Used      int      `json:"used"`
 	Free      int      `json:"free"`
 	Prefixes  []string `json:"prefixes,omitempty"`
+	// Groups are the ENI's security groups.
+	Groups []string `json:"groups,omitempty"`
 	// IMDS is how the node's metadata service differs from EC2 for this
 	// ENI right now (nil: it agrees) — the signal of an IMDS lag.
 	IMDS *IMDSDiff `json:"imds,omitempty"`
@@ -113,7 +115,7 @@ func (l *Lab) Status() Status {
 			if e.Attachment == nil || e.Attachment.InstanceID != n.Instance.ID {
 				continue
 			}
-			es := ENIStatus{ID: e.ID, Device: e.Attachment.DeviceIndex, SubnetID: e.SubnetID, Addresses: 1 + len(e.SecondaryIPs)}
+			es := ENIStatus{ID: e.ID, Device: e.Attachment.DeviceIndex, SubnetID: e.SubnetID, Addresses: 1 + len(e.SecondaryIPs), Groups: e.SecurityGroups}
 			for _, p := range ns.Pods {
 				ip, err := netip.ParseAddr(p.IP)
 				if err != nil {

@@ -46,6 +46,7 @@ var describeSecurityGroups = describe[model.SecurityGroup]{
 	filters: groupFilters, set: "securityGroupInfo", minMax: 5, maxMax: 1000,
 	render: renderEach(func(s *Server, g *model.SecurityGroup) xSecurityGroup {
 		return xSecurityGroup{OwnerID: s.region.AccountID(), GroupID: g.ID, GroupName: g.Name, GroupDescription: g.Description, VPCID: g.VPCID,
+			IPPermissions: s.permissions(g.Rules, false), IPPermsEgress: s.permissions(g.Rules, true),
 			TagSet: tagSet(g.Tags), SecurityGroupArn: "arn:aws:ec2:" + s.region.Name() + ":" + s.region.AccountID() + ":security-group/" + g.ID}
 	}),
 }

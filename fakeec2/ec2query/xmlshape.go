@@ -248,15 +248,15 @@ func (s *Server) xmlSubnet(sn *model.Subnet) xSubnet {
 }
 
 type xSecurityGroup struct {
-	OwnerID          string   `xml:"ownerId"`
-	GroupID          string   `xml:"groupId"`
-	GroupName        string   `xml:"groupName"`
-	GroupDescription string   `xml:"groupDescription"`
-	VPCID            string   `xml:"vpcId"`
-	SecurityGroupArn string   `xml:"securityGroupArn"`
-	IPPermissions    struct{} `xml:"ipPermissions"`
-	IPPermsEgress    struct{} `xml:"ipPermissionsEgress"`
-	TagSet           *xTagSet `xml:"tagSet"`
+	OwnerID          string          `xml:"ownerId"`
+	GroupID          string          `xml:"groupId"`
+	GroupName        string          `xml:"groupName"`
+	GroupDescription string          `xml:"groupDescription"`
+	VPCID            string          `xml:"vpcId"`
+	SecurityGroupArn string          `xml:"securityGroupArn"`
+	IPPermissions    []xIPPermission `xml:"ipPermissions>item"`
+	IPPermsEgress    []xIPPermission `xml:"ipPermissionsEgress>item"`
+	TagSet           *xTagSet        `xml:"tagSet"`
 }
 
 type xInstance struct {

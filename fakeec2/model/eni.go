@@ -189,6 +189,9 @@ func (r *Region) resolveGroups(vpcID string, ids []string) ([]string, error) {
 	if len(ids) == 0 {
 		return []string{r.vpcs[vpcID].DefaultGroupID}, nil
 	}
+	if len(ids) > MaxGroupsPerENI {
+		return nil, Errorf("SecurityGroupsPerInterfaceLimitExceeded", "You have exceeded the maximum number of security groups allowed per network interface (%d).", MaxGroupsPerENI)
+	}
 	var out []string
 	for _, id := range ids {
 		if err := CheckID(KindGroup, id); err != nil {

@@ -30,6 +30,10 @@ const (
 	ChangeVPCCreated         ChangeKind = "VpcCreated"
 	ChangeSubnetCreated      ChangeKind = "SubnetCreated"
 	ChangeGroupCreated       ChangeKind = "SecurityGroupCreated"
+	// ChangeGroupRules: a group's rules changed (the change carries the
+	// group with all its rules).
+	ChangeGroupRules   ChangeKind = "SecurityGroupRulesChanged"
+	ChangeGroupDeleted ChangeKind = "SecurityGroupDeleted"
 )
 
 // Change is one state change, reported in the order the model applied it.

@@ -221,6 +221,7 @@ func (r *Region) CreateVPC(in CreateVPCInput) (VPC, error) {
 	v.DefaultGroupID = sg.ID
 	r.vpcs[v.ID] = v
 	r.groups[sg.ID] = sg
+	r.defaultRules(sg, true)
 	r.doing("CreateVpc")
 	vc, gc := r.vpcCopy(v), sg.clone()
 	r.emit(Change{Kind: ChangeVPCCreated, VPC: &vc})
@@ -349,6 +350,7 @@ func (r *Region) CreateSecurityGroup(in CreateSecurityGroupInput) (SecurityGroup
 	}
 	g := &SecurityGroup{ID: r.ids.next("sg"), Name: in.Name, Description: in.Description, VPCID: in.VPCID, Tags: in.Tags.clone()}
 	r.groups[g.ID] = g
+	r.defaultRules(g, false)
 	r.doing("CreateSecurityGroup")
 	gc := g.clone()
 	r.emit(Change{Kind: ChangeGroupCreated, SecurityGroup: &gc})

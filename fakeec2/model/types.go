@@ -40,6 +40,8 @@ type SecurityGroup struct {
 	Description string `json:"description,omitempty"`
 	VPCID       string `json:"vpcId,omitempty"`
 	Tags        Tags   `json:"tags,omitempty"`
+	// Rules are the group's ingress and egress rules, in the order added.
+	Rules []SGRule `json:"rules,omitempty"`
 }
 
 // MetadataOptions are an instance's IMDS settings.
@@ -148,5 +150,6 @@ func (i Instance) clone() Instance {
 func (g SecurityGroup) clone() SecurityGroup {
 	c := g
 	c.Tags = g.Tags.clone()
+	c.Rules = cloneRules(g.Rules)
 	return c
 }
