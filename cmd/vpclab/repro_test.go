@@ -97,7 +97,7 @@ var _ = Describe("reproducing an incident by hand", Label("cli"), func() {
 		}, 30*time.Second, 500*time.Millisecond).Should(Equal(ipamdENIs(name)))
 
 		before := len(events(name, ""))
-		mustCLI("faults", "add", "--action", "AssignPrivateIpAddresses", "--imds-lag", "6s", "--name", name)
+		mustCLI("faults", "add", "--action", "AssignPrivateIpAddresses", "--imds-lag", "10s", "--name", name)
 		primary := n.ENIs[0].ID
 		var assigned struct {
 			AssignedPrivateIpAddresses []struct{ PrivateIpAddress string }
@@ -115,7 +115,7 @@ var _ = Describe("reproducing an incident by hand", Label("cli"), func() {
 		Expect(row.IMDS.Missing).To(ContainElements(want))
 		Expect(mustCLI("status", "--name", name)).To(ContainSubstring("missing " + strings.Join(row.IMDS.Missing, ",")))
 		// …and disappears once it has passed.
-		Eventually(func() *lab.IMDSDiff { return labStatus(name).Nodes[0].ENIs[0].IMDS }, 20*time.Second, 500*time.Millisecond).Should(BeNil())
+		Eventually(func() *lab.IMDSDiff { return labStatus(name).Nodes[0].ENIs[0].IMDS }, 40*time.Second, 500*time.Millisecond).Should(BeNil())
 		Expect(mustCLI("imds", "node", "meta-data/network/interfaces/macs/"+imdsMAC(name, primary)+"/local-ipv4s", "--name", name)).To(ContainSubstring(want[0]))
 
 		recs := events(name, "")
@@ -132,8 +132,8 @@ var _ = Describe("reproducing an incident by hand", Label("cli"), func() {
 		Expect(mine.VPCLab).NotTo(BeNil(), "the out-of-band assign was delayed in IMDS")
 		Expect(mine.VPCLab.IMDSInstances).To(Equal([]string{n.InstanceID}))
 		Expect(mine.VPCLab.IMDSFaults).To(Equal([]string{"fault-1"}))
-		Expect(time.Duration(mine.VPCLab.IMDSLag)).To(BeNumerically(">=", 6*time.Second))
-		Expect(mustCLI("events", "-o", "table", "--action", "AssignPrivateIpAddresses", "--name", name)).To(MatchRegexp(`imds \+6s`))
+		Expect(time.Duration(mine.VPCLab.IMDSLag)).To(BeNumerically(">=", 10*time.Second))
+		Expect(mustCLI("events", "-o", "table", "--action", "AssignPrivateIpAddresses", "--name", name)).To(MatchRegexp(`imds \+10s`))
 
 		var rules []faults.Rule
 		Expect(json.Unmarshal([]byte(mustCLI("faults", "list", "-o", "json", "--name", name)), &rules)).To(Succeed())
