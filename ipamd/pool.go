@@ -187,7 +187,10 @@ func (d *Daemon) increase(ctx context.Context, s Stats) error {
 		}
 		ask := min(perENI-have, need)
 		got, err := d.cloud.assign(ctx, e.ID, ask, pd)
-		if err != nil && ask > 1 && !isThrottle(err) && !isCapacityError(err) && errorCode(err) != "PrivateIpAddressLimitExceeded" {
+		// As upstream: a refused batch is retried for one address (or
+		// prefix), so a subnet's last addresses are used; only when even
+		// one cannot be had does a capacity error pause scale-up.
+		if err != nil && ask > 1 && !isThrottle(err) && errorCode(err) != "PrivateIpAddressLimitExceeded" {
 			got, err = d.cloud.assign(ctx, e.ID, 1, pd)
 		}
 		if err != nil {

@@ -77,6 +77,21 @@ var Builtin = []Scenario{
 		Steps: []Step{{Name: "3 pods: 2 fit", AddPods: 3, PodTimeout: dur(3 * time.Second), Expect: Expect{Pods: Int(2), FailedAdds: Int(1), ENIs: Int(2)}}},
 	},
 	{
+		// Upstream retries a refused batch with one address
+		// (tryAssignIPs), so a subnet's last addresses serve pods; a 120 s
+		// pause after the first InsufficientFreeAddressesInSubnet would
+		// strand them.
+		Name: "the subnet's last addresses are used", Labels: []string{"exhaustion"}, Implementations: both,
+		// A /28: 11 usable, the node's primary address and 10 secondaries
+		// (an m5.xlarge ENI would hold 14). WARM_IP_TARGET=12 makes every
+		// batch ask for more than the subnet has.
+		Lab: world("m5.xlarge", "10.0.0.0/28", 1, map[string]string{"WARM_IP_TARGET": "12"}),
+		Steps: []Step{
+			{Name: "warm: batches of 12 refused, one at a time fills the subnet", Expect: Expect{TotalIPs: Int(10), Events: map[string][2]int{"InsufficientFreeAddressesInSubnet": {1, -1}}}},
+			{Name: "10 pods on the subnet's last addresses", AddPods: 10, Expect: Expect{Pods: Int(10), FailedAdds: Int(0), TotalIPs: Int(10)}},
+		},
+	},
+	{
 		Name: "subnet exhaustion across two nodes", Labels: []string{"exhaustion"}, Implementations: both,
 		// A /27 has 27 usable addresses: two primary ENIs with 9
 		// secondaries each leave 7, too few for another ENI's 10.
