@@ -57,7 +57,9 @@ type Daemon struct {
 	lastDecrease      time.Time
 	insufficientUntil time.Time
 	backoffUntil      time.Time
-	backoff           time.Duration
+	backoff           time.Duration // throttling's
+	errBackoff        time.Duration // other errors'
+	backoffClass      string        // what backoffUntil is for: throttling or error
 	lastPoolError     string
 	terminating       bool
 

@@ -101,7 +101,13 @@ func (d *Daemon) poolTick(ctx context.Context) {
 		return
 	}
 	if wait > 0 {
-		d.m.throttled.WithLabelValues("api-backoff").Inc()
+		d.mu.Lock()
+		label := "api-backoff"
+		if d.backoffClass == "error" {
+			label = "error-backoff"
+		}
+		d.mu.Unlock()
+		d.m.throttled.WithLabelValues(label).Inc()
 		return
 	}
 	s := d.ds.GetStats()
@@ -127,8 +133,11 @@ func (d *Daemon) poolTick(ctx context.Context) {
 	}
 }
 
-// noteResult records the outcome of a pool action: throttling doubles a
-// back-off (1 s up to 1 min), success resets it.
+// noteResult records the outcome of a pool action. Each error class backs
+// off on its own, doubling, so a persistent failure never spins the pool:
+// throttling from 1 s up to 1 min, other errors (InvalidParameterValue,
+// a limit, an ENI that never showed up …) from 250 ms up to 2 min; capacity
+// errors have their own pause (increase). Success resets both.
 func (d *Daemon) noteResult(what string, err error) {
 	if err != nil {
 		d.reportIAM(err)
@@ -136,18 +145,23 @@ func (d *Daemon) noteResult(what string, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err == nil {
-		d.backoff = 0
+		d.backoff, d.errBackoff, d.backoffClass = 0, 0, ""
 		return
 	}
 	d.lastPoolError = fmt.Sprintf("%s: %v", what, err)
 	d.m.ipamdErr.WithLabelValues(strings.ReplaceAll(what, " ", "")).Inc()
-	if isThrottle(err) {
+	switch {
+	case isThrottle(err):
 		d.backoff = min(max(d.backoff*2, time.Second), time.Minute)
-		d.backoffUntil = time.Now().Add(d.backoff)
+		d.backoffUntil, d.backoffClass = time.Now().Add(d.backoff), "throttling"
 		d.log.Warn("EC2 throttled; backing off", "action", what, "backoff", d.backoff.String(), "err", err)
-		return
+	case isCapacityError(err):
+		d.log.Warn("pool action failed", "action", what, "err", err)
+	default:
+		d.errBackoff = min(max(d.errBackoff*2, 250*time.Millisecond), 2*time.Minute)
+		d.backoffUntil, d.backoffClass = time.Now().Add(d.errBackoff), "error"
+		d.log.Warn("pool action failed; backing off", "action", what, "backoff", d.errBackoff.String(), "err", err)
 	}
-	d.log.Warn("pool action failed", "action", what, "err", err)
 }
 
 // increase is increaseDatastorePool: fill existing ENIs first, else attach

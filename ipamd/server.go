@@ -201,7 +201,11 @@ func (d *Daemon) poolCondition() string {
 		parts = append(parts, "subnet out of addresses (scale-up paused)")
 	}
 	if time.Now().Before(d.backoffUntil) {
-		parts = append(parts, "EC2 throttling back-off")
+		if d.backoffClass == "error" {
+			parts = append(parts, fmt.Sprintf("back-off after errors (%s)", d.errBackoff))
+		} else {
+			parts = append(parts, "EC2 throttling back-off")
+		}
 	}
 	if d.ds.ENICount() >= d.maxENI-d.unmanaged {
 		parts = append(parts, "ENI limit reached")

@@ -144,9 +144,9 @@ func (n *Node) AddPodRetry(ctx context.Context, namespace, name string, timeout 
 
 // Retry runs attempt the way a kubelet retries a pod's sandbox: after a
 // failure that attempt says is worth retrying, it waits 100 ms, doubling up
-// to 2 s, and tries again until timeout would pass. onFail (optional)
-// hears of every failed attempt and the wait before the next (0: none).
-// The last error is returned with the number of attempts.
+// to 2 s, and tries again, the last time when timeout is up. onFail
+// (optional) hears of every failed attempt and the wait before the next
+// (0: none). The last error is returned with the number of attempts.
 func Retry(ctx context.Context, timeout time.Duration, attempt func() (retry bool, err error), onFail func(n int, err error, wait time.Duration)) error {
 	deadline := time.Now().Add(timeout)
 	wait := 100 * time.Millisecond
@@ -155,9 +155,9 @@ func Retry(ctx context.Context, timeout time.Duration, attempt func() (retry boo
 		if err == nil {
 			return nil
 		}
-		last := !retry || ctx.Err() != nil || time.Now().Add(wait).After(deadline)
+		next := min(wait, time.Until(deadline))
+		last := !retry || ctx.Err() != nil || next <= 0
 		if onFail != nil {
-			next := wait
 			if last {
 				next = 0
 			}
@@ -167,7 +167,7 @@ func Retry(ctx context.Context, timeout time.Duration, attempt func() (retry boo
 			return fmt.Errorf("%w (%d attempts in %s)", err, n, timeout)
 		}
 		select {
-		case <-time.After(wait):
+		case <-time.After(next):
 		case <-ctx.Done():
 		}
 		wait = min(2*wait, 2*time.Second)

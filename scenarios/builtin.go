@@ -92,6 +92,21 @@ var Builtin = []Scenario{
 		},
 	},
 	{
+		// A persistent, non-throttling error (here CreateNetworkInterface
+		// answering InvalidParameterValue) backs off, doubling from 250 ms,
+		// instead of being retried at every pool check (upstream: its 5 s
+		// pool tick).
+		Name: "a persistent EC2 error backs off", Labels: []string{"throttling"}, Implementations: both,
+		Lab: world("m5.large", "10.0.0.0/24", 1, nil),
+		Steps: []Step{
+			{Name: "5 pods need a second ENI; creating one always fails", AddPods: 5,
+				Faults: []faults.Rule{{Action: "CreateNetworkInterface", Code: "InvalidParameterValue"}},
+				Expect: Expect{Pods: Int(5), ENIs: Int(1)}},
+			{Name: "15 s later: a handful of attempts, not one per pool check", Sleep: dur(15 * time.Second),
+				Expect: Expect{ENIs: Int(1), Events: map[string][2]int{"InvalidParameterValue": {2, 9}}}},
+		},
+	},
+	{
 		Name: "subnet exhaustion across two nodes", Labels: []string{"exhaustion"}, Implementations: both,
 		// A /27 has 27 usable addresses: two primary ENIs with 9
 		// secondaries each leave 7, too few for another ENI's 10.
