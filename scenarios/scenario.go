@@ -10,11 +10,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
@@ -383,56 +381,6 @@ func (x *run) kube(ctx context.Context, name string, st Step) bool {
 	return true
 }
 
-// addPods adds a step's pods the way a kubelet does and returns how many
-// never got an address.
-func (x *run) addPods(ctx context.Context, name string, n *lab.Node, st Step) (failed int) {
-	timeout := time.Duration(st.PodTimeout)
-	if timeout == 0 {
-		timeout = 30 * time.Second
-	}
-	var mu sync.Mutex // guards failed, x.pods and x.res from the workers
-	sem := make(chan struct{}, max(st.Parallel, 1))
-	var wg sync.WaitGroup
-	for k := 0; k < st.AddPods; k++ {
-		x.seq++
-		podName := fmt.Sprintf("p%d", x.seq)
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			p, err := n.AddPodRetry(ctx, "scenario", podName, timeout)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				failed++
-				return
-			}
-			if t, ok := x.released[p.IP.String()]; ok && x.s.Cooldown > 0 && time.Since(t) < time.Duration(x.s.Cooldown) {
-				x.fail("%s: pod %s got %s, released only %s ago (cooldown %s)", name, p.Name, p.IP, time.Since(t).Round(time.Millisecond), time.Duration(x.s.Cooldown))
-			}
-			x.pods = append(x.pods, podRef{n, p})
-		}()
-	}
-	wg.Wait()
-	return failed
-}
-
-// delPods deletes the count oldest pods on n.
-func (x *run) delPods(ctx context.Context, name string, n *lab.Node, count int) {
-	for k := 0; k < count; k++ {
-		idx := slices.IndexFunc(x.pods, func(p podRef) bool { return p.node == n })
-		if idx < 0 {
-			x.fail("%s: no pod left to delete on %s", name, n.Name)
-			return
-		}
-		if err := n.DelPod(ctx, x.pods[idx].pod); err != nil {
-			x.fail("%s: %v", name, err)
-		}
-		x.released[x.pods[idx].pod.IP.String()] = time.Now()
-		x.pods = slices.Delete(x.pods, idx, idx+1)
-	}
-}
-
 // finish checks what must hold once every step ran: no address held twice
 // and the lab's invariants.
 func (x *run) finish(ctx context.Context) {
@@ -446,16 +394,6 @@ func (x *run) finish(ctx context.Context) {
 	if err := x.l.CheckInvariants(ctx); err != nil {
 		x.fail("invariants: %v", err)
 	}
-}
-
-func countOn(pods []podRef, n *lab.Node) int {
-	c := 0
-	for _, p := range pods {
-		if p.node == n {
-			c++
-		}
-	}
-	return c
 }
 
 func mutating(l *lab.Lab) int {
@@ -482,134 +420,6 @@ func metric(n *lab.Node, name string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no metric %s", name)
-}
-
-// check checks a step's expectations and returns, for each pool figure it
-// waited for, how long after start it held.
-func (r Runner) check(ctx context.Context, l *lab.Lab, n *lab.Node, step string, e Expect, failed int, pods []podRef, callsBefore int, start time.Time, fail func(string, ...any)) map[string]time.Duration {
-	reached := map[string]time.Duration{}
-	if e.FailedAdds != nil && failed != *e.FailedAdds {
-		fail("%s: %d pod adds failed, want %d", step, failed, *e.FailedAdds)
-	}
-	if e.Pods != nil && countOn(pods, n) != *e.Pods {
-		fail("%s: %d pods on %s, want %d", step, countOn(pods, n), n.Name, *e.Pods)
-	}
-	if e.MaxMutatingCalls != nil {
-		if c := mutating(l) - callsBefore; c > *e.MaxMutatingCalls {
-			fail("%s: %d mutating EC2 calls, want at most %d", step, c, *e.MaxMutatingCalls)
-		}
-	}
-	within := time.Duration(e.Within)
-	if within == 0 {
-		within = 10 * time.Second
-		if n.CNI().IsUpstream() {
-			within = 90 * time.Second
-		}
-		if l.Kubeconfig() != "" { // a kubelet backs off between sandbox retries
-			within = 2 * time.Minute
-		}
-	}
-	checks := waits(ctx, l, n, e)
-	for _, c := range checks {
-		if c.v == nil {
-			continue
-		}
-		deadline := time.Now().Add(within)
-		var got int
-		var err error
-		for {
-			got, err = c.get()
-			if err == nil && got == *c.v {
-				reached[fmt.Sprintf("%s=%d", c.what, *c.v)] = time.Since(start)
-				break
-			}
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				fail("%s: %s = %d (%v), want %d", step, c.what, got, err, *c.v)
-				reached[fmt.Sprintf("%s=%d", c.what, *c.v)] = -1
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	for code, mm := range e.Events {
-		c := len(l.Events(ec2query.EventFilter{ErrorCode: code}))
-		if c < mm[0] || (mm[1] >= 0 && c > mm[1]) {
-			fail("%s: %d %s events, want between %d and %d", step, c, code, mm[0], mm[1])
-		}
-	}
-	for reason, mm := range e.PodEvents {
-		c, err := l.KubeEvents(ctx, reason)
-		if err != nil || c < mm[0] || (mm[1] >= 0 && c > mm[1]) {
-			fail("%s: %d %s Kubernetes events (%v), want between %d and %d", step, c, reason, err, mm[0], mm[1])
-		}
-	}
-	return reached
-}
-
-// want is one figure a step waits for.
-type want struct {
-	what string
-	v    *int
-	get  func() (int, error)
-}
-
-// waits are the figures of e a step waits for: the node's pool, its ENIs
-// in EC2, and in Kubernetes labs the pods selectors pick.
-func waits(ctx context.Context, l *lab.Lab, n *lab.Node, e Expect) []want {
-	checks := []want{
-		{"awscni_total_ip_addresses", e.TotalIPs, func() (int, error) { return metric(n, "awscni_total_ip_addresses") }},
-		{"awscni_assigned_ip_addresses", e.AssignedIPs, func() (int, error) { return metric(n, "awscni_assigned_ip_addresses") }},
-		{"awscni_total_ipv4_prefixes", e.Prefixes, func() (int, error) { return metric(n, "awscni_total_ipv4_prefixes") }},
-		{"detached ENIs tagged for the node", e.LeakedENIs, func() (int, error) {
-			c := 0
-			for _, x := range l.Region().NetworkInterfaces() {
-				if x.Attachment == nil && x.Tags["node.k8s.amazonaws.com/instance_id"] == n.Instance.ID {
-					c++
-				}
-			}
-			return c, nil
-		}},
-		{"ENIs attached (EC2)", e.ENIs, func() (int, error) {
-			c := 0
-			for _, x := range l.Region().NetworkInterfaces() {
-				if x.Attachment != nil && x.Attachment.InstanceID == n.Instance.ID {
-					c++
-				}
-			}
-			return c, nil
-		}},
-	}
-	for _, sel := range slices.Sorted(maps.Keys(e.Running)) {
-		checks = append(checks, want{"Running pods on their node's ENIs, " + sel, Int(e.Running[sel]), func() (int, error) {
-			return countPods(ctx, l, sel, func(p lab.KubePod) int {
-				if p.Phase == "Running" && p.OnNodeENIs && !p.Terminating {
-					return 1
-				}
-				return 0
-			})
-		}})
-	}
-	for _, sel := range slices.Sorted(maps.Keys(e.PodRestarts)) {
-		checks = append(checks, want{"container restarts, " + sel, Int(e.PodRestarts[sel]), func() (int, error) {
-			return countPods(ctx, l, sel, func(p lab.KubePod) int {
-				if p.Terminating {
-					return 0
-				}
-				return p.Restarts
-			})
-		}})
-	}
-	return checks
-}
-
-// countPods sums f over the pods selector picks.
-func countPods(ctx context.Context, l *lab.Lab, selector string, f func(lab.KubePod) int) (int, error) {
-	pods, err := l.KubePods(ctx, selector)
-	c := 0
-	for _, p := range pods {
-		c += f(p)
-	}
-	return c, err
 }
 
 // dump gathers what a failed scenario's reader needs: the nodes' pools,

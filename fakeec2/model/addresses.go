@@ -358,8 +358,19 @@ func (r *Region) allocIPv6(s *subnetState, addrs []netip.Addr, count int, prefix
 		}
 		outP = append(outP, p.Masked())
 	}
-	// /80 blocks 1..65535 of the /64: lowest first, or (random) a few
-	// random tries before the same scan.
+	outP, err := r.pickV6Prefixes(s, outP, len(prefixes)+pcount, how)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.v6Next = next
+	return outA, outP, nil
+}
+
+// pickV6Prefixes adds /80 blocks (1..65535 of the subnet's /64) to outP
+// until it holds want: lowest first, or (random) a few random tries before
+// the same scan.
+func (r *Region) pickV6Prefixes(s *subnetState, outP []netip.Prefix, want int, how pick) ([]netip.Prefix, error) {
+	base := s.IPv6CIDR.Addr().As16()
 	free := func(k uint16) (netip.Prefix, bool) {
 		b := base
 		b[8], b[9] = byte(k>>8), byte(k)
@@ -367,21 +378,20 @@ func (r *Region) allocIPv6(s *subnetState, addrs []netip.Addr, count int, prefix
 		_, used := r.owners.prefix(p)
 		return p, k != 0 && !used && !slices.Contains(outP, p) && !r.owners.anyIn(p)
 	}
-	for try := 0; how.random && try < 64 && len(outP) < len(prefixes)+pcount; try++ {
+	for try := 0; how.random && try < 64 && len(outP) < want; try++ {
 		if p, ok := free(uint16(s.pool.rng.UintN(1 << 16))); ok {
 			outP = append(outP, p)
 		}
 	}
-	for k := 1; k < 1<<16 && len(outP) < len(prefixes)+pcount; k++ {
+	for k := 1; k < 1<<16 && len(outP) < want; k++ {
 		if p, ok := free(uint16(k)); ok {
 			outP = append(outP, p)
 		}
 	}
-	if len(outP) < len(prefixes)+pcount {
-		return nil, nil, Errorf("InsufficientCidrBlocks", "The specified subnet does not have enough free cidr blocks to satisfy the request.")
+	if len(outP) < want {
+		return nil, Errorf("InsufficientCidrBlocks", "The specified subnet does not have enough free cidr blocks to satisfy the request.")
 	}
-	s.v6Next = next
-	return outA, outP, nil
+	return outP, nil
 }
 
 // AssignIPv6Input asks for IPv6 addresses or /80 prefixes.
