@@ -235,7 +235,13 @@ spec:
 				b = p
 			}
 		}
-		Expect(kubectl(l, "exec", a.Name, "--", "sh", "-c", httpGet(b.IP+" 8080", "/hostname"))).To(HaveSuffix("\r\n\r\n" + b.Name))
+		// Running is not listening: the server in b may still be starting
+		// (no readiness probe), which a loaded machine makes visible as a
+		// refused connection — the network answered.
+		Eventually(func() string {
+			out, _ := l.Kubectl(context.Background(), nil, "exec", a.Name, "--", "sh", "-c", httpGet(b.IP+" 8080", "/hostname"))
+			return string(out)
+		}).WithTimeout(30 * time.Second).Should(HaveSuffix("\r\n\r\n" + b.Name))
 		Eventually(func() string {
 			out, _ := l.Kubectl(context.Background(), nil, "exec", a.Name, "--", "sh", "-c", httpGet("web.default.svc.cluster.local 80", "/hostname"))
 			return string(out)
