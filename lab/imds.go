@@ -154,11 +154,12 @@ func (l *Lab) imdsDiffs(n *Node, enis []model.NetworkInterface, rows []ENIStatus
 		v, ok := listed[rows[i].ID]
 		delete(listed, rows[i].ID)
 		e := enis[slices.IndexFunc(enis, func(e model.NetworkInterface) bool { return e.ID == rows[i].ID })]
+		inEC2 := addrStrings(append([]netip.Addr{e.PrivateIP}, e.SecondaryIPs...), e.Prefixes)
 		if !ok {
-			rows[i].IMDS = &IMDSDiff{NotListed: true, Missing: addrStrings(append([]netip.Addr{e.PrivateIP}, e.SecondaryIPs...), e.Prefixes)}
+			rows[i].IMDS = &IMDSDiff{NotListed: true, Missing: inEC2}
 			continue
 		}
-		rows[i].IMDS = diffIMDS(addrStrings(append([]netip.Addr{e.PrivateIP}, e.SecondaryIPs...), e.Prefixes), addrStrings(v.IPv4, v.Prefixes))
+		rows[i].IMDS = diffIMDS(inEC2, addrStrings(v.IPv4, v.Prefixes))
 	}
 	var extra []ENIStatus
 	for _, v := range view {

@@ -98,17 +98,17 @@ func (b *burst) run(e env, c *lab.Client, node string, refs [][2]string) error {
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(failed...); err != nil {
-		if len(refs) == 1 {
-			return failed[0]
+	n := 0
+	for _, f := range failed {
+		if f != nil {
+			n++
 		}
-		n := 0
-		for _, f := range failed {
-			if f != nil {
-				n++
-			}
-		}
-		return fmt.Errorf("%d of %d pods not added", n, len(refs))
 	}
-	return nil
+	switch {
+	case n == 0:
+		return nil
+	case len(refs) == 1:
+		return failed[0]
+	}
+	return fmt.Errorf("%d of %d pods not added", n, len(refs))
 }

@@ -1,6 +1,7 @@
 package ec2query
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/vpclab/vpclab/fakeec2/model"
@@ -134,12 +135,9 @@ func (s *Server) revokeIngress(q *qnode) (any, error) { return s.revoke(q, false
 func (s *Server) revokeEgress(q *qnode) (any, error)  { return s.revoke(q, true) }
 
 func (s *Server) revoke(q *qnode, egress bool) (any, error) {
-	var rules []model.SGRule
-	var err error
-	if q.present("IpProtocol") || q.child("IpPermissions") != nil || q.present("GroupName") || q.present("SourceSecurityGroupName") {
-		if rules, err = ruleParams(q, !egress); err != nil {
-			return nil, err
-		}
+	rules, err := ruleParams(q, !egress) // none when only rule ids are given
+	if err != nil {
+		return nil, err
 	}
 	ids, err := q.strings("SecurityGroupRuleId")
 	if err != nil {
@@ -149,25 +147,17 @@ func (s *Server) revoke(q *qnode, egress bool) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A RevokedSecurityGroupRule names a referenced group by id only.
 	type revoked struct {
-		ID          string `xml:"securityGroupRuleId"`
-		GroupID     string `xml:"groupId"`
-		IsEgress    bool   `xml:"isEgress"`
-		IPProtocol  string `xml:"ipProtocol"`
-		FromPort    int    `xml:"fromPort"`
-		ToPort      int    `xml:"toPort"`
-		CIDRv4      string `xml:"cidrIpv4,omitempty"`
-		CIDRv6      string `xml:"cidrIpv6,omitempty"`
-		Referenced  string `xml:"referencedGroupId,omitempty"`
-		Description string `xml:"description,omitempty"`
+		xRuleCore
+		Referenced string `xml:"referencedGroupId,omitempty"`
 	}
 	out := struct {
 		Return  bool      `xml:"return"`
 		Revoked []revoked `xml:"revokedSecurityGroupRuleSet>item"`
 	}{Return: true}
 	for _, x := range gone {
-		v4, v6 := cidrs(x)
-		out.Revoked = append(out.Revoked, revoked{x.ID, x.GroupID, x.Egress, x.Protocol, x.FromPort, x.ToPort, v4, v6, x.RefGroupID, x.Description})
+		out.Revoked = append(out.Revoked, revoked{ruleCore(x), x.RefGroupID})
 	}
 	return out, nil
 }
@@ -227,24 +217,29 @@ func (s *Server) deleteSecurityGroup(q *qnode) (any, error) {
 	}{true, id}, nil
 }
 
+// xRuleCore is what every response shape of a rule carries.
+type xRuleCore struct {
+	ID          string `xml:"securityGroupRuleId"`
+	GroupID     string `xml:"groupId"`
+	IsEgress    bool   `xml:"isEgress"`
+	IPProtocol  string `xml:"ipProtocol"`
+	FromPort    int    `xml:"fromPort"`
+	ToPort      int    `xml:"toPort"`
+	CIDRv4      string `xml:"cidrIpv4,omitempty"`
+	CIDRv6      string `xml:"cidrIpv6,omitempty"`
+	Description string `xml:"description,omitempty"`
+}
+
 // xSGRuleItem is a SecurityGroupRule in responses.
 type xSGRuleItem struct {
-	ID         string `xml:"securityGroupRuleId"`
-	GroupID    string `xml:"groupId"`
+	xRuleCore
 	OwnerID    string `xml:"groupOwnerId"`
-	IsEgress   bool   `xml:"isEgress"`
-	IPProtocol string `xml:"ipProtocol"`
-	FromPort   int    `xml:"fromPort"`
-	ToPort     int    `xml:"toPort"`
-	CIDRv4     string `xml:"cidrIpv4,omitempty"`
-	CIDRv6     string `xml:"cidrIpv6,omitempty"`
 	Referenced *struct {
 		GroupID string `xml:"groupId"`
 		UserID  string `xml:"userId"`
 	} `xml:"referencedGroupInfo"`
-	Description string   `xml:"description,omitempty"`
-	TagSet      *xTagSet `xml:"tagSet"`
-	ARN         string   `xml:"securityGroupRuleArn"`
+	TagSet *xTagSet `xml:"tagSet"`
+	ARN    string   `xml:"securityGroupRuleArn"`
 }
 
 func cidrs(x model.SGRule) (v4, v6 string) {
@@ -258,10 +253,14 @@ func cidrs(x model.SGRule) (v4, v6 string) {
 	return v4, v6
 }
 
-func (s *Server) ruleItem(x model.SGRule) xSGRuleItem {
+func ruleCore(x model.SGRule) xRuleCore {
 	v4, v6 := cidrs(x)
-	it := xSGRuleItem{ID: x.ID, GroupID: x.GroupID, OwnerID: s.region.AccountID(), IsEgress: x.Egress, IPProtocol: x.Protocol,
-		FromPort: x.FromPort, ToPort: x.ToPort, CIDRv4: v4, CIDRv6: v6, Description: x.Description, TagSet: tagSet(x.Tags),
+	return xRuleCore{ID: x.ID, GroupID: x.GroupID, IsEgress: x.Egress, IPProtocol: x.Protocol, FromPort: x.FromPort, ToPort: x.ToPort,
+		CIDRv4: v4, CIDRv6: v6, Description: x.Description}
+}
+
+func (s *Server) ruleItem(x model.SGRule) xSGRuleItem {
+	it := xSGRuleItem{xRuleCore: ruleCore(x), OwnerID: s.region.AccountID(), TagSet: tagSet(x.Tags),
 		ARN: "arn:aws:ec2:" + s.region.Name() + ":" + s.region.AccountID() + ":security-group-rule/" + x.ID}
 	if x.RefGroupID != "" {
 		it.Referenced = &struct {
@@ -320,7 +319,9 @@ func (s *Server) permissions(rules []model.SGRule, egress bool) []xIPPermission 
 		i, ok := index[k]
 		if !ok {
 			p := xIPPermission{IPProtocol: x.Protocol}
-			if x.Protocol != "-1" && (x.FromPort != -1 || x.Protocol == "icmp" || x.Protocol == "icmpv6" || x.Protocol == "tcp" || x.Protocol == "udp") {
+			// Only protocols with ports (ICMP: type and code) show them;
+			// the rule model keeps -1 for every other protocol.
+			if slices.Contains([]string{"tcp", "udp", "icmp", "icmpv6"}, x.Protocol) {
 				from, to := x.FromPort, x.ToPort
 				p.FromPort, p.ToPort = &from, &to
 			}

@@ -3,7 +3,6 @@ package imds
 import (
 	"net/netip"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/vpclab/vpclab/fakeec2/model"
@@ -68,8 +67,8 @@ func (m *Service) recordDelay(d Delay) {
 }
 
 // Delays lists the delayed changes of action (every action when empty)
-// made since since, oldest first, once every change made before the call
-// has been processed.
+// made since since, in the order they happened (the feed's), once every
+// change made before the call has been processed.
 func (m *Service) Delays(action string, since time.Time) []Delay {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -80,6 +79,5 @@ func (m *Service) Delays(action string, since time.Time) []Delay {
 			out = append(out, d)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Changed.Before(out[j].Changed) })
 	return out
 }

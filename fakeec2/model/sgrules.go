@@ -165,7 +165,7 @@ func (r *Region) lookupGroup(id string) (*SecurityGroup, error) {
 func (r *Region) AuthorizeRules(groupID string, egress bool, rules []SGRule) ([]SGRule, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.doing(map[bool]string{false: "AuthorizeSecurityGroupIngress", true: "AuthorizeSecurityGroupEgress"}[egress])
+	r.doing(ruleAction("Authorize", egress))
 	g, err := r.lookupGroup(groupID)
 	if err != nil {
 		return nil, err
@@ -204,7 +204,7 @@ func (r *Region) AuthorizeRules(groupID string, egress bool, rules []SGRule) ([]
 func (r *Region) RevokeRules(groupID string, egress bool, rules []SGRule, ids []string) ([]SGRule, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.doing(map[bool]string{false: "RevokeSecurityGroupIngress", true: "RevokeSecurityGroupEgress"}[egress])
+	r.doing(ruleAction("Revoke", egress))
 	g, err := r.lookupGroup(groupID)
 	if err != nil {
 		return nil, err
@@ -352,6 +352,14 @@ func (r *Region) defaultRules(g *SecurityGroup, isDefault bool) {
 	if len(v.IPv6CIDRBlocks) > 0 {
 		g.Rules = append(g.Rules, SGRule{ID: r.ids.next("sgr"), GroupID: g.ID, Egress: true, Protocol: "-1", FromPort: -1, ToPort: -1, CIDR: netip.MustParsePrefix("::/0")})
 	}
+}
+
+// ruleAction is the EC2 action verb+SecurityGroupIngress or …Egress.
+func ruleAction(verb string, egress bool) string {
+	if egress {
+		return verb + "SecurityGroupEgress"
+	}
+	return verb + "SecurityGroupIngress"
 }
 
 func (r *Region) emitGroup(g *SecurityGroup, kind ChangeKind) {
