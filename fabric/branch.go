@@ -19,6 +19,7 @@ type branchLink struct {
 	routerName string
 	sdc        *bool
 	addrs      []netip.Addr
+	groups     []string
 }
 
 // branchLinkName names the router-side VLAN link of a branch; the trunk's
@@ -116,7 +117,7 @@ func (f *Fabric) reconcileBranch(id string) error {
 		b.sdc = &v
 	}
 	f.setOwner(b.addrs, nil, "")
-	b.addrs = addrs
+	b.addrs, b.groups = addrs, slices.Clone(e.SecurityGroups)
 	f.setOwner(b.addrs, nil, trunk.instanceID)
 	return nil
 }

@@ -124,6 +124,7 @@ type Fabric struct {
 	pfxOwner map[netip.Prefix]string // delegated prefix -> instance id
 	subnets  map[string]model.Subnet
 	vpcs     map[string]model.VPC
+	groups   map[string]model.SecurityGroup // with their rules
 }
 
 // New builds the kernel state for the region's current state and starts
@@ -140,6 +141,7 @@ func New(cfg Config) (*Fabric, error) {
 		cfg: cfg, log: cfg.Logger, region: cfg.Region, vlan: cfg.VLAN, done: make(chan struct{}),
 		routers: map[string]*router{}, nodes: map[string]*node{}, enis: map[string]*eniLink{}, branches: map[string]*branchLink{},
 		owners: map[netip.Addr]string{}, pfxOwner: map[netip.Prefix]string{}, subnets: map[string]model.Subnet{}, vpcs: map[string]model.VPC{},
+		groups: map[string]model.SecurityGroup{},
 	}
 	f.cond = sync.NewCond(&f.mu)
 	if f.log == nil {
@@ -179,7 +181,11 @@ func (f *Fabric) loop() {
 	for c := range f.sub.C {
 		f.mu.Lock()
 		if !f.closed {
-			if err := f.apply(c); err != nil {
+			err := f.apply(c)
+			if ferr := f.syncFilters(); ferr != nil {
+				err = errors.Join(err, ferr)
+			}
+			if err != nil {
 				f.log.Error("reconcile", "change", c.Kind, "eni", c.ENIID, "instance", c.InstanceID, "err", err)
 				f.errs = append(f.errs, err)
 			}
@@ -208,6 +214,12 @@ func (f *Fabric) apply(c model.Change) error {
 		return nil
 	case model.ChangeTrunkAssociated, model.ChangeTrunkDisassociated:
 		return f.reconcileBranch(c.ENIID)
+	case model.ChangeGroupCreated, model.ChangeGroupRules:
+		f.groups[c.SecurityGroup.ID] = *c.SecurityGroup
+		return nil
+	case model.ChangeGroupDeleted:
+		delete(f.groups, c.SecurityGroup.ID)
+		return nil
 	}
 	if c.ENIID == "" {
 		return nil

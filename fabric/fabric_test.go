@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -96,6 +95,9 @@ var _ = Describe("two instances in one subnet", func() {
 	It("drops spoofed sources unless the source/destination check is off", func() {
 		// An owned source gets through (and resolves B's address).
 		Expect(ping(aNS, *a.PrivateIpAddress, *b.PrivateIpAddress)).To(Succeed())
+		// B's group admits the whole VPC, so only the check decides (its
+		// default rule admits the group's own members' addresses only).
+		w.authorize(w.defaultGroup(), false, "-1", -1, -1, "10.0.0.0/16")
 		spoof := "10.0.0.200"
 		mustSh(aNS, "ip", "addr", "add", spoof+"/32", "dev", "eth0")
 		in := icmpInEchos(bNS)
@@ -199,22 +201,8 @@ var _ = DescribeTable("trunk and branch ENIs carry 802.1Q frames",
 		trunkLink, _ := w.Fabric.LinkName(*trunk.NetworkInterfaceId)
 		routerTrunk, _ := w.Fabric.RouterLinkName(*trunk.NetworkInterfaceId)
 
-		// The node side of the branch path, as the CNI plugin builds it.
-		h, err := netx.Handle(mustNS(nodeNS))
-		Expect(err).NotTo(HaveOccurred())
-		defer h.Close()
-		parent, err := h.LinkByName(trunkLink)
-		Expect(err).NotTo(HaveOccurred())
-		mac, _ := net.ParseMAC(*branch.MacAddress)
-		d, err := vlan.New(w.Fabric.Datapath())
-		Expect(err).NotTo(HaveOccurred())
-		_, err = d.Add(h, parent, vlan.Link{Name: "vlan.eth.7", VID: 7, MAC: mac, MTU: fabric.MTU, Tag: w.Name})
-		Expect(err).NotTo(HaveOccurred())
 		ip := *branch.PrivateIpAddress
-		mustSh(nodeNS, "ip", "addr", "add", ip+"/32", "dev", "vlan.eth.7")
-		mustSh(nodeNS, "ip", "route", "add", "10.0.0.1", "dev", "vlan.eth.7", "table", "107")
-		mustSh(nodeNS, "ip", "route", "add", "default", "via", "10.0.0.1", "dev", "vlan.eth.7", "table", "107")
-		mustSh(nodeNS, "ip", "rule", "add", "from", ip, "lookup", "107")
+		branchPath(w, nodeNS, trunkLink, *branch.MacAddress, ip, 7)
 
 		// Capture on the router side of the trunk while the branch talks to
 		// another VPC host.

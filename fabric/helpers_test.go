@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -218,4 +219,62 @@ func kernelHasVLAN() bool {
 	}
 	_, err := sh(name, "ip", "link", "add", "link", "p0", "name", "p0.3", "type", "vlan", "id", "3")
 	return err == nil
+}
+
+// defaultGroup is the world VPC's default security group.
+func (w *world) defaultGroup() string {
+	GinkgoHelper()
+	out, err := w.EC2.DescribeSecurityGroups(context.Background(), &ec2.DescribeSecurityGroupsInput{Filters: []types.Filter{
+		{Name: aws.String("vpc-id"), Values: []string{w.VPC}}, {Name: aws.String("group-name"), Values: []string{"default"}}}})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(out.SecurityGroups).To(HaveLen(1))
+	return *out.SecurityGroups[0].GroupId
+}
+
+// authorize adds one rule to a group (peer: a CIDR, or a group id) and
+// waits for the fabric; it returns the rule's id.
+func (w *world) authorize(group string, egress bool, proto string, from, to int32, peer string) string {
+	GinkgoHelper()
+	perm := types.IpPermission{IpProtocol: &proto, FromPort: &from, ToPort: &to}
+	if strings.HasPrefix(peer, "sg-") {
+		perm.UserIdGroupPairs = []types.UserIdGroupPair{{GroupId: &peer}}
+	} else {
+		perm.IpRanges = []types.IpRange{{CidrIp: &peer}}
+	}
+	var rules []types.SecurityGroupRule
+	if egress {
+		out, err := w.EC2.AuthorizeSecurityGroupEgress(context.Background(), &ec2.AuthorizeSecurityGroupEgressInput{GroupId: &group, IpPermissions: []types.IpPermission{perm}})
+		Expect(err).NotTo(HaveOccurred())
+		rules = out.SecurityGroupRules
+	} else {
+		out, err := w.EC2.AuthorizeSecurityGroupIngress(context.Background(), &ec2.AuthorizeSecurityGroupIngressInput{GroupId: &group, IpPermissions: []types.IpPermission{perm}})
+		Expect(err).NotTo(HaveOccurred())
+		rules = out.SecurityGroupRules
+	}
+	Expect(rules).To(HaveLen(1))
+	w.sync()
+	return *rules[0].SecurityGroupRuleId
+}
+
+// branchPath builds the node side of a branch ENI's path as the CNI
+// plugin does: a VLAN link on the trunk's link with the branch's MAC and
+// address, and a route table 100+vid for traffic from it.
+func branchPath(w *world, nodeNS, trunkLink, mac, ip string, vid int) {
+	GinkgoHelper()
+	h, err := netx.Handle(mustNS(nodeNS))
+	Expect(err).NotTo(HaveOccurred())
+	defer h.Close()
+	parent, err := h.LinkByName(trunkLink)
+	Expect(err).NotTo(HaveOccurred())
+	hw, _ := net.ParseMAC(mac)
+	d, err := vlan.New(w.Fabric.Datapath())
+	Expect(err).NotTo(HaveOccurred())
+	name := fmt.Sprintf("vlan.eth.%d", vid)
+	_, err = d.Add(h, parent, vlan.Link{Name: name, VID: vid, MAC: hw, MTU: fabric.MTU, Tag: w.Name})
+	Expect(err).NotTo(HaveOccurred())
+	table := strconv.Itoa(100 + vid)
+	mustSh(nodeNS, "ip", "addr", "add", ip+"/32", "dev", name)
+	mustSh(nodeNS, "ip", "route", "add", "10.0.0.1", "dev", name, "table", table)
+	mustSh(nodeNS, "ip", "route", "add", "default", "via", "10.0.0.1", "dev", name, "table", table)
+	mustSh(nodeNS, "ip", "rule", "add", "from", ip, "lookup", table)
 }

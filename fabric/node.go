@@ -70,6 +70,7 @@ type eniLink struct {
 	sdc        *bool // the source/destination check as last applied
 	addrs      []netip.Addr
 	prefixes   []netip.Prefix
+	groups     []string
 }
 
 // routerLinkName names an ENI's router-side link after its id's tail.
@@ -392,7 +393,7 @@ func (f *Fabric) syncENI(r *router, l *eniLink, e model.NetworkInterface) error 
 		l.sdc = &v
 	}
 	f.setOwner(l.addrs, l.prefixes, "")
-	l.addrs, l.prefixes = addrs, slices.Clone(e.Prefixes)
+	l.addrs, l.prefixes, l.groups = addrs, slices.Clone(e.Prefixes), slices.Clone(e.SecurityGroups)
 	f.setOwner(l.addrs, l.prefixes, l.instanceID)
 	if e.InterfaceType == "trunk" {
 		return f.reconcileBranchesOf(e.ID)

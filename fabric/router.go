@@ -33,6 +33,7 @@ type router struct {
 	h        netlinksafe.Handle
 	servers  []*http.Server
 	gateways map[netip.Addr]bool
+	filter   *filterState // the security groups table as committed; nil: rebuild
 }
 
 func (r *router) close() {

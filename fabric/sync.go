@@ -20,6 +20,9 @@ func (f *Fabric) syncAll(snap model.Snapshot) error {
 	for _, s := range snap.Subnets {
 		f.subnets[s.ID] = s
 	}
+	for _, g := range snap.SecurityGroups {
+		f.groups[g.ID] = g
+	}
 	var errs []error
 	for _, i := range snap.Instances {
 		if i.State == "running" {
@@ -37,7 +40,10 @@ func (f *Fabric) syncAll(snap model.Snapshot) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return f.removeStale()
+	if err := f.removeStale(); err != nil {
+		return err
+	}
+	return f.syncFilters()
 }
 
 // removeStale deletes namespaces and router links of this fabric's name

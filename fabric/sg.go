@@ -1,0 +1,488 @@
+package fabric
+
+// Security groups on real packets.
+//
+// Every VPC router holds one nftables table, "vpclab" (family ip), with a
+// base chain on the forward hook:
+//
+//	ct state established,related accept
+//	iifname vmap @out        # the sending ENI's egress chain
+//	oifname vmap @in         # the receiving ENI's ingress chain
+//
+// Each ENI link in the router (primary, secondary, trunk, and each branch
+// ENI's VLAN link) has an "out-<link>" and an "in-<link>" chain: the union
+// of its groups' rules, each returning when it matches, then a counted
+// drop. A rule naming a group matches the addresses (private IPs and
+// delegated prefixes) of the ENIs in that group, kept in an interval set
+// "g-<group id>" — EC2 matches a referenced group by its members' private
+// addresses, and a set turns a membership change into an element update.
+//
+// Why nftables, through netlink (google/nftables): the router already sees
+// every packet between ENIs with its in- and out-link, so one table there
+// enforces both directions without touching the instances; conntrack makes
+// it stateful the way EC2 is (replies to an allowed flow pass; removing a
+// rule does not cut a tracked flow, because established traffic is
+// accepted before any rule is looked at); and a netlink batch is one
+// atomic kernel transaction of well under a millisecond, with no nft binary
+// and no half-applied state. Traffic the router itself answers (IMDS, the
+// EC2 endpoint) takes the input hook and is never filtered, and traffic
+// inside an instance never reaches the router — both as on EC2.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
+)
+
+// FilterTable is the nftables table (family ip) holding a VPC router's
+// security groups.
+const FilterTable = "vpclab"
+
+// allow is one security group rule as the filter renders it.
+type allow struct {
+	proto    int          // IP protocol number; -1 any
+	from, to int          // port range, or ICMP type and code; -1 any
+	cidr     netip.Prefix // the peer, or
+	group    string       // the peer group (its members' addresses)
+}
+
+func (a allow) String() string {
+	return fmt.Sprintf("%d/%d-%d/%v/%s", a.proto, a.from, a.to, a.cidr, a.group)
+}
+
+// allowOf translates a rule; ok is false for rules that cannot match on the
+// fabric (IPv6 peers or ICMPv6: the fabric carries IPv4 only).
+func allowOf(r model.SGRule) (allow, bool) {
+	a := allow{proto: -1, from: -1, to: -1, group: r.RefGroupID}
+	switch r.Protocol {
+	case "-1":
+	case "tcp":
+		a.proto, a.from, a.to = 6, r.FromPort, r.ToPort
+	case "udp":
+		a.proto, a.from, a.to = 17, r.FromPort, r.ToPort
+	case "icmp":
+		a.proto, a.from, a.to = 1, r.FromPort, r.ToPort
+	case "icmpv6":
+		return a, false
+	default:
+		if _, err := fmt.Sscan(r.Protocol, &a.proto); err != nil {
+			return a, false
+		}
+	}
+	if a.group == "" {
+		if !r.CIDR.Addr().Is4() {
+			return a, false
+		}
+		a.cidr = r.CIDR.Masked()
+	}
+	return a, true
+}
+
+// filterPlan is the filter one router should have.
+type filterPlan struct {
+	chains map[string][]allow  // chain name -> allow rules
+	in     map[string]string   // router link -> ingress chain
+	out    map[string]string   // router link -> egress chain
+	sets   map[string][]ipSpan // set name -> member addresses
+}
+
+// ipSpan is an inclusive range of IPv4 addresses.
+type ipSpan struct{ first, last netip.Addr }
+
+func groupSet(id string) string { return "g-" + id }
+
+// filterMember is one ENI link in a router with what the filter needs.
+type filterMember struct {
+	link     string
+	groups   []string
+	addrs    []netip.Addr
+	prefixes []netip.Prefix
+}
+
+func (f *Fabric) filterMembers(vpcID string) []filterMember {
+	var ms []filterMember
+	for _, l := range f.enis {
+		if l.vpcID == vpcID {
+			ms = append(ms, filterMember{l.routerName, l.groups, l.addrs, l.prefixes})
+		}
+	}
+	for _, b := range f.branches {
+		if t, ok := f.enis[b.trunkID]; ok && t.vpcID == vpcID {
+			ms = append(ms, filterMember{b.routerName, b.groups, b.addrs, nil})
+		}
+	}
+	return ms
+}
+
+// planFilter computes a router's filter from the fabric's books; f.mu is
+// held.
+func (f *Fabric) planFilter(vpcID string) filterPlan {
+	p := filterPlan{chains: map[string][]allow{}, in: map[string]string{}, out: map[string]string{}, sets: map[string][]ipSpan{}}
+	ms := f.filterMembers(vpcID)
+	refs := map[string]bool{}
+	for _, m := range ms {
+		for _, egress := range []bool{false, true} {
+			chain, dir := "in-"+m.link, p.in
+			if egress {
+				chain, dir = "out-"+m.link, p.out
+			}
+			rules := f.allowsOf(m.groups, egress)
+			for _, a := range rules {
+				if a.group != "" {
+					refs[a.group] = true
+				}
+			}
+			p.chains[chain], dir[m.link] = rules, chain
+		}
+	}
+	for g := range refs {
+		var addrs []netip.Addr
+		var spans []ipSpan
+		for _, m := range ms {
+			if !slices.Contains(m.groups, g) {
+				continue
+			}
+			addrs = append(addrs, m.addrs...)
+			for _, x := range m.prefixes {
+				if x.Addr().Is4() {
+					spans = append(spans, ipSpan{x.Masked().Addr(), lastAddr(x)})
+				}
+			}
+		}
+		for _, a := range addrs {
+			if a.Is4() {
+				spans = append(spans, ipSpan{a, a})
+			}
+		}
+		p.sets[groupSet(g)] = mergeSpans(spans)
+	}
+	return p
+}
+
+// allowsOf is the union of the groups' rules in one direction, in order,
+// without repeats.
+func (f *Fabric) allowsOf(groups []string, egress bool) []allow {
+	var out []allow
+	seen := map[allow]bool{}
+	for _, id := range groups {
+		for _, r := range f.groups[id].Rules {
+			if r.Egress != egress {
+				continue
+			}
+			if a, ok := allowOf(r); ok && !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	v := binary.BigEndian.Uint32(b[:]) | (1<<(32-p.Bits()) - 1)
+	binary.BigEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
+// mergeSpans sorts spans and joins overlapping and adjacent ones, so the
+// interval set never holds two touching elements.
+func mergeSpans(s []ipSpan) []ipSpan {
+	slices.SortFunc(s, func(a, b ipSpan) int { return a.first.Compare(b.first) })
+	var out []ipSpan
+	for _, x := range s {
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if next := last.last.Next(); x.first.Compare(next) <= 0 || !next.IsValid() {
+				if x.last.Compare(last.last) > 0 {
+					last.last = x.last
+				}
+				continue
+			}
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// filterState is what a router's table holds, as last committed.
+type filterState struct {
+	table   *nftables.Table
+	inMap   *nftables.Set
+	outMap  *nftables.Set
+	chains  map[string]string // chain -> signature of its rules
+	in, out map[string]string // link -> chain
+	sets    map[string]*nftables.Set
+	setSig  map[string]string
+}
+
+func spansSig(s []ipSpan) string {
+	var b strings.Builder
+	for _, x := range s {
+		fmt.Fprintf(&b, "%s-%s,", x.first, x.last)
+	}
+	return b.String()
+}
+
+func allowsSig(rules []allow) string {
+	var b strings.Builder
+	for _, a := range rules {
+		b.WriteString(a.String())
+		b.WriteByte(';')
+	}
+	return b.String()
+}
+
+// syncFilters brings every router's table to its plan; f.mu is held.
+func (f *Fabric) syncFilters() error {
+	var errs []error
+	for _, r := range f.routers {
+		if r.h.Handle == nil {
+			continue
+		}
+		if err := f.renderFilter(r, f.planFilter(r.vpcID)); err != nil {
+			errs = append(errs, fmt.Errorf("router %s: security groups: %w", r.vpcID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// renderFilter commits the difference between a router's table and plan
+// as one nftables transaction. After a failure the table is rebuilt whole
+// on the next call.
+func (f *Fabric) renderFilter(r *router, p filterPlan) error {
+	c, err := nftables.New(nftables.WithNetNSFd(int(r.ns.Fd())))
+	if err != nil {
+		return err
+	}
+	st := r.filter
+	changed := false
+	if st == nil {
+		st = newFilterTable(c)
+		changed = true
+	}
+	var oldSets []string
+	for name := range st.sets {
+		if _, ok := p.sets[name]; !ok {
+			oldSets = append(oldSets, name)
+		}
+	}
+	for name, spans := range p.sets {
+		sig := spansSig(spans)
+		if s, ok := st.sets[name]; ok {
+			if st.setSig[name] == sig {
+				continue
+			}
+			c.FlushSet(s)
+			if err := c.SetAddElements(s, spanElements(spans)); err != nil {
+				return err
+			}
+		} else {
+			s := &nftables.Set{Table: st.table, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
+			if err := c.AddSet(s, spanElements(spans)); err != nil {
+				return err
+			}
+			st.sets[name] = s
+		}
+		st.setSig[name], changed = sig, true
+	}
+	for name, rules := range p.chains {
+		sig := allowsSig(rules)
+		old, ok := st.chains[name]
+		if ok && old == sig {
+			continue
+		}
+		ch := &nftables.Chain{Name: name, Table: st.table}
+		if ok {
+			c.FlushChain(ch)
+		} else {
+			c.AddChain(ch)
+		}
+		egress := strings.HasPrefix(name, "out-")
+		for _, a := range rules {
+			c.AddRule(&nftables.Rule{Table: st.table, Chain: ch, Exprs: a.exprs(egress, st.sets)})
+		}
+		c.AddRule(&nftables.Rule{Table: st.table, Chain: ch, Exprs: []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}})
+		st.chains[name], changed = sig, true
+	}
+	for _, m := range []struct {
+		set        *nftables.Set
+		have, want map[string]string
+	}{{st.inMap, st.in, p.in}, {st.outMap, st.out, p.out}} {
+		var del, add []nftables.SetElement
+		for link, chain := range m.have {
+			if m.want[link] != chain {
+				del = append(del, nftables.SetElement{Key: ifname(link)})
+				delete(m.have, link)
+			}
+		}
+		for link, chain := range m.want {
+			if _, ok := m.have[link]; !ok {
+				add = append(add, nftables.SetElement{Key: ifname(link), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}})
+				m.have[link] = chain
+			}
+		}
+		if len(del) > 0 {
+			if err := c.SetDeleteElements(m.set, del); err != nil {
+				return err
+			}
+		}
+		if len(add) > 0 {
+			if err := c.SetAddElements(m.set, add); err != nil {
+				return err
+			}
+		}
+		changed = changed || len(del)+len(add) > 0
+	}
+	for name := range st.chains {
+		if _, ok := p.chains[name]; !ok {
+			ch := &nftables.Chain{Name: name, Table: st.table}
+			c.FlushChain(ch)
+			c.DelChain(ch)
+			delete(st.chains, name)
+			changed = true
+		}
+	}
+	for _, name := range oldSets {
+		c.DelSet(st.sets[name])
+		delete(st.sets, name)
+		delete(st.setSig, name)
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	if err := c.Flush(); err != nil {
+		r.filter = nil
+		return fmt.Errorf("commit table %s: %w", FilterTable, err)
+	}
+	r.filter = st
+	return nil
+}
+
+// newFilterTable queues a fresh table (replacing any left by an earlier
+// fabric) with its base chain and verdict maps.
+func newFilterTable(c *nftables.Conn) *filterState {
+	t := &nftables.Table{Name: FilterTable, Family: nftables.TableFamilyIPv4}
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	st := &filterState{table: t, chains: map[string]string{}, in: map[string]string{}, out: map[string]string{},
+		sets: map[string]*nftables.Set{}, setSig: map[string]string{}}
+	st.inMap = &nftables.Set{Table: t, Name: "in", IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
+	st.outMap = &nftables.Set{Table: t, Name: "out", IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
+	// Errors here are only for anonymous sets.
+	_ = c.AddSet(st.inMap, nil)
+	_ = c.AddSet(st.outMap, nil)
+	accept := nftables.ChainPolicyAccept
+	base := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	zero := []byte{0, 0, 0, 0}
+	c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: zero},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: zero},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}})
+	for _, m := range []struct {
+		key expr.MetaKey
+		set *nftables.Set
+	}{{expr.MetaKeyIIFNAME, st.outMap}, {expr.MetaKeyOIFNAME, st.inMap}} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
+			&expr.Meta{Key: m.key, Register: 1},
+			&expr.Lookup{SourceRegister: 1, SetName: m.set.Name, SetID: m.set.ID, IsDestRegSet: true, DestRegister: 0},
+		}})
+	}
+	return st
+}
+
+// exprs renders one allow rule: its matches, then return (the packet goes
+// on to the other ENI's chain). In an ingress chain the peer is the
+// source, in an egress chain the destination.
+func (a allow) exprs(egress bool, sets map[string]*nftables.Set) []expr.Any {
+	var x []expr.Any
+	load := func(base expr.PayloadBase, off, n uint32) {
+		x = append(x, &expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n})
+	}
+	eq := func(b []byte) { x = append(x, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b}) }
+	if a.proto >= 0 {
+		x = append(x, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1})
+		eq([]byte{byte(a.proto)})
+	}
+	switch a.proto {
+	case 6, 17:
+		switch {
+		case a.from <= 0 && (a.to < 0 || a.to >= 65535):
+		case a.from == a.to:
+			load(expr.PayloadBaseTransportHeader, 2, 2)
+			eq(binaryutil.BigEndian.PutUint16(uint16(a.from)))
+		default:
+			load(expr.PayloadBaseTransportHeader, 2, 2)
+			x = append(x, &expr.Range{Op: expr.CmpOpEq, Register: 1,
+				FromData: binaryutil.BigEndian.PutUint16(uint16(a.from)), ToData: binaryutil.BigEndian.PutUint16(uint16(a.to))})
+		}
+	case 1:
+		if a.from >= 0 {
+			load(expr.PayloadBaseTransportHeader, 0, 1)
+			eq([]byte{byte(a.from)})
+		}
+		if a.to >= 0 {
+			load(expr.PayloadBaseTransportHeader, 1, 1)
+			eq([]byte{byte(a.to)})
+		}
+	}
+	off := uint32(12) // ip saddr
+	if egress {
+		off = 16 // ip daddr
+	}
+	switch {
+	case a.group != "":
+		s := sets[groupSet(a.group)]
+		load(expr.PayloadBaseNetworkHeader, off, 4)
+		x = append(x, &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
+	case a.cidr.Bits() > 0:
+		load(expr.PayloadBaseNetworkHeader, off, 4)
+		if a.cidr.Bits() < 32 {
+			x = append(x, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: netmask(a.cidr.Bits()), Xor: []byte{0, 0, 0, 0}})
+		}
+		eq(a.cidr.Addr().AsSlice())
+	}
+	return append(x, &expr.Verdict{Kind: expr.VerdictReturn})
+}
+
+func netmask(bits int) []byte {
+	m := make([]byte, 4)
+	binary.BigEndian.PutUint32(m, ^uint32(0)<<(32-bits))
+	return m
+}
+
+// spanElements are an interval set's elements: each span's first address,
+// and the address after its last as an interval end.
+func spanElements(s []ipSpan) []nftables.SetElement {
+	var out []nftables.SetElement
+	for _, x := range s {
+		out = append(out, nftables.SetElement{Key: x.first.AsSlice()})
+		if end := x.last.Next(); end.IsValid() {
+			out = append(out, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
+		}
+	}
+	return out
+}
+
+// ifname is an interface name as nftables keys it: 16 bytes, NUL padded.
+func ifname(n string) []byte {
+	b := make([]byte, 16)
+	copy(b, n)
+	return b
+}
