@@ -26,7 +26,7 @@ type benchWorld struct {
 	subnet string
 }
 
-func newBenchWorld(b *testing.B, name string) *benchWorld {
+func newBenchWorld(b *testing.B, name string, opts ...func(*fabric.Config)) *benchWorld {
 	b.Helper()
 	r := model.NewRegion(model.Options{Seed: 99})
 	v, err := r.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
@@ -39,7 +39,11 @@ func newBenchWorld(b *testing.B, name string) *benchWorld {
 	}
 	srv := fakeec2.NewServer(r, fakeec2.ServerOptions{})
 	b.Cleanup(func() { _ = srv.Close() })
-	f, err := fabric.New(fabric.Config{Name: name, Region: r, IMDS: srv.IMDS(), EC2: srv, VLAN: vlan.BPF{}})
+	cfg := fabric.Config{Name: name, Region: r, IMDS: srv.IMDS(), EC2: srv, VLAN: vlan.BPF{}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	f, err := fabric.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

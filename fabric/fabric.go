@@ -95,6 +95,10 @@ type Config struct {
 	// NodeNamespace, when set, may return an existing namespace for an
 	// instance; nil or ok=false creates "<Name>-<instance-id>".
 	NodeNamespace func(model.Instance) (NodeNamespace, bool)
+	// Unfiltered leaves traffic between ENIs unfiltered (no security
+	// groups table), as fabrics were before groups had rules; for
+	// comparisons and kernels without nf_tables.
+	Unfiltered bool
 	// Logger; slog.Default when nil.
 	Logger *slog.Logger
 }
@@ -176,22 +180,35 @@ func (f *Fabric) Datapath() string { return f.vlan.Kind() }
 // Name returns the fabric's name prefix.
 func (f *Fabric) Name() string { return f.cfg.Name }
 
+// filterBatch bounds how many changes the security group tables may lag
+// behind in a burst.
+const filterBatch = 64
+
 func (f *Fabric) loop() {
 	defer close(f.done)
+	behind := 0 // changes applied since the tables were last rendered
 	for c := range f.sub.C {
 		f.mu.Lock()
 		if !f.closed {
-			err := f.apply(c)
-			if ferr := f.syncFilters(); ferr != nil {
-				err = errors.Join(err, ferr)
-			}
-			if err != nil {
+			if err := f.apply(c); err != nil {
 				f.log.Error("reconcile", "change", c.Kind, "eni", c.ENIID, "instance", c.InstanceID, "err", err)
 				f.errs = append(f.errs, err)
 			}
+			behind++
+			// One render for a burst: each is a kernel transaction.
+			if behind >= filterBatch || f.sub.Pending() == 0 {
+				if err := f.syncFilters(); err != nil {
+					f.log.Error("security groups", "err", err)
+					f.errs = append(f.errs, err)
+				}
+				behind = 0
+			}
 		}
-		f.processed = c.Seq
-		f.cond.Broadcast()
+		if behind == 0 || f.closed {
+			// Synced means the tables too.
+			f.processed = c.Seq
+			f.cond.Broadcast()
+		}
 		f.mu.Unlock()
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -33,7 +34,8 @@ type router struct {
 	h        netlinksafe.Handle
 	servers  []*http.Server
 	gateways map[netip.Addr]bool
-	filter   *filterState // the security groups table as committed; nil: rebuild
+	filter   *filterState   // the security groups table as committed; nil: rebuild
+	nft      *nftables.Conn // lasting netlink socket for the table
 }
 
 func (r *router) close() {
@@ -41,6 +43,7 @@ func (r *router) close() {
 		_ = s.Close()
 	}
 	r.servers = nil
+	_ = r.dropFilter(nil)
 	if r.h.Handle != nil {
 		r.h.Close()
 		r.h = netlinksafe.Handle{}

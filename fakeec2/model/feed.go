@@ -149,6 +149,14 @@ func (s *Subscription) pump() {
 	}
 }
 
+// Pending returns how many changes wait behind the next one on C, so a
+// subscriber can batch work over a burst.
+func (s *Subscription) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}
+
 // Close stops the subscription; C is closed soon after.
 func (s *Subscription) Close() {
 	s.f.mu.Lock()
