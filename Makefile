@@ -15,6 +15,7 @@ deps:
 		command -v ip >/dev/null || missing="$$missing iproute2"; \
 		command -v iptables >/dev/null || missing="$$missing iptables"; \
 		command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
+		command -v nft >/dev/null || missing="$$missing nftables"; \
 		command -v curl >/dev/null || missing="$$missing curl"; \
 		command -v ping >/dev/null || missing="$$missing iputils-ping"; \
 		command -v sysctl >/dev/null || missing="$$missing procps"; \
@@ -25,7 +26,7 @@ deps:
 		if [ -n "$$missing" ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		fi; \
-	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2), iproute2, iptables, tcpdump, iputils-ping, procps, runc, busybox-static yourself"; fi
+	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2), iproute2, iptables, nftables, tcpdump, iputils-ping, procps, runc, busybox-static yourself"; fi
 	$(GO) mod download
 
 # The CNI project's reference plugins, built from the module version go.mod

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -51,7 +52,17 @@ func Demo(ctx context.Context, stdout io.Writer, name string) error {
 		_ = l.Close()
 		fmt.Fprintf(stdout, "== torn down; the demo took %s\n", time.Since(start).Round(100*time.Millisecond))
 	}()
-	for _, step := range []func(context.Context, io.Writer, *Lab) error{demoPods, demoThrottling, demoExhaustion} {
+	var web []*Pod
+	for _, step := range []func(context.Context, io.Writer, *Lab) error{
+		func(ctx context.Context, stdout io.Writer, l *Lab) (err error) {
+			web, err = demoPods(ctx, stdout, l)
+			return err
+		},
+		func(ctx context.Context, stdout io.Writer, l *Lab) error {
+			return demoSecurityGroups(ctx, stdout, l, web[0], web[2])
+		},
+		demoThrottling, demoExhaustion,
+	} {
 		if err := step(ctx, stdout, l); err != nil {
 			if ctx.Err() != nil {
 				return interrupted
@@ -66,24 +77,74 @@ func Demo(ctx context.Context, stdout io.Writer, name string) error {
 	return nil
 }
 
-func demoPods(ctx context.Context, stdout io.Writer, l *Lab) error {
+func demoPods(ctx context.Context, stdout io.Writer, l *Lab) ([]*Pod, error) {
 	n1, n2 := l.Node("node-1"), l.Node("node-2")
 	fmt.Fprintln(stdout, "\n== pods get addresses from the VPC")
 	var pods []*Pod
 	for i, n := range []*Node{n1, n1, n2} {
 		p, err := n.AddPod(ctx, "default", fmt.Sprintf("web-%d", i))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		pods = append(pods, p)
 		fmt.Fprintf(stdout, "  pod %-8s on %-7s %s\n", p.Name, n.Name, p.IP)
 	}
 	if err := pods[0].Ping(ctx, pods[2].IP.String()); err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Fprintf(stdout, "  %s → %s across nodes: ok\n", pods[0].Name, pods[2].Name)
 	printTopology(stdout, l)
-	return nil
+	return pods, nil
+}
+
+// demoSecurityGroups moves to's node into a new group, shows a denied and
+// then an allowed flow from from, and puts the node's groups back.
+func demoSecurityGroups(ctx context.Context, stdout io.Writer, l *Lab, from, to *Pod) error {
+	r, node := l.Region(), to.Node()
+	fmt.Fprintf(stdout, "\n== security groups: %s's ENIs move into a new group \"web\" (no inbound rule)\n", node.Name)
+	g, err := r.CreateSecurityGroup(model.CreateSecurityGroupInput{VPCID: l.VPCID(), Name: "web", Description: "vpclab demo"})
+	if err != nil {
+		return err
+	}
+	before := map[string][]string{}
+	for _, e := range r.NetworkInterfaces() {
+		if e.Attachment != nil && e.Attachment.InstanceID == node.Instance.ID {
+			before[e.ID] = e.SecurityGroups
+			if err := r.ModifyNetworkInterfaceAttribute(model.ModifyNetworkInterfaceInput{ENIID: e.ID, SecurityGroups: []string{g.ID}}); err != nil {
+				return err
+			}
+		}
+	}
+	if err := l.Fabric().WaitSynced(ctx); err != nil {
+		return err
+	}
+	if _, err := from.Exec(ctx, "ping", "-c", "1", "-W", "1", to.IP.String()); err == nil {
+		return fmt.Errorf("security groups: ping %s → %s passed, but %s admits nothing", from.Name, to.Name, g.ID)
+	}
+	fmt.Fprintf(stdout, "  %s → %s ping: dropped by %s at %s's ENI\n", from.Name, to.Name, g.ID, node.Name)
+	var cidr netip.Prefix
+	for _, v := range r.VPCs() {
+		if v.ID == l.VPCID() {
+			cidr = v.CIDRBlocks[0]
+		}
+	}
+	added, err := r.AuthorizeRules(g.ID, false, []model.SGRule{{Protocol: "icmp", FromPort: 8, ToPort: -1, CIDR: cidr, Description: "echo requests from the VPC"}})
+	if err != nil {
+		return err
+	}
+	if err := l.Fabric().WaitSynced(ctx); err != nil {
+		return err
+	}
+	if err := from.Ping(ctx, to.IP.String()); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "  %s allows icmp echo-request from %s (%s): the ping passes, its reply too (stateful)\n", g.ID, cidr, added[0].ID)
+	for id, groups := range before {
+		if err := r.ModifyNetworkInterfaceAttribute(model.ModifyNetworkInterfaceInput{ENIID: id, SecurityGroups: groups}); err != nil {
+			return err
+		}
+	}
+	return l.Fabric().WaitSynced(ctx)
 }
 
 func demoThrottling(ctx context.Context, stdout io.Writer, l *Lab) error {

@@ -81,7 +81,74 @@ func WriteEvent(w io.Writer, r ec2query.Record) {
 	if n := r.VPCLab; n != nil {
 		late = fmt.Sprintf("  imds +%s (visible %s)", time.Duration(n.IMDSLag), n.IMDSVisibleAt.Format(time.RFC3339Nano))
 	}
-	fmt.Fprintf(w, "%s  %-32s %-28s %s%s\n", r.EventTime.Format(time.RFC3339Nano), r.EventName, code, r.SourceIPAddress, late)
+	detail := ""
+	if d := eventDetail(r); d != "" {
+		detail = "  " + d
+	}
+	fmt.Fprintf(w, "%s  %-32s %-28s %s%s%s\n", r.EventTime.Format(time.RFC3339Nano), r.EventName, code, r.SourceIPAddress, detail, late)
+}
+
+// eventDetail summarises a security group call's request in one cell: the
+// group and the rules (or rule ids) it adds, removes or changes; for
+// ModifyNetworkInterfaceAttribute, the ENI and its new groups.
+func eventDetail(r ec2query.Record) string {
+	m, _ := r.RequestParameters.(map[string]any)
+	if m == nil {
+		return ""
+	}
+	str := func(v any) string { s, _ := v.(string); return s }
+	list := func(v any) []any {
+		if l, ok := v.([]any); ok {
+			return l
+		}
+		if v != nil {
+			return []any{v}
+		}
+		return nil
+	}
+	var parts []string
+	switch {
+	case strings.Contains(r.EventName, "SecurityGroup"):
+		if g := str(m["groupId"]); g != "" {
+			parts = append(parts, g)
+		} else if n := str(m["groupName"]); n != "" {
+			parts = append(parts, n)
+		}
+		for _, p := range list(m["ipPermissions"]) {
+			pm, _ := p.(map[string]any)
+			rule := str(pm["ipProtocol"])
+			if from, to := str(pm["fromPort"]), str(pm["toPort"]); from != "" && from != "-1" {
+				rule += " " + from
+				if to != from {
+					rule += "-" + to
+				}
+			}
+			var peers []string
+			for _, k := range [][2]string{{"ipRanges", "cidrIp"}, {"ipv6Ranges", "cidrIpv6"}, {"groups", "groupId"}} {
+				for _, x := range list(pm[k[0]]) {
+					if xm, ok := x.(map[string]any); ok {
+						peers = append(peers, str(xm[k[1]]))
+					}
+				}
+			}
+			parts = append(parts, rule+" "+strings.Join(peers, ","))
+		}
+		for _, id := range list(m["securityGroupRuleId"]) {
+			parts = append(parts, str(id))
+		}
+		for _, x := range list(m["securityGroupRule"]) {
+			if xm, ok := x.(map[string]any); ok {
+				parts = append(parts, str(xm["securityGroupRuleId"]))
+			}
+		}
+	case r.EventName == "ModifyNetworkInterfaceAttribute" && m["securityGroupId"] != nil:
+		var gs []string
+		for _, g := range list(m["securityGroupId"]) {
+			gs = append(gs, str(g))
+		}
+		parts = append(parts, str(m["networkInterfaceId"])+" groups "+strings.Join(gs, ","))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Summary is an ipamd's state in one cell: running (pid, restarts) or

@@ -181,6 +181,7 @@ func TestCLIFlow(t *testing.T) {
 	if code, out, errs := vpclab(t, dir, "ping", "default/a", "default/b", "--name", name); code != 0 || !strings.Contains(out, "0% packet loss") {
 		t.Errorf("ping: %d %s %s", code, out, errs)
 	}
+	checkSecurityGroupsWithAWSCLI(t, dir, name, st)
 	if code, out, _ := vpclab(t, dir, "exec", "--name", name, "default/a", "--", "ip", "-4", "addr", "show", "eth0"); code != 0 || !strings.Contains(out, "/32") {
 		t.Errorf("exec: %d %s", code, out)
 	}
@@ -229,6 +230,61 @@ func TestCLIFlow(t *testing.T) {
 	}
 }
 
+// checkSecurityGroupsWithAWSCLI drives a running lab's security groups
+// with the AWS CLI alone: node-2's ENIs into a new group drops a → b, an
+// ICMP rule lets it through (status and events show both), revoking the
+// rule drops it again; node-2 then goes back to the default group.
+func checkSecurityGroupsWithAWSCLI(t *testing.T, dir, name string, st lab.Status) {
+	t.Helper()
+	awsCLI := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("/usr/bin/aws", append([]string{"--endpoint-url", st.EC2Endpoint, "--region", st.Region, "--output", "text", "ec2"}, args...)...)
+		cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=x", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_PAGER=")
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("aws ec2 %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	pings := func() bool {
+		code, _, _ := vpclab(t, dir, "ping", "default/a", "default/b", "--name", name)
+		return code == 0
+	}
+	cidr := awsCLI("describe-vpcs", "--vpc-ids", st.VPCID, "--query", "Vpcs[0].CidrBlock")
+	def := awsCLI("describe-security-groups", "--filters", "Name=vpc-id,Values="+st.VPCID, "Name=group-name,Values=default", "--query", "SecurityGroups[0].GroupId")
+	sg := awsCLI("create-security-group", "--group-name", "web", "--description", "web", "--vpc-id", st.VPCID, "--query", "GroupId")
+	enis := strings.Fields(awsCLI("describe-network-interfaces", "--filters", "Name=attachment.instance-id,Values="+st.Nodes[1].InstanceID, "--query", "NetworkInterfaces[].NetworkInterfaceId"))
+	if len(enis) == 0 {
+		t.Fatal("node-2 has no ENIs")
+	}
+	for _, e := range enis {
+		awsCLI("modify-network-interface-attribute", "--network-interface-id", e, "--groups", sg)
+	}
+	if pings() {
+		t.Errorf("a → b passed with node-2 in %s (no inbound rule)", sg)
+	}
+	rule := awsCLI("authorize-security-group-ingress", "--group-id", sg, "--protocol", "icmp", "--port", "-1", "--cidr", cidr, "--query", "SecurityGroupRules[0].SecurityGroupRuleId")
+	if !pings() {
+		t.Errorf("a → b dropped after %s allowed icmp from %s", sg, cidr)
+	}
+	if _, out, _ := vpclab(t, dir, "status", "--name", name); !strings.Contains(out, sg) {
+		t.Errorf("status does not show %s:\n%s", sg, out)
+	}
+	if _, out, _ := vpclab(t, dir, "events", "--name", name, "--action", "AuthorizeSecurityGroupIngress", "-o", "table"); !strings.Contains(out, sg+"; icmp "+cidr) {
+		t.Errorf("events do not show the rule:\n%s", out)
+	}
+	awsCLI("revoke-security-group-ingress", "--group-id", sg, "--security-group-rule-ids", rule)
+	if pings() {
+		t.Errorf("a → b passed after %s was revoked", rule)
+	}
+	for _, e := range enis {
+		awsCLI("modify-network-interface-attribute", "--network-interface-id", e, "--groups", def)
+	}
+	if !pings() {
+		t.Error("a → b dropped with node-2 back in the default group")
+	}
+}
+
 // TestDemo runs `vpclab demo` and checks it tells its story and leaves
 // nothing behind (its duration is printed; the target is under a minute).
 func TestDemo(t *testing.T) {
@@ -237,7 +293,7 @@ func TestDemo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errs)
 	}
-	for _, want := range []string{"pods get addresses from the VPC", "across nodes: ok", "EC2 calls throttled", "InsufficientFreeAddressesInSubnet", "invariants hold", "torn down"} {
+	for _, want := range []string{"pods get addresses from the VPC", "across nodes: ok", "ping: dropped by sg-", "the ping passes", "EC2 calls throttled", "InsufficientFreeAddressesInSubnet", "invariants hold", "torn down"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
