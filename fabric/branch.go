@@ -110,7 +110,7 @@ func (f *Fabric) reconcileBranch(id string) error {
 		return fmt.Errorf("branch %s: %w", id, err)
 	}
 	if b.sdc == nil || *b.sdc != e.SourceDestCheck {
-		if err := setSourceDestCheck(r.ns, b.routerName, e.SourceDestCheck); err != nil {
+		if err := f.setSourceDestCheck(r.ns, b.routerName, e.SourceDestCheck); err != nil {
 			return fmt.Errorf("branch %s: %w", id, err)
 		}
 		v := e.SourceDestCheck

@@ -386,7 +386,7 @@ func (f *Fabric) syncENI(r *router, l *eniLink, e model.NetworkInterface) error 
 		return fmt.Errorf("eni %s: %w", e.ID, err)
 	}
 	if l.sdc == nil || *l.sdc != e.SourceDestCheck {
-		if err := setSourceDestCheck(r.ns, l.routerName, e.SourceDestCheck); err != nil {
+		if err := f.setSourceDestCheck(r.ns, l.routerName, e.SourceDestCheck); err != nil {
 			return fmt.Errorf("eni %s: %w", e.ID, err)
 		}
 		v := e.SourceDestCheck
@@ -401,12 +401,16 @@ func (f *Fabric) syncENI(r *router, l *eniLink, e model.NetworkInterface) error 
 	return nil
 }
 
-// setSourceDestCheck turns strict reverse-path filtering on the router side
-// of an ENI on or off: with it, a packet whose source the ENI does not own
-// (no route back through this link) is dropped, as EC2 does.
-func setSourceDestCheck(n ns.NetNS, link string, on bool) error {
+// setSourceDestCheck applies an ENI's source/destination check on the
+// router side of its link. The security group table enforces it (a packet
+// from the ENI whose source the ENI does not own is dropped, as on EC2);
+// only an unfiltered fabric uses strict reverse-path filtering instead,
+// which also drops ARP from a sender address the ENI does not own (a
+// branch pod's node asks for the gateway from its own address) — EC2
+// answers those.
+func (f *Fabric) setSourceDestCheck(n ns.NetNS, link string, on bool) error {
 	v := "0"
-	if on {
+	if on && f.cfg.Unfiltered {
 		v = "1"
 	}
 	return netx.Sysctl(n, "net/ipv4/conf/"+link+"/rp_filter", v)

@@ -5,9 +5,14 @@ package fabric
 // Every VPC router holds one nftables table, "vpclab" (family ip), with a
 // base chain on the forward hook:
 //
+//	iifname vmap @src        # source check: the sender owns the source
 //	ct state established,related accept
 //	iifname vmap @out        # the sending ENI's egress chain
 //	oifname vmap @in         # the receiving ENI's ingress chain
+//
+// The source/destination check is here too, per packet and before
+// conntrack: a packet from an ENI with the check on whose source address
+// is not one of the ENI's own (set "own-<link>") is dropped.
 //
 // Each ENI link in the router (primary, secondary, trunk, and each branch
 // ENI's VLAN link) has an "out-<link>" and an "in-<link>" chain: the union
@@ -54,17 +59,20 @@ type allow struct {
 	proto    int          // IP protocol number; -1 any
 	from, to int          // port range, or ICMP type and code; -1 any
 	cidr     netip.Prefix // the peer, or
-	group    string       // the peer group (its members' addresses)
+	set      string       // a set of peer addresses: a group's members, or an ENI's own
 }
 
 func (a allow) String() string {
-	return fmt.Sprintf("%d/%d-%d/%v/%s", a.proto, a.from, a.to, a.cidr, a.group)
+	return fmt.Sprintf("%d/%d-%d/%v/%s", a.proto, a.from, a.to, a.cidr, a.set)
 }
 
 // allowOf translates a rule; ok is false for rules that cannot match on the
 // fabric (IPv6 peers or ICMPv6: the fabric carries IPv4 only).
 func allowOf(r model.SGRule) (allow, bool) {
-	a := allow{proto: -1, from: -1, to: -1, group: r.RefGroupID}
+	a := allow{proto: -1, from: -1, to: -1}
+	if r.RefGroupID != "" {
+		a.set = groupSet(r.RefGroupID)
+	}
 	switch r.Protocol {
 	case "-1":
 	case "tcp":
@@ -80,7 +88,7 @@ func allowOf(r model.SGRule) (allow, bool) {
 			return a, false
 		}
 	}
-	if a.group == "" {
+	if a.set == "" {
 		if !r.CIDR.Addr().Is4() {
 			return a, false
 		}
@@ -94,6 +102,7 @@ type filterPlan struct {
 	chains map[string][]allow  // chain name -> allow rules
 	in     map[string]string   // router link -> ingress chain
 	out    map[string]string   // router link -> egress chain
+	src    map[string]string   // router link -> source check chain
 	sets   map[string][]ipSpan // set name -> member addresses
 }
 
@@ -102,24 +111,44 @@ type ipSpan struct{ first, last netip.Addr }
 
 func groupSet(id string) string { return "g-" + id }
 
+// ownSet names the set of an ENI's own addresses (source check).
+func ownSet(link string) string { return "own-" + link }
+
 // filterMember is one ENI link in a router with what the filter needs.
 type filterMember struct {
 	link     string
 	groups   []string
 	addrs    []netip.Addr
 	prefixes []netip.Prefix
+	sdc      bool // source/destination check on
+}
+
+// spans are the member's own IPv4 addresses and prefixes.
+func (m filterMember) spans() []ipSpan {
+	var s []ipSpan
+	for _, a := range m.addrs {
+		if a.Is4() {
+			s = append(s, ipSpan{a, a})
+		}
+	}
+	for _, x := range m.prefixes {
+		if x.Addr().Is4() {
+			s = append(s, ipSpan{x.Masked().Addr(), lastAddr(x)})
+		}
+	}
+	return s
 }
 
 func (f *Fabric) filterMembers(vpcID string) []filterMember {
 	var ms []filterMember
 	for _, l := range f.enis {
 		if l.vpcID == vpcID {
-			ms = append(ms, filterMember{l.routerName, l.groups, l.addrs, l.prefixes})
+			ms = append(ms, filterMember{l.routerName, l.groups, l.addrs, l.prefixes, l.sdc == nil || *l.sdc})
 		}
 	}
 	for _, b := range f.branches {
 		if t, ok := f.enis[b.trunkID]; ok && t.vpcID == vpcID {
-			ms = append(ms, filterMember{b.routerName, b.groups, b.addrs, nil})
+			ms = append(ms, filterMember{b.routerName, b.groups, b.addrs, nil, b.sdc == nil || *b.sdc})
 		}
 	}
 	return ms
@@ -128,7 +157,7 @@ func (f *Fabric) filterMembers(vpcID string) []filterMember {
 // planFilter computes a router's filter from the fabric's books; f.mu is
 // held.
 func (f *Fabric) planFilter(vpcID string) filterPlan {
-	p := filterPlan{chains: map[string][]allow{}, in: map[string]string{}, out: map[string]string{}, sets: map[string][]ipSpan{}}
+	p := filterPlan{chains: map[string][]allow{}, in: map[string]string{}, out: map[string]string{}, src: map[string]string{}, sets: map[string][]ipSpan{}}
 	ms := f.filterMembers(vpcID)
 	refs := map[string]bool{}
 	for _, m := range ms {
@@ -139,33 +168,27 @@ func (f *Fabric) planFilter(vpcID string) filterPlan {
 			}
 			rules := f.allowsOf(m.groups, egress)
 			for _, a := range rules {
-				if a.group != "" {
-					refs[a.group] = true
+				if a.set != "" {
+					refs[a.set] = true
 				}
 			}
 			p.chains[chain], dir[m.link] = rules, chain
 		}
+		if m.sdc {
+			chain := "src-" + m.link
+			p.chains[chain], p.src[m.link] = []allow{{proto: -1, from: -1, to: -1, set: ownSet(m.link)}}, chain
+			p.sets[ownSet(m.link)] = mergeSpans(m.spans())
+		}
 	}
-	for g := range refs {
-		var addrs []netip.Addr
+	for name := range refs {
+		g := strings.TrimPrefix(name, "g-")
 		var spans []ipSpan
 		for _, m := range ms {
-			if !slices.Contains(m.groups, g) {
-				continue
-			}
-			addrs = append(addrs, m.addrs...)
-			for _, x := range m.prefixes {
-				if x.Addr().Is4() {
-					spans = append(spans, ipSpan{x.Masked().Addr(), lastAddr(x)})
-				}
+			if slices.Contains(m.groups, g) {
+				spans = append(spans, m.spans()...)
 			}
 		}
-		for _, a := range addrs {
-			if a.Is4() {
-				spans = append(spans, ipSpan{a, a})
-			}
-		}
-		p.sets[groupSet(g)] = mergeSpans(spans)
+		p.sets[name] = mergeSpans(spans)
 	}
 	return p
 }
@@ -221,8 +244,10 @@ type filterState struct {
 	table   *nftables.Table
 	inMap   *nftables.Set
 	outMap  *nftables.Set
+	srcMap  *nftables.Set
 	chains  map[string]string // chain -> signature of its rules
 	in, out map[string]string // link -> chain
+	src     map[string]string // link -> source check chain
 	sets    map[string]*nftables.Set
 	setSig  map[string]string
 }
@@ -319,7 +344,7 @@ func (f *Fabric) renderFilter(r *router, p filterPlan) error {
 		} else {
 			c.AddChain(ch)
 		}
-		egress := strings.HasPrefix(name, "out-")
+		egress := strings.HasPrefix(name, "out-") // src- chains match the source, as ingress ones do
 		for _, a := range rules {
 			c.AddRule(&nftables.Rule{Table: st.table, Chain: ch, Exprs: a.exprs(egress, st.sets)})
 		}
@@ -329,7 +354,7 @@ func (f *Fabric) renderFilter(r *router, p filterPlan) error {
 	for _, m := range []struct {
 		set        *nftables.Set
 		have, want map[string]string
-	}{{st.inMap, st.in, p.in}, {st.outMap, st.out, p.out}} {
+	}{{st.inMap, st.in, p.in}, {st.outMap, st.out, p.out}, {st.srcMap, st.src, p.src}} {
 		var del, add []nftables.SetElement
 		for link, chain := range m.have {
 			if m.want[link] != chain {
@@ -415,17 +440,24 @@ func newFilterTable(c *nftables.Conn) *filterState {
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
-	st := &filterState{table: t, chains: map[string]string{}, in: map[string]string{}, out: map[string]string{},
+	st := &filterState{table: t, chains: map[string]string{}, in: map[string]string{}, out: map[string]string{}, src: map[string]string{},
 		sets: map[string]*nftables.Set{}, setSig: map[string]string{}}
 	st.inMap = &nftables.Set{Table: t, Name: "in", IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
 	st.outMap = &nftables.Set{Table: t, Name: "out", IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
+	st.srcMap = &nftables.Set{Table: t, Name: "src", IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
 	// Errors here are only for anonymous sets.
 	_ = c.AddSet(st.inMap, nil)
 	_ = c.AddSet(st.outMap, nil)
+	_ = c.AddSet(st.srcMap, nil)
 	accept := nftables.ChainPolicyAccept
 	base := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
 	zero := []byte{0, 0, 0, 0}
+	// The source check first: it is per packet, tracked flow or not.
+	c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Lookup{SourceRegister: 1, SetName: st.srcMap.Name, SetID: st.srcMap.ID, IsDestRegSet: true, DestRegister: 0},
+	}})
 	c.AddRule(&nftables.Rule{Table: t, Chain: base, Exprs: []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
@@ -485,8 +517,8 @@ func (a allow) exprs(egress bool, sets map[string]*nftables.Set) []expr.Any {
 		off = 16 // ip daddr
 	}
 	switch {
-	case a.group != "":
-		s := sets[groupSet(a.group)]
+	case a.set != "":
+		s := sets[a.set]
 		load(expr.PayloadBaseNetworkHeader, off, 4)
 		x = append(x, &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
 	case a.cidr.Bits() > 0:

@@ -26,11 +26,20 @@ func CmdCheck(args *skel.CmdArgs) error {
 	if !ip.IsValid() {
 		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs the prevResult ADD returned", "")
 	}
-	if host == "" {
-		ns, name := podIdentity(k, args)
-		host = HostVethName(conf.VethPrefix, ns, name)
+	ns, name := podIdentity(k, args)
+	var hostMAC net.HardwareAddr
+	problem := ""
+	if vid, _, ok := branchFromPrevResult(conf, args.IfName, ns, name); ok {
+		if host == "" {
+			host = HostVethName(conf.branchPrefix(), ns, name)
+		}
+		hostMAC, problem = checkBranchHost(host, ip, vid, conf.strict())
+	} else {
+		if host == "" {
+			host = HostVethName(conf.VethPrefix, ns, name)
+		}
+		hostMAC, problem = checkHost(host, ip, table)
 	}
-	hostMAC, problem := checkHost(host, ip, table)
 	if problem == "" {
 		problem = checkPod(args.Netns, args.IfName, ip, hostMAC)
 	}
@@ -38,6 +47,41 @@ func CmdCheck(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("CHECK %s: %s", args.ContainerID, problem), "")
 	}
 	return nil
+}
+
+// checkBranchHost checks a branch pod's host side: its VLAN link up, and
+// strict mode's table route and incoming-interface rules or standard
+// mode's routes and rules. It returns the host veth's MAC, or what is
+// wrong.
+func checkBranchHost(host string, ip netip.Addr, vid int, strict bool) (net.HardwareAddr, string) {
+	table, err := vlanTable(vid)
+	if err != nil {
+		return nil, err.Error()
+	}
+	vl, err := netlinksafe.LinkByName(VlanLinkName(vid))
+	if err != nil || vl.Attrs().Flags&net.FlagUp == 0 {
+		return nil, fmt.Sprintf("VLAN link %s missing or down", VlanLinkName(vid))
+	}
+	if !strict {
+		return checkHost(host, ip, table)
+	}
+	hl, err := netlinksafe.LinkByName(host)
+	if err != nil || hl.Attrs().Flags&net.FlagUp == 0 {
+		return nil, fmt.Sprintf("host veth %s missing or down", host)
+	}
+	routes, _ := netlinksafe.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: hl.Attrs().Index, Table: table}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if !slices.ContainsFunc(routes, func(r netlink.Route) bool { return r.Dst != nil && r.Dst.String() == ip.String()+"/32" }) {
+		return nil, fmt.Sprintf("route %s/32 dev %s in table %d missing", ip, host, table)
+	}
+	rules, _ := netlinksafe.RuleList(netlink.FAMILY_V4)
+	for _, iif := range []string{VlanLinkName(vid), host} {
+		if !slices.ContainsFunc(rules, func(r netlink.Rule) bool {
+			return r.Priority == VlanRulePriority && r.IifName == iif && r.Table == table
+		}) {
+			return nil, fmt.Sprintf("rule 'iif %s lookup %d' (priority %d) missing", iif, table, VlanRulePriority)
+		}
+	}
+	return hl.Attrs().HardwareAddr, ""
 }
 
 // checkHost checks the host side of a pod: its veth up, the /32 route to

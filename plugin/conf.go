@@ -13,6 +13,7 @@ import (
 	"strconv"
 
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 )
 
 // Defaults of the conflist and the node.
@@ -42,7 +43,9 @@ type NetConf struct {
 	IPAMDSocket string `json:"ipamdSocket,omitempty"`
 	Checkpoint  string `json:"ipamdCheckpoint,omitempty"`
 
-	mtu int
+	mtu        int
+	prev       *current.Result // parsed prevResult (prevResult)
+	prevParsed bool
 }
 
 // K8sArgs are the CNI_ARGS kubelet passes.
@@ -90,6 +93,11 @@ func LoadConf(b []byte) (*NetConf, error) {
 	}
 	return c, nil
 }
+
+// DummyName names the result's bookkeeping interface for a pod as the VPC
+// CNI does (never created in the kernel): "dummy" + the host veth hash, so
+// either plugin's DEL finds it in the other's prevResult.
+func DummyName(namespace, pod string) string { return HostVethName("dummy", namespace, pod) }
 
 // HostVethName is the VPC CNI's host-side name: prefix + the first 11 hex
 // characters of SHA-1("<namespace>.<pod>").

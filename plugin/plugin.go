@@ -2,8 +2,6 @@ package plugin
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -129,27 +127,34 @@ func CmdAdd(args *skel.CmdArgs) error {
 	if !reply.Success || len(reply.IPAllocationMetadata) == 0 {
 		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to container: ipamd has no address available", "")
 	}
-	if reply.PodVlanId != 0 {
-		release(client, args, k, conf, "SetupNSFailed")
-		return types.NewError(types.ErrInvalidNetworkConfig, "security groups for pods (branch ENI) are not supported by vpclab's aws-cni yet", "")
-	}
 	meta := reply.IPAllocationMetadata[0]
 	ip, err := netip.ParseAddr(meta.IPv4Addr)
 	if err != nil {
 		release(client, args, k, conf, "SetupNSFailed")
 		return types.NewError(types.ErrInternal, fmt.Sprintf("ipamd returned a bad address %q", meta.IPv4Addr), "")
 	}
-	table := int(meta.RouteTableId)
-	hostName := HostVethName(conf.VethPrefix, ns, name)
-	hostMAC, podMAC, err := setupPod(podNS, args.IfName, hostName, conf.mtu, ip, table)
-	if err != nil {
-		teardownHost(hostName, ip, true)
-		release(client, args, k, conf, "SetupNSFailed")
-		log.Error("ADD failed; rolled back", "pod", ns+"/"+name, "ip", ip.String(), "err", err)
-		return types.NewError(types.ErrInternal, "failed to set up the pod network", err.Error())
+	var res *current.Result
+	if reply.PodVlanId != 0 {
+		res, err = addBranch(args, conf, podNS, ns, name, ip, reply)
+		if err != nil {
+			release(client, args, k, conf, "SetupNSFailed")
+			log.Error("ADD (branch ENI) failed; rolled back", "pod", ns+"/"+name, "ip", ip.String(), "vlan", reply.PodVlanId, "err", err)
+			return err
+		}
+		log.Info("ADD (branch ENI)", "pod", ns+"/"+name, "ip", ip.String(), "vlan", reply.PodVlanId, "eniMAC", reply.PodENIMAC, "mode", conf.PodSGEnforcingMode)
+	} else {
+		table := int(meta.RouteTableId)
+		hostName := HostVethName(conf.VethPrefix, ns, name)
+		hostMAC, podMAC, err := setupPod(podNS, args.IfName, hostName, conf.mtu, ip, table)
+		if err != nil {
+			teardownHost(hostName, ip, true)
+			release(client, args, k, conf, "SetupNSFailed")
+			log.Error("ADD failed; rolled back", "pod", ns+"/"+name, "ip", ip.String(), "err", err)
+			return types.NewError(types.ErrInternal, "failed to set up the pod network", err.Error())
+		}
+		log.Info("ADD", "pod", ns+"/"+name, "ip", ip.String(), "hostVeth", hostName, "table", table)
+		res = result(args, ns, name, hostName, hostMAC, podMAC, ip, table, int(meta.DeviceNumber))
 	}
-	log.Info("ADD", "pod", ns+"/"+name, "ip", ip.String(), "hostVeth", hostName, "table", table)
-	res := result(args, hostName, hostMAC, podMAC, ip, table, int(meta.DeviceNumber))
 	if conf.RawPrevResult != nil {
 		if err := version.ParsePrevResult(&conf.NetConf); err == nil {
 			if prev, err := current.NewResultFromResult(conf.PrevResult); err == nil {
@@ -163,15 +168,14 @@ func CmdAdd(args *skel.CmdArgs) error {
 // result encodes the pod like the VPC CNI does, so either plugin's DEL can
 // tear down from the other's prevResult: the container interface's "mac"
 // carries the route table and a dummy interface carries the device number.
-func result(args *skel.CmdArgs, hostName string, hostMAC, podMAC net.HardwareAddr, ip netip.Addr, table, device int) *current.Result {
-	h := sha1.Sum([]byte(args.ContainerID))
+func result(args *skel.CmdArgs, ns, name, hostName string, hostMAC, podMAC net.HardwareAddr, ip netip.Addr, table, device int) *current.Result {
 	idx := 1
 	return &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: []*current.Interface{
 			{Name: hostName, Mac: hostMAC.String()},
 			{Name: args.IfName, Mac: strconv.Itoa(table), Sandbox: args.Netns},
-			{Name: "dummy" + hex.EncodeToString(h[:])[:11], Mac: "0", Sandbox: strconv.Itoa(device)},
+			{Name: DummyName(ns, name), Mac: "0", Sandbox: strconv.Itoa(device)},
 		},
 		IPs:    []*current.IPConfig{{Interface: &idx, Address: net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}}},
 		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: net.ParseIP(GatewayIP)}},
@@ -208,29 +212,9 @@ func release(client rpc.CNIBackendClient, args *skel.CmdArgs, k *K8sArgs, conf *
 // The routes and rules are written here rather than with pkg/ip's helpers:
 // those add (EEXIST on a retried ADD) and know nothing of this layout.
 func setupPod(podNS ns.NetNS, ifName, hostName string, mtu int, addr netip.Addr, table int) (net.HardwareAddr, net.HardwareAddr, error) {
-	if old, err := netlinksafe.LinkByName(hostName); err == nil {
-		_ = netlink.LinkDel(old) // a stale pair from an earlier sandbox of this pod
-	}
-	hostNS, err := ns.GetCurrentNS()
-	if err != nil {
-		return nil, nil, fmt.Errorf("host netns: %w", err)
-	}
-	defer hostNS.Close()
-	var hostIf, podIf net.Interface
-	err = podNS.Do(func(ns.NetNS) error {
-		var err error
-		if hostIf, podIf, err = cniip.SetupVethWithName(ifName, hostName, mtu, "", hostNS); err != nil {
-			return fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
-		}
-		return setupPodSide(podIf.Index, hostIf.HardwareAddr, addr)
-	})
+	hostIf, podIf, err := setupVeth(podNS, ifName, hostName, mtu, addr)
 	if err != nil {
 		return nil, nil, err
-	}
-	// Best effort, as upstream: these keys are absent when IPv6 is disabled
-	// (pkg/ip has already set accept_ra).
-	for k, v := range map[string]string{"accept_redirects": "1", "forwarding": "0"} {
-		_, _ = sysctl.Sysctl("net/ipv6/conf/"+hostName+"/"+k, v)
 	}
 	host := net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(32, 32)}
 	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: hostIf.Index, Dst: &host, Scope: netlink.SCOPE_LINK}); err != nil {
@@ -245,6 +229,35 @@ func setupPod(podNS ns.NetNS, ifName, hostName string, mtu int, addr netip.Addr,
 		}
 	}
 	return hostIf.HardwareAddr, podIf.HardwareAddr, nil
+}
+
+// setupVeth makes the pod's veth pair (the pod side configured, the host
+// side up) for any pod, branch pods included.
+func setupVeth(podNS ns.NetNS, ifName, hostName string, mtu int, addr netip.Addr) (hostIf, podIf net.Interface, err error) {
+	if old, err := netlinksafe.LinkByName(hostName); err == nil {
+		_ = netlink.LinkDel(old) // a stale pair from an earlier sandbox of this pod
+	}
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return hostIf, podIf, fmt.Errorf("host netns: %w", err)
+	}
+	defer hostNS.Close()
+	err = podNS.Do(func(ns.NetNS) error {
+		var err error
+		if hostIf, podIf, err = cniip.SetupVethWithName(ifName, hostName, mtu, "", hostNS); err != nil {
+			return fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
+		}
+		return setupPodSide(podIf.Index, hostIf.HardwareAddr, addr)
+	})
+	if err != nil {
+		return hostIf, podIf, err
+	}
+	// Best effort, as upstream: these keys are absent when IPv6 is disabled
+	// (pkg/ip has already set accept_ra).
+	for k, v := range map[string]string{"accept_redirects": "1", "forwarding": "0"} {
+		_, _ = sysctl.Sysctl("net/ipv6/conf/"+hostName+"/"+k, v)
+	}
+	return hostIf, podIf, nil
 }
 
 // setupPodSide configures the pod's interface; it runs inside the pod's
@@ -337,17 +350,32 @@ func teardownHost(hostName string, ip netip.Addr, deleteLink bool) error {
 	return errors.Join(errs...)
 }
 
-// fromPrevResult recovers the pod's address and route table from a
-// prevResult in the VPC CNI's encoding.
-func fromPrevResult(conf *NetConf, ifName string) (netip.Addr, int, string) {
+// prevResult parses the configuration's prevResult once; nil when there
+// is none or it cannot be read.
+func prevResult(conf *NetConf) *current.Result {
+	if conf.prevParsed {
+		return conf.prev
+	}
+	conf.prevParsed = true
 	if conf.RawPrevResult == nil {
-		return netip.Addr{}, 0, ""
+		return nil
 	}
 	if err := version.ParsePrevResult(&conf.NetConf); err != nil {
-		return netip.Addr{}, 0, ""
+		return nil
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
 	if err != nil {
+		return nil
+	}
+	conf.prev = prev
+	return prev
+}
+
+// fromPrevResult recovers the pod's address and route table from a
+// prevResult in the VPC CNI's encoding.
+func fromPrevResult(conf *NetConf, ifName string) (netip.Addr, int, string) {
+	prev := prevResult(conf)
+	if prev == nil {
 		return netip.Addr{}, 0, ""
 	}
 	var ip netip.Addr
@@ -384,8 +412,21 @@ func CmdDel(args *skel.CmdArgs) error {
 	log, done := logger(conf)
 	defer done()
 	ns, name := podIdentity(k, args)
+	// A branch ENI pod is torn down from its prevResult alone, never
+	// asking ipamd (as the VPC CNI does: the branch is the controller's).
+	if vid, ip, ok := branchFromPrevResult(conf, args.IfName, ns, name); ok {
+		if args.Netns == "" {
+			return nil
+		}
+		if err := teardownBranchPod(ip, vid); err != nil {
+			return types.NewError(types.ErrInternal, "failed to tear down the branch ENI pod network", err.Error())
+		}
+		log.Info("DEL (branch ENI, from prevResult)", "pod", ns+"/"+name, "ip", ip.String(), "vlan", vid)
+		return nil
+	}
 	hostName := HostVethName(conf.VethPrefix, ns, name)
 	ip, _, prevHost := fromPrevResult(conf, args.IfName)
+	vid := 0
 	if prevHost != "" {
 		hostName = prevHost
 	}
@@ -404,6 +445,7 @@ func CmdDel(args *skel.CmdArgs) error {
 			if a, perr := netip.ParseAddr(m.IPv4Addr); perr == nil {
 				ip = a
 			}
+			vid = int(reply.PodVlanId)
 		case err != nil && strings.Contains(err.Error(), "datastore: unknown pod"):
 			log.Info("DEL: ipamd has no record of the pod", "pod", ns+"/"+name)
 		case err != nil:
@@ -411,6 +453,16 @@ func CmdDel(args *skel.CmdArgs) error {
 		}
 	} else {
 		log.Warn("DEL: ipamd unreachable; tearing down from prevResult", "err", derr)
+	}
+	if vid != 0 { // ipamd knew it as a branch pod
+		if args.Netns == "" {
+			return nil
+		}
+		if err := teardownBranchPod(ip, vid); err != nil {
+			return types.NewError(types.ErrInternal, "failed to tear down the branch ENI pod network", err.Error())
+		}
+		log.Info("DEL (branch ENI)", "pod", ns+"/"+name, "ip", ip.String(), "vlan", vid)
+		return nil
 	}
 	// The veth goes with the pod's netns, which the runtime deletes after
 	// DEL (as with the VPC CNI); deleting it here would double DEL's cost.

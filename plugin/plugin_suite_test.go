@@ -53,6 +53,8 @@ type node struct {
 	cni     *libcni.CNIConfig
 	list    *libcni.NetworkConfigList
 	confDir string
+	// podSGMode is the conflist's podSGEnforcingMode (strict when empty).
+	podSGMode string
 }
 
 func (c *cluster) node(env ...string) *node {
@@ -74,9 +76,13 @@ func (c *cluster) nodeOfType(typ string, env ...string) *node {
 func (n *node) install(socket string) {
 	GinkgoHelper()
 	n.confDir = filepath.Join(n.dir, "net.d")
+	mode := n.podSGMode
+	if mode == "" {
+		mode = "strict"
+	}
 	o := plugin.InstallOptions{Plugin: filepath.Join(*bins, "aws-cni"), BinDir: filepath.Join(n.dir, "bin"), ConfDir: n.confDir,
 		RefPluginsDir: filepath.Join(*bins, labtest.RefPlugins), Socket: socket, Checkpoint: filepath.Join(n.dir, "ipam.json"), Wait: 30 * time.Second,
-		CNIVersion: "1.0.0", VethPrefix: "eni", MTU: 9001, PodSGMode: "strict", LogFile: filepath.Join(n.dir, "plugin.log"), LogLevel: "debug"}
+		CNIVersion: "1.0.0", VethPrefix: "eni", MTU: 9001, PodSGMode: mode, LogFile: filepath.Join(n.dir, "plugin.log"), LogLevel: "debug"}
 	Expect(plugin.Install(context.Background(), o)).To(Succeed(), func() string { b, _ := os.ReadFile(filepath.Join(n.dir, "ipamd.log")); return string(b) })
 	var err error
 	n.list, err = libcni.ConfListFromFile(filepath.Join(n.confDir, plugin.ConflistName))

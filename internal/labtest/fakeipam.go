@@ -25,12 +25,15 @@ type FakeIPAM struct {
 	// VPCCIDRs are returned on ADD.
 	VPCCIDRs []string
 
-	mu    sync.Mutex
-	free  []string
-	held  map[string]string // IPAM key -> address
-	Adds  int
-	Dels  int
-	Fails int // ADDs refused for want of an address
+	mu sync.Mutex
+	// Branches answers pods (by name) with a branch ENI, as ipamd does for
+	// a pod the VPC Resource Controller annotated; set before their ADD.
+	Branches map[string]BranchPod
+	free     []string
+	held     map[string]string // IPAM key -> address
+	Adds     int
+	Dels     int
+	Fails    int // ADDs refused for want of an address
 }
 
 // ServeFakeIPAM serves a FakeIPAM (with the gRPC health service, as ipamd
@@ -47,6 +50,25 @@ func ServeFakeIPAM(t TB, socket string, addrs ...string) *FakeIPAM {
 	go func() { _ = s.Serve(ln) }()
 	t.Cleanup(s.Stop)
 	return f
+}
+
+// BranchPod is a branch ENI answer for one pod (security groups for pods).
+type BranchPod struct {
+	IP            string
+	VlanID        int32
+	MAC           string
+	SubnetGW      string
+	ParentIfIndex int32
+}
+
+// SetBranch makes ADDs of the named pod answer with a branch ENI.
+func (f *FakeIPAM) SetBranch(pod string, b BranchPod) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Branches == nil {
+		f.Branches = map[string]BranchPod{}
+	}
+	f.Branches[pod] = b
 }
 
 // pod runs fn on the address held for a pod (held false if none) under
@@ -69,6 +91,11 @@ func (f *FakeIPAM) meta(ip string) []*rpc.IPAllocationMetadata {
 func (f *FakeIPAM) AddNetwork(_ context.Context, r *rpc.AddNetworkRequest) (*rpc.AddNetworkReply, error) {
 	reply := &rpc.AddNetworkReply{}
 	f.pod(&f.Adds, r.NetworkName, r.ContainerID, r.IfName, func(k, ip string, held bool) {
+		if b, ok := f.Branches[r.K8S_POD_NAME]; ok {
+			reply = &rpc.AddNetworkReply{Success: true, VPCv4CIDRs: f.VPCCIDRs, PodVlanId: b.VlanID, PodENIMAC: b.MAC, PodENISubnetGW: b.SubnetGW, ParentIfIndex: b.ParentIfIndex,
+				IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: b.IP, DeviceNumber: -1}}}
+			return
+		}
 		if !held {
 			if len(f.free) == 0 {
 				f.Fails++

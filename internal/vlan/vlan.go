@@ -17,6 +17,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpclab/vpclab/internal/netx"
 )
@@ -181,4 +182,50 @@ func (Kernel) Del(h netlinksafe.Handle, _ netlink.Link, name string, _ int) erro
 		return fmt.Errorf("del vlan link %s: %w", name, err)
 	}
 	return nil
+}
+
+// AddAny creates a VLAN link with the datapath EnvDatapath names or, on
+// "auto", a real VLAN link, falling back to BPF when the kernel has no
+// 8021q. Unlike Default it needs no probe namespace, which suits
+// short-lived callers such as a CNI plugin.
+func AddAny(h netlinksafe.Handle, parent netlink.Link, l Link) (netlink.Link, Datapath, error) {
+	if v := os.Getenv(EnvDatapath); v != "" && v != "auto" {
+		d, err := New(v)
+		if err != nil {
+			return nil, nil, err
+		}
+		link, err := d.Add(h, parent, l)
+		return link, d, err
+	}
+	link, err := Kernel{}.Add(h, parent, l)
+	if err == nil {
+		return link, Kernel{}, nil
+	}
+	if !errors.Is(err, unix.EOPNOTSUPP) {
+		return nil, nil, err
+	}
+	link, err = BPF{}.Add(h, parent, l)
+	return link, BPF{}, err
+}
+
+// DelAny removes a VLAN link made by either datapath (told apart by the
+// link's type) with what was installed for it on its parent. A missing
+// link is not an error.
+func DelAny(h netlinksafe.Handle, name string, vid int) error {
+	link, err := h.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("del vlan link %s: %w", name, err)
+	}
+	if link.Type() == "vlan" {
+		return Kernel{}.Del(h, nil, name, vid)
+	}
+	parent, err := h.LinkByIndex(link.Attrs().ParentIndex)
+	if err != nil {
+		parent = nil // the parent is gone, and its filters with it
+	}
+	return BPF{}.Del(h, parent, name, vid)
 }
