@@ -39,14 +39,17 @@ type Config struct {
 	EnableIPv6             bool
 	EnablePodENI           bool
 	NetworkPolicyMode      string
-	EC2Endpoint            string // AWS_EC2_ENDPOINT
-	IntrospectionAddr      string
-	MetricsAddr            string
-	SocketPath             string
-	TCPAddr                string // "" disables the v1.22-style TCP listener
-	BackingStore           string
-	HTTPTimeout            time.Duration
-	Version                string
+	// PodSGEnforcingMode is POD_SECURITY_GROUP_ENFORCING_MODE: strict
+	// (branch pods' traffic always through their branch ENI) or standard.
+	PodSGEnforcingMode string
+	EC2Endpoint        string // AWS_EC2_ENDPOINT
+	IntrospectionAddr  string
+	MetricsAddr        string
+	SocketPath         string
+	TCPAddr            string // "" disables the v1.22-style TCP listener
+	BackingStore       string
+	HTTPTimeout        time.Duration
+	Version            string
 
 	// Timers (VPC CNI constants; VPCLAB_* overrides).
 	IPCooldown              time.Duration
@@ -107,6 +110,7 @@ func LoadConfig(env Env) (*Config, error) {
 		EnableIPv6:             p.boolv("ENABLE_IPv6", false),
 		EnablePodENI:           p.boolv("ENABLE_POD_ENI", false),
 		NetworkPolicyMode:      p.oneOf("NETWORK_POLICY_ENFORCING_MODE", "", "none", "strict", "standard"),
+		PodSGEnforcingMode:     p.oneOf("POD_SECURITY_GROUP_ENFORCING_MODE", "strict", "strict", "standard"),
 		EC2Endpoint:            p.str("AWS_EC2_ENDPOINT", ""),
 		IntrospectionAddr:      p.str("INTROSPECTION_BIND_ADDRESS", "127.0.0.1:61679"),
 		MetricsAddr:            p.str("VPCLAB_METRICS_ADDR", ":61678"),

@@ -8,6 +8,7 @@ package ipamd
 import (
 	"context"
 	"fmt"
+	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -66,6 +67,9 @@ type Daemon struct {
 	kube         *kubeClient // nil outside a cluster
 	nodeView     nodeView    // what the node says (under mu)
 	lastIAMEvent time.Time
+
+	trunking       bool // the instance type takes a trunk ENI
+	trunkRequested bool // the CNINode asks for one (under mu)
 }
 
 // New initialises the node like the VPC CNI's nodeInit: instance facts
@@ -108,6 +112,9 @@ func (d *Daemon) nodeInit(ctx context.Context) error {
 	d.maxENI = limit
 	if d.c.MaxENI >= 1 && d.c.MaxENI < limit {
 		d.maxENI = d.c.MaxENI
+	}
+	if it, ok := catalog.Lookup(d.instanceType); ok {
+		d.trunking = it.Trunking
 	}
 	d.maxIPsPerENI = perENI - 1
 	if d.c.EnablePrefixDelegation {

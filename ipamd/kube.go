@@ -61,8 +61,21 @@ func newKubeClient(c *Config) (*kubeClient, error) {
 	}, nil
 }
 
+// statusError is a non-2xx answer from the API server.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
 // do sends one request; out, when set, receives the JSON answer.
 func (k *kubeClient) do(ctx context.Context, method, path string, body, out any) error {
+	return k.doAs(ctx, method, path, "application/json", body, out)
+}
+
+// doAs is do with the body's content type.
+func (k *kubeClient) doAs(ctx context.Context, method, path, contentType string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -78,7 +91,7 @@ func (k *kubeClient) do(ctx context.Context, method, path string, body, out any)
 	req.Header.Set("Authorization", "Bearer "+k.token)
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := k.http.Do(req)
 	if err != nil {
@@ -87,7 +100,7 @@ func (k *kubeClient) do(ctx context.Context, method, path string, body, out any)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("kubernetes %s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
+		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("kubernetes %s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))}
 	}
 	if out != nil {
 		return json.Unmarshal(b, out)
@@ -150,7 +163,10 @@ func (d *Daemon) nodeLoop(ctx context.Context) {
 	if d.kube == nil {
 		return
 	}
-	every(ctx, d.c.NodeInterval, func() { d.readNode(ctx) })
+	every(ctx, d.c.NodeInterval, func() {
+		d.readNode(ctx)
+		d.requestTrunk(ctx)
+	})
 }
 
 // readNode refreshes what the node says; a failure keeps the last view.

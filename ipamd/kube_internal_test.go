@@ -52,15 +52,12 @@ func (f *fakeAPIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// TestKubernetesNodeShapesThePool pins what ipamd takes from the API in a
-// cluster, as aws-node does: capacity.pods caps the pool, the
-// unschedulable taint stops growth unless AWS_MANAGE_ENIS_NON_SCHEDULABLE,
-// and an UnauthorizedOperation from EC2 becomes a MissingIAMPermissions
-// Event on ipamd's own pod (at most once a minute).
-func TestKubernetesNodeShapesThePool(t *testing.T) {
-	api := &fakeAPIServer{pods: "110"}
-	srv := httptest.NewTLSServer(api)
-	defer srv.Close()
+// inClusterClient serves h over TLS and returns ipamd's in-cluster client
+// for it, as aws-node's pod would see it (service account token "tok").
+func inClusterClient(t *testing.T, h http.Handler, c *Config) *kubeClient {
+	t.Helper()
+	srv := httptest.NewTLSServer(h)
+	t.Cleanup(srv.Close)
 	dir := t.TempDir()
 	old := serviceAccountDir
 	serviceAccountDir = dir
@@ -75,12 +72,22 @@ func TestKubernetesNodeShapesThePool(t *testing.T) {
 	u, _ := url.Parse(srv.URL)
 	t.Setenv("KUBERNETES_SERVICE_HOST", u.Hostname())
 	t.Setenv("KUBERNETES_SERVICE_PORT", u.Port())
-
-	c := &Config{EnablePrefixDelegation: true, WarmPrefixTarget: 8, NodeName: "node-1", PodName: "aws-node-x", PodNamespace: "kube-system"}
 	k, err := newKubeClient(c)
 	if err != nil || k == nil {
 		t.Fatalf("in-cluster client: %v %v", k, err)
 	}
+	return k
+}
+
+// TestKubernetesNodeShapesThePool pins what ipamd takes from the API in a
+// cluster, as aws-node does: capacity.pods caps the pool, the
+// unschedulable taint stops growth unless AWS_MANAGE_ENIS_NON_SCHEDULABLE,
+// and an UnauthorizedOperation from EC2 becomes a MissingIAMPermissions
+// Event on ipamd's own pod (at most once a minute).
+func TestKubernetesNodeShapesThePool(t *testing.T) {
+	api := &fakeAPIServer{pods: "110"}
+	c := &Config{EnablePrefixDelegation: true, WarmPrefixTarget: 8, NodeName: "node-1", PodName: "aws-node-x", PodNamespace: "kube-system"}
+	k := inClusterClient(t, api, c)
 	d := &Daemon{c: c, kube: k, m: newMetrics(""), log: slog.New(slog.DiscardHandler), kick: make(chan struct{}, 1), maxPrefixesPerENI: 9, maxIPsPerENI: 144}
 	ctx := context.Background()
 	d.readNode(ctx)

@@ -31,6 +31,7 @@ type metrics struct {
 	noAvailableIP    prometheus.Counter
 	assignedPerENI   *prometheus.GaugeVec
 	throttled        *prometheus.CounterVec
+	podENIErr        *prometheus.CounterVec
 }
 
 func newMetrics(version string) *metrics {
@@ -38,6 +39,7 @@ func newMetrics(version string) *metrics {
 		reg:              prometheus.NewRegistry(),
 		buildInfo:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "awscni_build_info", Help: "VPC CNI Build Information"}, []string{"version", "goversion"}),
 		ipamdErr:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_ipamd_error_count", Help: "The number of errors encountered in ipamd"}, []string{"fn"}),
+		podENIErr:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_pod_eni_error_count", Help: "The number of errors encountered for pod ENIs"}, []string{"fn"}),
 		actionInProgress: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "awscni_ipamd_action_inprogress", Help: "The number of ipamd actions in progress"}, []string{"fn"}),
 		eniMax:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "awscni_eni_max", Help: "The maximum number of ENIs that can be attached to the instance, accounting for unmanaged ENIs"}),
 		ipMax:            prometheus.NewGauge(prometheus.GaugeOpts{Name: "awscni_ip_max", Help: "The maximum number of IP addresses that can be allocated to the instance"}),
@@ -58,7 +60,7 @@ func newMetrics(version string) *metrics {
 		assignedPerENI:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "awscni_assigned_ip_per_eni", Help: "The number of IP addresses assigned per ENI"}, []string{"eni"}),
 		throttled:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_vpclab_backoff_count", Help: "Pool actions postponed by a back-off (vpclab)"}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.buildInfo, m.ipamdErr, m.actionInProgress, m.eniMax, m.ipMax, m.reconcile, m.addReq, m.delReq,
+	m.reg.MustRegister(m.buildInfo, m.ipamdErr, m.podENIErr, m.actionInProgress, m.eniMax, m.ipMax, m.reconcile, m.addReq, m.delReq,
 		m.apiLatency, m.apiErr, m.ec2Req, m.ec2Err, m.eniAllocated, m.totalIPs, m.assignedIPs, m.forceRemovedENIs,
 		m.forceRemovedIPs, m.totalPrefixes, m.noAvailableIP, m.assignedPerENI, m.throttled,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

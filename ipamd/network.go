@@ -89,8 +89,26 @@ func (h *hostNetwork) setupHost(primaryMAC string, primaryIP netip.Addr, vpcCIDR
 			return fmt.Errorf("fwmark rule: %w", err)
 		}
 	}
+	if h.c.EnablePodENI && h.c.PodSGEnforcingMode == "strict" {
+		// As aws-node: the local table moves from priority 0 to 20, below
+		// strict mode's incoming-interface rules (10), so even traffic from
+		// a branch pod to the node's own addresses goes out through the
+		// branch ENI and meets its security groups.
+		local := netlink.NewRule()
+		local.Table, local.Priority, local.Family = unix.RT_TABLE_LOCAL, localRulePriority, netlink.FAMILY_V4
+		if err := netlink.RuleAdd(local); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("local table rule at %d: %w", localRulePriority, err)
+		}
+		local.Priority = 0
+		if err := netlink.RuleDel(local); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete the local table rule at 0: %w", err)
+		}
+	}
 	return h.setupSNAT(primaryIP, vpcCIDRs)
 }
+
+// localRulePriority is where strict pod-ENI mode moves the local table.
+const localRulePriority = 20
 
 func iptables(args ...string) error {
 	out, err := exec.Command("iptables", append([]string{"-w", iptablesWaitSeconds}, args...)...).CombinedOutput()

@@ -232,8 +232,10 @@ func (d *Daemon) resyncENI(ctx context.Context, id string, cause error) error {
 	return nil
 }
 
+// hasRoomForENI: another ENI fits under the limit, less a slot kept for a
+// trunk while pod ENIs are on and none is attached.
 func (d *Daemon) hasRoomForENI() bool {
-	return d.ds.ENICount() < d.maxENI-d.unmanaged
+	return d.ds.ENICount() < d.maxENI-d.unmanaged-d.trunkReserve()
 }
 
 func (d *Daemon) freeDevice() int {

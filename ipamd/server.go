@@ -138,6 +138,9 @@ func (b *cniBackend) AddNetwork(ctx context.Context, in *rpc.AddNetworkRequest) 
 		d.log.Warn("AddNetwork without a full IPAM key", "key", key)
 		return reply, nil
 	}
+	if handled, err := d.branchReply(ctx, in, reply); handled || err != nil {
+		return reply, err
+	}
 	addr, eni, err := d.ds.AssignPodIP(key, IPAMMetadata{K8SPodNamespace: in.K8S_POD_NAMESPACE, K8SPodName: in.K8S_POD_NAME, InterfacesCount: 1})
 	defer d.wake()
 	if err != nil {
@@ -167,6 +170,11 @@ func (b *cniBackend) DelNetwork(ctx context.Context, in *rpc.DelNetworkRequest) 
 	if errors.Is(err, ErrUnknownPod) {
 		// Pre-1.12 CRI backfill placeholders, as the VPC CNI retries.
 		addr, eni, err = d.ds.UnassignPodIP(IPAMKey{NetworkName: "_migrated-from-cri", ContainerID: in.ContainerID, IfName: "unknown"})
+	}
+	if errors.Is(err, ErrUnknownPod) {
+		if reply, handled, berr := d.branchDelReply(ctx, in); handled {
+			return reply, berr
+		}
 	}
 	if err != nil {
 		if errors.Is(err, ErrUnknownPod) {
@@ -207,7 +215,7 @@ func (d *Daemon) poolCondition() string {
 			parts = append(parts, "EC2 throttling back-off")
 		}
 	}
-	if d.ds.ENICount() >= d.maxENI-d.unmanaged {
+	if !d.hasRoomForENI() {
 		parts = append(parts, "ENI limit reached")
 	}
 	if d.lastPoolError != "" {
