@@ -557,3 +557,69 @@ func ifname(n string) []byte {
 	copy(b, n)
 	return b
 }
+
+// Drops counts the packets an ENI's security groups (and its source
+// check) have dropped since its rules last changed (a change re-renders
+// its chains, counters included).
+type Drops struct {
+	// Inbound: no ingress rule of the ENI's groups admitted them.
+	Inbound uint64 `json:"inbound"`
+	// Outbound: no egress rule admitted them.
+	Outbound uint64 `json:"outbound"`
+	// Source: their source address is not the ENI's (source/destination
+	// check on).
+	Source uint64 `json:"source"`
+}
+
+// Drops reads every filtered ENI's drop counters, by ENI id (branch ENIs
+// included).
+func (f *Fabric) Drops() (map[string]Drops, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]Drops{}
+	if f.cfg.Unfiltered {
+		return out, nil
+	}
+	links := map[string]string{} // router link -> ENI id
+	for id, l := range f.enis {
+		links[l.routerName] = id
+	}
+	for id, b := range f.branches {
+		links[b.routerName] = id
+	}
+	for _, r := range f.routers {
+		if r.filter == nil || r.nft == nil {
+			continue
+		}
+		for chain := range r.filter.chains {
+			kind, link, _ := strings.Cut(chain, "-")
+			id, ok := links[link]
+			if !ok {
+				continue
+			}
+			rules, err := r.nft.GetRules(r.filter.table, &nftables.Chain{Name: chain, Table: r.filter.table})
+			if err != nil {
+				return nil, fmt.Errorf("router %s: chain %s: %w", r.vpcID, chain, err)
+			}
+			var n uint64
+			if len(rules) > 0 {
+				for _, e := range rules[len(rules)-1].Exprs {
+					if c, ok := e.(*expr.Counter); ok {
+						n = c.Packets
+					}
+				}
+			}
+			d := out[id]
+			switch kind {
+			case "in":
+				d.Inbound = n
+			case "out":
+				d.Outbound = n
+			case "src":
+				d.Source = n
+			}
+			out[id] = d
+		}
+	}
+	return out, nil
+}

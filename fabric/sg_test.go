@@ -51,6 +51,10 @@ var _ = Describe("security groups on real packets", Label("security-groups"), fu
 		Expect(blocked(aNS, bIP, 9090)).To(Succeed(), "a CIDR that does not hold the source admits nothing")
 		w.authorize(web, false, "udp", 9090, 9090, "10.0.0.0/16")
 		Expect(blocked(aNS, bIP, 9090)).To(Succeed(), "a UDP rule does not admit TCP")
+		drops, err := w.Fabric.Drops()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(drops[*b.NetworkInterfaces[0].NetworkInterfaceId].Inbound).To(BeNumerically(">=", 1), "the SYN dropped since the last rule change, counted at b's ENI")
+		Expect(drops[*a.NetworkInterfaces[0].NetworkInterfaceId]).To(Equal(fabric.Drops{}))
 	})
 
 	It("admits ICMP by type", func() {

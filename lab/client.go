@@ -140,6 +140,13 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return s, err
 }
 
+// SecurityGroups reports the lab VPC's groups, members and drops.
+func (c *Client) SecurityGroups(ctx context.Context) (SGReport, error) {
+	var r SGReport
+	err := c.do(ctx, http.MethodGet, "/security-groups", nil, &r)
+	return r, err
+}
+
 // AddPod adds a pod on node ("" is the first node).
 func (c *Client) AddPod(ctx context.Context, node, namespace, name string) (PodStatus, error) {
 	var p PodStatus

@@ -106,6 +106,7 @@ func (l *Lab) errNotReady() error {
 func (l *Lab) controlMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, l.Status()) })
+	mux.HandleFunc("GET /security-groups", l.whenReady(l.handleSecurityGroups))
 	mux.HandleFunc("POST /pods", l.whenReady(l.handleAddPod))
 	mux.HandleFunc("DELETE /pods/{ns}/{name}", l.whenReady(l.handleDelPod))
 	mux.HandleFunc("GET /nodes/{node}/metrics", l.whenReady(l.onNode(l.handleMetrics)))
@@ -173,6 +174,15 @@ func (l *Lab) handleAddPod(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, p.status())
+}
+
+func (l *Lab) handleSecurityGroups(w http.ResponseWriter, _ *http.Request) {
+	rep, err := l.SecurityGroups()
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
 }
 
 func (l *Lab) handleDelPod(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -262,6 +263,24 @@ func checkSecurityGroupsWithAWSCLI(t *testing.T, dir, name string, st lab.Status
 	}
 	if pings() {
 		t.Errorf("a → b passed with node-2 in %s (no inbound rule)", sg)
+	}
+	// vpclab sg names the group, its members and the inbound drops.
+	code, out, errs := vpclab(t, dir, "sg", "--name", name, "-o", "json")
+	var rep lab.SGReport
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil {
+		t.Fatalf("sg: %d %s %s", code, out, errs)
+	}
+	dropped := uint64(0)
+	for _, e := range rep.ENIs {
+		if slices.Contains(enis, e.ID) && e.Node == "node-2" {
+			dropped += e.Drops.Inbound
+		}
+	}
+	if dropped == 0 || !slices.ContainsFunc(rep.Groups, func(g lab.SGStatus) bool { return g.ID == sg && len(g.Members) == len(enis) }) {
+		t.Errorf("sg: want %s with node-2's %d ENIs as members and inbound drops at them (%d):\n%s", sg, len(enis), dropped, out)
+	}
+	if code, out, _ := vpclab(t, dir, "sg", "--name", name); code != 0 || !strings.Contains(out, sg+"  web") || !strings.Contains(out, "DROPPED IN") {
+		t.Errorf("sg table: %d\n%s", code, out)
 	}
 	rule := awsCLI("authorize-security-group-ingress", "--group-id", sg, "--protocol", "icmp", "--port", "-1", "--cidr", cidr, "--query", "SecurityGroupRules[0].SecurityGroupRuleId")
 	if !pings() {

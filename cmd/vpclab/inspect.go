@@ -54,6 +54,23 @@ func cmdStatus(e env, args []string) error {
 	return e.show(f, s, func() error { return lab.WriteStatus(e.stdout, s) })
 }
 
+func cmdSG(e env, args []string) error {
+	fs := flags("sg [-o table|json]")
+	format := fs.Output("table", "json")
+	if _, err := fs.Parse(args, 0); err != nil {
+		return err
+	}
+	f, c, err := e.dialAs(format)
+	if err != nil {
+		return err
+	}
+	rep, err := c.SecurityGroups(e.ctx)
+	if err != nil {
+		return err
+	}
+	return e.show(f, rep, func() error { return lab.WriteSecurityGroups(e.stdout, rep) })
+}
+
 func cmdPods(e env, args []string) error {
 	sub, fs, args, err := subFlags(args, map[string]string{"add": "pods add NAMESPACE/NAME... | --count N --prefix [NAMESPACE/]P [--node NODE] [--retry D] [--parallel N]", "del": "pods del NAMESPACE/NAME",
 		"list": "pods list [-o table|json]"}, "add", "del", "list")

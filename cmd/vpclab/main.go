@@ -30,6 +30,7 @@ Inspecting a running lab:
   imds NODE [PATH]   the node's instance metadata, fetched inside the node with a token, as ipamd does
   exec POD|--node NODE -- CMD...   ping POD_A POD_B|IP   metrics NODE
   events             CloudTrail-shaped records of EC2 calls (--action, --errors, --follow, -o table)
+  sg                 security groups: rules, members, and packets each ENI's groups dropped (-o json)
   faults add|list|clear   throttle set|off   ipamd restart|kill NODE
 Kubernetes labs (up --kubernetes):
   kubectl ARGS...    the lab's kubectl, admin kubeconfig   image import TAR   into every node's containerd
@@ -56,7 +57,7 @@ type env struct {
 
 var commands = map[string]func(e env, args []string) error{
 	"up": cmdUp, "serve-lab": cmdServeLab, "down": cmdDown, "gc": cmdGC, "demo": cmdDemo,
-	"status": cmdStatus, "pods": cmdPods, "imds": cmdIMDS, "exec": cmdExec, "ping": cmdPing, "metrics": cmdMetrics, "ipamd": cmdIpamd,
+	"status": cmdStatus, "sg": cmdSG, "pods": cmdPods, "imds": cmdIMDS, "exec": cmdExec, "ping": cmdPing, "metrics": cmdMetrics, "ipamd": cmdIpamd,
 	"events": cmdEvents, "faults": cmdFaults, "throttle": cmdThrottle, "max-pods": cmdMaxPods, "scenario": cmdScenario,
 	"kubectl": cmdKubectl, "image": cmdImage,
 }
