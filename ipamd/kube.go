@@ -166,6 +166,13 @@ func (d *Daemon) nodeLoop(ctx context.Context) {
 	every(ctx, d.c.NodeInterval, func() {
 		d.readNode(ctx)
 		d.requestTrunk(ctx)
+		if d.awaitingTrunk() {
+			// The controller attaches the trunk: adopt it without waiting
+			// for the next reconciliation (aws-node checks every pool tick).
+			if err := d.reconcile(ctx); err != nil {
+				d.log.Warn("reconcile while waiting for the trunk", "err", err)
+			}
+		}
 	})
 }
 

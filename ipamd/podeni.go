@@ -174,6 +174,19 @@ func (d *Daemon) requestTrunk(ctx context.Context) {
 	}
 }
 
+// awaitingTrunk: the CNINode asks for a trunk and none is in the
+// datastore yet.
+func (d *Daemon) awaitingTrunk() bool {
+	d.mu.Lock()
+	asked := d.trunkRequested
+	d.mu.Unlock()
+	if !asked {
+		return false
+	}
+	id, _ := d.ds.trunkENI()
+	return id == ""
+}
+
 // branchReply answers AddNetwork for a pod with a branch ENI: ok is false
 // when the pod does not ask for one. A pod that asks for one but cannot
 // have it yet (no trunk, no annotation) gets a failure, which the kubelet

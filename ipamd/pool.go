@@ -478,7 +478,8 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	d.mu.Lock()
 	recent := time.Since(d.lastPoolAction) < d.c.ReconcileInterval
 	d.mu.Unlock()
-	if recent {
+	// As aws-node: a node waiting for its trunk reconciles anyway.
+	if recent && !d.awaitingTrunk() {
 		return nil // IMDS may not show the pool's own recent changes yet
 	}
 	ienis, err := d.cloud.imdsENIs(ctx)

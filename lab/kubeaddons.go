@@ -57,6 +57,9 @@ func (l *Lab) awsNodeEnv(upstream bool) map[string]string {
 	if !upstream {
 		env = baseNodeEnv()
 	}
+	if l.sgpEnabled() {
+		env["ENABLE_POD_ENI"] = "true"
+	}
 	for k, v := range l.cfg.Env {
 		env[k] = v
 	}

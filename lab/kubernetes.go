@@ -41,6 +41,10 @@ type KubernetesConfig struct {
 	// set it (--use-max-pods false); 0: EKS's value for the instance type
 	// (vpclab max-pods).
 	MaxPods int `yaml:"maxPods" json:"maxPods,omitempty"`
+	// SecurityGroupsForPods runs the real VPC Resource Controller in the
+	// control plane and aws-node with ENABLE_POD_ENI=true: pods a
+	// SecurityGroupPolicy selects get branch ENIs with its groups.
+	SecurityGroupsForPods bool `yaml:"securityGroupsForPods" json:"securityGroupsForPods,omitempty"`
 }
 
 // kube is a lab's Kubernetes control plane and the host's way to it.
@@ -77,6 +81,11 @@ func (l *Lab) startKubernetes(ctx context.Context, specs []nodeSpec, progress Pr
 	}
 	if err := l.startControlPlane(ctx, progress); err != nil {
 		return err
+	}
+	if l.sgpEnabled() {
+		if err := l.startResourceController(ctx, progress); err != nil {
+			return err
+		}
 	}
 	tars, err := l.prepareAWSNodeImages(specs[0].build)
 	if err != nil {
@@ -281,12 +290,20 @@ func (k *kube) startEtcdAndAPIServer(ctx context.Context, nsPath, ip string) err
 // start runs a control-plane component in the control plane's network
 // namespace; its output goes to <dir>/<component>.log.
 func (k *kube) start(nsPath, component string, args ...string) error {
-	logf, err := os.OpenFile(filepath.Join(k.dir, component+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	return k.startProg(nsPath, component, nil, k8s.Bin("kube"), append([]string{component}, args...)...)
+}
+
+// startProg runs prog with args (and env added to the lab's) in the
+// control plane's network namespace; its output goes to <dir>/<name>.log.
+func (k *kube) startProg(nsPath, name string, env []string, prog string, args ...string) error {
+	component := name
+	logf, err := os.OpenFile(filepath.Join(k.dir, name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("nsenter", append([]string{"--net=" + nsPath, "--", k8s.Bin("kube"), component}, args...)...)
+	cmd := exec.Command("nsenter", append([]string{"--net=" + nsPath, "--", prog}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -159,6 +159,9 @@ rules:
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch, list]
+- apiGroups: [vpcresources.k8s.aws]
+  resources: [cninodes]
+  verbs: [get, list, watch, patch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding

@@ -22,6 +22,9 @@ const (
 	KubeVersion       = "v1.37.2"
 	ContainerdVersion = "v2.4.2"
 	CoreDNSVersion    = "v1.14.7"
+	// ResourceControllerVersion is the VPC Resource Controller that
+	// labs with security groups for pods run (pinned in tools/rc/go.mod).
+	ResourceControllerVersion = "v1.8.1"
 )
 
 // Image tags the cluster uses; every image is built locally and imported
@@ -92,6 +95,8 @@ func Build(ctx context.Context, repo string, progress func(string, ...any)) erro
 			"github.com/containerd/containerd/v2/cmd/ctr@" + ContainerdVersion}},
 		{Bin("coredns"), "CoreDNS " + CoreDNSVersion, "", []string{"GOBIN=" + bin}, []string{"install", "-ldflags", "-s -w", "github.com/coredns/coredns@" + CoreDNSVersion}},
 		{Bin("pause"), "pause", repo, nil, []string{"build", "-ldflags", "-s -w", "-o", Bin("pause"), "./tools/pause"}},
+		{Bin(ResourceControllerBin), "the VPC Resource Controller " + ResourceControllerVersion + " (~5 min the first time)", filepath.Join(repo, "tools", "rc"), nil,
+			[]string{"build", "-ldflags", "-s -w", "-o", Bin(ResourceControllerBin), "github.com/aws/amazon-vpc-resource-controller-k8s"}},
 	}
 	for _, s := range steps {
 		if _, err := os.Stat(s.out); err == nil {
@@ -107,7 +112,70 @@ func Build(ctx context.Context, repo string, progress func(string, ...any)) erro
 			return fmt.Errorf("build %s: %v: %s", s.what, err, tail(out.String()))
 		}
 	}
+	if err := copyRCManifests(ctx, repo); err != nil {
+		return err
+	}
 	return buildImages(progress)
+}
+
+// ResourceControllerBin is the VPC Resource Controller's program in Bin.
+const ResourceControllerBin = "vpc-resource-controller"
+
+// RCManifests are the controller module's own manifests a lab applies
+// (its CRDs and RBAC), copied into the cache by Build.
+var RCManifests = []string{
+	"config/crd/bases/vpcresources.k8s.aws_cninodes.yaml",
+	"config/crd/bases/vpcresources.k8s.aws_securitygrouppolicies.yaml",
+	"config/rbac/role.yaml",
+	"config/rbac/leader_election_role.yaml",
+}
+
+// RCManifest is the cached copy of one of RCManifests.
+func RCManifest(name string) string {
+	return filepath.Join(Dir(), "rc-"+ResourceControllerVersion, filepath.Base(name))
+}
+
+// BuiltRC says whether the VPC Resource Controller and its manifests are
+// in the cache.
+func BuiltRC() error {
+	files := []string{Bin(ResourceControllerBin)}
+	for _, m := range RCManifests {
+		files = append(files, RCManifest(m))
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("security groups for pods need the VPC Resource Controller's build (%s is missing): run make kubernetes", f)
+		}
+	}
+	return nil
+}
+
+// copyRCManifests copies the controller module's manifests into the cache.
+func copyRCManifests(ctx context.Context, repo string) error {
+	if _, err := os.Stat(RCManifest(RCManifests[len(RCManifests)-1])); err == nil {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "github.com/aws/amazon-vpc-resource-controller-k8s")
+	cmd.Dir = filepath.Join(repo, "tools", "rc")
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("locate the VPC Resource Controller's module: %w", err)
+	}
+	src := strings.TrimSpace(string(out))
+	if err := os.MkdirAll(filepath.Dir(RCManifest(RCManifests[0])), 0o755); err != nil {
+		return err
+	}
+	for _, m := range RCManifests {
+		b, err := os.ReadFile(filepath.Join(src, m))
+		if err != nil {
+			return fmt.Errorf("the VPC Resource Controller's %s: %w", m, err)
+		}
+		if err := os.WriteFile(RCManifest(m), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // buildImages writes the image tarballs that are missing.

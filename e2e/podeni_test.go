@@ -1,0 +1,123 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/lab"
+	"github.com/vpclab/vpclab/lab/k8s"
+)
+
+var _ = Describe("Kubernetes mode: security groups for pods with the real VPC Resource Controller", Label("kubernetes", "pod-eni", "security-groups"), func() {
+	It("gives a pod a SecurityGroupPolicy selects a branch ENI on its node's trunk, filtered by the policy's group (strict mode: even from the same node); the branch goes with the pod", func() {
+		Expect(k8s.Built()).To(Succeed())
+		Expect(k8s.BuiltRC()).To(Succeed())
+		cfg := lab.Default()
+		cfg.Name, cfg.BinDir = labName(), *bins
+		cfg.Nodes[0].Count, cfg.Nodes[0].InstanceType = 1, "m5.large"
+		cfg.Kubernetes = &lab.KubernetesConfig{SecurityGroupsForPods: true}
+		l, err := lab.New(context.Background(), cfg, GinkgoWriter.Printf)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { Expect(l.Close()).To(Succeed()) })
+		r, node := l.Region(), l.Nodes()[0]
+
+		// ipamd asks for a trunk (CNINode), the controller attaches one and
+		// advertises m5.large's 9 branch ENIs.
+		Eventually(func() string {
+			out, _ := l.Kubectl(context.Background(), nil, "get", "node", node.KubeName(), "-o", `jsonpath={.status.allocatable.vpc\.amazonaws\.com/pod-eni}`)
+			return string(out)
+		}).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(Equal("9"))
+
+		var cidr netip.Prefix
+		for _, v := range r.VPCs() {
+			if v.ID == l.VPCID() {
+				cidr = v.CIDRBlocks[0]
+			}
+		}
+		g, err := r.CreateSecurityGroup(model.CreateSecurityGroupInput{VPCID: l.VPCID(), Name: "pods", Description: "branch pods"})
+		Expect(err).NotTo(HaveOccurred())
+		rules, err := r.AuthorizeRules(g.ID, false, []model.SGRule{{Protocol: "tcp", FromPort: 8080, ToPort: 8080, CIDR: cidr}})
+		Expect(err).NotTo(HaveOccurred())
+		apply(l, fmt.Sprintf(`apiVersion: vpcresources.k8s.aws/v1beta1
+kind: SecurityGroupPolicy
+metadata: {name: pods, namespace: default}
+spec:
+  podSelector: {matchLabels: {role: sgp}}
+  securityGroups: {groupIds: [%s]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sgp, labels: {role: sgp}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: web, image: %[2]s, imagePullPolicy: Never, args: [netexec, --http-port=8080]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: %[2]s, imagePullPolicy: Never, command: [sleep, "3600"]}]
+`, g.ID, k8s.AgnhostImage))
+		kubectl(l, "wait", "--for=condition=Ready", "pod/sgp", "pod/client", "--timeout=180s")
+
+		// The controller's webhook injected the resource and its annotation
+		// names a branch ENI that EC2 has, with the policy's group, on the
+		// node's trunk at the annotation's VLAN.
+		Expect(kubectl(l, "get", "pod", "sgp", "-o", `jsonpath={.spec.containers[0].resources.limits.vpc\.amazonaws\.com/pod-eni}`)).To(Equal("1"))
+		var ann []struct {
+			ENIID     string `json:"eniId"`
+			IfAddress string `json:"ifAddress"`
+			PrivateIP string `json:"privateIp"`
+			VlanID    int    `json:"vlanId"`
+		}
+		Expect(json.Unmarshal([]byte(kubectl(l, "get", "pod", "sgp", "-o", `jsonpath={.metadata.annotations.vpc\.amazonaws\.com/pod-eni}`)), &ann)).To(Succeed())
+		Expect(ann).To(HaveLen(1))
+		Expect(kubectl(l, "get", "pod", "sgp", "-o", "jsonpath={.status.podIP}")).To(Equal(ann[0].PrivateIP))
+		branch, err := r.NetworkInterface(ann[0].ENIID)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(branch.InterfaceType).To(Equal("branch"))
+		Expect(branch.SecurityGroups).To(Equal([]string{g.ID}))
+		Expect(branch.MAC).To(Equal(ann[0].IfAddress))
+		var assoc model.TrunkAssociation
+		for _, t := range r.TrunkAssociations() {
+			if t.BranchID == branch.ID {
+				assoc = t
+			}
+		}
+		Expect(assoc.VlanID).To(Equal(ann[0].VlanID))
+		trunk, err := r.NetworkInterface(assoc.TrunkID)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(trunk.InterfaceType).To(Equal("trunk"))
+		Expect(trunk.Attachment).NotTo(BeNil())
+		Expect(trunk.Attachment.InstanceID).To(Equal(node.Instance.ID))
+
+		// The policy's group admits 8080 from the VPC; without the rule the
+		// client on the same node is dropped at the branch ENI.
+		connect := func() error {
+			_, err := l.Kubectl(context.Background(), nil, "exec", "client", "--", "/agnhost", "connect", ann[0].PrivateIP+":8080", "--timeout", "2s")
+			return err
+		}
+		Eventually(connect).WithTimeout(30 * time.Second).WithPolling(time.Second).Should(Succeed())
+		_, err = r.RevokeRules(g.ID, false, nil, []string{rules[0].ID})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(connect()).NotTo(Succeed())
+		drops, err := l.Fabric().Drops()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(drops[branch.ID].Inbound).To(BeNumerically(">", 0))
+
+		// Deleting the pod releases the branch: the controller deletes it
+		// after its cool-down.
+		kubectl(l, "delete", "pod", "sgp", "--wait=true")
+		Eventually(func() error { _, err := r.NetworkInterface(branch.ID); return err }).WithTimeout(3*time.Minute).WithPolling(2*time.Second).
+			Should(MatchError(ContainSubstring("NotFound")), "the branch ENI is deleted")
+		Expect(l.CheckInvariants(context.Background())).To(Succeed())
+	})
+})
