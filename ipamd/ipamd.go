@@ -8,7 +8,6 @@ package ipamd
 import (
 	"context"
 	"fmt"
-	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -68,7 +67,6 @@ type Daemon struct {
 	nodeView     nodeView    // what the node says (under mu)
 	lastIAMEvent time.Time
 
-	trunking       bool // the instance type takes a trunk ENI
 	trunkRequested bool // the CNINode asks for one (under mu)
 }
 
@@ -112,9 +110,6 @@ func (d *Daemon) nodeInit(ctx context.Context) error {
 	d.maxENI = limit
 	if d.c.MaxENI >= 1 && d.c.MaxENI < limit {
 		d.maxENI = d.c.MaxENI
-	}
-	if it, ok := catalog.Lookup(d.instanceType); ok {
-		d.trunking = it.Trunking
 	}
 	d.maxIPsPerENI = perENI - 1
 	if d.c.EnablePrefixDelegation {

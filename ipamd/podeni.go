@@ -136,9 +136,12 @@ func (d *DataStore) trunkENI() (id, mac string) {
 }
 
 // trunkReserve is the ENI slot kept for a trunk: 1 while pod ENIs are on
-// and no trunk is attached, on instance types that take one.
+// and no trunk is attached. aws-node keeps it only on instance types its
+// own limits table marks trunking-compatible; vpclab's ipamd has no such
+// table (it must not import the fake region's catalog) and keeps it on
+// every type.
 func (d *Daemon) trunkReserve() int {
-	if !d.c.EnablePodENI || !d.trunking {
+	if !d.c.EnablePodENI {
 		return 0
 	}
 	if id, _ := d.ds.trunkENI(); id != "" {

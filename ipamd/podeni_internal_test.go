@@ -98,7 +98,7 @@ func TestPodENI(t *testing.T) {
 	}, features: []map[string]any{{"name": "CustomNetworking", "value": "a"}}}
 	c := &Config{EnablePodENI: true, NodeName: "node-1"}
 	d := &Daemon{c: c, kube: inClusterClient(t, api, c), m: newMetrics(""), log: slog.New(slog.DiscardHandler), kick: make(chan struct{}, 1),
-		ds: NewDataStore(false, 0, nil), maxENI: 3, trunking: true}
+		ds: NewDataStore(false, 0, nil), maxENI: 3}
 	ctx := context.Background()
 	if err := d.ds.AddENI(&ENI{ID: "eni-primary", IsPrimary: true}); err != nil {
 		t.Fatal(err)
@@ -111,11 +111,11 @@ func TestPodENI(t *testing.T) {
 	if d.hasRoomForENI() {
 		t.Error("2 of 3 ENIs attached with pod ENIs on and no trunk: the last slot is the trunk's")
 	}
-	d.trunking = false
+	c.EnablePodENI = false
 	if !d.hasRoomForENI() {
-		t.Error("an instance type without trunking keeps no slot")
+		t.Error("without ENABLE_POD_ENI no slot is kept")
 	}
-	d.trunking = true
+	c.EnablePodENI = true
 
 	d.requestTrunk(ctx)
 	d.requestTrunk(ctx)
