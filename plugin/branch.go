@@ -14,6 +14,7 @@ package plugin
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -230,6 +231,19 @@ func addBranch(args *skel.CmdArgs, conf *NetConf, podNS ns.NetNS, ns, name strin
 		IPs:    []*current.IPConfig{{Interface: &idx, Address: net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Gateway: gw.AsSlice()}},
 		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: net.ParseIP(GatewayIP)}},
 	}, nil
+}
+
+// delBranch is DEL for a branch pod; with no netns (the sandbox is gone)
+// there is nothing of the pod's left to tear down.
+func delBranch(args *skel.CmdArgs, log *slog.Logger, pod string, ip netip.Addr, vid int) error {
+	if args.Netns == "" {
+		return nil
+	}
+	if err := teardownBranchPod(ip, vid); err != nil {
+		return types.NewError(types.ErrInternal, "failed to tear down the branch ENI pod network", err.Error())
+	}
+	log.Info("DEL (branch ENI)", "pod", pod, "ip", ip.String(), "vlan", vid)
+	return nil
 }
 
 // branchFromPrevResult reads a branch pod's VLAN id and address from the

@@ -415,14 +415,7 @@ func CmdDel(args *skel.CmdArgs) error {
 	// A branch ENI pod is torn down from its prevResult alone, never
 	// asking ipamd (as the VPC CNI does: the branch is the controller's).
 	if vid, ip, ok := branchFromPrevResult(conf, args.IfName, ns, name); ok {
-		if args.Netns == "" {
-			return nil
-		}
-		if err := teardownBranchPod(ip, vid); err != nil {
-			return types.NewError(types.ErrInternal, "failed to tear down the branch ENI pod network", err.Error())
-		}
-		log.Info("DEL (branch ENI, from prevResult)", "pod", ns+"/"+name, "ip", ip.String(), "vlan", vid)
-		return nil
+		return delBranch(args, log.With("from", "prevResult"), ns+"/"+name, ip, vid)
 	}
 	hostName := HostVethName(conf.VethPrefix, ns, name)
 	ip, _, prevHost := fromPrevResult(conf, args.IfName)
@@ -455,14 +448,7 @@ func CmdDel(args *skel.CmdArgs) error {
 		log.Warn("DEL: ipamd unreachable; tearing down from prevResult", "err", derr)
 	}
 	if vid != 0 { // ipamd knew it as a branch pod
-		if args.Netns == "" {
-			return nil
-		}
-		if err := teardownBranchPod(ip, vid); err != nil {
-			return types.NewError(types.ErrInternal, "failed to tear down the branch ENI pod network", err.Error())
-		}
-		log.Info("DEL (branch ENI)", "pod", ns+"/"+name, "ip", ip.String(), "vlan", vid)
-		return nil
+		return delBranch(args, log.With("from", "ipamd"), ns+"/"+name, ip, vid)
 	}
 	// The veth goes with the pod's netns, which the runtime deletes after
 	// DEL (as with the VPC CNI); deleting it here would double DEL's cost.

@@ -170,18 +170,28 @@ func (Kernel) Add(h netlinksafe.Handle, parent netlink.Link, l Link) (netlink.Li
 
 // Del implements Datapath.
 func (Kernel) Del(h netlinksafe.Handle, _ netlink.Link, name string, _ int) error {
-	link, err := h.LinkByName(name)
-	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			return nil
-		}
-		return fmt.Errorf("del vlan link %s: %w", name, err)
+	link, err := existing(h, name)
+	if link == nil {
+		return err
 	}
 	if err := h.LinkDel(link); err != nil {
 		return fmt.Errorf("del vlan link %s: %w", name, err)
 	}
 	return nil
+}
+
+// existing looks a link up by name for deletion: nil and no error when it
+// is already gone.
+func existing(h netlinksafe.Handle, name string) (netlink.Link, error) {
+	link, err := h.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("del vlan link %s: %w", name, err)
+	}
+	return link, nil
 }
 
 // AddAny creates a VLAN link with the datapath EnvDatapath names or, on
@@ -212,13 +222,9 @@ func AddAny(h netlinksafe.Handle, parent netlink.Link, l Link) (netlink.Link, Da
 // link's type) with what was installed for it on its parent. A missing
 // link is not an error.
 func DelAny(h netlinksafe.Handle, name string, vid int) error {
-	link, err := h.LinkByName(name)
-	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			return nil
-		}
-		return fmt.Errorf("del vlan link %s: %w", name, err)
+	link, err := existing(h, name)
+	if link == nil {
+		return err
 	}
 	if link.Type() == "vlan" {
 		return Kernel{}.Del(h, nil, name, vid)
