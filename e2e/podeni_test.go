@@ -99,6 +99,8 @@ spec:
 		Expect(trunk.Attachment).NotTo(BeNil())
 		Expect(trunk.Attachment.InstanceID).To(Equal(node.Instance.ID))
 
+		Expect(l.CheckInvariants(context.Background())).To(Succeed(), "EC2 == controller == node for the branch pod")
+
 		// The policy's group admits 8080 from the VPC; without the rule the
 		// client on the same node is dropped at the branch ENI.
 		connect := func() error {

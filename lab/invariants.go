@@ -9,6 +9,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/ipamd"
 )
 
 // introspectedENIs is the part of ipamd's /v1/enis the checks need, per
@@ -144,13 +147,30 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 			}
 		}
 		routes, _ := n.Exec(ctx, "ip", "-4", "route", "show", "table", "main")
-		pods := podsOn[n.Name]
+		var pods, branchPods []podAddr
+		for _, p := range podsOn[n.Name] {
+			if p.podENI != "" {
+				branchPods = append(branchPods, p)
+				if o, dup := owner[p.ip]; dup {
+					errs = append(errs, fmt.Errorf("address %s held by %s and %s", p.ip, o, p.name))
+				}
+				owner[p.ip] = p.name
+				continue
+			}
+			pods = append(pods, p)
+		}
+		errs = append(errs, l.checkBranchPods(ctx, n, branchPods)...)
+		// Standard-mode branch pods' veths carry the normal prefix.
+		wantVeths := len(pods)
+		if n.envValue("POD_SECURITY_GROUP_ENFORCING_MODE") == "standard" {
+			wantVeths += len(branchPods)
+		}
 		// Veths of deleted pods go with their namespaces, asynchronously.
 		veths := 0
 		for deadline := time.Now().Add(5 * time.Second); ; {
 			links, _ := n.Exec(ctx, "ip", "-o", "link", "show")
 			veths = strings.Count(links, ": "+n.vethPrefix())
-			if veths == len(pods) || time.Now().After(deadline) {
+			if veths == wantVeths || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -173,8 +193,8 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 		if len(assigned) != len(pods) {
 			errs = append(errs, fmt.Errorf("node %s: ipamd has %d addresses assigned for %d pods", n.Name, len(assigned), len(pods)))
 		}
-		if veths != len(pods) {
-			errs = append(errs, fmt.Errorf("node %s: %d host veths for %d pods", n.Name, veths, len(pods)))
+		if veths != wantVeths {
+			errs = append(errs, fmt.Errorf("node %s: %d host veths for %d pods", n.Name, veths, wantVeths))
 		}
 	}
 	return errors.Join(errs...)
@@ -182,8 +202,9 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 
 // podAddr is a pod and its address.
 type podAddr struct {
-	name string // namespace/name
-	ip   netip.Addr
+	name   string // namespace/name
+	ip     netip.Addr
+	podENI string // the controller's annotation of a branch ENI pod
 }
 
 // podAddrs lists each node's pods with a VPC address: the lab's own, or in
@@ -193,7 +214,7 @@ func (l *Lab) podAddrs(ctx context.Context) (map[string][]podAddr, error) {
 	if l.kube == nil {
 		for _, n := range l.Nodes() {
 			for _, p := range n.Pods() {
-				out[n.Name] = append(out[n.Name], podAddr{p.Namespace + "/" + p.Name, p.IP})
+				out[n.Name] = append(out[n.Name], podAddr{name: p.Namespace + "/" + p.Name, ip: p.IP})
 			}
 		}
 		return out, nil
@@ -207,7 +228,56 @@ func (l *Lab) podAddrs(ctx context.Context) (map[string][]podAddr, error) {
 		if p.HostNetwork || err != nil {
 			continue
 		}
-		out[p.Node] = append(out[p.Node], podAddr{p.Namespace + "/" + p.Name, ip})
+		out[p.Node] = append(out[p.Node], podAddr{p.Namespace + "/" + p.Name, ip, p.PodENI})
 	}
 	return out, nil
+}
+
+// checkBranchPods checks a node's branch ENI pods, EC2 == controller ==
+// node: the annotation's ENI is a branch in EC2 with the pod's address
+// and the annotation's MAC, associated at the annotation's VLAN with a
+// trunk attached to the node; the fabric carries it; the node has
+// vlan.eth.<vlan> with that MAC and route table 100+vlan.
+func (l *Lab) checkBranchPods(ctx context.Context, n *Node, pods []podAddr) []error {
+	var errs []error
+	for _, p := range pods {
+		var anns []ipamd.PodENI
+		if err := json.Unmarshal([]byte(p.podENI), &anns); err != nil || len(anns) == 0 {
+			errs = append(errs, fmt.Errorf("node %s: pod %s: unreadable pod-eni annotation %q", n.Name, p.name, p.podENI))
+			continue
+		}
+		a := anns[0]
+		e, err := l.region.NetworkInterface(a.ENIID)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("node %s: pod %s: branch ENI %s: %w", n.Name, p.name, a.ENIID, err))
+			continue
+		case e.InterfaceType != "branch" || e.PrivateIP != p.ip || e.MAC != a.IfAddress:
+			errs = append(errs, fmt.Errorf("node %s: pod %s (%s): EC2's %s is %s %s %s, the annotation says branch %s %s", n.Name, p.name, p.ip, e.ID, e.InterfaceType, e.PrivateIP, e.MAC, a.PrivateIP, a.IfAddress))
+		}
+		var assoc *model.TrunkAssociation
+		for _, t := range l.region.TrunkAssociations() {
+			if t.BranchID == e.ID {
+				assoc = &t
+			}
+		}
+		trunk, terr := model.NetworkInterface{}, error(nil)
+		if assoc != nil {
+			trunk, terr = l.region.NetworkInterface(assoc.TrunkID)
+		}
+		if assoc == nil || assoc.VlanID != a.VlanID || terr != nil || trunk.Attachment == nil || trunk.Attachment.InstanceID != n.Instance.ID {
+			errs = append(errs, fmt.Errorf("node %s: pod %s: branch %s is not on the node's trunk at VLAN %d in EC2 (%+v)", n.Name, p.name, e.ID, a.VlanID, assoc))
+		}
+		if _, ok := l.fab.RouterLinkName(e.ID); !ok {
+			errs = append(errs, fmt.Errorf("node %s: pod %s: the fabric does not carry branch %s", n.Name, p.name, e.ID))
+		}
+		vl := fmt.Sprintf("vlan.eth.%d", a.VlanID)
+		if out, err := n.Exec(ctx, "ip", "-o", "link", "show", vl); err != nil || !strings.Contains(out, strings.ToLower(a.IfAddress)) {
+			errs = append(errs, fmt.Errorf("node %s: pod %s: no %s with the branch's MAC %s", n.Name, p.name, vl, a.IfAddress))
+		}
+		if out, _ := n.Exec(ctx, "ip", "-4", "route", "show", "table", fmt.Sprint(100+a.VlanID)); !strings.Contains(out, "default via") {
+			errs = append(errs, fmt.Errorf("node %s: pod %s: route table %d has no default route", n.Name, p.name, 100+a.VlanID))
+		}
+	}
+	return errs
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/ipamd"
 	"github.com/vpclab/vpclab/lab/k8s"
 )
 
@@ -379,6 +380,9 @@ type KubePod struct {
 	// OnNodeENIs: the pod's IP is a secondary address or inside a prefix
 	// of an ENI attached to its node's instance, as EC2 says.
 	OnNodeENIs bool
+	// PodENI is the VPC Resource Controller's pod-eni annotation (a branch
+	// ENI pod), "" for other pods.
+	PodENI string
 }
 
 // KubePods lists the pods (every namespace) that selector (a label
@@ -397,6 +401,7 @@ func (l *Lab) KubePods(ctx context.Context, selector string) ([]KubePod, error) 
 			Metadata struct {
 				Namespace, Name   string
 				DeletionTimestamp *string
+				Annotations       map[string]string
 			}
 			Spec struct {
 				NodeName    string
@@ -414,7 +419,8 @@ func (l *Lab) KubePods(ctx context.Context, selector string) ([]KubePod, error) 
 	var out []KubePod
 	for _, it := range list.Items {
 		p := KubePod{Namespace: it.Metadata.Namespace, Name: it.Metadata.Name, Node: it.Spec.NodeName, KubeNode: it.Spec.NodeName, Phase: it.Status.Phase,
-			IP: it.Status.PodIP, HostNetwork: it.Spec.HostNetwork, Terminating: it.Metadata.DeletionTimestamp != nil}
+			IP: it.Status.PodIP, HostNetwork: it.Spec.HostNetwork, Terminating: it.Metadata.DeletionTimestamp != nil,
+			PodENI: it.Metadata.Annotations[ipamd.PodENIAnnotation]}
 		for _, c := range it.Status.ContainerStatuses {
 			p.Restarts += c.RestartCount
 		}
