@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -121,5 +122,40 @@ spec:
 		Eventually(func() error { _, err := r.NetworkInterface(branch.ID); return err }).WithTimeout(3*time.Minute).WithPolling(2*time.Second).
 			Should(MatchError(ContainSubstring("NotFound")), "the branch ENI is deleted")
 		Expect(l.CheckInvariants(context.Background())).To(Succeed())
+
+		// m5.large takes 9 branch ENIs: of 10 pods the policy selects, 9 run
+		// on 9 VLANs of the trunk and the 10th waits for the resource the
+		// controller advertises.
+		apply(l, strings.Replace(deployment("sgps", 10, ""), "labels: {app: sgps}", "labels: {app: sgps, role: sgp}", 1))
+		Eventually(func() int {
+			n := 0
+			for _, p := range podsOf(l, "sgps") {
+				if p.Phase == "Running" && p.PodENI != "" {
+					n++
+				}
+			}
+			return n
+		}).WithTimeout(3 * time.Minute).WithPolling(time.Second).Should(Equal(9))
+		Consistently(func() int { return len(running9(l)) }).WithTimeout(3 * time.Second).Should(Equal(9))
+		Expect(kubectl(l, "get", "events", "--field-selector", "reason=FailedScheduling")).To(ContainSubstring("Insufficient vpc.amazonaws.com/pod-eni"))
+		vlans := map[int]bool{}
+		for _, t := range r.TrunkAssociations() {
+			if t.TrunkID == trunk.ID {
+				vlans[t.VlanID] = true
+			}
+		}
+		Expect(vlans).To(HaveLen(9), "9 branch ENIs on 9 VLANs of the trunk")
+		Expect(l.CheckInvariants(context.Background())).To(Succeed())
 	})
 })
+
+// running9 lists the running pods of the sgps deployment.
+func running9(l *lab.Lab) []lab.KubePod {
+	var out []lab.KubePod
+	for _, p := range podsOf(l, "sgps") {
+		if p.Phase == "Running" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
