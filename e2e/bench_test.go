@@ -2,15 +2,18 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/lab"
 	"github.com/vpclab/vpclab/lab/k8s"
@@ -39,52 +42,9 @@ func BenchmarkKubernetes(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer os.RemoveAll(bin)
-	newLab := func(nodes int, typ string) (*lab.Lab, time.Time) {
-		cfg := lab.Default()
-		cfg.Name, cfg.BinDir = labtest.Name("kb", 6), bin
-		cfg.Nodes[0].Count, cfg.Nodes[0].InstanceType = nodes, typ
-		cfg.Kubernetes = &lab.KubernetesConfig{}
-		t0 := time.Now()
-		l, err := lab.New(context.Background(), cfg, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return l, t0
-	}
-	kubectl := func(l *lab.Lab, stdin string, args ...string) string {
-		var in []byte
-		if stdin != "" {
-			in = []byte(stdin)
-		}
-		out, err := l.Kubectl(context.Background(), in, args...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return string(out)
-	}
-	// waitRunning waits until want pods of app run with addresses.
-	waitRunning := func(l *lab.Lab, app string, want int) {
-		deadline := time.Now().Add(5 * time.Minute)
-		for {
-			pods, err := l.KubePods(context.Background(), "app="+app)
-			if err != nil {
-				b.Fatal(err)
-			}
-			n := 0
-			for _, p := range pods {
-				if p.Phase == "Running" && p.IP != "" {
-					n++
-				}
-			}
-			if n == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("%d of %d pods of %s running after 5 min", n, want, app)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	newLab := func(nodes int, typ string) (*lab.Lab, time.Time) { return benchLab(b, bin, nodes, typ, nil) }
+	kubectl := func(l *lab.Lab, stdin string, args ...string) string { return benchKubectl(b, l, stdin, args...) }
+	waitRunning := func(l *lab.Lab, app string, want int) { benchRunning(b, l, "app="+app, want) }
 
 	l, t0 := newLab(1, "m5.large")
 	kubectl(l, deployment("first", 1, ""), "apply", "-f", "-")
@@ -107,6 +67,122 @@ func BenchmarkKubernetes(b *testing.B) {
 	waitRunning(l, "three", 6)
 	fmt.Printf("BENCH k8s_3node_pss_mib %.0f MiB (control plane, containerd, kubelets, kube-proxies, aws-node, CoreDNS, 6 pods; goal 1536)\n", float64(labPSS(l))/1024)
 	_ = l.Close()
+}
+
+// benchLab brings up a Kubernetes lab (mod, if set, adjusts its config)
+// and returns it with the time bring-up began.
+func benchLab(b *testing.B, bin string, nodes int, typ string, mod func(*lab.Config)) (*lab.Lab, time.Time) {
+	cfg := lab.Default()
+	cfg.Name, cfg.BinDir = labtest.Name("kb", 6), bin
+	cfg.Nodes[0].Count, cfg.Nodes[0].InstanceType = nodes, typ
+	cfg.Kubernetes = &lab.KubernetesConfig{}
+	if mod != nil {
+		mod(&cfg)
+	}
+	t0 := time.Now()
+	l, err := lab.New(context.Background(), cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return l, t0
+}
+
+// benchKubectl runs kubectl (stdin "" for none) and returns its output.
+func benchKubectl(b *testing.B, l *lab.Lab, stdin string, args ...string) string {
+	var in []byte
+	if stdin != "" {
+		in = []byte(stdin)
+	}
+	out, err := l.Kubectl(context.Background(), in, args...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return string(out)
+}
+
+// benchRunning waits until want pods the selector picks run with addresses.
+func benchRunning(b *testing.B, l *lab.Lab, selector string, want int) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		pods, err := l.KubePods(context.Background(), selector)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for _, p := range pods {
+			if p.Phase == "Running" && p.IP != "" {
+				n++
+			}
+		}
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d pods (%s) running after 5 min", n, want, selector)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// BenchmarkSecurityGroupsForPods prints how long a pod a SecurityGroupPolicy
+// selects takes from creation to Running with its own branch ENI (the real
+// VPC Resource Controller creating and associating it, the plugin wiring
+// the VLAN), next to a plain pod's time on the same node in the same run.
+func BenchmarkSecurityGroupsForPods(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Fatal("needs root")
+	}
+	if err := errors.Join(k8s.Built(), k8s.BuiltRC()); err != nil {
+		b.Fatal(err)
+	}
+	bin, err := labtest.Build("ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(bin)
+	l, _ := benchLab(b, bin, 1, "m5.large", func(c *lab.Config) { c.Kubernetes.SecurityGroupsForPods = true })
+	defer l.Close()
+	node := l.Nodes()[0]
+	for deadline := time.Now().Add(3 * time.Minute); benchKubectl(b, l, "", "get", "node", node.KubeName(), "-o", `jsonpath={.status.allocatable.vpc\.amazonaws\.com/pod-eni}`) != "9"; {
+		if time.Now().After(deadline) {
+			b.Fatal("the node never advertised its branch ENIs")
+		}
+		time.Sleep(time.Second)
+	}
+	g, err := l.Region().CreateSecurityGroup(model.CreateSecurityGroupInput{VPCID: l.VPCID(), Name: "pods", Description: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchKubectl(b, l, fmt.Sprintf("apiVersion: vpcresources.k8s.aws/v1beta1\nkind: SecurityGroupPolicy\nmetadata: {name: pods, namespace: default}\nspec: {podSelector: {matchLabels: {role: sgp}}, securityGroups: {groupIds: [%s]}}\n", g.ID), "apply", "-f", "-")
+	pod := func(name, labels string) string {
+		return fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: %s, labels: {%s}}\nspec: {containers: [{name: c, image: %s, imagePullPolicy: Never, args: [netexec]}]}\n", name, labels, k8s.AgnhostImage)
+	}
+	var branch, plain []time.Duration
+	for i := range 5 {
+		t0 := time.Now()
+		benchKubectl(b, l, pod(fmt.Sprintf("sgp-%d", i), fmt.Sprintf("role: sgp, bench: sgp-%d", i)), "apply", "-f", "-")
+		benchRunning(b, l, fmt.Sprintf("bench=sgp-%d", i), 1)
+		branch = append(branch, time.Since(t0))
+		t1 := time.Now()
+		benchKubectl(b, l, pod(fmt.Sprintf("plain-%d", i), fmt.Sprintf("bench: plain-%d", i)), "apply", "-f", "-")
+		benchRunning(b, l, fmt.Sprintf("bench=plain-%d", i), 1)
+		plain = append(plain, time.Since(t1))
+	}
+	pods, err := l.KubePods(context.Background(), "role=sgp")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range pods {
+		if p.PodENI == "" {
+			b.Fatalf("pod %s runs without a branch ENI", p.Name)
+		}
+	}
+	med := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return d[len(d)/2].Seconds()
+	}
+	fmt.Printf("BENCH branch_pod_ready_s %.2f s (p50 of 5: SecurityGroupPolicy pod created → Running with its branch ENI; max %.2f s)\n", med(branch), slices.Max(branch).Seconds())
+	fmt.Printf("BENCH plain_pod_ready_s %.2f s (p50 of 5: a plain pod on the same node, same run)\n", med(plain))
 }
 
 // mutatingCalls counts the EC2 calls the lab answered that change state.
