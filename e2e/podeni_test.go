@@ -11,13 +11,15 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/vpclab/vpclab/fakeec2/ec2query"
+	"github.com/vpclab/vpclab/fakeec2/faults"
 	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/lab"
 	"github.com/vpclab/vpclab/lab/k8s"
 )
 
 var _ = Describe("Kubernetes mode: security groups for pods with the real VPC Resource Controller", Label("kubernetes", "pod-eni", "security-groups"), func() {
-	It("gives a pod a SecurityGroupPolicy selects a branch ENI on its node's trunk, filtered by the policy's group (strict mode: even from the same node); the branch goes with the pod", func() {
+	It("gives a pod a SecurityGroupPolicy selects a branch ENI on its node's trunk, filtered by the policy's group (strict mode: even from the same node); throttled branch creation recovers; the branch goes with the pod; 9 per m5.large", func() {
 		Expect(k8s.Built()).To(Succeed())
 		Expect(k8s.BuiltRC()).To(Succeed())
 		cfg := lab.Default()
@@ -116,11 +118,32 @@ spec:
 		Expect(err).NotTo(HaveOccurred())
 		Expect(drops[branch.ID].Inbound).To(BeNumerically(">", 0))
 
-		// Deleting the pod releases the branch: the controller deletes it
-		// after its cool-down.
-		kubectl(l, "delete", "pod", "sgp", "--wait=true")
-		Eventually(func() error { _, err := r.NetworkInterface(branch.ID); return err }).WithTimeout(3*time.Minute).WithPolling(2*time.Second).
-			Should(MatchError(ContainSubstring("NotFound")), "the branch ENI is deleted")
+		// Branch creation throttled for 5 s: the controller retries and the
+		// pod runs once EC2 answers again.
+		_, err = l.Faults().Add(faults.Rule{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", For: model.Duration(5 * time.Second)})
+		Expect(err).NotTo(HaveOccurred())
+		apply(l, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: sgp-throttled, labels: {role: sgp}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: web, image: %s, imagePullPolicy: Never, args: [netexec, --http-port=8080]}]
+`, k8s.AgnhostImage))
+		kubectl(l, "wait", "--for=condition=Ready", "pod/sgp-throttled", "--timeout=180s")
+		Expect(l.Events(ec2query.EventFilter{Action: "CreateNetworkInterface", ErrorCode: "RequestLimitExceeded"})).NotTo(BeEmpty(), "the controller met the throttle")
+		Expect(kubectl(l, "get", "pod", "sgp-throttled", "-o", `jsonpath={.metadata.annotations.vpc\.amazonaws\.com/pod-eni}`)).To(ContainSubstring(`"vlanId"`))
+
+		// Deleting the pods releases their branches: the controller deletes
+		// them after its cool-down.
+		var throttledAnn []struct {
+			ENIID string `json:"eniId"`
+		}
+		Expect(json.Unmarshal([]byte(kubectl(l, "get", "pod", "sgp-throttled", "-o", `jsonpath={.metadata.annotations.vpc\.amazonaws\.com/pod-eni}`)), &throttledAnn)).To(Succeed())
+		kubectl(l, "delete", "pod", "sgp", "sgp-throttled", "--wait=true")
+		for _, id := range []string{branch.ID, throttledAnn[0].ENIID} {
+			Eventually(func() error { _, err := r.NetworkInterface(id); return err }).WithTimeout(3*time.Minute).WithPolling(2*time.Second).
+				Should(MatchError(ContainSubstring("NotFound")), "branch ENI %s is deleted", id)
+		}
 		Expect(l.CheckInvariants(context.Background())).To(Succeed())
 
 		// m5.large takes 9 branch ENIs: of 10 pods the policy selects, 9 run
