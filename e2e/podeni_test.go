@@ -14,6 +14,7 @@ import (
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"github.com/vpclab/vpclab/fakeec2/faults"
 	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/internal/vlan"
 	"github.com/vpclab/vpclab/lab"
 	"github.com/vpclab/vpclab/lab/k8s"
 )
@@ -182,3 +183,57 @@ func running9(l *lab.Lab) []lab.KubePod {
 	}
 	return out
 }
+
+var _ = Describe("Kubernetes mode: security groups for pods with the real VPC CNI", Label("kubernetes", "pod-eni", "upstream"), func() {
+	It("upstream aws-node (ENABLE_POD_ENI) and the real controller agree: the CNINode feature, the trunk, the branch and its annotation; upstream's plugin then needs 8021q (this kernel lacks it: the sandbox fails at the VLAN link)", func() {
+		Expect(k8s.Built()).To(Succeed())
+		Expect(k8s.BuiltRC()).To(Succeed())
+		_, err := buildUpstream()
+		Expect(err).NotTo(HaveOccurred())
+		cfg := lab.Default()
+		cfg.Name, cfg.BinDir, cfg.CNI = labName(), *bins, upstream
+		cfg.Nodes[0].Count, cfg.Nodes[0].InstanceType = 1, "m5.large"
+		cfg.Kubernetes = &lab.KubernetesConfig{SecurityGroupsForPods: true}
+		l, err := lab.New(context.Background(), cfg, GinkgoWriter.Printf)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { Expect(l.Close()).To(Succeed()) })
+		node := l.Nodes()[0]
+		Eventually(func() string {
+			out, _ := l.Kubectl(context.Background(), nil, "get", "cninode", node.KubeName(), "-o", "jsonpath={.spec.features[*].name}")
+			return string(out)
+		}).WithTimeout(2*time.Minute).WithPolling(time.Second).Should(ContainSubstring("SecurityGroupsForPods"), "upstream ipamd asks for a trunk")
+		Eventually(func() string {
+			out, _ := l.Kubectl(context.Background(), nil, "get", "node", node.KubeName(), "-o", `jsonpath={.status.allocatable.vpc\.amazonaws\.com/pod-eni}`)
+			return string(out)
+		}).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(Equal("9"))
+		g, err := l.Region().CreateSecurityGroup(model.CreateSecurityGroupInput{VPCID: l.VPCID(), Name: "pods", Description: "branch pods"})
+		Expect(err).NotTo(HaveOccurred())
+		apply(l, fmt.Sprintf(`apiVersion: vpcresources.k8s.aws/v1beta1
+kind: SecurityGroupPolicy
+metadata: {name: pods, namespace: default}
+spec:
+  podSelector: {matchLabels: {role: sgp}}
+  securityGroups: {groupIds: [%s]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sgp, labels: {role: sgp}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: web, image: %s, imagePullPolicy: Never, args: [netexec]}]
+`, g.ID, k8s.AgnhostImage))
+		Eventually(func() string {
+			return kubectl(l, "get", "pod", "sgp", "-o", `jsonpath={.metadata.annotations.vpc\.amazonaws\.com/pod-eni}`)
+		}).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(ContainSubstring(`"vlanId"`))
+		if vlan.HasKernelVLAN() {
+			kubectl(l, "wait", "--for=condition=Ready", "pod/sgp", "--timeout=180s")
+			return
+		}
+		// Upstream ipamd answers its plugin with the branch (it gets as far
+		// as the VLAN link), and the plugin's real VLAN link is what this
+		// kernel cannot make.
+		Eventually(func() string {
+			return kubectl(l, "get", "events", "--field-selector", "involvedObject.name=sgp,reason=FailedCreatePodSandBox")
+		}).WithTimeout(2 * time.Minute).WithPolling(2 * time.Second).Should(ContainSubstring("vlan"))
+	})
+})
