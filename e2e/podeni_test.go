@@ -49,27 +49,14 @@ var _ = Describe("Kubernetes mode: security groups for pods with the real VPC Re
 		Expect(err).NotTo(HaveOccurred())
 		rules, err := r.AuthorizeRules(g.ID, false, []model.SGRule{{Protocol: "tcp", FromPort: 8080, ToPort: 8080, CIDR: cidr}})
 		Expect(err).NotTo(HaveOccurred())
-		apply(l, fmt.Sprintf(`apiVersion: vpcresources.k8s.aws/v1beta1
-kind: SecurityGroupPolicy
-metadata: {name: pods, namespace: default}
-spec:
-  podSelector: {matchLabels: {role: sgp}}
-  securityGroups: {groupIds: [%s]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: sgp, labels: {role: sgp}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers: [{name: web, image: %[2]s, imagePullPolicy: Never, args: [netexec, --http-port=8080]}]
----
+		apply(l, policy(g.ID)+"---\n"+sgpPod("sgp")+fmt.Sprintf(`---
 apiVersion: v1
 kind: Pod
 metadata: {name: client}
 spec:
   terminationGracePeriodSeconds: 1
-  containers: [{name: c, image: %[2]s, imagePullPolicy: Never, command: [sleep, "3600"]}]
-`, g.ID, k8s.AgnhostImage))
+  containers: [{name: c, image: %s, imagePullPolicy: Never, command: [sleep, "3600"]}]
+`, k8s.AgnhostImage))
 		kubectl(l, "wait", "--for=condition=Ready", "pod/sgp", "pod/client", "--timeout=180s")
 
 		// The controller's webhook injected the resource and its annotation
@@ -123,13 +110,7 @@ spec:
 		// pod runs once EC2 answers again.
 		_, err = l.Faults().Add(faults.Rule{Action: "CreateNetworkInterface", Code: "RequestLimitExceeded", For: model.Duration(5 * time.Second)})
 		Expect(err).NotTo(HaveOccurred())
-		apply(l, fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: sgp-throttled, labels: {role: sgp}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers: [{name: web, image: %s, imagePullPolicy: Never, args: [netexec, --http-port=8080]}]
-`, k8s.AgnhostImage))
+		apply(l, sgpPod("sgp-throttled"))
 		kubectl(l, "wait", "--for=condition=Ready", "pod/sgp-throttled", "--timeout=180s")
 		Expect(l.Events(ec2query.EventFilter{Action: "CreateNetworkInterface", ErrorCode: "RequestLimitExceeded"})).NotTo(BeEmpty(), "the controller met the throttle")
 		Expect(kubectl(l, "get", "pod", "sgp-throttled", "-o", `jsonpath={.metadata.annotations.vpc\.amazonaws\.com/pod-eni}`)).To(ContainSubstring(`"vlanId"`))
@@ -208,20 +189,7 @@ var _ = Describe("Kubernetes mode: security groups for pods with the real VPC CN
 		}).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(Equal("9"))
 		g, err := l.Region().CreateSecurityGroup(model.CreateSecurityGroupInput{VPCID: l.VPCID(), Name: "pods", Description: "branch pods"})
 		Expect(err).NotTo(HaveOccurred())
-		apply(l, fmt.Sprintf(`apiVersion: vpcresources.k8s.aws/v1beta1
-kind: SecurityGroupPolicy
-metadata: {name: pods, namespace: default}
-spec:
-  podSelector: {matchLabels: {role: sgp}}
-  securityGroups: {groupIds: [%s]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: sgp, labels: {role: sgp}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers: [{name: web, image: %s, imagePullPolicy: Never, args: [netexec]}]
-`, g.ID, k8s.AgnhostImage))
+		apply(l, policy(g.ID)+"---\n"+sgpPod("sgp"))
 		Eventually(func() string {
 			return kubectl(l, "get", "pod", "sgp", "-o", `jsonpath={.metadata.annotations.vpc\.amazonaws\.com/pod-eni}`)
 		}).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(ContainSubstring(`"vlanId"`))
@@ -237,3 +205,25 @@ spec:
 		}).WithTimeout(2 * time.Minute).WithPolling(2 * time.Second).Should(ContainSubstring("vlan"))
 	})
 })
+
+// policy is a SecurityGroupPolicy giving pods labelled role=sgp the group.
+func policy(group string) string {
+	return fmt.Sprintf(`apiVersion: vpcresources.k8s.aws/v1beta1
+kind: SecurityGroupPolicy
+metadata: {name: pods, namespace: default}
+spec:
+  podSelector: {matchLabels: {role: sgp}}
+  securityGroups: {groupIds: [%s]}
+`, group)
+}
+
+// sgpPod is agnhost's HTTP server on 8080 in a pod labelled role=sgp.
+func sgpPod(name string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, labels: {role: sgp}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: web, image: %s, imagePullPolicy: Never, args: [netexec, --http-port=8080]}]
+`, name, k8s.AgnhostImage)
+}
