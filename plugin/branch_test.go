@@ -2,6 +2,7 @@ package plugin_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,12 +11,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/lab"
 	"github.com/vpclab/vpclab/plugin"
 )
 
@@ -214,5 +217,30 @@ var _ = Describe("branch ENI pods (security groups for pods)", Label("pod-eni", 
 			Expect(t.f.Dels).To(Equal(before+1), "the address is released (SetupNSFailed)")
 		}
 		Expect(mustSh(t.nsName, "ip", "-o", "link", "show")).NotTo(Or(ContainSubstring("vlan.eth."), ContainSubstring(" vlan")))
+	})
+})
+
+var _ = Describe("branch ENI pods and the real VPC CNI's plugin", Label("pod-eni", "upstream"), func() {
+	It("upstream aws-cni's DEL tears down a branch pod vpclab's ADD made, from the prevResult alone (the dummy interface is named as upstream names it)", func() {
+		b, err := lab.BuildCNI(context.Background(), lab.CNI{Kind: lab.CNIUpstream, Version: lab.UpstreamVersion}, GinkgoWriter.Printf)
+		Expect(err).NotTo(HaveOccurred())
+		t := newTrunkNode("strict")
+		p, _ := t.branchPod("up", 5)
+		p.mustAdd()
+		Expect(mustSh(t.nsName, "ip", "-o", "link", "show")).To(ContainSubstring("vlan.eth.5"))
+
+		// The same conflist and result cache, upstream's aws-cni on the path.
+		upDir := filepath.Join(t.dir, "upstream-bin")
+		Expect(os.MkdirAll(upDir, 0o755)).To(Succeed())
+		for _, f := range []string{filepath.Join(b.AppDir, "aws-cni"), filepath.Join(t.dir, "bin", "portmap")} {
+			data, err := os.ReadFile(f)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(os.WriteFile(filepath.Join(upDir, filepath.Base(f)), data, 0o755)).To(Succeed())
+		}
+		up := libcni.NewCNIConfigWithCacheDir([]string{upDir}, filepath.Join(t.dir, "cache"), nil)
+		Expect(t.inNode(func() error { return up.DelNetworkList(context.Background(), t.list, p.rt()) })).To(Succeed())
+		Expect(t.f.Dels).To(Equal(0), "upstream found the VLAN id in vpclab's prevResult and did not ask ipamd")
+		Expect(mustSh(t.nsName, "ip", "-o", "link", "show")).NotTo(ContainSubstring("vlan.eth.5"))
+		Expect(mustSh(t.nsName, "ip", "rule")).NotTo(ContainSubstring("lookup 105"))
 	})
 })
