@@ -290,17 +290,10 @@ func (f *Fabric) syncFilters() error {
 // as one nftables transaction. After a failure the table is rebuilt whole
 // on the next call.
 func (f *Fabric) renderFilter(r *router, p filterPlan) error {
-	if r.nft == nil {
-		// A lasting socket: closing one after a commit that deleted rules
-		// waits for the kernel to free them (~14 ms here), reusing it does
-		// not (~0.3 ms a commit).
-		c, err := nftables.New(nftables.WithNetNSFd(int(r.ns.Fd())), nftables.AsLasting(), nftables.WithSockOptions(bigReadBuffer))
-		if err != nil {
-			return fmt.Errorf("nftables socket: %w", err)
-		}
-		r.nft = c
+	c, err := r.filterConn()
+	if err != nil {
+		return err
 	}
-	c := r.nft
 	st := r.filter
 	changed := false
 	if st == nil {
@@ -313,6 +306,60 @@ func (f *Fabric) renderFilter(r *router, p filterPlan) error {
 			oldSets = append(oldSets, name)
 		}
 	}
+	sets, err := st.queueSets(c, p)
+	if err != nil {
+		return r.dropFilter(err)
+	}
+	chains := st.queueChains(c, p)
+	maps, err := st.queueMaps(c, p)
+	if err != nil {
+		return r.dropFilter(err)
+	}
+	// Removals last: no map element or rule may name what goes.
+	for name := range st.chains {
+		if _, ok := p.chains[name]; !ok {
+			ch := &nftables.Chain{Name: name, Table: st.table}
+			c.FlushChain(ch)
+			c.DelChain(ch)
+			delete(st.chains, name)
+			changed = true
+		}
+	}
+	for _, name := range oldSets {
+		c.DelSet(st.sets[name])
+		delete(st.sets, name)
+		delete(st.setSig, name)
+		changed = true
+	}
+	if !changed && !sets && !chains && !maps {
+		return nil
+	}
+	if err := c.Flush(); err != nil {
+		return r.dropFilter(fmt.Errorf("commit table %s: %w", FilterTable, err))
+	}
+	r.filter = st
+	return nil
+}
+
+// filterConn returns the router's lasting nftables socket, opening it.
+func (r *router) filterConn() (*nftables.Conn, error) {
+	if r.nft == nil {
+		// A lasting socket: closing one after a commit that deleted rules
+		// waits for the kernel to free them (~14 ms here), reusing it does
+		// not (~0.3 ms a commit).
+		c, err := nftables.New(nftables.WithNetNSFd(int(r.ns.Fd())), nftables.AsLasting(), nftables.WithSockOptions(bigReadBuffer))
+		if err != nil {
+			return nil, fmt.Errorf("nftables socket: %w", err)
+		}
+		r.nft = c
+	}
+	return r.nft, nil
+}
+
+// queueSets queues the sets the plan adds or changes; it reports whether
+// it queued anything.
+func (st *filterState) queueSets(c *nftables.Conn, p filterPlan) (bool, error) {
+	changed := false
 	for name, spans := range p.sets {
 		sig := spansSig(spans)
 		if s, ok := st.sets[name]; ok {
@@ -321,17 +368,24 @@ func (f *Fabric) renderFilter(r *router, p filterPlan) error {
 			}
 			c.FlushSet(s)
 			if err := c.SetAddElements(s, spanElements(spans)); err != nil {
-				return r.dropFilter(err)
+				return false, err
 			}
 		} else {
 			s := &nftables.Set{Table: st.table, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
 			if err := c.AddSet(s, spanElements(spans)); err != nil {
-				return r.dropFilter(err)
+				return false, err
 			}
 			st.sets[name] = s
 		}
 		st.setSig[name], changed = sig, true
 	}
+	return changed, nil
+}
+
+// queueChains queues the chains the plan adds or changes (rules, then the
+// counted drop); it reports whether it queued anything.
+func (st *filterState) queueChains(c *nftables.Conn, p filterPlan) bool {
+	changed := false
 	for name, rules := range p.chains {
 		sig := allowsSig(rules)
 		old, ok := st.chains[name]
@@ -351,6 +405,13 @@ func (f *Fabric) renderFilter(r *router, p filterPlan) error {
 		c.AddRule(&nftables.Rule{Table: st.table, Chain: ch, Exprs: []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}})
 		st.chains[name], changed = sig, true
 	}
+	return changed
+}
+
+// queueMaps queues the verdict-map elements that send each link to its
+// chains; it reports whether it queued anything.
+func (st *filterState) queueMaps(c *nftables.Conn, p filterPlan) (bool, error) {
+	changed := false
 	for _, m := range []struct {
 		set        *nftables.Set
 		have, want map[string]string
@@ -370,39 +431,17 @@ func (f *Fabric) renderFilter(r *router, p filterPlan) error {
 		}
 		if len(del) > 0 {
 			if err := c.SetDeleteElements(m.set, del); err != nil {
-				return r.dropFilter(err)
+				return false, err
 			}
 		}
 		if len(add) > 0 {
 			if err := c.SetAddElements(m.set, add); err != nil {
-				return r.dropFilter(err)
+				return false, err
 			}
 		}
 		changed = changed || len(del)+len(add) > 0
 	}
-	for name := range st.chains {
-		if _, ok := p.chains[name]; !ok {
-			ch := &nftables.Chain{Name: name, Table: st.table}
-			c.FlushChain(ch)
-			c.DelChain(ch)
-			delete(st.chains, name)
-			changed = true
-		}
-	}
-	for _, name := range oldSets {
-		c.DelSet(st.sets[name])
-		delete(st.sets, name)
-		delete(st.setSig, name)
-		changed = true
-	}
-	if !changed {
-		return nil
-	}
-	if err := c.Flush(); err != nil {
-		return r.dropFilter(fmt.Errorf("commit table %s: %w", FilterTable, err))
-	}
-	r.filter = st
-	return nil
+	return changed, nil
 }
 
 // bigReadBuffer lets a socket take the acknowledgements of a large batch

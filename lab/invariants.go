@@ -116,36 +116,7 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		ec2 := map[string][]string{}
-		for _, e := range l.region.NetworkInterfaces() {
-			if e.Attachment == nil || e.Attachment.InstanceID != n.Instance.ID || e.InterfaceType == "trunk" {
-				continue
-			}
-			var cidrs []string
-			for _, a := range e.SecondaryIPs {
-				cidrs = append(cidrs, netip.PrefixFrom(a, 32).String())
-			}
-			for _, p := range e.Prefixes {
-				cidrs = append(cidrs, p.String())
-			}
-			sort.Strings(cidrs)
-			if cidrs == nil {
-				cidrs = []string{}
-			}
-			ec2[e.ID] = cidrs
-		}
-		for id, c := range ipamdENIs {
-			if e, ok := ec2[id]; !ok {
-				errs = append(errs, fmt.Errorf("node %s: ipamd holds ENI %s that EC2 does not attach to %s", n.Name, id, n.Instance.ID))
-			} else if strings.Join(e, ",") != strings.Join(c, ",") {
-				errs = append(errs, fmt.Errorf("node %s: ENI %s: ipamd has %v, EC2 has %v", n.Name, id, c, e))
-			}
-		}
-		for id := range ec2 {
-			if _, ok := ipamdENIs[id]; !ok {
-				errs = append(errs, fmt.Errorf("node %s: EC2 attaches ENI %s that ipamd does not hold", n.Name, id))
-			}
-		}
+		errs = append(errs, l.checkENIs(n, ipamdENIs)...)
 		routes, _ := n.Exec(ctx, "ip", "-4", "route", "show", "table", "main")
 		var pods, branchPods []podAddr
 		for _, p := range podsOn[n.Name] {
@@ -198,6 +169,43 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkENIs compares a node's ENIs and their addresses in ipamd with
+// EC2's (trunks aside: they hold no pod addresses).
+func (l *Lab) checkENIs(n *Node, ipamdENIs map[string][]string) []error {
+	var errs []error
+	ec2 := map[string][]string{}
+	for _, e := range l.region.NetworkInterfaces() {
+		if e.Attachment == nil || e.Attachment.InstanceID != n.Instance.ID || e.InterfaceType == "trunk" {
+			continue
+		}
+		var cidrs []string
+		for _, a := range e.SecondaryIPs {
+			cidrs = append(cidrs, netip.PrefixFrom(a, 32).String())
+		}
+		for _, p := range e.Prefixes {
+			cidrs = append(cidrs, p.String())
+		}
+		sort.Strings(cidrs)
+		if cidrs == nil {
+			cidrs = []string{}
+		}
+		ec2[e.ID] = cidrs
+	}
+	for id, c := range ipamdENIs {
+		if e, ok := ec2[id]; !ok {
+			errs = append(errs, fmt.Errorf("node %s: ipamd holds ENI %s that EC2 does not attach to %s", n.Name, id, n.Instance.ID))
+		} else if strings.Join(e, ",") != strings.Join(c, ",") {
+			errs = append(errs, fmt.Errorf("node %s: ENI %s: ipamd has %v, EC2 has %v", n.Name, id, c, e))
+		}
+	}
+	for id := range ec2 {
+		if _, ok := ipamdENIs[id]; !ok {
+			errs = append(errs, fmt.Errorf("node %s: EC2 attaches ENI %s that ipamd does not hold", n.Name, id))
+		}
+	}
+	return errs
 }
 
 // podAddr is a pod and its address.
