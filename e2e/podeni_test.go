@@ -39,12 +39,7 @@ var _ = Describe("Kubernetes mode: security groups for pods with the real VPC Re
 			return string(out)
 		}).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(Equal("9"))
 
-		var cidr netip.Prefix
-		for _, v := range r.VPCs() {
-			if v.ID == l.VPCID() {
-				cidr = v.CIDRBlocks[0]
-			}
-		}
+		cidr := netip.MustParsePrefix(l.Config().VPCCIDR)
 		g, err := r.CreateSecurityGroup(model.CreateSecurityGroupInput{VPCID: l.VPCID(), Name: "pods", Description: "branch pods"})
 		Expect(err).NotTo(HaveOccurred())
 		rules, err := r.AuthorizeRules(g.ID, false, []model.SGRule{{Protocol: "tcp", FromPort: 8080, ToPort: 8080, CIDR: cidr}})

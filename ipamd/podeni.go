@@ -190,37 +190,38 @@ func (d *Daemon) awaitingTrunk() bool {
 	return id == ""
 }
 
-// branchReply answers AddNetwork for a pod with a branch ENI: ok is false
-// when the pod does not ask for one. A pod that asks for one but cannot
+// branchReply answers AddNetwork for a pod with a branch ENI; it reports
+// whether it answered (false: the pod does not ask for one, and ipamd
+// hands out one of its own addresses). A pod that asks for one but cannot
 // have it yet (no trunk, no annotation) gets a failure, which the kubelet
 // retries.
-func (d *Daemon) branchReply(ctx context.Context, in *rpc.AddNetworkRequest, reply *rpc.AddNetworkReply) (bool, error) {
+func (d *Daemon) branchReply(ctx context.Context, in *rpc.AddNetworkRequest, reply *rpc.AddNetworkReply) bool {
 	if !d.c.EnablePodENI || d.kube == nil {
-		return false, nil
+		return false
 	}
 	pod, found, err := d.kube.readPod(ctx, in.K8S_POD_NAMESPACE, in.K8S_POD_NAME)
 	if err != nil || !found {
 		d.log.Warn("AddNetwork: reading the pod failed", "pod", in.K8S_POD_NAMESPACE+"/"+in.K8S_POD_NAME, "found", found, "err", err)
-		return true, nil
+		return true
 	}
 	if !pod.WantsBranch {
-		return false, nil
+		return false
 	}
 	_, mac := d.ds.trunkENI()
 	if mac == "" {
 		d.log.Warn("AddNetwork: no trunk ENI yet; cannot add a pod ENI", "pod", in.K8S_POD_NAMESPACE+"/"+in.K8S_POD_NAME)
-		return true, nil
+		return true
 	}
 	b, err := parsePodENI(pod.Annotations[PodENIAnnotation])
 	if err != nil {
 		d.m.podENIErr.WithLabelValues("AddNetwork").Inc()
 		d.log.Warn("AddNetwork: no usable pod-eni annotation yet", "pod", in.K8S_POD_NAMESPACE+"/"+in.K8S_POD_NAME, "err", err)
-		return true, nil
+		return true
 	}
 	link, err := linkByMAC(mac)
 	if err != nil {
 		d.log.Warn("AddNetwork: the trunk ENI's link is not there", "mac", mac, "err", err)
-		return true, nil
+		return true
 	}
 	subnet, _ := netip.ParsePrefix(b.SubnetCIDR)
 	reply.Success = true
@@ -230,7 +231,7 @@ func (d *Daemon) branchReply(ctx context.Context, in *rpc.AddNetworkRequest, rep
 	reply.ParentIfIndex = int32(link.Attrs().Index)
 	reply.IPAllocationMetadata = []*rpc.IPAllocationMetadata{{IPv4Addr: b.PrivateIP, DeviceNumber: -1, RouteTableId: 0}}
 	d.log.Info("AddNetwork (branch ENI)", "pod", in.K8S_POD_NAMESPACE+"/"+in.K8S_POD_NAME, "ip", b.PrivateIP, "eni", b.ENIID, "vlan", b.VlanID)
-	return true, nil
+	return true
 }
 
 // parsePodENI reads the first entry of a pod-eni annotation, which must

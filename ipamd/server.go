@@ -138,8 +138,8 @@ func (b *cniBackend) AddNetwork(ctx context.Context, in *rpc.AddNetworkRequest) 
 		d.log.Warn("AddNetwork without a full IPAM key", "key", key)
 		return reply, nil
 	}
-	if handled, err := d.branchReply(ctx, in, reply); handled || err != nil {
-		return reply, err
+	if d.branchReply(ctx, in, reply) {
+		return reply, nil
 	}
 	addr, eni, err := d.ds.AssignPodIP(key, IPAMMetadata{K8SPodNamespace: in.K8S_POD_NAMESPACE, K8SPodName: in.K8S_POD_NAME, InterfacesCount: 1})
 	defer d.wake()

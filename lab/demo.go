@@ -122,12 +122,7 @@ func demoSecurityGroups(ctx context.Context, stdout io.Writer, l *Lab, from, to 
 		return fmt.Errorf("security groups: ping %s → %s passed, but %s admits nothing", from.Name, to.Name, g.ID)
 	}
 	fmt.Fprintf(stdout, "  %s → %s ping: dropped by %s at %s's ENI\n", from.Name, to.Name, g.ID, node.Name)
-	var cidr netip.Prefix
-	for _, v := range r.VPCs() {
-		if v.ID == l.VPCID() {
-			cidr = v.CIDRBlocks[0]
-		}
-	}
+	cidr := netip.MustParsePrefix(l.cfg.VPCCIDR) // validated before bring-up
 	added, err := r.AuthorizeRules(g.ID, false, []model.SGRule{{Protocol: "icmp", FromPort: 8, ToPort: -1, CIDR: cidr, Description: "echo requests from the VPC"}})
 	if err != nil {
 		return err

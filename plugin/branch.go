@@ -126,25 +126,20 @@ func setupBranchPod(podNS ns.NetNS, ifName, hostName string, mtu int, addr netip
 			return nil, nil, fmt.Errorf("route %v via %s in table %d: %w", rt.Dst, b.gw, table, err)
 		}
 	}
+	if !strict {
+		if err := routeToPod(hostIf.Index, addr, table); err != nil {
+			return nil, nil, err
+		}
+		return hostIf.HardwareAddr, podIf.HardwareAddr, nil
+	}
+	// Strict: everything from and to the pod through table 100+vlan.
 	host := &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(32, 32)}
-	if strict {
-		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: hostIf.Index, Dst: host, Scope: netlink.SCOPE_LINK, Table: table}); err != nil {
-			return nil, nil, fmt.Errorf("pod route in table %d: %w", table, err)
-		}
-		for _, iif := range []string{name, hostName} {
-			if err := addRule(iifRule(iif, table)); err != nil {
-				return nil, nil, fmt.Errorf("rule iif %s lookup %d: %w", iif, table, err)
-			}
-		}
-	} else {
-		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: hostIf.Index, Dst: host, Scope: netlink.SCOPE_LINK}); err != nil {
-			return nil, nil, fmt.Errorf("host route: %w", err)
-		}
-		if err := addRule(toRule(addr)); err != nil {
-			return nil, nil, fmt.Errorf("to-pod rule: %w", err)
-		}
-		if err := addRule(fromRule(addr, table)); err != nil {
-			return nil, nil, fmt.Errorf("from-pod rule: %w", err)
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: hostIf.Index, Dst: host, Scope: netlink.SCOPE_LINK, Table: table}); err != nil {
+		return nil, nil, fmt.Errorf("pod route in table %d: %w", table, err)
+	}
+	for _, iif := range []string{name, hostName} {
+		if err := addRule(iifRule(iif, table)); err != nil {
+			return nil, nil, fmt.Errorf("rule iif %s lookup %d: %w", iif, table, err)
 		}
 	}
 	return hostIf.HardwareAddr, podIf.HardwareAddr, nil

@@ -155,12 +155,8 @@ func CmdAdd(args *skel.CmdArgs) error {
 		log.Info("ADD", "pod", ns+"/"+name, "ip", ip.String(), "hostVeth", hostName, "table", table)
 		res = result(args, ns, name, hostName, hostMAC, podMAC, ip, table, int(meta.DeviceNumber))
 	}
-	if conf.RawPrevResult != nil {
-		if err := version.ParsePrevResult(&conf.NetConf); err == nil {
-			if prev, err := current.NewResultFromResult(conf.PrevResult); err == nil {
-				res = merge(prev, res)
-			}
-		}
+	if prev := prevResult(conf); prev != nil {
+		res = merge(prev, res)
 	}
 	return types.PrintResult(res, conf.CNIVersion)
 }
@@ -216,19 +212,29 @@ func setupPod(podNS ns.NetNS, ifName, hostName string, mtu int, addr netip.Addr,
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := routeToPod(hostIf.Index, addr, table); err != nil {
+		return nil, nil, err
+	}
+	return hostIf.HardwareAddr, podIf.HardwareAddr, nil
+}
+
+// routeToPod is the host side of a pod routed by address: the /32 route
+// to its veth in main, the to-pod rule and, unless the table is main, the
+// from-pod rule into it.
+func routeToPod(hostIndex int, addr netip.Addr, table int) error {
 	host := net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(32, 32)}
-	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: hostIf.Index, Dst: &host, Scope: netlink.SCOPE_LINK}); err != nil {
-		return nil, nil, fmt.Errorf("host route: %w", err)
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: hostIndex, Dst: &host, Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("host route: %w", err)
 	}
 	if err := addRule(toRule(addr)); err != nil {
-		return nil, nil, fmt.Errorf("to-pod rule: %w", err)
+		return fmt.Errorf("to-pod rule: %w", err)
 	}
 	if table != mainTable && table > 1 {
 		if err := addRule(fromRule(addr, table)); err != nil {
-			return nil, nil, fmt.Errorf("from-pod rule: %w", err)
+			return fmt.Errorf("from-pod rule: %w", err)
 		}
 	}
-	return hostIf.HardwareAddr, podIf.HardwareAddr, nil
+	return nil
 }
 
 // setupVeth makes the pod's veth pair (the pod side configured, the host
