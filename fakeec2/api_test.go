@@ -728,7 +728,7 @@ func TestFaultDiceSeeded(t *testing.T) {
 		f.Add(faults.Rule{Action: "*", Code: "InternalError", Probability: 0.5})
 		var b strings.Builder
 		for i := 0; i < 64; i++ {
-			if _, err := f.Evaluate("X"); err != nil {
+			if _, err := f.Evaluate(faults.Call{Action: "X"}); err != nil {
 				b.WriteByte('1')
 			} else {
 				b.WriteByte('0')

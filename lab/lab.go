@@ -344,6 +344,12 @@ func (l *Lab) EC2Endpoint() string { return l.ec2URL }
 // VPCID returns the VPC's id.
 func (l *Lab) VPCID() string { return l.vpcID }
 
+// SubnetID returns the id of the lab's subnet named name (lab config).
+func (l *Lab) SubnetID(name string) (string, bool) {
+	id, ok := l.subnets[name]
+	return id, ok
+}
+
 // Nodes returns the nodes by name.
 func (l *Lab) Nodes() []*Node {
 	l.mu.Lock()

@@ -130,6 +130,12 @@ func (n *Node) AddPod(ctx context.Context, namespace, name string) (*Pod, error)
 // (followed by its DEL) is retried with Retry's back-off until timeout; the
 // last error is returned with the number of attempts.
 func (n *Node) AddPodRetry(ctx context.Context, namespace, name string, timeout time.Duration) (*Pod, error) {
+	return n.AddPodAttempts(ctx, namespace, name, timeout, nil)
+}
+
+// AddPodAttempts is AddPodRetry telling onFail (optional) of every failed
+// attempt, as Retry does.
+func (n *Node) AddPodAttempts(ctx context.Context, namespace, name string, timeout time.Duration, onFail func(n int, err error, wait time.Duration)) (*Pod, error) {
 	if err := ValidatePodName(namespace, name); err != nil {
 		return nil, err
 	}
@@ -138,7 +144,7 @@ func (n *Node) AddPodRetry(ctx context.Context, namespace, name string, timeout 
 		var err error
 		p, err = n.AddPod(ctx, namespace, name)
 		return err != nil && !errors.Is(err, ErrPodExists) && !errors.Is(err, ErrKubernetesPods), err
-	}, nil)
+	}, onFail)
 	return p, err
 }
 

@@ -206,13 +206,16 @@ func reachedKeys(runs []Result, i int) []string {
 	return out
 }
 
-// WriteList prints the built-in scenarios: slug, the CNIs their
-// expectations are written for, and name.
-func WriteList(w io.Writer) error {
+// WriteList prints the built-in scenarios (those with label, when set):
+// slug, the CNIs their expectations are written for, labels and name.
+func WriteList(w io.Writer, label string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tFOR\tNAME")
+	fmt.Fprintln(tw, "SCENARIO\tFOR\tLABELS\tNAME")
 	for _, s := range Builtin {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", Slug(s.Name), strings.Join(implementations(s), ","), s.Name)
+		if label != "" && !slices.Contains(s.Labels, label) {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", Slug(s.Name), strings.Join(implementations(s), ","), strings.Join(s.Labels, ","), s.Name)
 	}
 	return tw.Flush()
 }
@@ -254,7 +257,7 @@ func (c Command) Execute(ctx context.Context) error {
 		return err // ErrNoCNI: the caller's
 	}
 	if c.Sub == "run" {
-		return RunFile(ctx, c.Scenario, c.BinDir, append(c.CNIs, lab.CNI{})[0], c.Out)
+		return RunFile(ctx, c.Scenario, c.BinDir, append(c.CNIs, lab.CNI{})[0], c.JSON, c.Out, c.Log)
 	}
 	return RunDiff(ctx, s, c.CNIs, c.BinDir, c.JSON, c.Out, c.Log)
 }

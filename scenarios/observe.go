@@ -1,39 +1,50 @@
 package scenarios
 
 import (
-	"slices"
 	"time"
 
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
 	"github.com/vpclab/vpclab/lab"
 )
 
-// StepResult is what one step of a run observed on its node once its
-// expectations were checked.
+// StepResult is what one expect step found, for the stretch of actions
+// since the previous one, on its node.
 type StepResult struct {
 	Name     string        `json:"name"`
 	Duration time.Duration `json:"duration"`
-	// Pods on the node and pod adds that failed in the step.
+	// Pods on the node and pod adds (all nodes) that failed in the stretch.
 	Pods       int `json:"pods"`
 	FailedAdds int `json:"failedAdds"`
+	// Nodes are the stretch's pod adds per node, with failures and
+	// kubelet-like retries.
+	Nodes map[string]NodeStats `json:"nodes,omitempty"`
 	// Pool figures (ipamd's metrics; ENIs as EC2 sees them); -1 when the
 	// node did not answer.
 	TotalIPs    int `json:"totalIPs"`
 	AssignedIPs int `json:"assignedIPs"`
 	Prefixes    int `json:"prefixes"`
 	ENIs        int `json:"enis"`
-	// Calls counts the EC2 calls made during the step by action; Mutating
-	// and Describe split their total.
+	// Calls counts the EC2 calls made during the stretch by action;
+	// Mutating and Describe split their total.
 	Calls    map[string]int `json:"calls"`
 	Mutating int            `json:"mutating"`
 	Describe int            `json:"describe"`
-	// Errors counts EC2 error codes answered during the step.
+	// Errors counts EC2 error codes answered during the stretch.
 	Errors map[string]int `json:"errors"`
-	// Reached is, per expected pool figure ("awscni_total_ip_addresses=29"),
-	// how long after the step started it held; -1 if it never did.
+	// Checks are the step's expectations with their measured values.
+	Checks []Check `json:"checks"`
+	// Reached is, per waited-for value ("awscni_total_ip_addresses=29"),
+	// how long after the stretch began it held; -1 if it never did.
 	Reached map[string]time.Duration `json:"reached"`
-	// Failures are the step's failed expectations.
+	// Failures are the stretch's failures.
 	Failures []string `json:"failures,omitempty"`
+}
+
+// NodeStats counts one node's pod adds in a stretch.
+type NodeStats struct {
+	Adds    int `json:"adds"`
+	Failed  int `json:"failed"`
+	Retries int `json:"retries"`
 }
 
 // lastSeq is the sequence number of the lab's latest EC2 event.
@@ -45,11 +56,22 @@ func lastSeq(l *lab.Lab) uint64 {
 	return ev[len(ev)-1].Seq
 }
 
-// observe records a finished step.
-func observe(l *lab.Lab, n *lab.Node, name string, start time.Time, seqBefore uint64, failed, pods int, reached map[string]time.Duration, failures []string) StepResult {
-	r := StepResult{Name: name, Duration: time.Since(start), Pods: pods, FailedAdds: failed, Calls: map[string]int{}, Errors: map[string]int{},
-		Reached: reached, Failures: slices.Clone(failures)}
-	for _, e := range l.Events(ec2query.EventFilter{SinceSeq: seqBefore}) {
+// observe records a finished stretch.
+func observe(l *lab.Lab, n *lab.Node, name string, seg segment, failed, pods int, checks []Check, stats map[string]*NodeStats) StepResult {
+	r := StepResult{Name: name, Duration: time.Since(seg.start), Pods: pods, FailedAdds: failed, Calls: map[string]int{}, Errors: map[string]int{},
+		Checks: checks, Reached: map[string]time.Duration{}}
+	for _, c := range checks {
+		if c.After != 0 {
+			r.Reached[c.What+"="+c.Want] = c.After
+		}
+	}
+	if len(stats) > 0 {
+		r.Nodes = map[string]NodeStats{}
+		for k, v := range stats {
+			r.Nodes[k] = *v
+		}
+	}
+	for _, e := range l.Events(ec2query.EventFilter{SinceSeq: seg.seq}) {
 		r.Calls[e.EventName]++
 		if e.ReadOnly {
 			r.Describe++
@@ -68,10 +90,6 @@ func observe(l *lab.Lab, n *lab.Node, name string, start time.Time, seqBefore ui
 		return v
 	}
 	r.TotalIPs, r.AssignedIPs, r.Prefixes = figure("awscni_total_ip_addresses"), figure("awscni_assigned_ip_addresses"), figure("awscni_total_ipv4_prefixes")
-	for _, x := range l.Region().NetworkInterfaces() {
-		if x.Attachment != nil && x.Attachment.InstanceID == n.Instance.ID {
-			r.ENIs++
-		}
-	}
+	r.ENIs = attachedENIs(l, n)
 	return r
 }

@@ -1,42 +1,56 @@
 // Package scenarios runs scenarios declared as data: a world (a lab
-// config), then steps — pod churn, faults, ipamd crashes, waits — each with
-// exact expectations on the node's pool, the pods and the EC2 events. The
-// Ginkgo suite in this directory runs the built-in ones; `vpclab scenario
-// run FILE` runs a YAML one.
+// config, the schema of `vpclab up -f`), then an ordered list of steps,
+// each one action — add pods, an EC2 call as another principal, a fault,
+// an IMDS fault, a kill, a wait — or an expectation with exact values,
+// measured and reported. The built-in scenarios are YAML files embedded in
+// the package (builtin/); the Ginkgo suite here and `vpclab scenario run`
+// run them with the same code.
 package scenarios
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
+	"path"
 	"slices"
-	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
-	"github.com/vpclab/vpclab/fakeec2/faults"
 	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/internal/yamlx"
 	"github.com/vpclab/vpclab/lab"
 )
 
-// Scenario is a world, a workload and its expectations.
+// Scenario is a world and an ordered list of steps.
 type Scenario struct {
-	Name   string     `yaml:"name"`
-	Labels []string   `yaml:"labels"`
+	Name   string   `yaml:"name"`
+	Labels []string `yaml:"labels,omitempty"`
+	// Description says what the scenario shows, for list and reports.
+	Description string `yaml:"description,omitempty"`
+	// Upstream names the upstream reports the scenario models
+	// ("aws/amazon-vpc-cni-k8s#2713"); Reproduces says what a run against
+	// the real VPC CNI (lab.UpstreamVersion) shows: "yes" (the bug
+	// reproduces: the expectations fail there), "no", or why it cannot
+	// run there.
+	Upstream   []string `yaml:"upstream,omitempty"`
+	Reproduces string   `yaml:"reproduces,omitempty"`
+	// Timers "fast" puts the CI timer knobs under the lab's env (FastTimers:
+	// a 100 ms pool tick, no ENI lifetime or cooldown…; the env given
+	// wins); empty keeps the CNI's own timers.
+	Timers string     `yaml:"timers,omitempty"`
 	Lab    lab.Config `yaml:"lab"`
 	Steps  []Step     `yaml:"steps"`
 	// Cooldown, when set, fails the run if a pod gets an address released
 	// less than this long before.
-	Cooldown model.Duration `yaml:"cooldown"`
+	Cooldown model.Duration `yaml:"cooldown,omitempty"`
 	// Implementations are the CNIs whose behaviour the expectations pin:
 	// "vpclab", "upstream" (the real VPC CNI, any version). Empty means
 	// vpclab only. A scenario still runs against any CNI; a run against
 	// one not listed says so.
-	Implementations []string `yaml:"implementations"`
+	Implementations []string `yaml:"implementations,omitempty"`
 }
 
 // AppliesTo says whether the scenario's expectations are meant to hold for
@@ -52,91 +66,53 @@ func (s Scenario) AppliesTo(c lab.CNI) bool {
 	return slices.Contains(s.Implementations, impl)
 }
 
-// Step is one action and what must hold after it.
-type Step struct {
-	Name string `yaml:"name"`
-	// Node the step acts on (default: the first node).
-	Node string `yaml:"node"`
-	// AddPods adds that many pods, one after the other unless Parallel;
-	// failures are counted, not fatal. DelPods deletes that many of the
-	// oldest pods.
-	AddPods int `yaml:"addPods"`
-	DelPods int `yaml:"delPods"`
-	// Parallel adds up to that many of AddPods' pods at once (default 1),
-	// as `vpclab pods add --parallel` does.
-	Parallel int `yaml:"parallel"`
-	// PodTimeout is how long a failed ADD is retried the way a kubelet
-	// retries a sandbox (its DEL first, back-off 100 ms doubling to 2 s:
-	// lab.Retry, as `vpclab pods add --retry`) before the pod counts as
-	// failed (default 30 s: a kubelet retries for longer; a step that
-	// expects refusals sets it short).
-	PodTimeout model.Duration `yaml:"podTimeout"`
-	// Faults are installed before the step's workload; ClearFaults removes
-	// every rule first.
-	Faults      []faults.Rule `yaml:"faults"`
-	ClearFaults bool          `yaml:"clearFaults"`
-	// RestartIpamd SIGKILLs the node's ipamd and starts it again.
-	RestartIpamd bool `yaml:"restartIpamd"`
-	// LeakENIs creates that many detached ENIs tagged for the node (as a
-	// crash between create and attach leaves them), created an hour ago.
-	LeakENIs int            `yaml:"leakENIs"`
-	Sleep    model.Duration `yaml:"sleep"`
-	// Kubernetes labs (lab.kubernetes): Apply is a manifest `kubectl
-	// apply`ed after the step's faults; Kubectl is one kubectl command (its
-	// arguments: [scale, deployment/web, --replicas=20]) run after it.
-	Apply   string   `yaml:"apply"`
-	Kubectl []string `yaml:"kubectl"`
-	Expect  Expect   `yaml:"expect"`
-}
-
-// Expect lists exact values; nil fields are not checked. Pool figures are
-// waited for (up to Within, default 10 s) since the pool converges.
-type Expect struct {
-	Pods        *int `yaml:"pods"`
-	FailedAdds  *int `yaml:"failedAdds"`
-	TotalIPs    *int `yaml:"totalIPs"`
-	AssignedIPs *int `yaml:"assignedIPs"`
-	ENIs        *int `yaml:"enis"`
-	Prefixes    *int `yaml:"prefixes"`
-	// LeakedENIs counts detached ENIs still tagged for the node.
-	LeakedENIs *int `yaml:"leakedENIs"`
-	// Events: EC2 error code -> minimum and maximum count over the whole
-	// run so far ([min, max]; max -1 for none).
-	Events map[string][2]int `yaml:"events"`
-	// MaxMutatingCalls bounds the non-Describe EC2 calls of this step.
-	MaxMutatingCalls *int `yaml:"maxMutatingCalls"`
-	// Running (Kubernetes labs): label selector -> how many of the pods
-	// it picks are Running with an address of their node's ENIs in EC2;
-	// waited for like pool figures. PodRestarts: selector -> their
-	// containers' restarts in all.
-	Running     map[string]int `yaml:"running"`
-	PodRestarts map[string]int `yaml:"podRestarts"`
-	// PodEvents (Kubernetes labs): event reason (FailedCreatePodSandBox,
-	// …) -> minimum and maximum count over the run so far, as Events.
-	PodEvents map[string][2]int `yaml:"podEvents"`
-	// Within is how long pool figures may take to converge: 10 s by
-	// default for vpclab's CNI (whose timers scenarios shorten), 90 s for
-	// the real VPC CNI (whose pool tick, cooldown and decrease spacing are
-	// fixed at 5 s, 30 s and 30 s), 2 min in Kubernetes labs (a kubelet
-	// backs off between sandbox retries).
-	Within model.Duration `yaml:"within"`
-}
-
-// Load reads a YAML scenario.
-func Load(path string) (Scenario, error) {
+// Load reads a YAML scenario file.
+func Load(file string) (Scenario, error) {
 	var v Scenario
-	if err := yamlx.Load(path, &v); err != nil {
+	if err := yamlx.Load(file, &v); err != nil {
 		return Scenario{}, err
 	}
-	for i, st := range v.Steps {
-		switch {
-		case st.AddPods < 0 || st.DelPods < 0:
-			return Scenario{}, fmt.Errorf("%s: steps[%d]: addPods and delPods must not be negative", path, i)
-		case st.Parallel < 0 || st.Parallel > 64:
-			return Scenario{}, fmt.Errorf("%s: steps[%d].parallel %d: want 1..64", path, i, st.Parallel)
-		}
+	if err := v.Validate(); err != nil {
+		return Scenario{}, fmt.Errorf("%s: %w", file, err)
 	}
 	return v, nil
+}
+
+// Parse reads a scenario from YAML; name labels errors.
+func Parse(b []byte, name string) (Scenario, error) {
+	var v Scenario
+	if err := yamlx.Decode(b, &v); err != nil {
+		return Scenario{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := v.Validate(); err != nil {
+		return Scenario{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return v, nil
+}
+
+// Validate checks what can be checked before a lab exists: a name, steps,
+// each step's action, and Kubernetes steps in a Kubernetes lab only.
+func (s *Scenario) Validate() error {
+	if strings.TrimSpace(s.Name) == "" {
+		return errors.New("name: a scenario needs a name")
+	}
+	if len(s.Steps) == 0 {
+		return errors.New("steps: a scenario needs at least one step")
+	}
+	if s.Timers != "" && s.Timers != "fast" {
+		return fmt.Errorf("timers %q: want fast, or nothing for the CNI's own timers", s.Timers)
+	}
+	for i, st := range s.Steps {
+		if st.Action == nil {
+			return fmt.Errorf("steps[%d]: no action", i)
+		}
+		if v, ok := st.Action.(validator); ok {
+			if err := v.validate(s); err != nil {
+				return fmt.Errorf("steps[%d] (%s): %w", i, st.label(i), err)
+			}
+		}
+	}
+	return nil
 }
 
 // Result is what a run found.
@@ -147,10 +123,11 @@ type Result struct {
 	Passed   bool          `json:"passed"`
 	Failures []string      `json:"failures,omitempty"`
 	Duration time.Duration `json:"duration"`
-	// Steps is what each step observed (in step order).
+	// Steps is what each expect step observed (in step order); a step
+	// result covers the actions since the previous expect step.
 	Steps []StepResult `json:"steps"`
 	// Dump is the lab state, ipamd logs and recent events, on failure.
-	Dump string `json:"-"`
+	Dump string `json:"dump,omitempty"`
 }
 
 // Runner runs scenarios against labs built from BinDir's binaries.
@@ -181,9 +158,9 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	run := &run{r: r, s: s, res: &res, logf: logf, released: map[string]time.Time{}}
-	if err := s.checkKubernetes(); err != nil {
-		run.fail("%v", err)
+	x := &run{r: r, s: s, res: &res, logf: logf, released: map[string]time.Time{}, peers: map[string]model.Instance{}, nodeStats: map[string]*NodeStats{}}
+	if err := s.Validate(); err != nil {
+		x.fail("%v", err)
 		res.Duration = time.Since(start)
 		return res
 	}
@@ -194,55 +171,44 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 	}
 	l, err := lab.New(ctx, cfg, logf)
 	if err != nil {
-		run.fail("bring-up: %v", err)
+		x.fail("bring-up: %v", err)
 		res.Duration = time.Since(start)
 		return res
 	}
-	run.l = l
+	x.l = l
 	defer func() {
+		x.stopBackground()
 		if len(res.Failures) > 0 {
-			res.Dump = dump(l)
+			res.Dump = dump(l, x)
 		}
 		if err := l.Close(); err != nil {
-			run.fail("teardown: %v", err)
+			x.fail("teardown: %v", err)
 		}
 		if left, _ := netx.ListNamed(labName + "-"); len(left) > 0 {
-			run.fail("leak: namespaces left after teardown: %v", left)
+			x.fail("leak: namespaces left after teardown: %v", left)
 		}
 		res.Passed = len(res.Failures) == 0
 		res.Duration = time.Since(start)
 	}()
+	x.newSegment()
 	for i, st := range s.Steps {
 		if err := ctx.Err(); err != nil {
-			run.fail("interrupted: %v", err)
+			x.fail("interrupted: %v", err)
 			return res
 		}
-		if !run.step(ctx, i, st) {
+		if !x.step(ctx, i, st) {
 			return res
 		}
 	}
-	run.finish(ctx)
+	x.stopBackground()
+	x.finish(ctx)
 	return res
-}
-
-// checkKubernetes refuses Kubernetes steps and expectations in a scenario
-// whose lab is not a Kubernetes lab, naming the step.
-func (s Scenario) checkKubernetes() error {
-	if s.Lab.Kubernetes != nil {
-		return nil
-	}
-	for i, st := range s.Steps {
-		e := st.Expect
-		if st.Apply != "" || len(st.Kubectl) > 0 || len(e.Running) > 0 || len(e.PodRestarts) > 0 || len(e.PodEvents) > 0 {
-			return fmt.Errorf("steps[%d]: apply, kubectl, running, podRestarts and podEvents need a Kubernetes lab (lab.kubernetes: {})", i)
-		}
-	}
-	return nil
 }
 
 // labConfig is the scenario's lab as this runner brings it up.
 func (r Runner) labConfig(s Scenario, labName string) lab.Config {
 	cfg := s.Lab
+	cfg.Env = timerEnv(s.Timers, cfg.Env)
 	cfg.Name = labName
 	cfg.Owner = r.Owner
 	if cfg.Owner == "" {
@@ -270,89 +236,141 @@ func (r Runner) labConfig(s Scenario, labName string) lab.Config {
 	return cfg
 }
 
-// run is one scenario's progress: its lab, the pods it holds and when each
-// address was last released.
+// run is one scenario's progress: its lab, the pods and peers it holds,
+// when each address was last released, and what happened since the last
+// expect step.
 type run struct {
-	r        Runner
-	s        Scenario
-	l        *lab.Lab
-	res      *Result
-	logf     func(string, ...any)
-	pods     []podRef
-	released map[string]time.Time
-	seq      int
+	r    Runner
+	s    Scenario
+	l    *lab.Lab
+	res  *Result
+	logf func(string, ...any)
+
+	mu         sync.Mutex // guards the fields below and res.Failures
+	pods       []podRef
+	released   map[string]time.Time
+	seq        int
+	peers      map[string]model.Instance
+	failedAdds int                   // since the last expect step
+	nodeStats  map[string]*NodeStats // since the last expect step
+	seg        segment
+	events     []event // pod adds and deletes, for the timeline
+
+	bg      sync.WaitGroup // kills' resumes and restarts
+	cancels []func()       // call hooks to remove at the end
+}
+
+// segment is where the actions since the last expect step began.
+type segment struct {
+	start   time.Time
+	seq     uint64
+	calls   int // mutating EC2 calls before it
+	failIdx int // len(res.Failures) at its start
+}
+
+func (x *run) newSegment() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.seg = segment{start: time.Now(), seq: lastSeq(x.l), calls: mutating(x.l), failIdx: len(x.res.Failures)}
+	x.failedAdds = 0
+	x.nodeStats = map[string]*NodeStats{}
 }
 
 func (x *run) fail(format string, a ...any) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.failLocked(format, a...)
+}
+
+func (x *run) failLocked(format string, a ...any) {
 	x.res.Failures = append(x.res.Failures, fmt.Sprintf(format, a...))
+}
+
+func (x *run) failures() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.res.Failures)
 }
 
 // step runs step i and reports whether the scenario goes on.
 func (x *run) step(ctx context.Context, i int, st Step) bool {
-	name := st.Name
-	if name == "" {
-		name = fmt.Sprintf("step %d", i+1)
-	}
+	label := st.label(i)
 	n := x.l.Nodes()[0]
 	if st.Node != "" {
 		if n = x.l.Node(st.Node); n == nil {
-			x.fail("%s: no node %q", name, st.Node)
+			x.fail("%s: no node %q", label, st.Node)
 			return false
 		}
 	}
-	if !x.inject(name, n, st) || !x.kube(ctx, name, st) {
+	if st.Name != "" {
+		x.logf("%d. %s — %s", i+1, st.Name, st.Action)
+	} else {
+		x.logf("%d. %s", i+1, st.Action)
+	}
+	if e, ok := st.Action.(*Expect); ok {
+		x.checkpoint(ctx, label, n, e)
+		return x.failures() == 0 || (x.r.KeepGoing && ctx.Err() == nil)
+	}
+	if err := st.Action.apply(ctx, x, n); err != nil {
+		x.fail("%s: %v", label, err)
 		return false
 	}
-	start, seqBefore := time.Now(), lastSeq(x.l)
-	callsBefore := mutating(x.l)
-	failsBefore := len(x.res.Failures)
-	failed := x.addPods(ctx, name, n, st)
-	x.delPods(ctx, name, n, st.DelPods)
-	if st.RestartIpamd {
-		if err := n.RestartIpamd(ctx); err != nil {
-			x.fail("%s: %v", name, err)
-			return false
-		}
-	}
-	if st.Sleep > 0 {
-		select {
-		case <-time.After(time.Duration(st.Sleep)):
-		case <-ctx.Done():
-		}
-	}
-	reached := x.r.check(ctx, x.l, n, name, st.Expect, failed, x.pods, callsBefore, start, x.fail)
-	pods := x.podsOn(ctx, n)
-	x.res.Steps = append(x.res.Steps, observe(x.l, n, name, start, seqBefore, failed, pods, reached, x.res.Failures[failsBefore:]))
-	x.logf("%s: %s done (%d pods on %s)", x.s.Name, name, pods, n.Name)
-	return len(x.res.Failures) == 0 || (x.r.KeepGoing && ctx.Err() == nil)
+	return true
 }
 
-// inject applies a step's faults and leaked ENIs.
-func (x *run) inject(name string, n *lab.Node, st Step) bool {
-	if st.ClearFaults {
-		x.l.Faults().Clear()
-	}
-	if len(st.Faults) > 0 {
-		if _, err := x.l.Faults().Add(st.Faults...); err != nil {
-			x.fail("%s: faults: %v", name, err)
-			return false
+// background runs f until the scenario ends (teardown waits for it).
+func (x *run) background(f func()) {
+	x.bg.Add(1)
+	go func() {
+		defer x.bg.Done()
+		f()
+	}()
+}
+
+// onCall runs f once, synchronously, when EC2 answers the call m picks
+// (the nth matching answer after now).
+func (x *run) onCall(m CallMatch, f func()) {
+	var mu sync.Mutex
+	seen, fired := 0, false
+	cancel := x.l.Server().API().OnCall(func(rec ec2query.Record) {
+		if ok, _ := path.Match(m.Action, rec.EventName); !ok || (m.Code != "" && rec.ErrorCode != m.Code) {
+			return
 		}
-	}
-	for k := 0; k < st.LeakENIs; k++ {
-		_, err := x.l.Region().CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Instance.SubnetID, Description: "aws-K8S-" + n.Instance.ID,
-			Tags: model.Tags{"node.k8s.amazonaws.com/instance_id": n.Instance.ID, "node.k8s.amazonaws.com/createdAt": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
-		if err != nil {
-			x.fail("%s: leak an ENI: %v", name, err)
-			return false
+		if m.Caller != "" && !slices.Contains([]string{rec.UserIdentity.InstanceID, rec.UserIdentity.ARN, rec.UserIdentity.UserName}, m.Caller) {
+			return
 		}
+		mu.Lock()
+		seen++
+		fire := !fired && seen == max(m.Nth, 1)
+		fired = fired || fire
+		mu.Unlock()
+		if fire {
+			f()
+		}
+	})
+	x.mu.Lock()
+	x.cancels = append(x.cancels, cancel)
+	x.mu.Unlock()
+}
+
+// stopBackground removes the call hooks and waits for background work.
+func (x *run) stopBackground() {
+	x.mu.Lock()
+	cancels := x.cancels
+	x.cancels = nil
+	x.mu.Unlock()
+	for _, c := range cancels {
+		c()
 	}
-	return true
+	x.bg.Wait()
 }
 
 // podsOn counts the pods on n with addresses of their own: the run's, or
 // in a Kubernetes lab the API's.
 func (x *run) podsOn(ctx context.Context, n *lab.Node) int {
 	if x.l.Kubeconfig() == "" {
+		x.mu.Lock()
+		defer x.mu.Unlock()
 		return countOn(x.pods, n)
 	}
 	c, _ := countPods(ctx, x.l, "", func(p lab.KubePod) int {
@@ -364,131 +382,27 @@ func (x *run) podsOn(ctx context.Context, n *lab.Node) int {
 	return c
 }
 
-// kube applies a step's manifest and runs its kubectl command.
-func (x *run) kube(ctx context.Context, name string, st Step) bool {
-	if st.Apply != "" {
-		if _, err := x.l.Kubectl(ctx, []byte(st.Apply), "apply", "-f", "-"); err != nil {
-			x.fail("%s: %v", name, err)
-			return false
-		}
-	}
-	if len(st.Kubectl) > 0 {
-		if _, err := x.l.Kubectl(ctx, nil, st.Kubectl...); err != nil {
-			x.fail("%s: %v", name, err)
-			return false
-		}
-	}
-	return true
-}
-
 // finish checks what must hold once every step ran: no address held twice
 // and the lab's invariants.
 func (x *run) finish(ctx context.Context) {
-	seen := map[string]string{}
-	for _, p := range x.pods {
-		if o, dup := seen[p.pod.IP.String()]; dup {
-			x.fail("address %s handed to %s and %s", p.pod.IP, o, p.pod.Name)
-		}
-		seen[p.pod.IP.String()] = p.pod.Name
+	if dup := x.duplicates(); dup != "" {
+		x.fail("%s", dup)
 	}
 	if err := x.l.CheckInvariants(ctx); err != nil {
 		x.fail("invariants: %v", err)
 	}
 }
 
-func mutating(l *lab.Lab) int {
-	c := 0
-	for _, e := range l.Events(ec2query.EventFilter{}) {
-		if !e.ReadOnly {
-			c++
+// duplicates names an address two of the run's pods hold ("" if none).
+func (x *run) duplicates() string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	seen := map[string]string{}
+	for _, p := range x.pods {
+		if o, dup := seen[p.pod.IP.String()]; dup {
+			return fmt.Sprintf("address %s handed to %s and %s", p.pod.IP, o, p.pod.Name)
 		}
+		seen[p.pod.IP.String()] = p.pod.Name
 	}
-	return c
+	return ""
 }
-
-// metric reads one unlabelled series from the node's ipamd.
-func metric(n *lab.Node, name string) (int, error) {
-	m, err := n.Metrics()
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(m, "\n") {
-		f := strings.Fields(l)
-		if len(f) == 2 && f[0] == name {
-			v, err := strconv.ParseFloat(f[1], 64)
-			return int(v), err
-		}
-	}
-	return 0, fmt.Errorf("no metric %s", name)
-}
-
-// dump gathers what a failed scenario's reader needs: the nodes' pools,
-// the last ipamd log lines and the last EC2 errors.
-func dump(l *lab.Lab) string {
-	var b strings.Builder
-	for _, n := range l.Nodes() {
-		enis, assigned, err := n.IpamdENIs()
-		fmt.Fprintf(&b, "node %s (%s): ipamd ENIs %v, %d assigned, err %v\n", n.Name, n.Instance.ID, enis, len(assigned), err)
-		log := strings.Split(strings.TrimSpace(n.IpamdLog()), "\n")
-		if len(log) > 25 {
-			log = log[len(log)-25:]
-		}
-		fmt.Fprintf(&b, "ipamd log (last lines):\n%s\n", strings.Join(log, "\n"))
-	}
-	errs := l.Events(ec2query.EventFilter{ErrorsOnly: true})
-	if len(errs) > 20 {
-		errs = errs[len(errs)-20:]
-	}
-	for _, e := range errs {
-		j, _ := json.Marshal(map[string]any{"time": e.EventTime, "action": e.EventName, "code": e.ErrorCode})
-		fmt.Fprintln(&b, string(j))
-	}
-	return b.String()
-}
-
-// Int is a helper for writing expectations in Go.
-func Int(v int) *int { return &v }
-
-// RunFile runs a scenario (a YAML file, or a built-in one by name or
-// slug) in a lab of its own (named sc + 6 hex digits) built from binDir's
-// binaries, with every node on cni when it is set, reporting its steps and
-// verdict on out. It returns an error for a scenario it cannot find or
-// read, or one that fails; ctx cancelled (Ctrl-C) stops it and tears its
-// lab down.
-func RunFile(ctx context.Context, path, binDir string, cni lab.CNI, out io.Writer) error {
-	s, err := Find(path)
-	if err != nil {
-		return err
-	}
-	name := labName()
-	fmt.Fprintf(out, "scenario %q in lab %s (vpclab status --name %s while it runs)\n", s.Name, name, name)
-	if cni.Kind != "" && !s.AppliesTo(cni) {
-		fmt.Fprintf(out, "  note: its expectations are written for %v, not %s; differences may be known deltas\n", implementations(s), cni)
-	}
-	r := Runner{BinDir: binDir, Owner: "scenario", CNI: cni, Log: func(f string, a ...any) { fmt.Fprintf(out, "  "+f+"\n", a...) }}
-	res := r.Run(ctx, s, name)
-	took := res.Duration.Round(100 * time.Millisecond)
-	switch {
-	case ctx.Err() != nil:
-		return fmt.Errorf("interrupted; lab %s removed", name)
-	case res.Passed:
-		fmt.Fprintf(out, "PASS %s (%s)\n", res.Scenario, took)
-		return nil
-	}
-	fmt.Fprintf(out, "FAIL %s (%s)\n  %s\n%s", res.Scenario, took, strings.Join(res.Failures, "\n  "), res.Dump)
-	return fmt.Errorf("scenario %q failed", res.Scenario)
-}
-
-// implementations lists the CNIs a scenario's expectations are written for.
-func implementations(s Scenario) []string {
-	if len(s.Implementations) == 0 {
-		return []string{lab.CNIVpclab}
-	}
-	return s.Implementations
-}
-
-// LoadError is a scenario file that could not be read or parsed.
-type LoadError struct{ Err error }
-
-func (e *LoadError) Error() string { return e.Err.Error() }
-func (e *LoadError) Unwrap() error { return e.Err }

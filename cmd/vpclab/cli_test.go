@@ -15,6 +15,7 @@ import (
 
 	"github.com/vpclab/vpclab/internal/labtest"
 	"github.com/vpclab/vpclab/lab"
+	"github.com/vpclab/vpclab/scenarios"
 )
 
 // cliBins builds vpclab and the node binaries into one directory, as make
@@ -337,5 +338,48 @@ func TestScenarioRunYAML(t *testing.T) {
 	os.WriteFile(bad, []byte("name: x\nstepz: []\n"), 0o644)
 	if code, _, errs := vpclab(t, dir, "scenario", "run", bad); code != 2 || !strings.Contains(errs, "stepz") {
 		t.Errorf("bad scenario: exit %d %q", code, errs)
+	}
+}
+
+// TestScenarioOffline pins the scenario commands that need no lab: list by
+// label, show a built-in's YAML, new writes a template that loads, record
+// turns a CloudTrail export into a replay, and their usage errors.
+func TestScenarioOffline(t *testing.T) {
+	dir := buildCLI(t)
+	code, out, errs := vpclab(t, dir, "scenario", "list", "--label", "imds")
+	if code != 0 || !strings.Contains(out, "an-attached-eni-vanishes-from-imds-for-3-s") || strings.Contains(out, "cooldown") {
+		t.Fatalf("list --label imds: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, _ := vpclab(t, dir, "scenario", "show", "cooldown"); code != 0 || !strings.Contains(out, "name: cooldown") {
+		t.Fatalf("show cooldown: exit %d\n%s", code, out)
+	}
+	if code, _, errs := vpclab(t, dir, "scenario", "show", "nope"); code != 2 || !strings.Contains(errs, `no built-in scenario "nope"`) {
+		t.Fatalf("show nope: exit %d %q", code, errs)
+	}
+	tmpl := filepath.Join(t.TempDir(), "mine.yaml")
+	if code, out, errs := vpclab(t, dir, "scenario", "new", tmpl); code != 0 || !strings.Contains(out, "wrote "+tmpl) {
+		t.Fatalf("new: exit %d\n%s%s", code, out, errs)
+	}
+	if _, err := scenarios.Load(tmpl); err != nil {
+		t.Fatalf("the template does not load: %v", err)
+	}
+	if code, _, errs := vpclab(t, dir, "scenario", "new", tmpl); code != 2 || !strings.Contains(errs, "exists") {
+		t.Fatalf("new over an existing file: exit %d %q", code, errs)
+	}
+	trail := filepath.Join(t.TempDir(), "trail.json")
+	os.WriteFile(trail, []byte(`{"Records": [{"eventName": "AssignPrivateIpAddresses", "eventTime": "2026-03-01T10:00:00Z", "eventSource": "ec2.amazonaws.com", "errorCode": "RequestLimitExceeded"},
+	  {"eventName": "AssignPrivateIpAddresses", "eventTime": "2026-03-01T10:00:01.5Z", "eventSource": "ec2.amazonaws.com", "errorCode": "RequestLimitExceeded"}]}`), 0o644)
+	code, out, errs = vpclab(t, dir, "scenario", "record", trail, "--pods", "6")
+	if code != 0 {
+		t.Fatalf("record: exit %d\n%s", code, errs)
+	}
+	replay := filepath.Join(t.TempDir(), "replay.yaml")
+	os.WriteFile(replay, []byte(out), 0o644)
+	s, err := scenarios.Load(replay)
+	if err != nil || len(s.Steps) != 4 || !strings.Contains(out, "after: 1.5s") || !strings.Contains(out, "count: 6") {
+		t.Fatalf("recorded scenario (%v):\n%s", err, out)
+	}
+	if code, _, errs := vpclab(t, dir, "scenario", "record", filepath.Join(t.TempDir(), "none.json")); code != 2 || !strings.Contains(errs, "no such file") {
+		t.Fatalf("record a missing file: exit %d %q", code, errs)
 	}
 }

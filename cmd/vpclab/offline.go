@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"net/netip"
+	"os"
 
 	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"github.com/vpclab/vpclab/internal/cli"
@@ -33,13 +37,17 @@ func cmdMaxPods(e env, args []string) error {
 }
 
 // cmdScenario runs a scenario (or the same one against several CNIs) and
-// prints a verdict or a comparison; Ctrl-C stops it and tears its lab
-// down.
+// prints a step-by-step report or a comparison; Ctrl-C stops it and tears
+// its lab down. list, show and new need no lab; record reads a trail.
 func cmdScenario(e env, args []string) error {
 	sub, fs, args, err := subFlags(args, map[string]string{
-		"run":  "scenario run FILE|BUILTIN [--cni C]   (in a lab of its own; prints PASS or FAIL)",
-		"diff": "scenario diff FILE|BUILTIN --cni C --cni C2 [--cni …] [-o table|json]   (the same scenario against each CNI, side by side)",
-		"list": "scenario list   (the built-in scenarios)"}, "run", "diff", "list")
+		"run":    "scenario run FILE|BUILTIN [--cni C] [-o table|json]   (in a lab of its own; a step-by-step report, then PASS or FAIL)",
+		"diff":   "scenario diff FILE|BUILTIN --cni C --cni C2 [--cni …] [-o table|json]   (the same scenario against each CNI, side by side)",
+		"list":   "scenario list [--label L]   (the built-in scenarios)",
+		"show":   "scenario show BUILTIN   (a built-in scenario's YAML)",
+		"new":    "scenario new [FILE]   (a commented template; stdout without FILE)",
+		"record": "scenario record TRAIL.json [--pods N] [--name-as S] [> FILE]   (a replay scenario from CloudTrail records or vpclab events; --name LAB reads a running lab's)"},
+		"run", "diff", "list", "show", "new", "record")
 	if err != nil {
 		return err
 	}
@@ -50,16 +58,127 @@ func cmdScenario(e env, args []string) error {
 		return err
 	})
 	format := fs.Output("table", "json")
-	pos, err := fs.Parse(args, map[string]int{"run": 1, "diff": 1, "list": 0}[sub])
+	label := fs.String("label", "", "list: only scenarios with this label")
+	pods := fs.Int("pods", 10, "record: pods the replay adds while the recorded faults play")
+	title := fs.String("name-as", "", "record: the replay scenario's name")
+	pos, err := fs.Parse(args, map[string]int{"run": 1, "diff": 1, "list": 0, "show": 1, "new": -1, "record": -1}[sub])
 	if err != nil {
 		return err
 	}
-	if sub == "list" {
-		return scenarios.WriteList(e.stdout)
+	switch sub {
+	case "list":
+		return scenarios.WriteList(e.stdout, *label)
+	case "show":
+		b, err := scenarios.BuiltinSource(pos[0])
+		if err != nil {
+			return cli.Usagef("%v (vpclab scenario list names them)", err)
+		}
+		_, err = e.stdout.Write(b)
+		return err
+	case "new":
+		return writeTemplate(e, pos)
+	case "record":
+		return recordScenario(e, pos, *pods, *title)
 	}
 	f, err := format()
 	if err != nil {
 		return err
 	}
 	return scenarios.Command{Sub: sub, Scenario: pos[0], CNIs: cnis, JSON: f == "json", BinDir: lab.DefaultBinDir(), Out: e.stdout, Log: e.stderr}.Execute(e.ctx)
+}
+
+// writeTemplate writes `scenario new`'s template to stdout or a new file.
+func writeTemplate(e env, pos []string) error {
+	switch len(pos) {
+	case 0:
+		_, err := e.stdout.Write(scenarios.Template())
+		return err
+	case 1:
+		f, err := os.OpenFile(pos[0], os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return cli.Usagef("scenario new: %v", err)
+		}
+		if _, err := f.Write(scenarios.Template()); err != nil {
+			f.Close()
+			return err
+		}
+		fmt.Fprintf(e.stdout, "wrote %s; run it with: vpclab scenario run %s\n", pos[0], pos[0])
+		return f.Close()
+	}
+	return cli.Usagef("scenario new takes at most one FILE")
+}
+
+// recordScenario writes a replay scenario from a trail file, or from the
+// running lab's audit log when no file is given.
+func recordScenario(e env, pos []string, pods int, title string) error {
+	var recs []scenarios.TrailRecord
+	var err error
+	var cfg *lab.Config
+	switch len(pos) {
+	case 0:
+		recs, cfg, err = labTrail(e)
+	case 1:
+		f, ferr := os.Open(pos[0])
+		if ferr != nil {
+			return cli.Usagef("scenario record: %v", ferr)
+		}
+		defer f.Close()
+		recs, err = scenarios.ReadTrail(f)
+		if err != nil {
+			return cli.Usagef("scenario record %s: %v", pos[0], err)
+		}
+	default:
+		return cli.Usagef("scenario record takes one TRAIL file (or none, with --name LAB)")
+	}
+	if err != nil {
+		return err
+	}
+	if pods < 1 {
+		return cli.Usagef("--pods %d: want at least 1", pods)
+	}
+	s, err := scenarios.Record(recs, scenarios.RecordOptions{Name: title, Lab: cfg, Pods: pods})
+	if err != nil {
+		return cli.Usagef("scenario record: %v", err)
+	}
+	return scenarios.WriteYAML(e.stdout, s)
+}
+
+// labTrail reads the running lab's audit log and its config.
+func labTrail(e env) ([]scenarios.TrailRecord, *lab.Config, error) {
+	c, err := e.dial()
+	if err != nil {
+		return nil, nil, err
+	}
+	evs, err := c.Events(e.ctx, lab.EventQuery{})
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := json.Marshal(evs)
+	if err != nil {
+		return nil, nil, err
+	}
+	recs, err := scenarios.ReadTrail(bytes.NewReader(b))
+	if err != nil {
+		return nil, nil, cli.Usagef("lab %s: %v", e.name, err)
+	}
+	st, err := c.Status(e.ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The replay's world: the lab's subnets and nodes (its env and timing
+	// are the replay's to choose).
+	cfg := lab.Config{VPCCIDR: "10.0.0.0/16"}
+	if len(st.Subnets) > 0 {
+		if p, err := netip.ParsePrefix(st.Subnets[0].CIDR); err == nil {
+			vpc, _ := p.Addr().Prefix(16)
+			cfg.VPCCIDR = vpc.String()
+		}
+	}
+	for i, sn := range st.Subnets {
+		cfg.Subnets = append(cfg.Subnets, lab.SubnetConfig{Name: fmt.Sprintf("s%d", i+1), CIDR: sn.CIDR})
+	}
+	for _, n := range st.Nodes {
+		cfg.Nodes = append(cfg.Nodes, lab.NodeConfig{Name: n.Name, InstanceType: n.InstanceType})
+	}
+	return recs, &cfg, nil
 }

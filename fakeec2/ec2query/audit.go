@@ -32,6 +32,8 @@ type Record struct {
 	EventID            string    `json:"eventID"`
 	RecipientAccountID string    `json:"recipientAccountId"`
 	ReadOnly           bool      `json:"readOnly"`
+	// UserIdentity is who made the call.
+	UserIdentity Identity `json:"userIdentity"`
 	// Throttled marks RequestLimitExceeded answers from the throttler (as
 	// opposed to injected faults).
 	Throttled bool `json:"throttled,omitempty"`
@@ -97,7 +99,7 @@ func NewAudit(capacity int) *Audit {
 	return a
 }
 
-func (a *Audit) add(r Record) {
+func (a *Audit) add(r Record) Record {
 	a.mu.Lock()
 	a.seq++
 	r.Seq = a.seq
@@ -107,6 +109,7 @@ func (a *Audit) add(r Record) {
 	a.records = append(a.records, r)
 	a.cond.Broadcast()
 	a.mu.Unlock()
+	return r
 }
 
 // Events returns matching records, oldest first.

@@ -64,6 +64,8 @@ type Server struct {
 
 	ridMu sync.Mutex
 	rid   *rand.Rand
+
+	hooks callHooks
 }
 
 // New returns the Query API of region.
@@ -130,10 +132,12 @@ func SameOrigin(r *http.Request) bool {
 // call carries one API request through the pipeline.
 type call struct {
 	action string
-	form   url.Values
-	q      *qnode
-	rid    string
-	start  time.Time
+	// who made the call (CloudTrail's userIdentity).
+	who   Identity
+	form  url.Values
+	q     *qnode
+	rid   string
+	start time.Time
 }
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
@@ -183,9 +187,11 @@ func (s *Server) decodeCall(r *http.Request, c *call) (handler, error) {
 	}
 	c.form = form
 	c.action = form.Get("Action")
-	if err := s.checkAuth(r, body); err != nil {
+	key, err := s.checkAuth(r, body)
+	if err != nil {
 		return nil, err
 	}
+	c.who = s.identity(r, key)
 	if c.action == "" {
 		return nil, model.ErrMissing("Action")
 	}
@@ -218,7 +224,7 @@ func (s *Server) admit(r *http.Request, c *call) (throttled bool, err error) {
 	if !s.throttle.Allow(c.action, unfiltered, resources) {
 		return true, model.Errorf("RequestLimitExceeded", "Request limit exceeded. Account %s has been throttled on ec2:%s because it exceeded its request rate limit.", s.region.AccountID(), c.action)
 	}
-	lat, fault := s.faults.Evaluate(c.action)
+	lat, fault := s.faults.Evaluate(faults.Call{Action: c.action, Params: c.form, Caller: c.who.names()})
 	if lat > 0 {
 		select {
 		case <-time.After(lat):
@@ -318,13 +324,13 @@ func (s *Server) record(c *call, r *http.Request, resp any, ae *model.APIError, 
 		EventVersion: "1.08", EventTime: s.now().UTC(), EventSource: "ec2.amazonaws.com", EventName: c.action,
 		EventType: "AwsApiCall", AWSRegion: s.region.Name(), SourceIPAddress: src, UserAgent: r.UserAgent(),
 		RequestParameters: requestParameters(c.form), ResponseElements: resp, RequestID: c.rid, EventID: c.rid,
-		RecipientAccountID: s.region.AccountID(), ReadOnly: readOnly(c.action), Throttled: throttled,
+		RecipientAccountID: s.region.AccountID(), ReadOnly: readOnly(c.action), Throttled: throttled, UserIdentity: c.who,
 		DurationMs: float64(time.Since(c.start).Microseconds()) / 1000,
 	}
 	if ae != nil {
 		rec.ErrorCode, rec.ErrorMessage = ae.Code, ae.Message
 	}
-	s.audit.add(rec)
+	s.tell(s.audit.add(rec))
 	s.log.Debug("ec2 call", "action", c.action, "requestId", c.rid, "error", rec.ErrorCode)
 }
 

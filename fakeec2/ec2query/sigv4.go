@@ -52,28 +52,28 @@ func parseSigV4(h string) (*sigV4Auth, error) {
 // one region, as an EC2 endpoint does). In strict mode the whole signature
 // is verified against the configured credentials: scope (region, service,
 // date, terminator), time, signed Host, body hash and the HMAC.
-func (s *Server) checkAuth(r *http.Request, body []byte) error {
+func (s *Server) checkAuth(r *http.Request, body []byte) (keyID string, err error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		if s.opts.Strict {
-			return model.Errorf("AuthFailure", "AWS was not able to validate the provided access credentials")
+			return "", model.Errorf("AuthFailure", "AWS was not able to validate the provided access credentials")
 		}
-		return nil
+		return "", nil
 	}
 	a, err := parseSigV4(h)
 	if err != nil {
 		if s.opts.Strict {
-			return err
+			return "", err
 		}
-		return nil
+		return "", nil
 	}
 	if a.region != s.region.Name() {
-		return model.Errorf("SignatureDoesNotMatch", "Credential should be scoped to a valid region, not '%s'. (This fakeec2 serves %s; use that region, or start it with --region %s.)", a.region, s.region.Name(), a.region)
+		return "", model.Errorf("SignatureDoesNotMatch", "Credential should be scoped to a valid region, not '%s'. (This fakeec2 serves %s; use that region, or start it with --region %s.)", a.region, s.region.Name(), a.region)
 	}
 	if !s.opts.Strict {
-		return nil
+		return a.keyID, nil
 	}
-	return verifySigV4(r, body, a, s.opts.Credentials, s.now())
+	return a.keyID, verifySigV4(r, body, a, s.opts.Credentials, s.now())
 }
 
 // verifySigV4 checks a parsed signature as EC2 does.

@@ -7,7 +7,9 @@ package faults
 import (
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"net/url"
 	"path"
 	"slices"
 	"strings"
@@ -23,6 +25,19 @@ type Rule struct {
 	ID string `json:"id,omitempty" yaml:"id,omitempty"`
 	// Action is an EC2 action name or a glob ("Assign*", "*").
 	Action string `json:"action,omitempty" yaml:"action,omitempty"`
+	// Match narrows the rule to calls whose request parameters match:
+	// Query API name (NetworkInterfaceId, SubnetId, InterfaceType,
+	// InstanceId…) -> glob; a name also matches its numbered forms
+	// (NetworkInterfaceId matches NetworkInterfaceId.1). Every entry must
+	// match.
+	Match map[string]string `json:"match,omitempty" yaml:"match,omitempty"`
+	// Caller narrows the rule to calls by one principal: a glob matched
+	// against the calling instance's id (calls from an instance's address),
+	// the caller's ARN and its user name.
+	Caller string `json:"caller,omitempty" yaml:"caller,omitempty"`
+	// Nth lets the first Nth-1 matching calls through; the rule hits from
+	// the Nth on (only the Nth, unless Count says how many).
+	Nth int `json:"nth,omitempty" yaml:"nth,omitempty"`
 	// Code is the EC2 error code to answer with; empty injects latency only.
 	Code string `json:"code,omitempty" yaml:"code,omitempty"`
 	// Message overrides the error message.
@@ -47,6 +62,8 @@ type Rule struct {
 
 	// Hits counts calls the rule has hit (read-only).
 	Hits int `json:"hits" yaml:"hits,omitempty"`
+	// seen counts the matching calls (for Nth).
+	seen int
 	// Delayed lists (newest last, at most 20) the changes an imdsLag rule
 	// held back: "ACTION ENI on INSTANCE".
 	Delayed []string `json:"delayed,omitempty" yaml:"-"`
@@ -61,8 +78,10 @@ func (f *Rule) Validate() error {
 		return fmt.Errorf("fault rule %q: needs an action (an EC2 action name, a glob such as Assign*, or * for every action)", f.ID)
 	case f.Probability < 0 || f.Probability > 1:
 		return fmt.Errorf("fault rule %q: probability %v not in [0,1]", f.ID, f.Probability)
-	case f.Count < 0:
-		return fmt.Errorf("fault rule %q: count %d is negative", f.ID, f.Count)
+	case f.Count < 0 || f.Nth < 0:
+		return fmt.Errorf("fault rule %q: count %d, nth %d: must not be negative", f.ID, f.Count, f.Nth)
+	case f.IMDSLag > 0 && (len(f.Match) > 0 || f.Caller != ""):
+		return fmt.Errorf("fault rule %q: an imdsLag rule matches changes by action only (no match or caller)", f.ID)
 	case f.After < 0 || f.For < 0 || f.Latency < 0 || f.IMDSLag < 0:
 		return fmt.Errorf("fault rule %q: durations must not be negative", f.ID)
 	case f.IMDSLag > 0 && (f.Code != "" || f.Latency > 0):
@@ -72,10 +91,80 @@ func (f *Rule) Validate() error {
 	case f.Status != 0 && (f.Status < 400 || f.Status > 599):
 		return fmt.Errorf("fault rule %q: status %d is not an HTTP error status", f.ID, f.Status)
 	}
-	if _, err := path.Match(f.Action, ""); err != nil {
-		return fmt.Errorf("fault rule %q: bad action pattern %q: %w", f.ID, f.Action, err)
+	for _, p := range append([]string{f.Action, f.Caller}, slices.Collect(maps.Values(f.Match))...) {
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("fault rule %q: bad pattern %q: %w", f.ID, p, err)
+		}
 	}
 	return nil
+}
+
+// String describes the rule in one line.
+func (f Rule) String() string {
+	var b strings.Builder
+	b.WriteString(f.Action)
+	for _, k := range slices.Sorted(maps.Keys(f.Match)) {
+		fmt.Fprintf(&b, " %s=%s", k, f.Match[k])
+	}
+	if f.Caller != "" {
+		b.WriteString(" by " + f.Caller)
+	}
+	switch {
+	case f.Code != "":
+		b.WriteString(" -> " + f.Code)
+	case f.IMDSLag > 0:
+		b.WriteString(" -> IMDS +" + f.IMDSLag.String())
+	}
+	if f.Latency > 0 {
+		b.WriteString(" +" + f.Latency.String())
+	}
+	if f.Nth > 0 {
+		fmt.Fprintf(&b, " from call #%d", f.Nth)
+	}
+	if f.Count > 0 {
+		fmt.Fprintf(&b, " x%d", f.Count)
+	}
+	if f.For > 0 {
+		b.WriteString(" for " + f.For.String())
+	}
+	if f.Probability > 0 {
+		fmt.Fprintf(&b, " p=%g", f.Probability)
+	}
+	return b.String()
+}
+
+// Call is what rules match an API call on.
+type Call struct {
+	Action string
+	// Params are the request's parameters (Query API names).
+	Params url.Values
+	// Caller names the principal: the calling instance's id, the ARN, the
+	// user name (any that apply).
+	Caller []string
+}
+
+// matches reports whether the call's parameters and caller satisfy r.
+func (r *Rule) matches(c Call) bool {
+	if r.Caller != "" && !slices.ContainsFunc(c.Caller, func(n string) bool { ok, _ := path.Match(r.Caller, n); return ok }) {
+		return false
+	}
+	for k, glob := range r.Match {
+		hit := false
+		for pk, vs := range c.Params {
+			if pk != k && !strings.HasPrefix(pk, k+".") {
+				continue
+			}
+			for _, v := range vs {
+				if ok, _ := path.Match(glob, v); ok {
+					hit = true
+				}
+			}
+		}
+		if !hit {
+			return false
+		}
+	}
+	return true
 }
 
 // Rules holds the fault rules; dice are rolled from a seeded source.
@@ -111,7 +200,7 @@ func (f *Rules) Add(rules ...Rule) ([]Rule, error) {
 			f.next++
 			r.ID = fmt.Sprintf("fault-%d", f.next)
 		}
-		r.Added, r.Hits, r.Delayed = f.now(), 0, nil
+		r.Added, r.Hits, r.Delayed, r.seen = f.now(), 0, nil, 0
 		f.rules = append(f.rules, &r)
 		out = append(out, r)
 	}
@@ -152,9 +241,9 @@ func (f *Rules) List() []Rule {
 
 // hits reports whether rule r applies to action now, rolling its dice and
 // counting the hit; callers hold f.mu.
-func (f *Rules) hits(r *Rule, action string, now time.Time) bool {
+func (f *Rules) hits(r *Rule, c Call, now time.Time) bool {
 	if r.Action != "" {
-		if ok, _ := path.Match(r.Action, action); !ok {
+		if ok, _ := path.Match(r.Action, c.Action); !ok {
 			return false
 		}
 	}
@@ -162,7 +251,18 @@ func (f *Rules) hits(r *Rule, action string, now time.Time) bool {
 	if now.Before(start) || (r.For > 0 && !now.Before(start.Add(time.Duration(r.For)))) {
 		return false
 	}
-	if r.Count > 0 && r.Hits >= r.Count {
+	if !r.matches(c) {
+		return false
+	}
+	r.seen++
+	if r.seen < r.Nth {
+		return false
+	}
+	count := r.Count
+	if count == 0 && r.Nth > 0 {
+		count = 1
+	}
+	if count > 0 && r.Hits >= count {
 		return false
 	}
 	if r.Probability > 0 && f.rng.Float64() >= r.Probability {
@@ -183,7 +283,7 @@ func (f *Rules) IMDSLag(action, what string) (time.Duration, []string) {
 	var lag time.Duration
 	var ids []string
 	for _, r := range f.rules {
-		if r.IMDSLag > 0 && f.hits(r, action, now) {
+		if r.IMDSLag > 0 && f.hits(r, Call{Action: action}, now) {
 			lag += time.Duration(r.IMDSLag)
 			ids = append(ids, r.ID)
 			if len(r.Delayed) == maxDelayed {
@@ -199,13 +299,14 @@ func (f *Rules) IMDSLag(action, what string) (time.Duration, []string) {
 const maxDelayed = 20
 
 // Evaluate returns the latency to add and the error to answer for one call.
-func (f *Rules) Evaluate(action string) (time.Duration, *model.APIError) {
+func (f *Rules) Evaluate(c Call) (time.Duration, *model.APIError) {
+	action := c.Action
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := f.now()
 	var lat time.Duration
 	for _, r := range f.rules {
-		if r.IMDSLag > 0 || !f.hits(r, action, now) {
+		if r.IMDSLag > 0 || !f.hits(r, c, now) {
 			continue
 		}
 		lat += time.Duration(r.Latency)

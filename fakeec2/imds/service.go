@@ -58,16 +58,18 @@ type Service struct {
 	log    *slog.Logger
 	sub    *model.Subscription
 
-	mu        sync.Mutex
-	cond      *sync.Cond
-	processed uint64 // the newest change applied
-	lag       time.Duration
-	insts     map[string]*replica
-	world     world
-	shared    *http.Server // the one listener serving every instance without its own
-	base      string       // the shared listener's host:port
-	closed    bool
-	delays    []Delay // changes shown late, for audit records and fault rules
+	mu          sync.Mutex
+	cond        *sync.Cond
+	processed   uint64 // the newest change applied
+	lag         time.Duration
+	insts       map[string]*replica
+	world       world
+	shared      *http.Server // the one listener serving every instance without its own
+	base        string       // the shared listener's host:port
+	closed      bool
+	delays      []Delay // changes shown late, for audit records and fault rules
+	overlays    []*Overlay
+	nextOverlay int
 }
 
 // New starts the metadata service of region. Close releases it.

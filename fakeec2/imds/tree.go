@@ -89,11 +89,15 @@ func (m *Service) lookup(v *replica, segs []string, now time.Time) (string, bool
 	if !versionRE.MatchString(segs[0]) {
 		return "", false
 	}
-	rest := segs[1:]
+	return m.overlay(v.inst.ID, m.root(v, now), now).resolve(segs[1:])
+}
+
+// root is the instance's tree under /latest/ as EC2's state has it now.
+func (m *Service) root(v *replica, now time.Time) *mdDir {
 	root := newDir()
 	root.set("meta-data", m.metadataTree(v, now))
 	root.dir("dynamic").dir("instance-identity").set("document", m.identityDocument(v))
-	return root.resolve(rest)
+	return root
 }
 
 func (m *Service) hostname(a netip.Addr) string { return model.PrivateDNSName(a, m.region.Name()) }

@@ -98,3 +98,19 @@ func (o owners) count(v4 bool) (addrs, prefixes int) {
 	}
 	return addrs, prefixes
 }
+
+// InstanceAt returns the instance an ENI holding private address a is
+// attached to.
+func (r *Region) InstanceAt(a netip.Addr) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id, ok := r.owners.addr(a)
+	if !ok {
+		return "", false
+	}
+	e := r.enis[id]
+	if e == nil || e.Attachment == nil {
+		return "", false
+	}
+	return e.Attachment.InstanceID, true
+}
