@@ -38,8 +38,10 @@ lab:
   nodes: [{name: node, instanceType: t3.medium}]
   env: {VPCLAB_POOL_INTERVAL: 100ms}
 steps:
-  - {name: one pod, addPods: 1, expect: {pods: 1}}
-  - {name: wait, sleep: 4s, expect: {pods: 1}}
+  - addPods: 1
+  - {name: one pod, expect: {pods: 1}}
+  - sleep: 4s
+  - {name: still one, expect: {pods: 1}}
 `)
 		sc := start("scenario", "run", file)
 		sc.waitFor("in lab ", time.Minute)
