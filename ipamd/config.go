@@ -144,6 +144,11 @@ func LoadConfig(env Env) (*Config, error) {
 	if c.MaxENI == 0 {
 		c.MaxENI = -1 // MAX_ENI applies only when ≥ 1
 	}
+	if scale := p.float("VPCLAB_CLOCK_SCALE", 1); scale < 1 {
+		p.fail("VPCLAB_CLOCK_SCALE", fmt.Sprint(scale), "want a factor of at least 1")
+	} else if scale > 1 {
+		c.scaleClock(scale)
+	}
 	if p.err == nil {
 		switch {
 		case c.EnableIPv4 == c.EnableIPv6:
@@ -158,6 +163,22 @@ func LoadConfig(env Env) (*Config, error) {
 		return nil, p.err
 	}
 	return c, nil
+}
+
+// minScaledInterval is the shortest interval a clock scale leaves a loop
+// (a pool tick of 5 s at 3600× would spin).
+const minScaledInterval = 100 * time.Millisecond
+
+// scaleClock runs ipamd's own timers scale times faster
+// (VPCLAB_CLOCK_SCALE): intervals, lifetimes, cooldowns and grace periods
+// are divided by it, loops no shorter than minScaledInterval. Waits on
+// EC2 (ENIAttachWait, HTTP timeouts) are EC2's time and stay.
+func (c *Config) scaleClock(scale float64) {
+	div := func(d time.Duration) time.Duration { return time.Duration(float64(d) / scale) }
+	loop := func(d time.Duration) time.Duration { return max(div(d), min(d, minScaledInterval)) }
+	c.PoolInterval, c.DecreaseInterval, c.ReconcileInterval = loop(c.PoolInterval), loop(c.DecreaseInterval), loop(c.ReconcileInterval)
+	c.LeakedENIInterval, c.NodeInterval = loop(c.LeakedENIInterval), loop(c.NodeInterval)
+	c.IPCooldown, c.MinENILifetime, c.LeakedENIGrace, c.InsufficientCIDRBackoff = div(c.IPCooldown), div(c.MinENILifetime), div(c.LeakedENIGrace), div(c.InsufficientCIDRBackoff)
 }
 
 type parser struct {

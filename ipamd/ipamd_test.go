@@ -230,7 +230,21 @@ var _ = Describe("configuration", func() {
 		Entry(nil, "VPCLAB_POOL_INTERVAL", "soon"),
 		Entry(nil, "AWS_VPC_K8S_CNI_VETHPREFIX", "eth"),
 		Entry(nil, "ENABLE_IPv6", "true"),
+		Entry(nil, "VPCLAB_CLOCK_SCALE", "0.5"),
 	)
+
+	It("runs its own timers faster under VPCLAB_CLOCK_SCALE, loops no shorter than 100 ms", func() {
+		c, err := ipamd.LoadConfig(func(k string) (string, bool) {
+			v, ok := map[string]string{"VPCLAB_CLOCK_SCALE": "3600", "VPCLAB_LEAKED_ENI_GRACE": "45h"}[k]
+			return v, ok
+		})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.LeakedENIInterval).To(Equal(time.Second), "1 h")
+		Expect(c.LeakedENIGrace).To(Equal(45*time.Second), "45 h")
+		Expect(c.PoolInterval).To(Equal(100*time.Millisecond), "5 s, floored")
+		Expect(c.IPCooldown).To(Equal(30*time.Second/3600), "30 s")
+		Expect(c.ENIAttachWait).To(Equal(50*time.Second), "EC2's time is not scaled")
+	})
 
 	It("uses aws-node's defaults", func() {
 		c, err := ipamd.LoadConfig(func(string) (string, bool) { return "", false })

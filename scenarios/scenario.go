@@ -11,8 +11,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -40,9 +42,16 @@ type Scenario struct {
 	// Timers "fast" puts the CI timer knobs under the lab's env (FastTimers:
 	// a 100 ms pool tick, no ENI lifetime or cooldown…; the env given
 	// wins); empty keeps the CNI's own timers.
-	Timers string     `yaml:"timers,omitempty"`
-	Lab    lab.Config `yaml:"lab"`
-	Steps  []Step     `yaml:"steps"`
+	Timers string `yaml:"timers,omitempty"`
+	// Clock runs vpclab's own timers this many times faster (ipamd's
+	// VPCLAB_CLOCK_SCALE: pool loops no shorter than 100 ms, the leaked-ENI
+	// sweep's hour, grace periods, cooldowns, ENI lifetimes), for
+	// incidents whose timers are hours long. EC2's time (attach latency,
+	// IMDS lag, ages of resources) is not scaled; the real VPC CNI ignores
+	// it.
+	Clock float64    `yaml:"clock,omitempty"`
+	Lab   lab.Config `yaml:"lab"`
+	Steps []Step     `yaml:"steps"`
 	// Cooldown, when set, fails the run if a pod gets an address released
 	// less than this long before.
 	Cooldown model.Duration `yaml:"cooldown,omitempty"`
@@ -98,6 +107,9 @@ func (s *Scenario) Validate() error {
 	}
 	if len(s.Steps) == 0 {
 		return errors.New("steps: a scenario needs at least one step")
+	}
+	if s.Clock != 0 && s.Clock < 1 {
+		return fmt.Errorf("clock %g: want a factor of at least 1 (timers run that many times faster)", s.Clock)
 	}
 	if s.Timers != "" && s.Timers != "fast" {
 		return fmt.Errorf("timers %q: want fast, or nothing for the CNI's own timers", s.Timers)
@@ -209,6 +221,13 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 func (r Runner) labConfig(s Scenario, labName string) lab.Config {
 	cfg := s.Lab
 	cfg.Env = timerEnv(s.Timers, cfg.Env)
+	if s.Clock > 1 {
+		cfg.Env = maps.Clone(cfg.Env)
+		if cfg.Env == nil {
+			cfg.Env = map[string]string{}
+		}
+		cfg.Env["VPCLAB_CLOCK_SCALE"] = strconv.FormatFloat(s.Clock, 'g', -1, 64)
+	}
 	cfg.Name = labName
 	cfg.Owner = r.Owner
 	if cfg.Owner == "" {

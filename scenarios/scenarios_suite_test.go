@@ -30,28 +30,29 @@ func labName() string { return labtest.Name("s", 7) }
 
 var upstream = lab.CNI{Kind: lab.CNIUpstream, Version: lab.UpstreamVersion}
 
-func run(s scenarios.Scenario, cni lab.CNI) {
-	GinkgoHelper()
-	if cni.IsUpstream() {
-		_, err := lab.BuildCNI(context.Background(), cni, GinkgoWriter.Printf)
-		Expect(err).NotTo(HaveOccurred())
+var _ = Describe("scenarios", func() {
+	spec := func(text string, s scenarios.Scenario, cni lab.CNI, labels []string) {
+		e := scenarioPool.add(s, cni, "scenarios "+text, labels)
+		It(text, Label(labels...), func() { report(scenarioPool.result(e), &e.log) })
 	}
-	r := scenarios.Runner{BinDir: *bins, CNI: cni, Log: func(f string, a ...any) { GinkgoWriter.Printf(f+"\n", a...) }}
-	res := r.Run(context.Background(), s, labName())
+	for _, s := range scenarios.Builtin {
+		spec(s.Name, s, lab.CNI{}, s.Labels)
+		if s.AppliesTo(upstream) {
+			spec(s.Name+" — the real VPC CNI "+lab.UpstreamVersion, s, upstream, append(slices.Clone(s.Labels), "upstream"))
+		}
+	}
+})
+
+// report prints a scenario run's progress and fails the spec with its
+// failures.
+func report(res scenarios.Result, log *bytes.Buffer) {
+	GinkgoHelper()
+	GinkgoWriter.Print(log.String())
 	if !res.Passed {
 		AddReportEntry("lab state, ipamd logs and events", res.Dump)
 	}
 	Expect(res.Failures).To(BeEmpty(), strings.Join(res.Failures, "\n")+"\n"+res.Dump)
 }
-
-var _ = Describe("scenarios", func() {
-	for _, s := range scenarios.Builtin {
-		It(s.Name, Label(s.Labels...), func() { run(s, lab.CNI{}) })
-		if s.AppliesTo(upstream) {
-			It(s.Name+" — the real VPC CNI "+lab.UpstreamVersion, Label(append(s.Labels, "upstream")...), func() { run(s, upstream) })
-		}
-	}
-})
 
 var _ = Describe("scenario diff", Label("upstream"), func() {
 	It("compares vpclab's CNI with the real one step by step, every column filled", func() {

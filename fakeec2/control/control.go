@@ -236,8 +236,9 @@ func (h *Handler) putThrottling(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) getTiming(w http.ResponseWriter, _ *http.Request) {
 	a, d, l := h.region.Timing()
+	e, ad, rm := h.region.Consistency()
 	writeJSON(w, http.StatusOK, model.Timing{AttachLatency: model.Duration(a), DetachLatency: model.Duration(d), ConsistencyLag: model.Duration(l),
-		IMDSLag: model.Duration(h.imds.DefaultLag())})
+		ENILag: model.Duration(e), AddressLag: model.Duration(ad), RemovalLag: model.Duration(rm), IMDSLag: model.Duration(h.imds.DefaultLag())})
 }
 
 func (h *Handler) putTiming(w http.ResponseWriter, r *http.Request) {
@@ -246,11 +247,12 @@ func (h *Handler) putTiming(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	if t.AttachLatency < 0 || t.DetachLatency < 0 || t.ConsistencyLag < 0 || t.IMDSLag < 0 {
+	if t.AttachLatency < 0 || t.DetachLatency < 0 || t.ConsistencyLag < 0 || t.IMDSLag < 0 || t.ENILag < 0 || t.AddressLag < 0 || t.RemovalLag < 0 {
 		fail(w, http.StatusBadRequest, "durations must not be negative")
 		return
 	}
 	h.region.SetTiming(time.Duration(t.AttachLatency), time.Duration(t.DetachLatency), time.Duration(t.ConsistencyLag))
+	h.region.SetConsistency(time.Duration(t.ENILag), time.Duration(t.AddressLag), time.Duration(t.RemovalLag))
 	h.imds.SetDefaultLag(time.Duration(t.IMDSLag))
 	writeJSON(w, http.StatusOK, t)
 }

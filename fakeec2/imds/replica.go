@@ -15,10 +15,10 @@ type replica struct {
 	inst       model.Instance
 	sgNames    []string
 	primaryMAC string
-	enis       map[string]eniView // what the instance currently sees
-	queue      []pending          // changes not yet visible, in order
-	lastAt     time.Time          // visibility time of the newest queued change
-	lag        *time.Duration     // nil: the service default
+	enis       map[string]eniView   // what the instance currently sees
+	queue      []pending            // changes not yet visible, in feed order
+	lastAt     map[string]time.Time // per ENI: visibility time of its newest queued change
+	lag        *time.Duration       // nil: the service default
 	tokens     map[string]time.Time
 	terminated bool
 	srv        *http.Server
@@ -50,19 +50,25 @@ func (v *replica) lagOr(def time.Duration) time.Duration {
 	return def
 }
 
-// catchUp applies every queued change due by now.
+// catchUp applies every queued change due by now. One ENI's changes are
+// due in feed order (each is queued no earlier than the one before it);
+// different ENIs' are independent, so one lagging ENI holds back no other.
 func (v *replica) catchUp(now time.Time) {
-	n := 0
-	for ; n < len(v.queue) && !v.queue[n].at.After(now); n++ {
-		it := v.queue[n]
+	v.queue = slices.DeleteFunc(v.queue, func(it pending) bool {
+		if it.at.After(now) {
+			return false
+		}
 		if it.eni == nil {
 			delete(v.enis, it.id)
 		} else {
 			v.enis[it.id] = *it.eni
 		}
-	}
-	if n > 0 {
-		v.queue = slices.Delete(v.queue, 0, n)
+		return true
+	})
+	for id, at := range v.lastAt {
+		if !at.After(now) {
+			delete(v.lastAt, id)
+		}
 	}
 }
 
@@ -160,7 +166,7 @@ func (m *Service) start(snap model.Snapshot) {
 // addInstance starts an instance's view, empty: its primary ENI arrives
 // with the launch's own changes.
 func (m *Service) addInstance(i model.Instance) {
-	v := &replica{inst: i, enis: map[string]eniView{}, tokens: map[string]time.Time{}}
+	v := &replica{inst: i, enis: map[string]eniView{}, lastAt: map[string]time.Time{}, tokens: map[string]time.Time{}}
 	v.sgNames = m.world.groupNames(i.SecurityGroups)
 	m.insts[i.ID] = v
 	if m.shared != nil {
@@ -234,10 +240,10 @@ func (m *Service) apply(c model.Change) {
 			lag += extra
 		}
 		at := c.Time.Add(lag)
-		if at.Before(v.lastAt) {
-			at = v.lastAt // in order: behind an earlier, later-visible change
+		if last := v.lastAt[c.ENIID]; at.Before(last) {
+			at = last // in order per ENI: behind an earlier, later-visible change of the same ENI
 		}
-		v.lastAt = at
+		v.lastAt[c.ENIID] = at
 		if at.After(c.Time) {
 			m.recordDelay(Delay{Action: c.Action, ENIID: c.ENIID, AttachmentID: c.AttachmentID, InstanceID: id, Changed: c.Time,
 				VisibleAt: at, Lag: model.Duration(at.Sub(c.Time)), Faults: rules})

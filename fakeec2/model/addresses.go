@@ -166,14 +166,14 @@ func (r *Region) AssignPrivateIPs(in AssignPrivateIPsInput) ([]netip.Addr, []net
 		id, _ := r.owners.addr(a)
 		old := r.enis[id]
 		old.SecondaryIPs = slices.DeleteFunc(old.SecondaryIPs, func(x netip.Addr) bool { return x == a })
-		delete(old.seen, a)
+		r.markGone(old, a)
 		r.emit(Change{Kind: ChangeIPsUnassigned, ENIID: old.ID, MAC: old.MAC, SubnetID: old.SubnetID, Addrs: []netip.Addr{a}})
 	}
 	added := append(slices.Clone(moves), tx.addrs...)
 	if len(in.Addrs) > 0 {
 		added = slices.Clone(in.Addrs) // keep the caller's order
 	}
-	lagUntil := r.opts.Now().Add(r.opts.ConsistencyLag)
+	lagUntil := r.opts.Now().Add(r.addressLag())
 	r.owners.hold(e.ID, added, tx.prefixes)
 	for _, a := range added {
 		e.SecondaryIPs = append(e.SecondaryIPs, a)
@@ -237,13 +237,27 @@ func (t *allocTx) assignment(in AssignPrivateIPsInput, moves []netip.Addr) error
 }
 
 func (r *Region) markSeen(e *eniState, key any, at time.Time) {
-	if r.opts.ConsistencyLag <= 0 {
+	delete(e.gone, key)
+	if !at.After(r.opts.Now()) {
 		return
 	}
 	if e.seen == nil {
 		e.seen = map[any]time.Time{}
 	}
 	e.seen[key] = at
+}
+
+// markGone keeps a removed address or prefix in e's Describe answers for
+// RemovalLag.
+func (r *Region) markGone(e *eniState, key any) {
+	delete(e.seen, key)
+	if r.opts.RemovalLag <= 0 {
+		return
+	}
+	if e.gone == nil {
+		e.gone = map[any]time.Time{}
+	}
+	e.gone[key] = r.opts.Now().Add(r.opts.RemovalLag)
 }
 
 // UnassignPrivateIPs removes secondary addresses and/or prefixes from an ENI.
@@ -277,11 +291,11 @@ func (r *Region) UnassignPrivateIPs(eniID string, addrs []netip.Addr, prefixes [
 	now := r.opts.Now()
 	for _, a := range addrs {
 		s.pool.release(a, now)
-		delete(e.seen, a)
+		r.markGone(e, a)
 	}
 	for _, p := range prefixes {
 		s.pool.releasePrefix(p, now)
-		delete(e.seen, p)
+		r.markGone(e, p)
 	}
 	e.SecondaryIPs = slices.DeleteFunc(e.SecondaryIPs, func(a netip.Addr) bool { return slices.Contains(addrs, a) })
 	e.Prefixes = slices.DeleteFunc(e.Prefixes, func(p netip.Prefix) bool { return slices.Contains(prefixes, p) })

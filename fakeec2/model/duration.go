@@ -50,6 +50,13 @@ type Timing struct {
 	AttachLatency  Duration `json:"attachLatency" yaml:"attachLatency"`
 	DetachLatency  Duration `json:"detachLatency" yaml:"detachLatency"`
 	ConsistencyLag Duration `json:"consistencyLag" yaml:"consistencyLag"`
+	// ENILag and AddressLag replace ConsistencyLag (Describe hiding what
+	// is new) for new ENIs and for new addresses and prefixes; RemovalLag
+	// keeps what was removed (addresses, prefixes, deleted ENIs) in
+	// Describe answers that long.
+	ENILag     Duration `json:"eniLag,omitempty" yaml:"eniLag,omitempty"`
+	AddressLag Duration `json:"addressLag,omitempty" yaml:"addressLag,omitempty"`
+	RemovalLag Duration `json:"removalLag,omitempty" yaml:"removalLag,omitempty"`
 	// IMDSLag is the default delay before a change shows in IMDS.
 	IMDSLag Duration `json:"imdsLag" yaml:"imdsLag"`
 }

@@ -81,7 +81,7 @@ func (r *Region) CreateNetworkInterface(in CreateNetworkInterfaceInput) (Network
 	}
 	e := r.newENI(s, in.Description, typ, groups, primary, in.Tags)
 	now := r.opts.Now()
-	e.visibleAt = now.Add(r.opts.ConsistencyLag)
+	e.visibleAt = now.Add(r.eniLag())
 	for _, a := range tx.addrs {
 		if a != primary {
 			e.SecondaryIPs = append(e.SecondaryIPs, a)
@@ -260,6 +260,11 @@ func (r *Region) deleteENI(e *eniState) {
 		s.pool.releasePrefix(p, now)
 	}
 	r.owners.dropENI(&e.NetworkInterface)
+	if r.opts.RemovalLag > 0 {
+		c := e.clone()
+		c.Status, c.Attachment = "available", nil
+		r.tombs = append(r.tombs, tomb{eni: c, until: now.Add(r.opts.RemovalLag)})
+	}
 	delete(r.enis, e.ID)
 	r.order = slices.DeleteFunc(r.order, func(x string) bool { return x == e.ID })
 	r.emit(Change{Kind: ChangeENIDeleted, ENIID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID})

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -28,6 +29,11 @@ type Options struct {
 	// ConsistencyLag hides a new ENI, or a newly assigned address or prefix,
 	// from Describe calls for this long (EC2's eventual consistency).
 	ConsistencyLag time.Duration
+	// ENILag and AddressLag, when set, replace ConsistencyLag for new ENIs
+	// and for newly assigned IPv4 addresses and prefixes. RemovalLag keeps
+	// what was removed — unassigned IPv4 addresses and prefixes, deleted
+	// ENIs — in Describe answers for this long.
+	ENILag, AddressLag, RemovalLag time.Duration
 	// MaxInstances caps the region's non-terminated instances (default
 	// DefaultMaxInstances), as an account's instance limit does.
 	MaxInstances int
@@ -67,6 +73,7 @@ type Region struct {
 	tokens  map[string]tokenRecord
 	types   map[string]*catalog.InstanceType
 	order   []string // ENI ids in creation order, for stable listings
+	tombs   []tomb   // deleted ENIs Describe still shows (RemovalLag)
 
 	feed   feed
 	action string // the action being applied, stamped on emitted changes
@@ -82,7 +89,14 @@ type eniState struct {
 	NetworkInterface
 	visibleAt time.Time
 	seen      map[any]time.Time // address or prefix -> when Describe may show it
+	gone      map[any]time.Time // removed address or prefix -> until when Describe still shows it
 	assoc     string            // trunk association id when this is a branch
+}
+
+// tomb is a deleted ENI as Describe shows it until until.
+type tomb struct {
+	eni   NetworkInterface
+	until time.Time
 }
 
 type tokenRecord struct {
@@ -124,6 +138,26 @@ func (r *Region) Name() string { return r.opts.Name }
 
 // AccountID returns the owning account.
 func (r *Region) AccountID() string { return r.opts.AccountID }
+
+// eniLag and addressLag are the Describe lags of new ENIs and of new
+// addresses (r.mu held).
+func (r *Region) eniLag() time.Duration     { return cmp.Or(r.opts.ENILag, r.opts.ConsistencyLag) }
+func (r *Region) addressLag() time.Duration { return cmp.Or(r.opts.AddressLag, r.opts.ConsistencyLag) }
+
+// SetConsistency changes the per-kind Describe lags (ENILag, AddressLag,
+// RemovalLag) at run time.
+func (r *Region) SetConsistency(eni, address, removal time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opts.ENILag, r.opts.AddressLag, r.opts.RemovalLag = eni, address, removal
+}
+
+// Consistency returns the per-kind Describe lags.
+func (r *Region) Consistency() (eni, address, removal time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.opts.ENILag, r.opts.AddressLag, r.opts.RemovalLag
+}
 
 // SetTiming changes attach/detach latency and the consistency lag at run time.
 func (r *Region) SetTiming(attach, detach, lag time.Duration) {
@@ -485,12 +519,13 @@ func (r *Region) NetworkInterface(id string) (NetworkInterface, error) {
 }
 
 // VisibleENIs returns ENIs as Describe calls see them at now: ENIs younger
-// than the consistency lag are missing, and so are addresses and prefixes
-// assigned more recently than that.
+// than their lag are missing, and so are addresses and prefixes assigned
+// more recently than theirs; addresses, prefixes and ENIs removed less
+// than RemovalLag ago are still there.
 func (r *Region) VisibleENIs(now time.Time) []NetworkInterface {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]NetworkInterface, 0, len(r.enis))
+	out := make([]NetworkInterface, 0, len(r.enis)+len(r.tombs))
 	for _, id := range r.order {
 		e := r.enis[id]
 		if now.Before(e.visibleAt) {
@@ -501,7 +536,23 @@ func (r *Region) VisibleENIs(now time.Time) []NetworkInterface {
 			c.SecondaryIPs = slices.DeleteFunc(c.SecondaryIPs, func(a netip.Addr) bool { return now.Before(e.seen[a]) })
 			c.Prefixes = slices.DeleteFunc(c.Prefixes, func(p netip.Prefix) bool { return now.Before(e.seen[p]) })
 		}
+		for k, until := range e.gone {
+			switch x := k.(type) {
+			case netip.Addr:
+				if now.Before(until) && !slices.Contains(c.SecondaryIPs, x) {
+					c.SecondaryIPs = append(c.SecondaryIPs, x)
+				}
+			case netip.Prefix:
+				if now.Before(until) && !slices.Contains(c.Prefixes, x) {
+					c.Prefixes = append(c.Prefixes, x)
+				}
+			}
+		}
 		out = append(out, c)
+	}
+	r.tombs = slices.DeleteFunc(r.tombs, func(t tomb) bool { return !now.Before(t.until) })
+	for _, t := range r.tombs {
+		out = append(out, t.eni.clone())
 	}
 	return out
 }

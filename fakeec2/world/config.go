@@ -124,7 +124,8 @@ func ParseConfig(b []byte) (*Config, error) {
 // RegionOptions returns the Options a region built from this config needs.
 func (c *Config) RegionOptions() model.Options {
 	return model.Options{Name: c.Region, AccountID: c.AccountID, Seed: c.Seed, AttachLatency: durationOf(c.Timing.AttachLatency),
-		DetachLatency: durationOf(c.Timing.DetachLatency), ConsistencyLag: durationOf(c.Timing.ConsistencyLag), ExtraInstanceTypes: c.InstanceTypes, MaxInstances: c.MaxInstances,
+		DetachLatency: durationOf(c.Timing.DetachLatency), ConsistencyLag: durationOf(c.Timing.ConsistencyLag),
+		ENILag: durationOf(c.Timing.ENILag), AddressLag: durationOf(c.Timing.AddressLag), RemovalLag: durationOf(c.Timing.RemovalLag), ExtraInstanceTypes: c.InstanceTypes, MaxInstances: c.MaxInstances,
 		Allocation: c.Allocation}
 }
 
