@@ -4,8 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"time"
 )
 
 // CheckpointVersion is the VPC CNI's checkpoint format version.
@@ -75,4 +79,27 @@ func ReadCheckpoint(path string) ([]Allocation, error) {
 		return nil, fmt.Errorf("checkpoint %s: version %q, want %q", path, c.Version, CheckpointVersion)
 	}
 	return c.Allocations, nil
+}
+
+// RecoveredNetwork is the network name of allocations ipamd derived from
+// a pod's host route rather than read from its checkpoint; their
+// container id is the host veth's name.
+const RecoveredNetwork = "_recovered-from-host"
+
+// recovered are allocations for the routed pod addresses (address -> host
+// veth) that allocs lack.
+func recovered(allocs []Allocation, routed map[netip.Addr]string) []Allocation {
+	have := map[string]bool{}
+	for _, a := range allocs {
+		have[a.IPv4] = true
+	}
+	var out []Allocation
+	for _, ip := range slices.SortedFunc(maps.Keys(routed), netip.Addr.Compare) {
+		if have[ip.String()] {
+			continue
+		}
+		out = append(out, Allocation{IPAMKey: IPAMKey{NetworkName: RecoveredNetwork, ContainerID: routed[ip], IfName: "eth0"},
+			IPv4: ip.String(), AllocationTimestamp: time.Now().UnixNano()})
+	}
+	return out
 }

@@ -148,6 +148,44 @@ func (c *cloud) describeENIs(ctx context.Context, ids []string) (map[string]type
 	return out, nil
 }
 
+// ec2ENIs is EC2's view of the ENIs attached to an instance: id -> the
+// secondary IPv4 addresses (as /32) and prefixes EC2 has on it.
+type ec2ENIs map[string]map[netip.Prefix]bool
+
+// attachedENIs asks EC2 (DescribeNetworkInterfaces by attachment) which
+// ENIs are attached to instanceID and what they hold: the witness when
+// IMDS and the datastore disagree.
+func (c *cloud) attachedENIs(ctx context.Context, instanceID string) (ec2ENIs, error) {
+	in := &ec2.DescribeNetworkInterfacesInput{Filters: []types.Filter{{Name: aws.String("attachment.instance-id"), Values: []string{instanceID}}}}
+	out := ec2ENIs{}
+	p := ec2.NewDescribeNetworkInterfacesPaginator(c.ec2, in)
+	for p.HasMorePages() {
+		var page *ec2.DescribeNetworkInterfacesOutput
+		err := c.timed(ctx, "DescribeNetworkInterfaces", true, func() (err error) {
+			page, err = p.NextPage(ctx)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("describe the ENIs attached to %s: %w", instanceID, err)
+		}
+		for _, n := range page.NetworkInterfaces {
+			held := map[netip.Prefix]bool{}
+			for _, a := range n.PrivateIpAddresses {
+				if addr, err := netip.ParseAddr(aws.ToString(a.PrivateIpAddress)); err == nil && !aws.ToBool(a.Primary) {
+					held[netip.PrefixFrom(addr, 32)] = true
+				}
+			}
+			for _, x := range n.Ipv4Prefixes {
+				if pf, err := netip.ParsePrefix(aws.ToString(x.Ipv4Prefix)); err == nil {
+					held[pf] = true
+				}
+			}
+			out[aws.ToString(n.NetworkInterfaceId)] = held
+		}
+	}
+	return out, nil
+}
+
 func tagMap(tags []types.Tag) map[string]string {
 	m := map[string]string{}
 	for _, t := range tags {

@@ -184,12 +184,22 @@ func (d *Daemon) readMetadata(ctx context.Context) error {
 }
 
 // restoreCheckpoint puts the checkpointed allocations back into the
-// datastore, dropping those whose address is on no ENI any more.
+// datastore, dropping those whose address is on no ENI any more. The
+// checkpoint is not the only witness: an address the node still routes to
+// a pod's host veth is in use whatever the checkpoint says (it may be
+// lost, garbled or older than the pods), so it is restored too, keyed by
+// the veth, and the pod's DEL finds it by its name.
 func (d *Daemon) restoreCheckpoint() error {
 	allocs, err := ReadCheckpoint(d.c.BackingStore)
 	if err != nil {
+		d.log.Error("checkpoint unreadable; allocations derived from the node's pod routes", "err", err)
+		allocs = nil
+	}
+	routed, err := hostPodRoutes(d.c.VethPrefix)
+	if err != nil {
 		return err
 	}
+	allocs = append(allocs, recovered(allocs, routed)...)
 	dropped, err := d.ds.Restore(allocs)
 	if err != nil {
 		return err

@@ -275,3 +275,35 @@ func (h *hostNetwork) teardownENI(ip netip.Addr) error {
 	}
 	return errors.Join(errs...)
 }
+
+// hostPodRoutes lists the pod addresses the node routes to host veths
+// named prefix…: address -> veth.
+func hostPodRoutes(prefix string) (map[netip.Addr]string, error) {
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	out := map[netip.Addr]string{}
+	for _, l := range links {
+		name := l.Attrs().Name
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		routes, err := netlinksafe.RouteList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return nil, fmt.Errorf("list routes of %s: %w", name, err)
+		}
+		for _, r := range routes {
+			if r.Dst == nil {
+				continue
+			}
+			if ones, bits := r.Dst.Mask.Size(); ones != 32 || bits != 32 {
+				continue
+			}
+			if a, ok := netip.AddrFromSlice(r.Dst.IP.To4()); ok {
+				out[a] = name
+			}
+		}
+	}
+	return out, nil
+}

@@ -486,6 +486,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w := &witness{ctx: ctx, d: d}
 	seen := map[string]bool{}
 	for _, e := range ienis {
 		seen[e.ID] = true
@@ -493,29 +494,70 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 			continue
 		}
 		if !d.ds.HasENI(e.ID) {
-			if err := d.reconcileNewENI(ctx, e); err != nil {
+			if err := d.reconcileNewENI(ctx, w, e); err != nil {
 				return err
 			}
 			continue
 		}
-		d.reconcileAddresses(e)
+		if err := d.reconcileAddresses(w, e); err != nil {
+			return err
+		}
 	}
 	for _, de := range d.ds.ENIs() {
-		if !seen[de.ID] {
-			if n := d.ds.forceDelENI(de.ID); n > 0 {
-				d.m.forceRemovedENIs.Inc()
-				d.m.forceRemovedIPs.Add(float64(n))
-			}
-			d.m.reconcile.WithLabelValues("eniReconcileDel").Inc()
-			d.log.Warn("reconcile: ENI gone from IMDS", "eni", de.ID)
+		if seen[de.ID] {
+			continue
 		}
+		// IMDS no longer lists it: EC2 says whether it is really gone.
+		view, err := w.view()
+		if err != nil {
+			return err
+		}
+		if _, ok := view[de.ID]; ok {
+			d.log.Warn("reconcile: IMDS does not list an ENI EC2 has attached; kept", "eni", de.ID)
+			continue
+		}
+		if n := d.ds.forceDelENI(de.ID); n > 0 {
+			d.m.forceRemovedENIs.Inc()
+			d.m.forceRemovedIPs.Add(float64(n))
+		}
+		d.m.reconcile.WithLabelValues("eniReconcileDel").Inc()
+		d.log.Warn("reconcile: ENI gone from IMDS and EC2", "eni", de.ID)
 	}
 	return nil
 }
 
+// witness is EC2's view of the node's ENIs, asked for at most once per
+// reconciliation and only when IMDS and the datastore disagree: IMDS lags
+// EC2, in any direction, so it is never the only witness of a change.
+type witness struct {
+	ctx  context.Context
+	d    *Daemon
+	enis ec2ENIs
+}
+
+func (w *witness) view() (ec2ENIs, error) {
+	if w.enis != nil {
+		return w.enis, nil
+	}
+	v, err := w.d.cloud.attachedENIs(w.ctx, w.d.instanceID)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: IMDS and the datastore disagree and EC2 did not answer: %w", err)
+	}
+	w.enis = v
+	return v, nil
+}
+
 // reconcileNewENI adopts an ENI IMDS shows and the datastore lacks, unless
 // it is tagged no-manage or EFA-only.
-func (d *Daemon) reconcileNewENI(ctx context.Context, e imdsENI) error {
+func (d *Daemon) reconcileNewENI(ctx context.Context, w *witness, e imdsENI) error {
+	view, err := w.view()
+	if err != nil {
+		return err
+	}
+	if _, ok := view[e.ID]; !ok {
+		d.log.Warn("reconcile: IMDS lists an ENI EC2 does not have attached here; skipped", "eni", e.ID)
+		return nil
+	}
 	desc, err := d.cloud.describeENIs(ctx, []string{e.ID})
 	if err != nil {
 		return err
@@ -538,8 +580,10 @@ func (d *Daemon) reconcileNewENI(ctx context.Context, e imdsENI) error {
 }
 
 // reconcileAddresses makes the datastore's addresses on a known ENI those
-// IMDS shows: gone ones are removed (even if assigned), new ones added.
-func (d *Daemon) reconcileAddresses(e imdsENI) {
+// IMDS shows, where EC2 agrees: an address IMDS no longer lists is removed
+// (even if assigned) only if EC2 no longer has it on the ENI; a new one is
+// added only if EC2 has it.
+func (d *Daemon) reconcileAddresses(w *witness, e imdsENI) error {
 	want := map[netip.Prefix]bool{}
 	if len(e.IPv4s) > 1 {
 		for _, a := range e.IPv4s[1:] {
@@ -557,6 +601,14 @@ func (d *Daemon) reconcileAddresses(e imdsENI) {
 		for _, c := range de.AvailableIPv4Cidrs {
 			have = append(have, c.prefix)
 			if !want[c.prefix] {
+				view, err := w.view()
+				if err != nil {
+					return err
+				}
+				if view[e.ID][c.prefix] {
+					d.log.Warn("reconcile: IMDS does not list an address EC2 has on the ENI; kept", "eni", e.ID, "cidr", c.prefix.String())
+					continue
+				}
 				if c.assignedCount() > 0 {
 					d.m.forceRemovedIPs.Add(float64(c.assignedCount()))
 				}
@@ -567,9 +619,19 @@ func (d *Daemon) reconcileAddresses(e imdsENI) {
 		}
 	}
 	for p := range want {
-		if !slices.Contains(have, p) {
-			_ = d.ds.AddCIDR(e.ID, p, p.Bits() != 32)
-			d.m.reconcile.WithLabelValues("eniDataStorePoolReconcileAdd").Inc()
+		if slices.Contains(have, p) {
+			continue
 		}
+		view, err := w.view()
+		if err != nil {
+			return err
+		}
+		if !view[e.ID][p] {
+			d.log.Warn("reconcile: IMDS lists an address EC2 does not have on the ENI; skipped", "eni", e.ID, "cidr", p.String())
+			continue
+		}
+		_ = d.ds.AddCIDR(e.ID, p, p.Bits() != 32)
+		d.m.reconcile.WithLabelValues("eniDataStorePoolReconcileAdd").Inc()
 	}
+	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/vpclab/vpclab/internal/vethname"
 	"github.com/vpclab/vpclab/ipamd/rpc"
 )
 
@@ -170,6 +171,11 @@ func (b *cniBackend) DelNetwork(ctx context.Context, in *rpc.DelNetworkRequest) 
 	if errors.Is(err, ErrUnknownPod) {
 		// Pre-1.12 CRI backfill placeholders, as the VPC CNI retries.
 		addr, eni, err = d.ds.UnassignPodIP(IPAMKey{NetworkName: "_migrated-from-cri", ContainerID: in.ContainerID, IfName: "unknown"})
+	}
+	if errors.Is(err, ErrUnknownPod) {
+		// An allocation recovered from the pod's host route, by its veth.
+		veth := vethname.Host(d.c.VethPrefix, in.K8S_POD_NAMESPACE, in.K8S_POD_NAME)
+		addr, eni, err = d.ds.UnassignPodIP(IPAMKey{NetworkName: RecoveredNetwork, ContainerID: veth, IfName: "eth0"})
 	}
 	if errors.Is(err, ErrUnknownPod) {
 		if reply, handled, berr := d.branchDelReply(ctx, in); handled {

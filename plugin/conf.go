@@ -6,14 +6,14 @@
 package plugin
 
 import (
-	"crypto/sha1"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/vpclab/vpclab/internal/vethname"
 )
 
 // Defaults of the conflist and the node.
@@ -101,7 +101,4 @@ func DummyName(namespace, pod string) string { return HostVethName("dummy", name
 
 // HostVethName is the VPC CNI's host-side name: prefix + the first 11 hex
 // characters of SHA-1("<namespace>.<pod>").
-func HostVethName(prefix, namespace, pod string) string {
-	h := sha1.Sum([]byte(namespace + "." + pod))
-	return prefix + hex.EncodeToString(h[:])[:11]
-}
+func HostVethName(prefix, namespace, pod string) string { return vethname.Host(prefix, namespace, pod) }

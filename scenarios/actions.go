@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -291,10 +292,11 @@ func (c *Checkpoint) validate(*Scenario) error {
 }
 
 func (c *Checkpoint) apply(_ context.Context, _ *run, n *lab.Node) error {
-	p := n.HostPath(CheckpointPath)
+	// The node's directories are mapped, not its files.
+	p := filepath.Join(n.HostPath(filepath.Dir(CheckpointPath)), filepath.Base(CheckpointPath))
 	if c.Delete {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("delete the checkpoint: %w", err)
 		}
 		return nil
 	}
