@@ -20,10 +20,11 @@ import (
 // The suite runs its scenarios ahead of their specs, several at a time:
 // each lab is independent (its own namespaces, region and control socket),
 // and most of a scenario's time is spent waiting for timers. A spec waits
-// for its scenario's result and reports it; the order of results is the
-// specs' order. Kubernetes scenarios run alone (a control plane, kubelets
-// and containerd per node are heavy on two cores). VPCLAB_SCENARIO_PARALLEL
-// sets the width (default 3; 1 runs them one after another).
+// for its scenario's result and reports it. The longest start first
+// (Kubernetes, then the real VPC CNI's, whose pool ticks every 5 s), and a
+// Kubernetes scenario counts double (a control plane, kubelets and
+// containerd are heavy on two cores). VPCLAB_SCENARIO_PARALLEL sets the
+// width (default 4; 1 runs them one after another).
 
 // entry is one scenario run the suite will report.
 type entry struct {
@@ -65,18 +66,28 @@ func (p *pool) result(e *entry) scenarios.Result {
 
 // schedule starts, in spec order, the runs the suite's filters select.
 func (p *pool) schedule() {
-	p.width = 3
+	p.width = 4
 	if v, err := strconv.Atoi(os.Getenv("VPCLAB_SCENARIO_PARALLEL")); err == nil && v > 0 {
 		p.width = v
 	}
 	p.cond = sync.NewCond(&p.mu)
 	suite, _ := GinkgoConfiguration()
 	picked := slices.DeleteFunc(slices.Clone(p.entries), func(e *entry) bool { return !selected(suite, e) })
+	rank := func(e *entry) int {
+		switch {
+		case slices.Contains(e.labels, "kubernetes"):
+			return 0
+		case e.cni.IsUpstream():
+			return 1
+		}
+		return 2
+	}
+	slices.SortStableFunc(picked, func(a, b *entry) int { return rank(a) - rank(b) })
 	go func() {
 		for _, e := range picked {
 			weight := 1
 			if slices.Contains(e.labels, "kubernetes") {
-				weight = p.width
+				weight = min(2, p.width)
 			}
 			p.acquire(weight)
 			e.once.Do(func() { go p.runOne(e, weight) })

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -48,6 +49,7 @@ var _ = Describe("scenarios", func() {
 func report(res scenarios.Result, log *bytes.Buffer) {
 	GinkgoHelper()
 	GinkgoWriter.Print(log.String())
+	GinkgoWriter.Printf("scenario ran %s\n", res.Duration.Round(100*time.Millisecond))
 	if !res.Passed {
 		AddReportEntry("lab state, ipamd logs and events", res.Dump)
 	}
