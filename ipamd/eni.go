@@ -148,9 +148,25 @@ func (c *cloud) describeENIs(ctx context.Context, ids []string) (map[string]type
 	return out, nil
 }
 
-// ec2ENIs is EC2's view of the ENIs attached to an instance: id -> the
-// secondary IPv4 addresses (as /32) and prefixes EC2 has on it.
-type ec2ENIs map[string]map[netip.Prefix]bool
+// ec2ENIs is EC2's view of the ENIs attached to an instance, by id.
+type ec2ENIs map[string]types.NetworkInterface
+
+// held is what EC2 has on an ENI: its secondary IPv4 addresses (as /32)
+// and prefixes.
+func held(n types.NetworkInterface) map[netip.Prefix]bool {
+	out := map[netip.Prefix]bool{}
+	for _, a := range n.PrivateIpAddresses {
+		if addr, err := netip.ParseAddr(aws.ToString(a.PrivateIpAddress)); err == nil && !aws.ToBool(a.Primary) {
+			out[netip.PrefixFrom(addr, 32)] = true
+		}
+	}
+	for _, x := range n.Ipv4Prefixes {
+		if pf, err := netip.ParsePrefix(aws.ToString(x.Ipv4Prefix)); err == nil {
+			out[pf] = true
+		}
+	}
+	return out
+}
 
 // attachedENIs asks EC2 (DescribeNetworkInterfaces by attachment) which
 // ENIs are attached to instanceID and what they hold: the witness when
@@ -169,18 +185,7 @@ func (c *cloud) attachedENIs(ctx context.Context, instanceID string) (ec2ENIs, e
 			return nil, fmt.Errorf("describe the ENIs attached to %s: %w", instanceID, err)
 		}
 		for _, n := range page.NetworkInterfaces {
-			held := map[netip.Prefix]bool{}
-			for _, a := range n.PrivateIpAddresses {
-				if addr, err := netip.ParseAddr(aws.ToString(a.PrivateIpAddress)); err == nil && !aws.ToBool(a.Primary) {
-					held[netip.PrefixFrom(addr, 32)] = true
-				}
-			}
-			for _, x := range n.Ipv4Prefixes {
-				if pf, err := netip.ParsePrefix(aws.ToString(x.Ipv4Prefix)); err == nil {
-					held[pf] = true
-				}
-			}
-			out[aws.ToString(n.NetworkInterfaceId)] = held
+			out[aws.ToString(n.NetworkInterfaceId)] = n
 		}
 	}
 	return out, nil

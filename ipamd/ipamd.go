@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -212,23 +213,33 @@ func (d *Daemon) restoreCheckpoint() error {
 }
 
 // adoptENIs puts the attached, managed ENIs into the datastore and
-// configures their links.
+// configures their links. IMDS lists them; EC2 (one DescribeNetworkInterfaces
+// by attachment) confirms each and what it holds: an ENI IMDS lists but
+// EC2 does not have attached here is skipped, an address IMDS lists but EC2
+// no longer has is left out, and every device index EC2 has in use counts
+// as taken, seen by IMDS yet or not.
 func (d *Daemon) adoptENIs(ctx context.Context) error {
 	ienis, err := d.cloud.imdsENIs(ctx)
 	if err != nil {
 		return err
 	}
-	ids := make([]string, 0, len(ienis))
-	for _, e := range ienis {
-		ids = append(ids, e.ID)
-	}
-	desc, err := d.cloud.describeENIs(ctx, ids)
+	desc, err := d.cloud.attachedENIs(ctx, d.instanceID)
 	if err != nil {
 		return err
 	}
+	for _, n := range desc {
+		if n.Attachment != nil && n.Attachment.DeviceIndex != nil {
+			d.devices[int(*n.Attachment.DeviceIndex)] = true
+		}
+	}
 	for _, e := range ienis {
+		n, ok := desc[e.ID]
+		if !ok && e.ID != d.primaryENI {
+			d.log.Warn("IMDS lists an ENI EC2 does not have attached here; skipped", "eni", e.ID, "mac", e.MAC)
+			continue
+		}
 		d.devices[e.Device] = true
-		n := desc[e.ID]
+		e = confirmed(e, held(n))
 		tags := tagMap(n.TagSet)
 		if e.Card != 0 {
 			continue // network cards > 0 are not managed (no ENABLE_MULTI_NIC)
@@ -254,6 +265,21 @@ func (d *Daemon) adoptENIs(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// confirmed is e with only the secondary addresses and prefixes EC2 has.
+func confirmed(e imdsENI, ec2 map[netip.Prefix]bool) imdsENI {
+	if len(e.IPv4s) > 1 {
+		keep := []netip.Addr{e.IPv4s[0]}
+		for _, a := range e.IPv4s[1:] {
+			if ec2[netip.PrefixFrom(a, 32)] {
+				keep = append(keep, a)
+			}
+		}
+		e.IPv4s = keep
+	}
+	e.Prefixes = slices.DeleteFunc(slices.Clone(e.Prefixes), func(p netip.Prefix) bool { return !ec2[p] })
+	return e
 }
 
 // addENI puts one attached ENI into the datastore and sets up its link.

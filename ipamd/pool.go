@@ -554,15 +554,12 @@ func (d *Daemon) reconcileNewENI(ctx context.Context, w *witness, e imdsENI) err
 	if err != nil {
 		return err
 	}
-	if _, ok := view[e.ID]; !ok {
+	n, ok := view[e.ID]
+	if !ok {
 		d.log.Warn("reconcile: IMDS lists an ENI EC2 does not have attached here; skipped", "eni", e.ID)
 		return nil
 	}
-	desc, err := d.cloud.describeENIs(ctx, []string{e.ID})
-	if err != nil {
-		return err
-	}
-	n := desc[e.ID]
+	e = confirmed(e, held(n))
 	if tagMap(n.TagSet)[TagNoManage] == "true" || n.InterfaceType == "efa-only" {
 		d.unmanagedIDs[e.ID] = true
 		d.unmanaged++
@@ -605,7 +602,7 @@ func (d *Daemon) reconcileAddresses(w *witness, e imdsENI) error {
 				if err != nil {
 					return err
 				}
-				if view[e.ID][c.prefix] {
+				if n, ok := view[e.ID]; ok && held(n)[c.prefix] {
 					d.log.Warn("reconcile: IMDS does not list an address EC2 has on the ENI; kept", "eni", e.ID, "cidr", c.prefix.String())
 					continue
 				}
@@ -626,7 +623,7 @@ func (d *Daemon) reconcileAddresses(w *witness, e imdsENI) error {
 		if err != nil {
 			return err
 		}
-		if !view[e.ID][p] {
+		if n, ok := view[e.ID]; !ok || !held(n)[p] {
 			d.log.Warn("reconcile: IMDS lists an address EC2 does not have on the ENI; skipped", "eni", e.ID, "cidr", p.String())
 			continue
 		}

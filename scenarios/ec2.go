@@ -173,6 +173,15 @@ func templateFuncs(x *run) template.FuncMap {
 			return "", fmt.Errorf("no subnet %q", name)
 		},
 		"vpc": func() string { return x.l.VPCID() },
+		"var": func(name string) (string, error) {
+			x.mu.Lock()
+			defer x.mu.Unlock()
+			v, ok := x.vars[name]
+			if !ok {
+				return "", fmt.Errorf("no variable %q (a set step names them)", name)
+			}
+			return v, nil
+		},
 		"sg": func(name string) (string, error) {
 			for _, g := range x.l.Region().SecurityGroups() {
 				if g.VPCID == x.l.VPCID() && g.Name == name {
@@ -375,4 +384,35 @@ func lastAddr(p netip.Prefix) netip.Addr {
 func u32(a netip.Addr) uint32 {
 	b := a.As4()
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// Set evaluates templates now and keeps the values for later steps'
+// {{var "name"}}: an ENI's id before it is detached, a pod's address
+// before it is deleted.
+type Set map[string]string
+
+func (s Set) validate(*Scenario) error {
+	if len(s) == 0 {
+		return errors.New("set: name at least one variable")
+	}
+	return checkTemplates("set", s)
+}
+
+func (s Set) apply(_ context.Context, x *run, _ *lab.Node) error {
+	vals, err := x.expand(s)
+	if err != nil {
+		return err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	maps.Copy(x.vars, vals)
+	return nil
+}
+
+func (s Set) String() string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(s)) {
+		parts = append(parts, k+" = "+s[k])
+	}
+	return "set " + strings.Join(parts, ", ")
 }

@@ -170,7 +170,7 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	x := &run{r: r, s: s, res: &res, logf: logf, released: map[string]time.Time{}, peers: map[string]model.Instance{}, nodeStats: map[string]*NodeStats{}}
+	x := &run{r: r, s: s, res: &res, logf: logf, released: map[string]time.Time{}, peers: map[string]model.Instance{}, vars: map[string]string{}, nodeStats: map[string]*NodeStats{}}
 	if err := s.Validate(); err != nil {
 		x.fail("%v", err)
 		res.Duration = time.Since(start)
@@ -270,6 +270,7 @@ type run struct {
 	released   map[string]time.Time
 	seq        int
 	peers      map[string]model.Instance
+	vars       map[string]string // set steps' values
 	failedAdds int                   // since the last expect step
 	nodeStats  map[string]*NodeStats // since the last expect step
 	seg        segment

@@ -58,6 +58,7 @@ var kinds = map[string]func() Action{
 	"ec2":          func() Action { return &EC2Call{} },
 	"peer":         func() Action { return &Peer{} },
 	"subnetLayout": func() Action { return &SubnetLayout{} },
+	"set":          func() Action { return new(Set) },
 	"apply":        func() Action { return new(Apply) },
 	"kubectl":      func() Action { return new(Kubectl) },
 	"expect":       func() Action { return &Expect{} },
