@@ -270,7 +270,7 @@ type run struct {
 	released   map[string]time.Time
 	seq        int
 	peers      map[string]model.Instance
-	vars       map[string]string // set steps' values
+	vars       map[string]string     // set steps' values
 	failedAdds int                   // since the last expect step
 	nodeStats  map[string]*NodeStats // since the last expect step
 	seg        segment
