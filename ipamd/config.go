@@ -144,11 +144,7 @@ func LoadConfig(env Env) (*Config, error) {
 	if c.MaxENI == 0 {
 		c.MaxENI = -1 // MAX_ENI applies only when ≥ 1
 	}
-	if scale := p.float("VPCLAB_CLOCK_SCALE", 1); scale < 1 {
-		p.fail("VPCLAB_CLOCK_SCALE", fmt.Sprint(scale), "want a factor of at least 1")
-	} else if scale > 1 {
-		c.scaleClock(scale)
-	}
+	p.clock(c)
 	if p.err == nil {
 		switch {
 		case c.EnableIPv4 == c.EnableIPv6:
@@ -168,6 +164,15 @@ func LoadConfig(env Env) (*Config, error) {
 // minScaledInterval is the shortest interval a clock scale leaves a loop
 // (a pool tick of 5 s at 3600× would spin).
 const minScaledInterval = 100 * time.Millisecond
+
+// clock applies VPCLAB_CLOCK_SCALE to c.
+func (p *parser) clock(c *Config) {
+	if scale := p.float("VPCLAB_CLOCK_SCALE", 1); scale < 1 {
+		p.fail("VPCLAB_CLOCK_SCALE", fmt.Sprint(scale), "want a factor of at least 1")
+	} else if scale > 1 {
+		c.scaleClock(scale)
+	}
+}
 
 // scaleClock runs ipamd's own timers scale times faster
 // (VPCLAB_CLOCK_SCALE): intervals, lifetimes, cooldowns and grace periods
