@@ -347,7 +347,7 @@ func TestScenarioRunYAML(t *testing.T) {
 func TestScenarioOffline(t *testing.T) {
 	dir := buildCLI(t)
 	code, out, errs := vpclab(t, dir, "scenario", "list", "--label", "imds")
-	if code != 0 || !strings.Contains(out, "an-attached-eni-vanishes-from-imds-for-3-s") || strings.Contains(out, "cooldown") {
+	if code != 0 || !strings.Contains(out, "an-attached-eni-vanishes-from-imds-for-6-s") || strings.Contains(out, "cooldown") {
 		t.Fatalf("list --label imds: exit %d\n%s%s", code, out, errs)
 	}
 	if code, out, _ := vpclab(t, dir, "scenario", "show", "cooldown"); code != 0 || !strings.Contains(out, "name: cooldown") {
