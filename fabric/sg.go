@@ -40,6 +40,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -371,7 +372,7 @@ func (st *filterState) queueSets(c *nftables.Conn, p filterPlan) (bool, error) {
 				return false, err
 			}
 		} else {
-			s := &nftables.Set{Table: st.table, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
+			s := &nftables.Set{Table: st.table, Name: name, KeyType: nftables.TypeIPAddr, Interval: true, ID: newSetID()}
 			if err := c.AddSet(s, spanElements(spans)); err != nil {
 				return false, err
 			}
@@ -481,9 +482,9 @@ func newFilterTable(c *nftables.Conn) *filterState {
 	c.AddTable(t)
 	st := &filterState{table: t, chains: map[string]string{}, in: map[string]string{}, out: map[string]string{}, src: map[string]string{},
 		sets: map[string]*nftables.Set{}, setSig: map[string]string{}}
-	st.inMap = &nftables.Set{Table: t, Name: "in", IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
-	st.outMap = &nftables.Set{Table: t, Name: "out", IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
-	st.srcMap = &nftables.Set{Table: t, Name: "src", IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
+	st.inMap = &nftables.Set{Table: t, Name: "in", IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, ID: newSetID()}
+	st.outMap = &nftables.Set{Table: t, Name: "out", IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, ID: newSetID()}
+	st.srcMap = &nftables.Set{Table: t, Name: "src", IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, ID: newSetID()}
 	// Errors here are only for anonymous sets.
 	_ = c.AddSet(st.inMap, nil)
 	_ = c.AddSet(st.outMap, nil)
@@ -662,3 +663,11 @@ func (f *Fabric) Drops() (map[string]Drops, error) {
 	}
 	return out, nil
 }
+
+// setIDs numbers the sets fabrics add: google/nftables numbers a set
+// without an ID from a package counter it increments under the
+// connection's lock only, so two fabrics in one process (parallel labs)
+// race on it. Ours is atomic; IDs only need to be unique within a batch.
+var setIDs atomic.Uint32
+
+func newSetID() uint32 { return setIDs.Add(1) }

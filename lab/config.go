@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -189,6 +190,9 @@ func Default() Config {
 // SetDefaults fills in what a config may leave out: the region, subnet
 // names and zones, the directories.
 func (c *Config) SetDefaults() {
+	// The caller's slices are not ours to write (a scenario's lab is
+	// brought up by several runs at once).
+	c.Subnets, c.Nodes = slices.Clone(c.Subnets), slices.Clone(c.Nodes)
 	if c.Region == "" {
 		c.Region = model.DefaultRegion
 	}

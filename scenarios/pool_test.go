@@ -35,6 +35,7 @@ type entry struct {
 	once   sync.Once
 	done   chan struct{}
 	res    scenarios.Result
+	logMu  sync.Mutex // a lab brings its nodes up in parallel, each logging
 	log    bytes.Buffer
 }
 
@@ -117,7 +118,11 @@ func (p *pool) runOne(e *entry, weight int) {
 	if p.cond != nil {
 		defer p.release(weight)
 	}
-	logf := func(f string, a ...any) { fmt.Fprintf(&e.log, f+"\n", a...) }
+	logf := func(f string, a ...any) {
+		e.logMu.Lock()
+		defer e.logMu.Unlock()
+		fmt.Fprintf(&e.log, f+"\n", a...)
+	}
 	if e.cni.IsUpstream() {
 		if _, err := lab.BuildCNI(context.Background(), e.cni, logf); err != nil {
 			e.res = scenarios.Result{Scenario: e.s.Name, Failures: []string{"build " + e.cni.String() + ": " + err.Error()}}
