@@ -37,7 +37,8 @@ type Expect struct {
 	// LeakedENIs counts detached ENIs still tagged for the node.
 	LeakedENIs *int `yaml:"leakedENIs,omitempty"`
 	// Events: EC2 error code -> minimum and maximum count over the whole
-	// run so far ([min, max]; max -1 for none).
+	// run so far ([min, max]; max -1 for none); "CODE by NODE" counts only
+	// the answers to that node's (or peer's) calls.
 	Events map[string][2]int `yaml:"events,omitempty"`
 	// Calls: EC2 action (or glob) -> minimum and maximum count of calls
 	// since the previous expect step, answered or refused ([min, max]; max
@@ -280,9 +281,24 @@ func (x *run) waits(ctx context.Context, n *lab.Node, e *Expect) []want {
 		return c, nil
 	})
 	num("ENIs attached (EC2)", e.ENIs, func() (int, error) { return attachedENIs(l, n), nil })
-	for _, code := range slices.Sorted(maps.Keys(e.Events)) {
-		checks = append(checks, want{what: code + " answers (run so far)", rng: ptr(e.Events[code]), get: func() (int, error) {
-			return len(l.Events(ec2query.EventFilter{ErrorCode: code})), nil
+	for _, key := range slices.Sorted(maps.Keys(e.Events)) {
+		code, by, _ := strings.Cut(key, " by ")
+		checks = append(checks, want{what: key + " answers (run so far)", rng: ptr(e.Events[key]), get: func() (int, error) {
+			recs := l.Events(ec2query.EventFilter{ErrorCode: code})
+			if by == "" {
+				return len(recs), nil
+			}
+			id, err := x.instanceID(by)
+			if err != nil {
+				return 0, err
+			}
+			c := 0
+			for _, r := range recs {
+				if r.UserIdentity.InstanceID == id {
+					c++
+				}
+			}
+			return c, nil
 		}})
 	}
 	for _, a := range slices.Sorted(maps.Keys(e.Calls)) {
