@@ -174,6 +174,16 @@ func held(n types.NetworkInterface) map[netip.Prefix]bool {
 func (c *cloud) attachedENIs(ctx context.Context, instanceID string) (ec2ENIs, error) {
 	in := &ec2.DescribeNetworkInterfacesInput{Filters: []types.Filter{{Name: aws.String("attachment.instance-id"), Values: []string{instanceID}}}}
 	out := ec2ENIs{}
+	err := c.describePages(ctx, in, func(n types.NetworkInterface) { out[aws.ToString(n.NetworkInterfaceId)] = n })
+	if err != nil {
+		return nil, fmt.Errorf("describe the ENIs attached to %s: %w", instanceID, err)
+	}
+	return out, nil
+}
+
+// describePages runs a DescribeNetworkInterfaces page by page, each page
+// timed and counted, handing every ENI to each.
+func (c *cloud) describePages(ctx context.Context, in *ec2.DescribeNetworkInterfacesInput, each func(types.NetworkInterface)) error {
 	p := ec2.NewDescribeNetworkInterfacesPaginator(c.ec2, in)
 	for p.HasMorePages() {
 		var page *ec2.DescribeNetworkInterfacesOutput
@@ -182,13 +192,13 @@ func (c *cloud) attachedENIs(ctx context.Context, instanceID string) (ec2ENIs, e
 			return err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("describe the ENIs attached to %s: %w", instanceID, err)
+			return err
 		}
 		for _, n := range page.NetworkInterfaces {
-			out[aws.ToString(n.NetworkInterfaceId)] = n
+			each(n)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func tagMap(tags []types.Tag) map[string]string {
@@ -377,21 +387,13 @@ func (c *cloud) leakedENIs(ctx context.Context, instanceID, vpcID, cluster strin
 		filters = append(filters, types.Filter{Name: aws.String("tag:" + TagCluster), Values: []string{cluster}})
 	}
 	var out []types.NetworkInterface
-	p := ec2.NewDescribeNetworkInterfacesPaginator(c.ec2, &ec2.DescribeNetworkInterfacesInput{Filters: filters, MaxResults: aws.Int32(1000)})
-	for p.HasMorePages() {
-		var page *ec2.DescribeNetworkInterfacesOutput
-		err := c.timed(ctx, "DescribeNetworkInterfaces", true, func() (err error) {
-			page, err = p.NextPage(ctx)
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("list leaked ENIs: %w", err)
+	err := c.describePages(ctx, &ec2.DescribeNetworkInterfacesInput{Filters: filters, MaxResults: aws.Int32(1000)}, func(n types.NetworkInterface) {
+		if tagMap(n.TagSet)[TagInstanceID] == instanceID && strings.HasPrefix(aws.ToString(n.Description), DescriptionPrefix) {
+			out = append(out, n)
 		}
-		for _, n := range page.NetworkInterfaces {
-			if tagMap(n.TagSet)[TagInstanceID] == instanceID && strings.HasPrefix(aws.ToString(n.Description), DescriptionPrefix) {
-				out = append(out, n)
-			}
-		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list leaked ENIs: %w", err)
 	}
 	return out, nil
 }

@@ -356,7 +356,7 @@ func (x *run) onCall(m CallMatch, f func()) {
 		if ok, _ := path.Match(m.Action, rec.EventName); !ok || (m.Code != "" && rec.ErrorCode != m.Code) {
 			return
 		}
-		if m.Caller != "" && !slices.Contains([]string{rec.UserIdentity.InstanceID, rec.UserIdentity.ARN, rec.UserIdentity.UserName}, m.Caller) {
+		if m.Caller != "" && !slices.Contains(rec.UserIdentity.Names(), m.Caller) {
 			return
 		}
 		mu.Lock()

@@ -52,8 +52,9 @@ func (s *Server) identity(r *http.Request, key string) Identity {
 	return id
 }
 
-// names are what a fault rule's caller glob is matched against.
-func (i Identity) names() []string {
+// Names are the caller's names a fault rule's caller glob, or a scenario
+// matching a caller, is matched against: instance id, ARN, user name.
+func (i Identity) Names() []string {
 	var out []string
 	for _, n := range []string{i.InstanceID, i.ARN, i.UserName} {
 		if n != "" {

@@ -224,7 +224,7 @@ func (s *Server) admit(r *http.Request, c *call) (throttled bool, err error) {
 	if !s.throttle.Allow(c.action, unfiltered, resources) {
 		return true, model.Errorf("RequestLimitExceeded", "Request limit exceeded. Account %s has been throttled on ec2:%s because it exceeded its request rate limit.", s.region.AccountID(), c.action)
 	}
-	lat, fault := s.faults.Evaluate(faults.Call{Action: c.action, Params: c.form, Caller: c.who.names()})
+	lat, fault := s.faults.Evaluate(faults.Call{Action: c.action, Params: c.form, Caller: c.who.Names()})
 	if lat > 0 {
 		select {
 		case <-time.After(lat):
