@@ -70,6 +70,7 @@ func BenchmarkIPAMD(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "ipamd")
 	for range b.N {
 		n := startBenchNode(b, bin, "VPCLAB_IP_COOLDOWN=0s", "VPCLAB_POOL_INTERVAL=100ms")

@@ -144,6 +144,7 @@ func StartBackground(ctx context.Context, cfg Config, exe string, progress func(
 	}
 	_ = cmd.Wait()
 	log, _ := os.ReadFile(p.Log())
+	_ = os.Remove(p.Log())
 	return fmt.Errorf("the supervisor exited (%v): %s", cmd.ProcessState, lastLine(string(log)))
 }
 
@@ -172,5 +173,9 @@ func RunSupervisor(cfgFile string, out io.Writer) error {
 	if err != nil {
 		fmt.Fprintf(out, "%s%s\n", errorPrefix, cli.OneLine(err.Error()))
 	}
+	// The lab is gone (down, SIGINT, SIGTERM, or a bring-up that failed and
+	// said why on the line above): it leaves nothing, not even this log,
+	// which is our stderr.
+	_ = os.Remove(PathsFor(cfg.Name, cfg.StateDir).Log())
 	return err
 }

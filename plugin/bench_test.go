@@ -68,6 +68,7 @@ func BenchmarkPlugin(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer os.RemoveAll(bin)
 	const pods = 200
 	for range b.N {
 		w := labtest.NewWorld(b, "pb", labtest.WorldOptions{Seed: 17, SubnetCIDR: "10.0.0.0/20", VLAN: vlan.BPF{}})

@@ -126,7 +126,7 @@ func leftovers(name string) []string {
 		}
 	}
 	p := lab.PathsFor(name, "")
-	for _, f := range []string{p.Root(), p.Socket(), p.Owner(), p.ConfigFile()} {
+	for _, f := range []string{p.Root(), p.Socket(), p.Owner(), p.ConfigFile(), p.Log()} {
 		if _, err := os.Stat(f); err == nil {
 			out = append(out, "file "+f)
 		}

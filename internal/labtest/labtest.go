@@ -11,7 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -50,15 +53,34 @@ const RefPlugins = "cni"
 // refPlugins are the reference plugins' packages.
 var refPlugins = []string{"meta/portmap", "meta/bandwidth", "main/loopback", "main/ptp", "ipam/host-local"}
 
+// binPrefix starts the name of every directory Build creates; the building
+// process's id follows, so a later Build can tell a leftover of a killed
+// run from a live one.
+const binPrefix = "vpclab-bin-"
+
+// built lists the directories this process's Build calls created, for
+// RemoveBuilt.
+var built struct {
+	sync.Mutex
+	dirs []string
+}
+
 // Build compiles the named commands (e.g. "ipamd", "aws-cni", RefPlugins)
-// of this module into a new temporary directory and returns it.
+// of this module into a new temporary directory and returns it. The
+// directory is this process's to remove (RemoveBuilt, or os.RemoveAll); one
+// left behind by a process that died is removed by the next Build on this
+// machine (each is ~150 MB: a full disk fails every later run).
 func Build(cmds ...string) (string, error) {
+	sweepStale()
 	_, here, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(here), "..", "..")
-	dir, err := os.MkdirTemp("", "vpclab-bin")
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", binPrefix, os.Getpid()))
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("binaries directory: %w", err)
 	}
+	built.Lock()
+	built.dirs = append(built.dirs, dir)
+	built.Unlock()
 	args := []string{"build", "-o", dir + "/"}
 	var ref []string
 	for _, c := range cmds {
@@ -84,9 +106,37 @@ func Build(cmds ...string) (string, error) {
 	return dir, nil
 }
 
+// RemoveBuilt removes every directory this process's Build calls created;
+// a package whose plain tests call Build calls it from TestMain.
+func RemoveBuilt() {
+	built.Lock()
+	defer built.Unlock()
+	for _, d := range built.dirs {
+		_ = os.RemoveAll(d)
+	}
+	built.dirs = nil
+}
+
+// sweepStale removes the binaries directories of processes that no longer
+// run (a suite killed by a timeout or a signal never reaches its cleanup).
+func sweepStale() {
+	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), binPrefix+"*"))
+	for _, m := range matches {
+		rest := strings.TrimPrefix(filepath.Base(m), binPrefix)
+		pid, err := strconv.Atoi(rest[:max(strings.IndexByte(rest, '-'), 0)])
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			_ = os.RemoveAll(m)
+		}
+	}
+}
+
 // Binaries builds the commands once per suite run (on the first parallel
 // process) and returns where the directory will be; call it in a package
-// level var declaration.
+// level var declaration. The directory is removed after the suite, once
+// every parallel process is done with it.
 func Binaries(cmds ...string) *string {
 	dir := new(string)
 	SynchronizedBeforeSuite(func() []byte {
@@ -94,6 +144,7 @@ func Binaries(cmds ...string) *string {
 		Expect(err).NotTo(HaveOccurred())
 		return []byte(d)
 	}, func(b []byte) { *dir = string(b) })
+	SynchronizedAfterSuite(func() {}, RemoveBuilt)
 	return dir
 }
 

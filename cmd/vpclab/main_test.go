@@ -1,0 +1,15 @@
+package main
+
+import (
+	"os"
+	"testing"
+
+	"github.com/vpclab/vpclab/internal/labtest"
+)
+
+// TestMain removes the binaries the plain tests built once they are done.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	labtest.RemoveBuilt()
+	os.Exit(code)
+}
