@@ -172,13 +172,17 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 }
 
 // checkENIs compares a node's ENIs and their addresses in ipamd with
-// EC2's (trunks aside: they hold no pod addresses).
+// EC2's (trunks aside: they hold no pod addresses; and ENIs tagged
+// no_manage or EFA-only, which ipamd does not manage).
 func (l *Lab) checkENIs(n *Node, ipamdENIs map[string][]string) []error {
 	var errs []error
 	ec2 := map[string][]string{}
 	for _, e := range l.region.NetworkInterfaces() {
 		if e.Attachment == nil || e.Attachment.InstanceID != n.Instance.ID || e.InterfaceType == "trunk" {
 			continue
+		}
+		if e.Tags[noManageTag] == "true" || e.InterfaceType == "efa-only" {
+			continue // ipamd leaves it alone, as the VPC CNI does
 		}
 		var cidrs []string
 		for _, a := range e.SecondaryIPs {
@@ -289,3 +293,6 @@ func (l *Lab) checkBranchPods(ctx context.Context, n *Node, pods []podAddr) []er
 	}
 	return errs
 }
+
+// noManageTag marks an ENI the VPC CNI must not manage.
+const noManageTag = "node.k8s.amazonaws.com/no_manage"

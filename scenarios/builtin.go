@@ -6,6 +6,7 @@ import (
 	"maps"
 	"path"
 	"slices"
+	"strings"
 )
 
 // builtinFS holds the built-in scenarios, one YAML file each.
@@ -49,15 +50,26 @@ func loadBuiltin() ([]Scenario, error) {
 }
 
 // BuiltinSource returns the YAML of the built-in scenario named (or
-// slugged) name.
+// slugged) name, or whose file (builtin/NAME.yaml) name names.
 func BuiltinSource(name string) ([]byte, error) {
+	i := builtinIndex(name)
+	if i < 0 {
+		return nil, fmt.Errorf("no built-in scenario %q", name)
+	}
+	files, _ := builtinFS.ReadDir("builtin")
+	return builtinFS.ReadFile(path.Join("builtin", files[i].Name()))
+}
+
+// builtinIndex is the index in Builtin of the scenario arg names (its
+// name, its slug, or its file's name without .yaml), or -1.
+func builtinIndex(arg string) int {
 	files, _ := builtinFS.ReadDir("builtin")
 	for i, s := range Builtin {
-		if s.Name == name || Slug(s.Name) == name {
-			return builtinFS.ReadFile(path.Join("builtin", files[i].Name()))
+		if s.Name == arg || Slug(s.Name) == arg || strings.TrimSuffix(files[i].Name(), ".yaml") == arg {
+			return i
 		}
 	}
-	return nil, fmt.Errorf("no built-in scenario %q", name)
+	return -1
 }
 
 // fastTimers are the pool timers scaled for CI (timers: fast): the VPC

@@ -28,7 +28,7 @@ func Slug(name string) string {
 }
 
 // Find returns the scenario a command line names: a YAML file, else a
-// built-in scenario by name or slug.
+// built-in scenario by name, slug or file name.
 func Find(arg string) (Scenario, error) {
 	if _, err := os.Stat(arg); err == nil {
 		s, err := Load(arg)
@@ -37,10 +37,8 @@ func Find(arg string) (Scenario, error) {
 		}
 		return s, nil
 	}
-	for _, s := range Builtin {
-		if s.Name == arg || Slug(s.Name) == arg {
-			return s, nil
-		}
+	if i := builtinIndex(arg); i >= 0 {
+		return Builtin[i], nil
 	}
 	return Scenario{}, &LoadError{fmt.Errorf("%s: no such file or built-in scenario (vpclab scenario list names them)", arg)}
 }

@@ -25,7 +25,9 @@ import (
 // would (a console user, another controller): Action with Params (Query
 // API names; values are templates, see below), signed as the IAM user As
 // (default "console"). ExpectError is the error code the call must answer
-// with ("" means it must succeed).
+// with ("" means it must succeed). Save names variables to set from the
+// answer: each the text of the first element of that name (e.g.
+// {eni: networkInterfaceId}), for later {{var "eni"}}.
 //
 // Parameter values may use {{instance "node"}} (a node's or peer's
 // instance id), {{eni "node" 1}} (the ENI at a device index),
@@ -38,11 +40,17 @@ type EC2Call struct {
 	Params      map[string]string `yaml:"params,omitempty"`
 	As          string            `yaml:"as,omitempty"`
 	ExpectError string            `yaml:"expectError,omitempty"`
+	Save        map[string]string `yaml:"save,omitempty"`
 }
 
 func (c *EC2Call) validate(*Scenario) error {
 	if c.Action == "" {
 		return errors.New("ec2: needs an action (any EC2 Query API action, e.g. UnassignPrivateIpAddresses)")
+	}
+	for k, v := range c.Save {
+		if k == "" || v == "" {
+			return fmt.Errorf("ec2: save: %q: %q: want a variable name and an element name of the answer (e.g. eni: networkInterfaceId)", k, v)
+		}
 	}
 	return checkTemplates("ec2: params", c.Params)
 }
@@ -84,7 +92,7 @@ func (c *EC2Call) apply(ctx context.Context, x *run, _ *lab.Node) error {
 	for k, v := range params {
 		form.Set(k, v)
 	}
-	code, msg, err := ec2Post(ctx, x.l.EC2Endpoint(), x.l.Region().Name(), c.principal(), form)
+	code, msg, body, err := ec2Post(ctx, x.l.EC2Endpoint(), x.l.Region().Name(), c.principal(), form)
 	switch {
 	case err != nil:
 		return err
@@ -93,7 +101,35 @@ func (c *EC2Call) apply(ctx context.Context, x *run, _ *lab.Node) error {
 	case code != c.ExpectError:
 		return fmt.Errorf("%s answered %q, want error %s", c.Action, code, c.ExpectError)
 	}
+	for _, name := range slices.Sorted(maps.Keys(c.Save)) {
+		v, ok := firstElement(body, c.Save[name])
+		if !ok {
+			return fmt.Errorf("%s: save %s: the answer has no <%s>", c.Action, name, c.Save[name])
+		}
+		x.mu.Lock()
+		x.vars[name] = v
+		x.mu.Unlock()
+	}
 	return nil
+}
+
+// firstElement is the text of the first element named name in an XML
+// document.
+func firstElement(doc []byte, name string) (string, bool) {
+	d := xml.NewDecoder(bytes.NewReader(doc))
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return "", false
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == name {
+			var v string
+			if err := d.DecodeElement(&v, &se); err != nil {
+				return "", false
+			}
+			return strings.TrimSpace(v), true
+		}
+	}
 }
 
 // expand executes the templates in m's values (see EC2Call).
@@ -117,11 +153,11 @@ func (x *run) expand(m map[string]string) (map[string]string, error) {
 }
 
 // ec2Post sends one Query API call signed (in form) as key and returns
-// its error code and message ("" on success).
-func ec2Post(ctx context.Context, endpoint, region, key string, form url.Values) (code, msg string, err error) {
+// its error code and message ("" on success) and the answer's body.
+func ec2Post(ctx context.Context, endpoint, region, key string, form url.Values) (code, msg string, body []byte, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
 	// fakeec2 in a lab checks the scope, not the signature: the access
@@ -130,21 +166,21 @@ func ec2Post(ctx context.Context, endpoint, region, key string, form url.Values)
 		key, time.Now().UTC().Format("20060102"), region))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return "", "", fmt.Errorf("ec2 %s: %w", form.Get("Action"), err)
+		return "", "", nil, fmt.Errorf("ec2 %s: %w", form.Get("Action"), err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	body, err = io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode == http.StatusOK {
-		return "", "", err
+		return "", "", body, err
 	}
 	var e struct {
 		Code    string `xml:"Errors>Error>Code"`
 		Message string `xml:"Errors>Error>Message"`
 	}
 	if err := xml.NewDecoder(bytes.NewReader(body)).Decode(&e); err != nil || e.Code == "" {
-		return "", "", fmt.Errorf("ec2 %s: HTTP %d: %s", form.Get("Action"), resp.StatusCode, body)
+		return "", "", body, fmt.Errorf("ec2 %s: HTTP %d: %s", form.Get("Action"), resp.StatusCode, body)
 	}
-	return e.Code, e.Message, nil
+	return e.Code, e.Message, body, nil
 }
 
 // templateFuncs are the functions EC2Call's parameter templates may use;
