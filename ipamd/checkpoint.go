@@ -24,19 +24,37 @@ type Allocation struct {
 	Metadata            IPAMMetadata `json:"metadata"`
 }
 
+// Checkpoint is what ipamd persists: the VPC CNI's allocations and, as
+// vpclab's extension (a field the VPC CNI ignores when it reads the file),
+// the addresses released within the cooldown, so a restart keeps the
+// cooldown's promise to the pods that just let them go.
+type Checkpoint struct {
+	Allocations []Allocation
+	Cooling     []Cooling
+}
+
+// Cooling is one released address still in cooldown.
+type Cooling struct {
+	IPv4 string `json:"ipv4"`
+	// Released is when the pod let it go, in Unix nanoseconds.
+	Released int64 `json:"releasedTimestamp"`
+}
+
 // checkpointFile is the file's top level.
 type checkpointFile struct {
 	Version     string       `json:"version"`
 	Allocations []Allocation `json:"allocations"`
+	Cooling     []Cooling    `json:"vpclabCooling,omitempty"`
 }
 
-// WriteCheckpoint writes the allocations atomically: a temporary file in
+// WriteCheckpoint writes the checkpoint atomically: a temporary file in
 // the same directory, fsync, rename.
-func WriteCheckpoint(path string, allocs []Allocation) error {
+func WriteCheckpoint(path string, ck Checkpoint) error {
+	allocs := ck.Allocations
 	if allocs == nil {
 		allocs = []Allocation{}
 	}
-	b, err := json.Marshal(checkpointFile{Version: CheckpointVersion, Allocations: allocs})
+	b, err := json.Marshal(checkpointFile{Version: CheckpointVersion, Allocations: allocs, Cooling: ck.Cooling})
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", path, err)
 	}
@@ -62,23 +80,21 @@ func WriteCheckpoint(path string, allocs []Allocation) error {
 	return nil
 }
 
-// ReadCheckpoint reads a checkpoint; a missing file is a fresh node (nil).
-func ReadCheckpoint(path string) ([]Allocation, error) {
+// ReadCheckpoint reads a checkpoint. A missing file is an error that
+// errors.Is fs.ErrNotExist: a fresh node, or one whose file was lost.
+func ReadCheckpoint(path string) (Checkpoint, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		if os.IsNotExist(err) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	var c checkpointFile
 	if err := json.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	if c.Version != CheckpointVersion {
-		return nil, fmt.Errorf("checkpoint %s: version %q, want %q", path, c.Version, CheckpointVersion)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: version %q, want %q", path, c.Version, CheckpointVersion)
 	}
-	return c.Allocations, nil
+	return Checkpoint{Allocations: c.Allocations, Cooling: c.Cooling}, nil
 }
 
 // RecoveredNetwork is the network name of allocations ipamd derived from

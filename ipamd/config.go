@@ -61,6 +61,10 @@ type Config struct {
 	ENIAttachWait           time.Duration
 	LeakedENIInterval       time.Duration
 	LeakedENIGrace          time.Duration
+	// VethGrace is how old a restored allocation must be before a missing
+	// host veth means its pod is gone (the plugin creates the veth after
+	// ipamd answered its ADD).
+	VethGrace time.Duration
 	// EC2QPS and EC2Burst bound ipamd's own EC2 call rate (client side).
 	EC2QPS   float64
 	EC2Burst int
@@ -129,6 +133,7 @@ func LoadConfig(env Env) (*Config, error) {
 		ENIAttachWait:            p.dur("VPCLAB_ENI_ATTACH_WAIT", 50*time.Second),
 		LeakedENIInterval:        p.dur("VPCLAB_LEAKED_ENI_INTERVAL", time.Hour),
 		LeakedENIGrace:           p.dur("VPCLAB_LEAKED_ENI_GRACE", 5*time.Minute),
+		VethGrace:                p.dur("VPCLAB_VETH_GRACE", 10*time.Second),
 		EC2QPS:                   p.float("VPCLAB_EC2_QPS", 20),
 		EC2Burst:                 p.intv("VPCLAB_EC2_BURST", 40, 1, 1<<20),
 		MaxPods:                  p.intv("VPCLAB_MAX_PODS", 0, 0, 1<<20),

@@ -120,12 +120,12 @@ type DataStore struct {
 	pd       bool
 	cooldown time.Duration
 	now      func() time.Time
-	persist  func([]Allocation) error
+	persist  func(Checkpoint) error
 }
 
 // NewDataStore returns an empty datastore; persist (may be nil) is called
 // with every allocation after each change, and a failure rolls it back.
-func NewDataStore(prefixMode bool, cooldown time.Duration, persist func([]Allocation) error) *DataStore {
+func NewDataStore(prefixMode bool, cooldown time.Duration, persist func(Checkpoint) error) *DataStore {
 	return &DataStore{enis: map[string]*ENI{}, pd: prefixMode, cooldown: cooldown, now: time.Now, persist: persist}
 }
 
@@ -385,37 +385,107 @@ func (d *DataStore) save() error {
 	if d.persist == nil {
 		return nil
 	}
-	return d.persist(d.allocations())
+	return d.persist(Checkpoint{Allocations: d.allocations(), Cooling: d.cooling()})
 }
 
-// Restore re-assigns checkpointed allocations to the CIDRs that contain
-// them; allocations no ENI holds are dropped and returned.
-func (d *DataStore) Restore(allocs []Allocation) (dropped []Allocation, err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, al := range allocs {
-		ip, err := netip.ParseAddr(al.IPv4)
-		placed := false
-		if err == nil {
-			for _, e := range d.enis {
-				for _, c := range e.AvailableIPv4Cidrs {
-					if c.prefix.Contains(ip) {
-						a, ok := c.IPAddresses[ip.String()]
-						if !ok {
-							a = &AddressInfo{Address: ip.String()}
-							c.IPAddresses[ip.String()] = a
-						}
-						a.IPAMKey, a.IPAMMetadata, a.AssignedTime = al.IPAMKey, al.Metadata, time.Unix(0, al.AllocationTimestamp)
-						placed = true
-					}
+// cooling lists the released addresses still in cooldown.
+func (d *DataStore) cooling() []Cooling {
+	var out []Cooling
+	now := d.now()
+	for _, e := range d.sortedENIs() {
+		for _, c := range sortedCidrs(e) {
+			for _, a := range c.IPAddresses {
+				if !a.assigned() && !a.UnassignedTime.IsZero() && now.Sub(a.UnassignedTime) < d.cooldown {
+					out = append(out, Cooling{IPv4: a.Address, Released: a.UnassignedTime.UnixNano()})
 				}
 			}
 		}
-		if !placed {
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IPv4 < out[j].IPv4 })
+	return out
+}
+
+// Restore re-assigns checkpointed allocations to the CIDRs that contain
+// them and puts the checkpointed cooling addresses back into cooldown;
+// allocations no ENI holds are dropped and returned.
+func (d *DataStore) Restore(ck Checkpoint) (dropped []Allocation, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, al := range ck.Allocations {
+		a := d.addressFor(al.IPv4)
+		if a == nil {
 			dropped = append(dropped, al)
+			continue
+		}
+		a.IPAMKey, a.IPAMMetadata, a.AssignedTime = al.IPAMKey, al.Metadata, time.Unix(0, al.AllocationTimestamp)
+	}
+	for _, c := range ck.Cooling {
+		if a := d.addressFor(c.IPv4); a != nil && !a.assigned() {
+			a.UnassignedTime = time.Unix(0, c.Released)
 		}
 	}
 	return dropped, d.save()
+}
+
+// addressFor is the tracked address ip (tracking it if a CIDR of an ENI
+// contains it), or nil when no ENI holds it.
+func (d *DataStore) addressFor(s string) *AddressInfo {
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return nil
+	}
+	for _, e := range d.enis {
+		for _, c := range e.AvailableIPv4Cidrs {
+			if c.prefix.Contains(ip) {
+				a, ok := c.IPAddresses[ip.String()]
+				if !ok {
+					a = &AddressInfo{Address: ip.String()}
+					c.IPAddresses[ip.String()] = a
+				}
+				return a
+			}
+		}
+	}
+	return nil
+}
+
+// CoolAll puts every unassigned address into cooldown from now: what a
+// restart without a readable checkpoint must assume, since any of them may
+// have been released a moment before.
+func (d *DataStore) CoolAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	for _, e := range d.enis {
+		for _, c := range e.AvailableIPv4Cidrs {
+			for ip := c.prefix.Masked().Addr(); c.prefix.Contains(ip); ip = ip.Next() {
+				a, ok := c.IPAddresses[ip.String()]
+				if !ok {
+					a = &AddressInfo{Address: ip.String()}
+					c.IPAddresses[ip.String()] = a
+				}
+				if !a.assigned() {
+					a.UnassignedTime = now
+				}
+			}
+		}
+	}
+	_ = d.save()
+}
+
+// Release unassigns the pods' addresses into cooldown (their pods are gone
+// and nobody will send a DEL) and returns the addresses released.
+func (d *DataStore) Release(keys []IPAMKey) ([]netip.Addr, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []netip.Addr
+	for _, k := range keys {
+		if _, _, a := d.find(k); a != nil {
+			a.IPAMKey, a.IPAMMetadata, a.UnassignedTime = IPAMKey{}, IPAMMetadata{}, d.now()
+			out = append(out, netip.MustParseAddr(a.Address))
+		}
+	}
+	return out, d.save()
 }
 
 // ENIs returns copies of the datastore's ENIs, by device number.
@@ -495,8 +565,9 @@ func (d *DataStore) inactiveFree() map[string][]netip.Prefix {
 
 // removableENI returns an ENI that may be freed: not primary, not trunk or
 // EFA, old enough, nothing assigned or cooling, and not needed for the
-// targets (others' free addresses ≥ warm and others' total ≥ minimum).
-func (d *DataStore) removableENI(minLife time.Duration, warm, minimum int) *ENI {
+// targets (others' free addresses ≥ warm, others' total ≥ minimum, others'
+// free prefixes ≥ warmPrefixes).
+func (d *DataStore) removableENI(minLife time.Duration, warm, minimum, warmPrefixes int) *ENI {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.now()
@@ -507,7 +578,7 @@ func (d *DataStore) removableENI(minLife time.Duration, warm, minimum int) *ENI 
 		if e.IsPrimary || e.IsTrunk || e.IsEFA || now.Sub(e.createTime) < minLife {
 			continue
 		}
-		busy, total := false, 0
+		busy, total, prefixes := false, 0, 0
 		for _, c := range e.AvailableIPv4Cidrs {
 			if c.assignedCount() > 0 {
 				busy = true
@@ -519,6 +590,9 @@ func (d *DataStore) removableENI(minLife time.Duration, warm, minimum int) *ENI 
 			}
 			if d.activeCidr(c) {
 				total += c.size()
+				if c.IsPrefix {
+					prefixes++
+				}
 			}
 		}
 		if busy {
@@ -530,10 +604,33 @@ func (d *DataStore) removableENI(minLife time.Duration, warm, minimum int) *ENI 
 		if minimum > 0 && s.TotalIPs-total < minimum {
 			continue
 		}
+		if warmPrefixes > 0 && s.FreePrefixes-prefixes < warmPrefixes {
+			continue // the other ENIs' free prefixes would not cover WARM_PREFIX_TARGET
+		}
 		c := *e
 		return &c
 	}
 	return nil
+}
+
+// freeableENIExists says whether some secondary ENI (not a trunk, not
+// EFA) has no pod: the VPC CNI's CheckFreeableENIexists.
+func (d *DataStore) freeableENIExists() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range d.enis {
+		if e.IsPrimary || e.IsTrunk || e.IsEFA {
+			continue
+		}
+		pods := 0
+		for _, c := range e.AvailableIPv4Cidrs {
+			pods += c.assignedCount()
+		}
+		if pods == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // ENICount is how many ENIs the datastore holds.

@@ -26,7 +26,8 @@ const (
 	DescriptionPrefix = "aws-K8S-"
 )
 
-// imdsENI is an ENI as IMDS reports it.
+// imdsENI is an attached ENI as ipamd learns it: from IMDS, or, for one
+// ipamd has just created, from EC2's answer.
 type imdsENI struct {
 	ID         string
 	MAC        string
@@ -221,10 +222,49 @@ type newENISpec struct {
 	prefixes   int // prefixes to request (PD mode)
 }
 
+// freeDeviceIndex is the lowest device index that neither EC2 (one
+// DescribeInstances, as the VPC CNI asks before each attach) nor used
+// says is taken: IMDS may not show an ENI attached a moment ago. It also
+// returns how many ENIs EC2 has attached to the instance on network card 0.
+func (c *cloud) freeDeviceIndex(ctx context.Context, instanceID string, used map[int]bool) (dev, attached int, err error) {
+	var out *ec2.DescribeInstancesOutput
+	err = c.timed(ctx, "DescribeInstances", true, func() (err error) {
+		out, err = c.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{instanceID}})
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("describe instance %s for a free device index: %w", instanceID, err)
+	}
+	taken := map[int]bool{0: true}
+	for k, v := range used {
+		taken[k] = v
+	}
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			for _, n := range in.NetworkInterfaces {
+				a := n.Attachment
+				if a == nil || a.DeviceIndex == nil {
+					continue
+				}
+				taken[int(*a.DeviceIndex)] = true
+				if aws.ToInt32(a.NetworkCardIndex) == 0 {
+					attached++
+				}
+			}
+		}
+	}
+	for i := 1; ; i++ {
+		if !taken[i] {
+			return i, attached, nil
+		}
+	}
+}
+
 // allocENI creates an ENI as the VPC CNI does (description, tags,
-// addresses), attaches it with DeleteOnTermination and returns its id and
-// attachment id. A failed attach deletes the new ENI.
-func (c *cloud) allocENI(ctx context.Context, s newENISpec) (string, error) {
+// addresses), attaches it with DeleteOnTermination and returns it as EC2
+// answered (id, MAC, addresses or prefixes). A failed attach deletes the
+// new ENI.
+func (c *cloud) allocENI(ctx context.Context, s newENISpec) (imdsENI, error) {
 	tags := []types.Tag{
 		{Key: aws.String(TagInstanceID), Value: aws.String(s.instanceID)},
 		{Key: aws.String(TagCreatedAt), Value: aws.String(time.Now().UTC().Format(time.RFC3339))},
@@ -255,7 +295,7 @@ func (c *cloud) allocENI(ctx context.Context, s newENISpec) (string, error) {
 		return err
 	})
 	if err != nil {
-		return "", fmt.Errorf("create ENI in %s: %w", s.subnetID, err)
+		return imdsENI{}, fmt.Errorf("create ENI in %s: %w", s.subnetID, err)
 	}
 	id := aws.ToString(created.NetworkInterface.NetworkInterfaceId)
 	var att *ec2.AttachNetworkInterfaceOutput
@@ -265,7 +305,7 @@ func (c *cloud) allocENI(ctx context.Context, s newENISpec) (string, error) {
 	})
 	if err != nil {
 		_ = c.deleteENI(ctx, id)
-		return "", fmt.Errorf("attach %s to %s at device %d: %w", id, s.instanceID, s.device, err)
+		return imdsENI{}, fmt.Errorf("attach %s to %s at device %d: %w", id, s.instanceID, s.device, err)
 	}
 	err = c.timed(ctx, "ModifyNetworkInterfaceAttribute", true, func() error {
 		_, err := c.ec2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(id),
@@ -274,9 +314,29 @@ func (c *cloud) allocENI(ctx context.Context, s newENISpec) (string, error) {
 	})
 	if err != nil {
 		_ = c.freeENI(ctx, id, time.Minute)
-		return "", fmt.Errorf("set DeleteOnTermination on %s: %w", id, err)
+		return imdsENI{}, fmt.Errorf("set DeleteOnTermination on %s: %w", id, err)
 	}
-	return id, nil
+	return createdENI(created.NetworkInterface, s.device), nil
+}
+
+// createdENI is what EC2's CreateNetworkInterface answer says about a new
+// ENI attached at device dev.
+func createdENI(n *types.NetworkInterface, dev int) imdsENI {
+	e := imdsENI{ID: aws.ToString(n.NetworkInterfaceId), MAC: aws.ToString(n.MacAddress), Device: dev, SubnetID: aws.ToString(n.SubnetId)}
+	if ip, err := netip.ParseAddr(aws.ToString(n.PrivateIpAddress)); err == nil {
+		e.IPv4s = append(e.IPv4s, ip)
+	}
+	for _, a := range n.PrivateIpAddresses {
+		if ip, err := netip.ParseAddr(aws.ToString(a.PrivateIpAddress)); err == nil && !aws.ToBool(a.Primary) {
+			e.IPv4s = append(e.IPv4s, ip)
+		}
+	}
+	for _, p := range n.Ipv4Prefixes {
+		if pf, err := netip.ParsePrefix(aws.ToString(p.Ipv4Prefix)); err == nil {
+			e.Prefixes = append(e.Prefixes, pf)
+		}
+	}
+	return e
 }
 
 // assign adds n secondary addresses (or n prefixes) to an ENI and returns

@@ -45,13 +45,15 @@ type Daemon struct {
 	vpcCIDRs     []netip.Prefix
 
 	maxENI            int
+	typeMaxPods       int // the instance type's max pods (eni-max-pods.txt)
 	maxIPsPerENI      int
 	maxPrefixesPerENI int
-	unmanaged         int
+	unmanaged         int // ENIs ipamd leaves alone (under mu once serving)
 	unmanagedIDs      map[string]bool
 	devices           map[int]bool // device indexes in use (managed or not)
 
-	poolMu sync.Mutex // serialises pool actions and reconciliation
+	poolMu    sync.Mutex // serialises pool actions and reconciliation
+	metricsMu sync.Mutex // serialises updateMetrics
 
 	mu                sync.Mutex
 	lastPoolAction    time.Time
@@ -62,6 +64,7 @@ type Daemon struct {
 	errBackoff        time.Duration // other errors'
 	backoffClass      string        // what backoffUntil is for: throttling or error
 	lastPoolError     string
+	fullInEC2         bool // EC2 had no room for an ENI; until the next reconciliation
 	terminating       bool
 
 	kube         *kubeClient // nil outside a cluster
@@ -69,6 +72,11 @@ type Daemon struct {
 	lastIAMEvent time.Time
 
 	trunkRequested bool // the CNINode asks for one (under mu)
+
+	// recheckVeths are restored allocations too young to judge by their
+	// pod's veth at start-up (the plugin may not have created it yet);
+	// Run checks them again once VethGrace has passed.
+	recheckVeths []Allocation
 }
 
 // New initialises the node like the VPC CNI's nodeInit: instance facts
@@ -76,7 +84,7 @@ type Daemon struct {
 // attached ENIs (IMDS + one DescribeNetworkInterfaces), the checkpoint.
 func New(ctx context.Context, c *Config, log *slog.Logger) (*Daemon, error) {
 	d := &Daemon{c: c, log: log, m: newMetrics(Version), host: &hostNetwork{c: c}, kick: make(chan struct{}, 1), unmanagedIDs: map[string]bool{}, devices: map[int]bool{}}
-	d.ds = NewDataStore(c.EnablePrefixDelegation, c.IPCooldown, func(a []Allocation) error { return WriteCheckpoint(c.BackingStore, a) })
+	d.ds = NewDataStore(c.EnablePrefixDelegation, c.IPCooldown, func(ck Checkpoint) error { return WriteCheckpoint(c.BackingStore, ck) })
 	var err error
 	if d.kube, err = newKubeClient(c); err != nil {
 		return nil, fmt.Errorf("kubernetes: %w", err)
@@ -109,6 +117,9 @@ func (d *Daemon) nodeInit(ctx context.Context) error {
 		return err
 	}
 	d.maxENI = limit
+	// What the EKS AMI's eni-max-pods.txt says for the type (the VPC CNI's
+	// cap without an API server): every ENI's addresses but its own, + 2.
+	d.typeMaxPods = limit*(perENI-1) + 2
 	if d.c.MaxENI >= 1 && d.c.MaxENI < limit {
 		d.maxENI = d.c.MaxENI
 	}
@@ -181,34 +192,6 @@ func (d *Daemon) readMetadata(ctx context.Context) error {
 			d.vpcCIDRs = append(d.vpcCIDRs, p)
 		}
 	}
-	return nil
-}
-
-// restoreCheckpoint puts the checkpointed allocations back into the
-// datastore, dropping those whose address is on no ENI any more. The
-// checkpoint is not the only witness: an address the node still routes to
-// a pod's host veth is in use whatever the checkpoint says (it may be
-// lost, garbled or older than the pods), so it is restored too, keyed by
-// the veth, and the pod's DEL finds it by its name.
-func (d *Daemon) restoreCheckpoint() error {
-	allocs, err := ReadCheckpoint(d.c.BackingStore)
-	if err != nil {
-		d.log.Error("checkpoint unreadable; allocations derived from the node's pod routes", "err", err)
-		allocs = nil
-	}
-	routed, err := hostPodRoutes(d.c.VethPrefix)
-	if err != nil {
-		return err
-	}
-	allocs = append(allocs, recovered(allocs, routed)...)
-	dropped, err := d.ds.Restore(allocs)
-	if err != nil {
-		return err
-	}
-	for _, a := range dropped {
-		d.log.Warn("checkpointed address not on any ENI; dropped", "ip", a.IPv4, "container", a.ContainerID)
-	}
-	d.log.Info("restored checkpoint", "allocations", len(allocs)-len(dropped), "dropped", len(dropped))
 	return nil
 }
 
@@ -324,7 +307,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer srv.stop()
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); d.recheckLater(ctx) }()
 	go func() { defer wg.Done(); d.nodeLoop(ctx) }()
 	go func() { defer wg.Done(); d.poolLoop(ctx) }()
 	go func() { defer wg.Done(); d.reconcileLoop(ctx) }()
@@ -346,15 +330,20 @@ func (d *Daemon) Terminate() {
 // DataStore exposes the datastore (tests, introspection).
 func (d *Daemon) DataStore() *DataStore { return d.ds }
 
+// updateMetrics sets the pool gauges from the datastore.
 func (d *Daemon) updateMetrics() {
+	d.metricsMu.Lock() // a scrape and a pool tick may both update
+	defer d.metricsMu.Unlock()
 	s := d.ds.GetStats()
 	enis := d.ds.ENIs()
 	d.m.eniAllocated.Set(float64(len(enis)))
 	d.m.totalIPs.Set(float64(s.TotalIPs))
 	d.m.assignedIPs.Set(float64(s.AssignedIPs))
 	d.m.totalPrefixes.Set(float64(s.TotalPrefixes))
-	d.m.eniMax.Set(float64(d.maxENI - d.unmanaged))
-	d.m.ipMax.Set(float64(d.maxIPsPerENI * (d.maxENI - d.unmanaged)))
+	unmanaged := d.unmanagedCount()
+	d.m.eniMax.Set(float64(d.maxENI - unmanaged))
+	d.m.ipMax.Set(float64(d.maxIPsPerENI * (d.maxENI - unmanaged)))
+	d.m.assignedPerENI.Reset() // a freed ENI's series goes with it
 	for _, e := range enis {
 		n := 0
 		for _, c := range e.AvailableIPv4Cidrs {
@@ -377,4 +366,11 @@ func isThrottle(err error) bool {
 	c := errorCode(err)
 	return c == "RequestLimitExceeded" || c == "Throttling" || strings.Contains(err.Error(), "RequestLimitExceeded") ||
 		strings.Contains(err.Error(), "retry quota exceeded")
+}
+
+// unmanagedCount is how many attached ENIs ipamd leaves alone.
+func (d *Daemon) unmanagedCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.unmanaged
 }

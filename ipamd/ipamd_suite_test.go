@@ -22,6 +22,7 @@ import (
 
 	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/labtest"
+	"github.com/vpclab/vpclab/internal/vethname"
 	"github.com/vpclab/vpclab/internal/vlan"
 	"github.com/vpclab/vpclab/ipamd/rpc"
 )
@@ -93,6 +94,30 @@ func (n *node) mustAdd(container string) string {
 	Expect(err).NotTo(HaveOccurred(), func() string { return n.logTail() })
 	Expect(r.Success).To(BeTrue(), func() string { return "AddNetwork " + container + " failed for 20 s\n" + n.logTail() })
 	return r.IPAllocationMetadata[0].IPv4Addr
+}
+
+// podVeth creates the host side of a pod's veth in the node namespace,
+// named as aws-cni names it (the pair's other end stays beside it): what
+// tells ipamd, when it restores its checkpoint, that the pod still exists.
+func (n *node) podVeth(container string) {
+	GinkgoHelper()
+	host := vethname.Host("eni", "default", "pod-"+container)
+	out, err := exec.Command("ip", "-n", filepath.Base(n.nsPath), "link", "add", host, "type", "veth", "peer", "name", "p"+host[3:]).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+}
+
+// podRules lists the node's per-pod rules (priorities 512 and 1536).
+func (n *node) podRules() string {
+	GinkgoHelper()
+	out, err := exec.Command("ip", "-n", filepath.Base(n.nsPath), "rule").CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "512:") || strings.HasPrefix(l, "1536:") {
+			keep = append(keep, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 func (n *node) del(container string) (*rpc.DelNetworkReply, error) {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/vpclab/vpclab/internal/vethname"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -76,7 +79,9 @@ var _ = Describe("warm pool, secondary-IP mode", func() {
 
 var _ = Describe("warm pool, prefix mode", func() {
 	It("holds one /28 at start and adds a warm prefix once the first is in use", func() {
-		n := newNode(nodeOpts{env: map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"}})
+		// Max pods 110, as a kubelet says with prefixes (without it the
+		// type's 29 would cap the pool at 2 prefixes).
+		n := newNode(nodeOpts{env: map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1", "VPCLAB_MAX_PODS": "110"}})
 		n.start()
 		Eventually(func() float64 { return n.metric("awscni_total_ipv4_prefixes") }, 10*time.Second).Should(Equal(1.0))
 		Consistently(func() float64 { return n.metric("awscni_total_ipv4_prefixes") }, time.Second, 100*time.Millisecond).Should(Equal(1.0))
@@ -159,6 +164,7 @@ var _ = Describe("restart", func() {
 		for i := 0; i < 8; i++ {
 			c := fmt.Sprintf("k%d", i)
 			owner[n.mustAdd(c)] = c
+			n.podVeth(c)
 		}
 		b, err := os.ReadFile(filepath.Join(n.dir, "ipam.json"))
 		Expect(err).NotTo(HaveOccurred())
@@ -179,6 +185,38 @@ var _ = Describe("restart", func() {
 		// DEL of an unknown pod says so, as the plugin expects.
 		_, err = n.del("never-added")
 		Expect(err).To(MatchError(ContainSubstring("datastore: unknown pod")))
+	})
+
+	It("keeps the cooldown across SIGKILL, and releases (with their rules) the addresses of pods deleted while it was down", func() {
+		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "3", "VPCLAB_IP_COOLDOWN": "40s", "VPCLAB_VETH_GRACE": "1s"}})
+		n.start()
+		ips := map[string]string{}
+		for _, c := range []string{"a", "b", "c", "d"} {
+			ips[c] = n.mustAdd(c)
+			n.podVeth(c)
+			for _, r := range [][]string{{"to", ips[c], "lookup", "main", "priority", "512"}, {"from", ips[c], "lookup", "main", "priority", "1536"}} {
+				out, err := exec.Command("ip", append([]string{"-n", filepath.Base(n.nsPath), "rule", "add"}, r...)...).CombinedOutput()
+				Expect(err).NotTo(HaveOccurred(), string(out))
+			}
+		}
+		// d is deleted the normal way just before ipamd dies: its address
+		// is the lowest free one, and cooling.
+		_, err := n.del("d")
+		Expect(err).NotTo(HaveOccurred())
+		n.ipamd.Kill()
+		// c is deleted while ipamd is down: its veth goes, no DEL comes.
+		out, err := exec.Command("ip", "-n", filepath.Base(n.nsPath), "link", "del", vethname.Host("eni", "default", "pod-c")).CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		time.Sleep(1500 * time.Millisecond) // the allocations are older than VPCLAB_VETH_GRACE
+		n.start()
+		Expect(n.metric("awscni_assigned_ip_addresses")).To(Equal(2.0), "a and b; c's pod is gone")
+		Expect(n.podRules()).NotTo(ContainSubstring(ips["c"]+" "), "c's rules removed")
+		Expect(n.podRules()).To(ContainSubstring(ips["a"]+" "), "a's rules kept")
+		for i := 0; i < 3; i++ {
+			ip := n.mustAdd(fmt.Sprintf("new%d", i))
+			Expect(ip).NotTo(BeElementOf(ips["a"], ips["b"]), "a live pod's address")
+			Expect(ip).NotTo(BeElementOf(ips["c"], ips["d"]), "released within the cooldown, before the restart")
+		}
 	})
 
 	It("deletes leaked ENIs tagged for the node after the grace period", func() {

@@ -193,15 +193,20 @@ func (d *Daemon) readNode(ctx context.Context) {
 	}
 }
 
-// maxPods is the pool's cap: VPCLAB_MAX_PODS, else the node's
-// capacity.pods in a cluster, else none.
+// maxPods is the pool's cap (TotalIPs ≥ it: the pool is not low), in both
+// modes, as the VPC CNI's: VPCLAB_MAX_PODS, else the node's capacity.pods
+// in a cluster, else the instance type's figure from eni-max-pods.txt
+// (the secondary-IP figure, also with prefix delegation).
 func (d *Daemon) maxPods() int {
 	if d.c.MaxPods > 0 {
 		return d.c.MaxPods
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.nodeView.MaxPods
+	if d.nodeView.MaxPods > 0 {
+		return d.nodeView.MaxPods
+	}
+	return d.typeMaxPods
 }
 
 // growthBlocked says whether a cordoned node stops ENI and address growth

@@ -1,6 +1,7 @@
 package ipamd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -64,6 +65,36 @@ func linkByMAC(mac string) (netlink.Link, error) {
 		time.Sleep(linkLookupInterval)
 	}
 	return nil, last
+}
+
+// waitForLink waits, up to wait, until the node has a link with the MAC
+// of an ENI just attached (the instance's OS sees the device once EC2 has
+// finished attaching it).
+func waitForLink(ctx context.Context, mac string, wait time.Duration) error {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return fmt.Errorf("mac %q: %w", mac, err)
+	}
+	deadline := time.Now().Add(wait)
+	for back := 50 * time.Millisecond; ; back = min(back*2, time.Second) {
+		links, err := netlinksafe.LinkList()
+		if err != nil {
+			return fmt.Errorf("list links: %w", err)
+		}
+		for _, l := range links {
+			if l.Attrs().HardwareAddr.String() == hw.String() {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no link with MAC %s after %s", mac, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(back):
+		}
+	}
 }
 
 // setupHost prepares the node: primary ENI MTU, loose reverse-path filter

@@ -159,7 +159,7 @@ func (d *Daemon) requestTrunk(ctx context.Context) {
 	if id, _ := d.ds.trunkENI(); id != "" {
 		return
 	}
-	if d.ds.ENICount() >= d.maxENI-d.unmanaged {
+	if d.ds.ENICount() >= d.maxENI-d.unmanagedCount() {
 		d.log.Error("no slot available for a trunk ENI to be attached")
 		return
 	}

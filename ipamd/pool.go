@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -235,30 +236,43 @@ func (d *Daemon) resyncENI(ctx context.Context, id string, cause error) error {
 // hasRoomForENI: another ENI fits under the limit, less a slot kept for a
 // trunk while pod ENIs are on and none is attached.
 func (d *Daemon) hasRoomForENI() bool {
-	return d.ds.ENICount() < d.maxENI-d.unmanaged-d.trunkReserve()
+	return d.ds.ENICount() < d.maxENI-d.unmanagedCount()-d.trunkReserve()
 }
 
-func (d *Daemon) freeDevice() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for i := 1; ; i++ {
-		if !d.devices[i] {
-			return i
-		}
-	}
-}
-
-// attachENI creates, attaches and sets up a new ENI, then waits for IMDS to
-// show it (and its addresses) before using it.
+// attachENI creates, attaches and sets up a new ENI. EC2's answer is the
+// witness of what it holds (IMDS may lag it by minutes, in either
+// direction); the device index is one EC2 has free (DescribeInstances, as
+// the VPC CNI does), and the node's kernel shows the link before ipamd uses
+// it.
 func (d *Daemon) attachENI(ctx context.Context, count int) error {
-	dev := d.freeDevice()
+	d.mu.Lock()
+	used, full := maps.Clone(d.devices), d.fullInEC2
+	d.mu.Unlock()
+	if full {
+		return nil
+	}
+	dev, attached, err := d.cloud.freeDeviceIndex(ctx, d.instanceID, used)
+	if err != nil {
+		return err
+	}
+	if attached >= d.maxENI-d.trunkReserve() {
+		// EC2 has more attached than the datastore holds (attached by
+		// someone else, or one whose set-up failed): no room, whatever
+		// ipamd's count says. Reconciliation adopts what is attached; until
+		// it has run, no more DescribeInstances for this.
+		d.mu.Lock()
+		d.fullInEC2 = true
+		d.mu.Unlock()
+		d.log.Warn("no room for another ENI in EC2's view; waiting for reconciliation", "attached", attached, "max", d.maxENI)
+		return nil
+	}
 	spec := newENISpec{instanceID: d.instanceID, subnetID: d.subnetID, groups: d.groups, cluster: d.c.ClusterName, extraTags: d.c.AdditionalENITags, device: dev}
 	if d.c.EnablePrefixDelegation {
 		spec.prefixes = count
 	} else {
 		spec.ips = count
 	}
-	id, err := d.cloud.allocENI(ctx, spec)
+	e, err := d.cloud.allocENI(ctx, spec)
 	if err != nil {
 		if isCapacityError(err) {
 			d.pauseScaleUp(err)
@@ -269,54 +283,15 @@ func (d *Daemon) attachENI(ctx context.Context, count int) error {
 	d.devices[dev] = true
 	d.mu.Unlock()
 	d.touched()
-	e, err := d.waitInIMDS(ctx, id, count)
-	if err != nil {
-		return err
+	e.SubnetCIDR = d.subnetCIDR
+	if err := waitForLink(ctx, e.MAC, d.c.ENIAttachWait); err != nil {
+		return fmt.Errorf("ENI %s: %w", e.ID, err)
 	}
 	if err := d.addENI(ctx, e, false, false, time.Now()); err != nil {
 		return err
 	}
-	d.log.Info("attached ENI", "eni", id, "device", dev, "cidrs", count)
+	d.log.Info("attached ENI", "eni", e.ID, "device", dev, "cidrs", count)
 	return nil
-}
-
-// waitInIMDS polls IMDS until the ENI is listed with its addresses (IMDS
-// may lag EC2), up to ENIAttachWait.
-func (d *Daemon) waitInIMDS(ctx context.Context, id string, count int) (imdsENI, error) {
-	deadline := time.Now().Add(d.c.ENIAttachWait)
-	back := 100 * time.Millisecond
-	var last imdsENI
-	found := false
-	for {
-		enis, err := d.cloud.imdsENIs(ctx)
-		if err == nil {
-			for _, e := range enis {
-				if e.ID == id {
-					last, found = e, true
-					have := len(e.IPv4s) - 1
-					if d.c.EnablePrefixDelegation {
-						have = len(e.Prefixes)
-					}
-					if have >= count {
-						return e, nil
-					}
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			if found {
-				d.log.Warn("IMDS still lags for new ENI; using what it shows", "eni", id)
-				return last, nil
-			}
-			return imdsENI{}, fmt.Errorf("ENI %s not in IMDS after %s", id, d.c.ENIAttachWait)
-		}
-		select {
-		case <-time.After(back):
-		case <-ctx.Done():
-			return imdsENI{}, ctx.Err()
-		}
-		back = min(back*2, 2*time.Second)
-	}
 }
 
 // decrease is decreaseDatastorePool: return free addresses or prefixes.
@@ -362,24 +337,27 @@ func (d *Daemon) decrease(ctx context.Context, s Stats) error {
 	return errors.Join(errs...)
 }
 
-// shouldRemoveENI is shouldRemoveExtraENIs.
+// shouldRemoveENI is shouldRemoveExtraENIs: with prefix delegation, when
+// the available addresses do not say so, an ENI without pods may still be
+// freeable (the prefixes over the warm target went back to EC2 and left it
+// empty); removableENI then decides, keeping what WARM_PREFIX_TARGET needs.
 func (d *Daemon) shouldRemoveENI(s Stats) bool {
 	if _, _, warmDefined := d.targetState(s); warmDefined {
 		return true
 	}
 	if d.c.EnablePrefixDelegation {
-		return s.Available() >= (d.c.WarmPrefixTarget+1)*d.maxIPsPerENI
+		return s.Available() >= (d.c.WarmPrefixTarget+1)*d.maxIPsPerENI || d.ds.freeableENIExists()
 	}
 	return s.Available() >= (d.c.WarmENITarget+1)*d.maxIPsPerENI
 }
 
 // tryFreeENI frees at most one ENI the targets do not need.
 func (d *Daemon) tryFreeENI(ctx context.Context) error {
-	warm, minimum := d.c.WarmIPTarget, d.c.MinimumIPTarget
+	warm, minimum, warmPrefixes := d.c.WarmIPTarget, d.c.MinimumIPTarget, 0
 	if d.c.EnablePrefixDelegation {
-		warm, minimum = ceilDiv(warm, 16)*16, ceilDiv(minimum, 16)*16
+		warm, minimum, warmPrefixes = ceilDiv(warm, 16)*16, ceilDiv(minimum, 16)*16, d.c.WarmPrefixTarget
 	}
-	e := d.ds.removableENI(d.c.MinENILifetime, warm, minimum)
+	e := d.ds.removableENI(d.c.MinENILifetime, warm, minimum, warmPrefixes)
 	if e == nil {
 		return nil
 	}
@@ -523,6 +501,9 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 		d.m.reconcile.WithLabelValues("eniReconcileDel").Inc()
 		d.log.Warn("reconcile: ENI gone from IMDS and EC2", "eni", de.ID)
 	}
+	d.mu.Lock()
+	d.fullInEC2 = false // the pool may ask EC2 for room again
+	d.mu.Unlock()
 	return nil
 }
 
@@ -561,8 +542,10 @@ func (d *Daemon) reconcileNewENI(ctx context.Context, w *witness, e imdsENI) err
 	}
 	e = confirmed(e, held(n))
 	if tagMap(n.TagSet)[TagNoManage] == "true" || n.InterfaceType == "efa-only" {
+		d.mu.Lock()
 		d.unmanagedIDs[e.ID] = true
 		d.unmanaged++
+		d.mu.Unlock()
 		return nil
 	}
 	if err := d.addENI(ctx, e, n.InterfaceType == "trunk", n.InterfaceType == "efa", time.Now()); err != nil {

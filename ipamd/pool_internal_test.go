@@ -32,9 +32,12 @@ func TestPoolArithmetic(t *testing.T) {
 		{"PD one pod", Config{EnablePrefixDelegation: true, WarmPrefixTarget: 1}, Stats{TotalIPs: 16, AssignedIPs: 1, TotalPrefixes: 1}, true, false, 0, 0, false},
 		{"PD two spare prefixes", Config{EnablePrefixDelegation: true, WarmPrefixTarget: 1}, Stats{TotalIPs: 48, AssignedIPs: 1, TotalPrefixes: 3, FreePrefixes: 2}, false, true, 0, 0, false},
 		{"PD warm IP 5", Config{EnablePrefixDelegation: true, WarmIPTarget: 5}, Stats{TotalIPs: 16, AssignedIPs: 14, TotalPrefixes: 1}, true, false, 1, 0, true},
+		// m5.large's max pods (29, from eni-max-pods.txt) caps the pool in
+		// prefix mode too: 17 pods on 2 prefixes are not "low".
+		{"PD max pods reached", Config{EnablePrefixDelegation: true, WarmPrefixTarget: 1, MaxPods: 29}, Stats{TotalIPs: 32, AssignedIPs: 17, TotalPrefixes: 2}, false, false, 0, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := &Daemon{c: &tc.c, maxIPsPerENI: 9}
+			d := &Daemon{c: &tc.c, maxIPsPerENI: 9, ds: NewDataStore(tc.c.EnablePrefixDelegation, 0, nil)}
 			if tc.c.EnablePrefixDelegation {
 				d.maxPrefixesPerENI, d.maxIPsPerENI = 9, 144
 			}
@@ -57,13 +60,13 @@ func TestPoolArithmetic(t *testing.T) {
 
 func TestDataStoreAssignment(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var saved []Allocation
+	var saved Checkpoint
 	fail := false
-	ds := NewDataStore(false, 30*time.Second, func(a []Allocation) error {
+	ds := NewDataStore(false, 30*time.Second, func(ck Checkpoint) error {
 		if fail {
 			return errors.New("disk full")
 		}
-		saved = a
+		saved = ck
 		return nil
 	})
 	ds.now = func() time.Time { return now }
@@ -81,7 +84,7 @@ func TestDataStoreAssignment(t *testing.T) {
 	if again, _, _ := ds.AssignPodIP(k1, IPAMMetadata{}); again != a1 {
 		t.Fatalf("ADD not idempotent: %v then %v", a1, again)
 	}
-	if len(saved) != 1 || saved[0].IPv4 != "10.0.0.10" {
+	if len(saved.Allocations) != 1 || saved.Allocations[0].IPv4 != "10.0.0.10" {
 		t.Fatalf("checkpoint = %+v", saved)
 	}
 	if _, _, err := ds.UnassignPodIP(k1); err != nil {
@@ -97,6 +100,27 @@ func TestDataStoreAssignment(t *testing.T) {
 	}
 	if s := ds.GetStats(); s.TotalIPs != 2 || s.AssignedIPs != 1 || s.CooldownIPs != 1 {
 		t.Fatalf("stats %+v", s)
+	}
+	// The cooldown is in the checkpoint: a datastore restored from it (a
+	// restart) still keeps 10.0.0.10 away from new pods.
+	if len(saved.Cooling) != 1 || saved.Cooling[0].IPv4 != "10.0.0.10" || saved.Cooling[0].Released != now.UnixNano() {
+		t.Fatalf("checkpoint cooling = %+v", saved.Cooling)
+	}
+	restored := NewDataStore(false, 30*time.Second, nil)
+	restored.now = func() time.Time { return now.Add(10 * time.Second) }
+	_ = restored.AddENI(&ENI{ID: "eni-1", IsPrimary: true})
+	for _, a := range []string{"10.0.0.10", "10.0.0.11"} {
+		_ = restored.AddCIDR("eni-1", netip.MustParsePrefix(a+"/32"), false)
+	}
+	if dropped, err := restored.Restore(saved); err != nil || len(dropped) != 0 {
+		t.Fatalf("restore: %v %v", dropped, err)
+	}
+	if a, _, err := restored.AssignPodIP(IPAMKey{"aws-cni", "r1", "eth0"}, IPAMMetadata{}); !errors.Is(err, ErrNoAvailableIP) {
+		t.Fatalf("after a restart a cooling address went to a new pod: %v %v", a, err)
+	}
+	restored.now = func() time.Time { return now.Add(31 * time.Second) }
+	if a, _, err := restored.AssignPodIP(IPAMKey{"aws-cni", "r1", "eth0"}, IPAMMetadata{}); err != nil || a.String() != "10.0.0.10" {
+		t.Fatalf("after the cooldown = %v, %v", a, err)
 	}
 	now = now.Add(31 * time.Second)
 	a3, _, err := ds.AssignPodIP(IPAMKey{"aws-cni", "c3", "eth0"}, IPAMMetadata{})
@@ -119,5 +143,32 @@ func TestDataStoreAssignment(t *testing.T) {
 	}
 	if err := ds.DelENI("eni-1"); !errors.Is(err, ErrENIInUse) {
 		t.Fatalf("deleting an ENI in use: %v", err)
+	}
+}
+
+// TestFreeENIWithPrefixes: with prefix delegation, an ENI without pods is
+// freed even when the available addresses are fewer than two ENIs' worth
+// (the VPC CNI's CheckFreeableENIexists), unless its free prefixes are the
+// ones WARM_PREFIX_TARGET needs.
+func TestFreeENIWithPrefixes(t *testing.T) {
+	c := Config{EnablePrefixDelegation: true, WarmPrefixTarget: 1}
+	d := &Daemon{c: &c, maxPrefixesPerENI: 2, maxIPsPerENI: 32, ds: NewDataStore(true, 0, nil)}
+	_ = d.ds.AddENI(&ENI{ID: "eni-1", IsPrimary: true})
+	_ = d.ds.AddENI(&ENI{ID: "eni-2", DeviceNumber: 1})
+	_ = d.ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.0.16/28"), true)
+	_ = d.ds.AddCIDR("eni-2", netip.MustParsePrefix("10.0.0.32/28"), true)
+	if _, _, err := d.ds.AssignPodIP(IPAMKey{"aws-cni", "c1", "eth0"}, IPAMMetadata{}); err != nil {
+		t.Fatal(err)
+	}
+	s := d.ds.GetStats()
+	if !d.shouldRemoveENI(s) {
+		t.Fatalf("gate closed with an ENI without pods (stats %+v)", s)
+	}
+	if e := d.ds.removableENI(0, 0, 0, c.WarmPrefixTarget); e != nil {
+		t.Fatalf("freed %s: its prefix is the only free one (WARM_PREFIX_TARGET=1)", e.ID)
+	}
+	_ = d.ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.0.48/28"), true)
+	if e := d.ds.removableENI(0, 0, 0, c.WarmPrefixTarget); e == nil || e.ID != "eni-2" {
+		t.Fatalf("removable = %v, want eni-2 (eni-1 has a free prefix now)", e)
 	}
 }

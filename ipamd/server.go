@@ -76,7 +76,14 @@ func (d *Daemon) startServers(ctx context.Context) (*servers, error) {
 	}
 	if !d.c.DisableMetrics {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(d.m.reg, promhttp.HandlerOpts{}))
+		prom := promhttp.HandlerFor(d.m.reg, promhttp.HandlerOpts{})
+		// The pool's gauges are read from the datastore at each scrape, so
+		// they stay true while the pool manager is blocked (a long EC2 call,
+		// a back-off) between its ticks.
+		mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			d.updateMetrics()
+			prom.ServeHTTP(w, r)
+		}))
 		if err := d.serveHTTP(s, d.c.MetricsAddr, mux); err != nil {
 			s.stop()
 			return nil, err
@@ -208,6 +215,7 @@ func (c *configBackend) GetNetworkPolicyConfigs(context.Context, *emptypb.Empty)
 // poolCondition summarises why the pool may be short, for logs and
 // introspection.
 func (d *Daemon) poolCondition() string {
+	room := d.hasRoomForENI() // takes mu itself
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var parts []string
@@ -221,8 +229,11 @@ func (d *Daemon) poolCondition() string {
 			parts = append(parts, "EC2 throttling back-off")
 		}
 	}
-	if !d.hasRoomForENI() {
+	switch {
+	case !room:
 		parts = append(parts, "ENI limit reached")
+	case d.fullInEC2:
+		parts = append(parts, "ENI limit reached in EC2's view (ENIs attached that ipamd has not adopted yet)")
 	}
 	if d.lastPoolError != "" {
 		parts = append(parts, "last error: "+d.lastPoolError)
@@ -281,7 +292,7 @@ func (d *Daemon) introspection() http.Handler {
 	mux.HandleFunc("/v1/pool", func(w http.ResponseWriter, r *http.Request) {
 		s := d.ds.GetStats()
 		js(w, map[string]any{"instanceId": d.instanceID, "instanceType": d.instanceType, "maxENI": d.maxENI, "maxIPsPerENI": d.maxIPsPerENI,
-			"unmanagedENIs": d.unmanaged, "totalIPs": s.TotalIPs, "assignedIPs": s.AssignedIPs, "cooldownIPs": s.CooldownIPs,
+			"unmanagedENIs": d.unmanagedCount(), "totalIPs": s.TotalIPs, "assignedIPs": s.AssignedIPs, "cooldownIPs": s.CooldownIPs,
 			"totalPrefixes": s.TotalPrefixes, "freePrefixes": s.FreePrefixes, "tooLow": d.tooLow(s), "tooHigh": d.tooHigh(s), "condition": d.poolCondition()})
 	})
 	return mux
