@@ -52,8 +52,11 @@ type Config struct {
 	Version            string
 
 	// Timers (VPC CNI constants; VPCLAB_* overrides).
-	IPCooldown              time.Duration
-	PoolInterval            time.Duration
+	IPCooldown   time.Duration
+	PoolInterval time.Duration
+	// PoolWake (VPCLAB_POOL_WAKE) runs the pool manager after every ADD
+	// and DEL too; the VPC CNI waits for its tick.
+	PoolWake                bool
 	DecreaseInterval        time.Duration
 	ReconcileInterval       time.Duration
 	InsufficientCIDRBackoff time.Duration
@@ -85,14 +88,49 @@ type Env func(string) (string, bool)
 // ConfigFromEnv reads the process environment.
 func ConfigFromEnv() (*Config, error) { return LoadConfig(os.LookupEnv) }
 
-// LoadConfig builds a Config from env, or an error naming the bad variable.
+// BadValuesError lists variables whose values could not be used. The VPC
+// CNI logs such a value and uses the variable's default; LoadConfig does
+// the same (it returns the Config, with defaults in their place, beside
+// this error), so ipamd can say so loudly and go on, while the lab's
+// pre-flight check refuses them before a node starts.
+type BadValuesError struct {
+	Problems []string // "NAME=\"value\": what is wanted"
+}
+
+func (e *BadValuesError) Error() string { return strings.Join(e.Problems, "; ") }
+
+// Unsupported are aws-node variables vpclab's ipamd does not implement:
+// set, they are logged at start-up (the real VPC CNI in a lab implements
+// them: --cni upstream@VERSION).
+var Unsupported = []string{
+	"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "ENI_CONFIG_LABEL_DEF", "ENI_CONFIG_ANNOTATION_DEF", "ENABLE_SUBNET_DISCOVERY",
+	"MANAGE_UNTAGGED_ENI", "POD_MTU", "DISABLE_TCP_EARLY_DEMUX", "ANNOTATE_POD_IP", "AWS_EXTERNAL_SERVICE_CIDRS",
+	"ENABLE_IMDS_ONLY_MODE", "ENABLE_MULTI_NIC", "ENABLE_NFTABLES", "AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER",
+	"ENABLE_V4_EGRESS", "ENABLE_V6_EGRESS", "DISABLE_POD_V6", "CLUSTER_ENDPOINT", "WARM_ENI_TARGET_MULTI_NIC",
+}
+
+// UnsupportedSet lists the Unsupported variables env sets, "NAME=value".
+func UnsupportedSet(env Env) []string {
+	var out []string
+	for _, k := range Unsupported {
+		if v, ok := env(k); ok {
+			out = append(out, k+"="+v)
+		}
+	}
+	return out
+}
+
+// LoadConfig builds a Config from env. A value it cannot use gives a
+// *BadValuesError naming each variable, beside a Config with the defaults
+// in their place (as the VPC CNI); a combination it cannot run (IPv6, a
+// bad veth prefix) gives a nil Config and an error.
 func LoadConfig(env Env) (*Config, error) {
 	p := parser{env: env}
 	c := &Config{
 		WarmENITarget:          p.intv("WARM_ENI_TARGET", 1, 0, 1<<16),
 		WarmIPTarget:           p.intv("WARM_IP_TARGET", 0, 0, 1<<16),
 		MinimumIPTarget:        p.intv("MINIMUM_IP_TARGET", 0, 0, 1<<16),
-		WarmPrefixTarget:       p.intv("WARM_PREFIX_TARGET", 1, 0, 1<<16),
+		WarmPrefixTarget:       p.intv("WARM_PREFIX_TARGET", 0, 0, 1<<16),
 		EnablePrefixDelegation: p.boolv("ENABLE_PREFIX_DELEGATION", false),
 		MaxENI:                 p.intv("MAX_ENI", -1, -1, 1<<10),
 		MTU:                    p.intv("AWS_VPC_ENI_MTU", 9001, 576, 9001),
@@ -126,6 +164,7 @@ func LoadConfig(env Env) (*Config, error) {
 
 		IPCooldown:               time.Duration(p.intv("IP_COOLDOWN_PERIOD", 30, 0, 86400)) * time.Second,
 		PoolInterval:             p.dur("VPCLAB_POOL_INTERVAL", 5*time.Second),
+		PoolWake:                 p.boolv("VPCLAB_POOL_WAKE", false),
 		DecreaseInterval:         p.dur("VPCLAB_DECREASE_INTERVAL", 30*time.Second),
 		ReconcileInterval:        p.dur("VPCLAB_RECONCILE_INTERVAL", 60*time.Second),
 		InsufficientCIDRBackoff:  p.dur("VPCLAB_INSUFFICIENT_CIDR_COOLDOWN", 120*time.Second),
@@ -163,6 +202,9 @@ func LoadConfig(env Env) (*Config, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
+	if len(p.bad) > 0 {
+		return c, &BadValuesError{Problems: p.bad}
+	}
 	return c, nil
 }
 
@@ -193,7 +235,8 @@ func (c *Config) scaleClock(scale float64) {
 
 type parser struct {
 	env Env
-	err error
+	err error    // a combination ipamd cannot run
+	bad []string // values replaced by their defaults
 }
 
 func (p *parser) get(name string) (string, bool) {
@@ -202,10 +245,9 @@ func (p *parser) get(name string) (string, bool) {
 	return v, ok && v != ""
 }
 
+// fail records a value that cannot be used (its default is used).
 func (p *parser) fail(name, v, want string) {
-	if p.err == nil {
-		p.err = fmt.Errorf("%s=%q: %s", name, v, want)
-	}
+	p.bad = append(p.bad, fmt.Sprintf("%s=%q: %s", name, v, want))
 }
 
 func (p *parser) str(name, def string) string {

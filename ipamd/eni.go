@@ -289,11 +289,22 @@ func (c *cloud) allocENI(ctx context.Context, s newENISpec) (imdsENI, error) {
 	} else if s.ips > 0 {
 		in.SecondaryPrivateIpAddressCount = aws.Int32(int32(s.ips))
 	}
-	var created *ec2.CreateNetworkInterfaceOutput
-	err := c.timed(ctx, "CreateNetworkInterface", true, func() (err error) {
-		created, err = c.ec2.CreateNetworkInterface(ctx, in)
-		return err
-	})
+	create := func() (out *ec2.CreateNetworkInterfaceOutput, err error) {
+		err = c.timed(ctx, "CreateNetworkInterface", true, func() (err error) {
+			out, err = c.ec2.CreateNetworkInterface(ctx, in)
+			return err
+		})
+		return out, err
+	}
+	created, err := create()
+	if err != nil && in.SecondaryPrivateIpAddressCount != nil && errorCode(err) == "InsufficientFreeAddressesInSubnet" {
+		// The subnet has fewer addresses than a full ENI: create it with
+		// its own address only; the pool then assigns what is left one by
+		// one, so the subnet's last addresses serve pods (the VPC CNI asks
+		// again with the same count and leaves them unused).
+		in.SecondaryPrivateIpAddressCount = nil
+		created, err = create()
+	}
 	if err != nil {
 		return imdsENI{}, fmt.Errorf("create ENI in %s: %w", s.subnetID, err)
 	}

@@ -295,11 +295,17 @@ var _ = Describe("configuration", func() {
 		Expect(c.BackingStore).To(Equal("/var/run/aws-node/ipam.json"))
 		Expect(c.IntrospectionAddr).To(Equal("127.0.0.1:61679"))
 		Expect(c.MaxENI).To(Equal(-1))
+		Expect(c.WarmPrefixTarget).To(Equal(0), "unset, as in the VPC CNI's code")
+		Expect(c.PoolWake).To(BeFalse(), "the pool waits for its tick, as the VPC CNI's")
 	})
 
-	It("fails start-up with a clear error", func() {
-		n := newNode(nodeOpts{})
-		Expect(runOnce(n, "WARM_IP_TARGET=x")).To(ContainSubstring("WARM_IP_TARGET"))
+	It("logs a value it cannot use and goes on with the default, as the VPC CNI does; refuses what it cannot run", func() {
+		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "x", "POD_MTU": "1400"}})
+		n.start()
+		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(9.0), "WARM_ENI_TARGET's default pool")
+		Expect(n.logTail()).To(And(ContainSubstring(`WARM_IP_TARGET=\"x\"`), ContainSubstring("using the default")))
+		Expect(n.logTail()).To(And(ContainSubstring("POD_MTU=1400"), ContainSubstring("not supported by vpclab's ipamd")))
+		Expect(runOnce(n, "ENABLE_IPv6=true", "ENABLE_IPv4=false")).To(ContainSubstring("IPv6"))
 	})
 })
 

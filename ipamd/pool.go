@@ -11,7 +11,7 @@ import (
 )
 
 // poolLoop runs the warm-pool manager every PoolInterval, and at once when
-// an assignment found the pool empty or a release may have left it high.
+// woken (a node change; with VPCLAB_POOL_WAKE, every ADD and DEL).
 func (d *Daemon) poolLoop(ctx context.Context) {
 	t := time.NewTicker(d.c.PoolInterval)
 	defer t.Stop()
@@ -24,6 +24,15 @@ func (d *Daemon) poolLoop(ctx context.Context) {
 		case <-d.kick:
 		}
 		d.poolTick(ctx)
+	}
+}
+
+// podWake wakes the pool manager after an ADD or DEL when
+// VPCLAB_POOL_WAKE asks for it; by default, as the VPC CNI, the pool is
+// evaluated on its tick only (so a burst can outrun it, as on EKS).
+func (d *Daemon) podWake() {
+	if d.c.PoolWake {
+		d.wake()
 	}
 }
 
@@ -290,7 +299,7 @@ func (d *Daemon) attachENI(ctx context.Context, count int) error {
 	if err := d.addENI(ctx, e, false, false, time.Now()); err != nil {
 		return err
 	}
-	d.log.Info("attached ENI", "eni", e.ID, "device", dev, "cidrs", count)
+	d.log.Info("attached ENI", "eni", e.ID, "device", dev, "cidrs", len(e.IPv4s)-1+len(e.Prefixes))
 	return nil
 }
 

@@ -150,7 +150,7 @@ func (b *cniBackend) AddNetwork(ctx context.Context, in *rpc.AddNetworkRequest) 
 		return reply, nil
 	}
 	addr, eni, err := d.ds.AssignPodIP(key, IPAMMetadata{K8SPodNamespace: in.K8S_POD_NAMESPACE, K8SPodName: in.K8S_POD_NAME, InterfacesCount: 1})
-	defer d.wake()
+	defer d.podWake()
 	if err != nil {
 		if errors.Is(err, ErrNoAvailableIP) {
 			d.m.noAvailableIP.Inc()
@@ -196,7 +196,7 @@ func (b *cniBackend) DelNetwork(ctx context.Context, in *rpc.DelNetworkRequest) 
 		d.m.ipamdErr.WithLabelValues("DelNetwork").Inc()
 		return nil, err
 	}
-	d.wake()
+	d.podWake()
 	d.log.Info("DelNetwork", "pod", in.K8S_POD_NAMESPACE+"/"+in.K8S_POD_NAME, "ip", addr.String(), "reason", in.Reason)
 	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: d.c.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: addr.String(), DeviceNumber: int32(eni.DeviceNumber), RouteTableId: int32(eni.RouteTableID)}}}, nil

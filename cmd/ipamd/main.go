@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,7 +22,8 @@ func main() { os.Exit(run(os.Stderr)) }
 
 func run(stderr io.Writer) int {
 	c, err := ipamd.ConfigFromEnv()
-	if err != nil {
+	var bad *ipamd.BadValuesError
+	if err != nil && !errors.As(err, &bad) {
 		fmt.Fprintf(stderr, "ipamd: %v\n", err)
 		return 2
 	}
@@ -32,6 +34,17 @@ func run(stderr io.Writer) int {
 	}
 	defer closeLog()
 	log.Info("Starting L-IPAMD", "version", ipamd.Version)
+	if bad != nil {
+		// As the VPC CNI: the default instead of a value it cannot use,
+		// but said loudly (on stderr too, for kubectl logs).
+		for _, p := range bad.Problems {
+			log.Error("bad value ignored; using the default, as the VPC CNI does", "problem", p)
+			fmt.Fprintf(stderr, "ipamd: %s: ignored, using the default\n", p)
+		}
+	}
+	for _, v := range ipamd.UnsupportedSet(os.LookupEnv) {
+		log.Warn("not supported by vpclab's ipamd; ignored (run the real VPC CNI: --cni upstream@VERSION)", "env", v)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	d, err := ipamd.New(ctx, c, log)
