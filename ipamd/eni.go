@@ -315,7 +315,9 @@ func (c *cloud) allocENI(ctx context.Context, s newENISpec) (imdsENI, error) {
 		return err
 	})
 	if err != nil {
-		_ = c.deleteENI(ctx, id)
+		if derr := c.deleteENI(ctx, id); derr != nil {
+			c.utilsErr("AllocENIDeleteErr", derr)
+		}
 		return imdsENI{}, fmt.Errorf("attach %s to %s at device %d: %w", id, s.instanceID, s.device, err)
 	}
 	err = c.timed(ctx, "ModifyNetworkInterfaceAttribute", true, func() error {
@@ -324,7 +326,9 @@ func (c *cloud) allocENI(ctx context.Context, s newENISpec) (imdsENI, error) {
 		return err
 	})
 	if err != nil {
-		_ = c.freeENI(ctx, id, time.Minute)
+		if ferr := c.freeENI(ctx, id, time.Minute); ferr != nil {
+			c.utilsErr("ENICleanupUponModifyNetworkErr", ferr)
+		}
 		return imdsENI{}, fmt.Errorf("set DeleteOnTermination on %s: %w", id, err)
 	}
 	return createdENI(created.NetworkInterface, s.device), nil
@@ -426,6 +430,7 @@ func (c *cloud) freeENI(ctx context.Context, id string, wait time.Duration) erro
 			return nil
 		}
 		if time.Now().After(deadline) {
+			c.utilsErr("FreeENIDeleteErr", err)
 			return err
 		}
 		select {
@@ -435,6 +440,12 @@ func (c *cloud) freeENI(ctx context.Context, id string, wait time.Duration) erro
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// utilsErr counts an error the EC2 layer could not handle, under the VPC
+// CNI's awscni_aws_utils_error_count labels (fn, error text).
+func (c *cloud) utilsErr(fn string, err error) {
+	c.m.awsUtilsErr.WithLabelValues(fn, err.Error()).Inc()
 }
 
 func (c *cloud) deleteENI(ctx context.Context, id string) error {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -79,6 +80,9 @@ type Daemon struct {
 	recheckVeths []Allocation
 }
 
+// processStart is when the process started, for the start-up duration.
+var processStart = time.Now()
+
 // New initialises the node like the VPC CNI's nodeInit: instance facts
 // from IMDS, limits from DescribeInstanceTypes, host networking, the
 // attached ENIs (IMDS + one DescribeNetworkInterfaces), the checkpoint.
@@ -99,6 +103,7 @@ func New(ctx context.Context, c *Config, log *slog.Logger) (*Daemon, error) {
 		d.m.ipamdErr.WithLabelValues("nodeInit").Inc()
 		return nil, fmt.Errorf("ipamd init: %w", err)
 	}
+	d.m.nodeInit.WithLabelValues("true").Observe(time.Since(t0).Seconds())
 	d.log.Info("node initialised", "instance", d.instanceID, "type", d.instanceType, "maxENI", d.maxENI, "maxIPsPerENI", d.maxIPsPerENI,
 		"prefixDelegation", c.EnablePrefixDelegation, "took", time.Since(t0).String())
 	return d, nil
@@ -306,6 +311,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer srv.stop()
+	d.m.startup.WithLabelValues("true", strconv.FormatBool(d.kube != nil), "").Observe(time.Since(processStart).Seconds())
 	var wg sync.WaitGroup
 	wg.Add(5)
 	go func() { defer wg.Done(); d.recheckLater(ctx) }()
@@ -343,11 +349,14 @@ func (d *Daemon) updateMetrics() {
 	unmanaged := d.unmanagedCount()
 	d.m.eniMax.Set(float64(d.maxENI - unmanaged))
 	d.m.ipMax.Set(float64(d.maxIPsPerENI * (d.maxENI - unmanaged)))
-	d.m.assignedPerENI.Reset() // a freed ENI's series goes with it
+	d.m.assignedPerENI.Reset() // a freed ENI's (or address's) series goes with it
+	d.m.assignedPerCidr.Reset()
 	for _, e := range enis {
 		n := 0
 		for _, c := range e.AvailableIPv4Cidrs {
-			n += c.assignedCount()
+			k := c.assignedCount()
+			n += k
+			d.m.assignedPerCidr.WithLabelValues(c.prefix.String()).Set(float64(k))
 		}
 		d.m.assignedPerENI.WithLabelValues(e.ID).Set(float64(n))
 	}

@@ -32,7 +32,7 @@ var _ = Describe("warm pool, secondary-IP mode", func() {
 		n := newNode(nodeOpts{})
 		n.start()
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(9.0))
-		n.mustAdd("c1")
+		ip := n.mustAdd("c1")
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(18.0))
 		Expect(n.metric("awscni_assigned_ip_addresses")).To(Equal(1.0))
 		Expect(n.metric("awscni_eni_allocated")).To(Equal(2.0))
@@ -52,6 +52,12 @@ var _ = Describe("warm pool, secondary-IP mode", func() {
 			}
 		}
 		Expect(n.metric("awscni_eni_max")).To(Equal(3.0))
+		// The VPC CNI's other series: per CIDR (a /32 each here), and the
+		// start-up histograms observed once.
+		Expect(n.sumMetric("awscni_assigned_ip_per_cidr", `cidr="`+ip+`/32"`)).To(Equal(1.0))
+		Expect(n.sumMetric("awscni_assigned_ip_per_cidr", "")).To(Equal(1.0))
+		Expect(n.sumMetric("awscni_ipamd_startup_duration_seconds_count", `success="true"`)).To(Equal(1.0))
+		Expect(n.sumMetric("awscni_ipamd_node_initialization_duration_seconds_count", `success="true"`)).To(Equal(1.0))
 		Expect(n.Region.CheckInvariants()).To(Succeed())
 	})
 

@@ -30,6 +30,10 @@ type metrics struct {
 	totalPrefixes    prometheus.Gauge
 	noAvailableIP    prometheus.Counter
 	assignedPerENI   *prometheus.GaugeVec
+	assignedPerCidr  *prometheus.GaugeVec
+	awsUtilsErr      *prometheus.CounterVec
+	startup          *prometheus.HistogramVec
+	nodeInit         *prometheus.HistogramVec
 	throttled        *prometheus.CounterVec
 	podENIErr        *prometheus.CounterVec
 }
@@ -58,11 +62,17 @@ func newMetrics(version string) *metrics {
 		totalPrefixes:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "awscni_total_ipv4_prefixes", Help: "The total number of IPv4 prefixes"}),
 		noAvailableIP:    prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_no_available_ip_addresses", Help: "The number of pod IP assignments that fail due to no available IP addresses"}),
 		assignedPerENI:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "awscni_assigned_ip_per_eni", Help: "The number of IP addresses assigned per ENI"}, []string{"eni"}),
-		throttled:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_vpclab_backoff_count", Help: "Pool actions postponed by a back-off (vpclab)"}, []string{"reason"}),
+		assignedPerCidr:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "awscni_assigned_ip_per_cidr", Help: "The total number of IP addresses assigned per cidr"}, []string{"cidr"}),
+		awsUtilsErr:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_aws_utils_error_count", Help: "The number of errors not handled in awsutils library"}, []string{"fn", "error"}),
+		startup: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "awscni_ipamd_startup_duration_seconds",
+			Help: "The duration of IPAMD startup from process start to ready to serve CNI requests"}, []string{"success", "with_api_server", "failure_reason"}),
+		nodeInit: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "awscni_ipamd_node_initialization_duration_seconds",
+			Help: "The duration of node initialization during IPAMD startup"}, []string{"success"}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_vpclab_backoff_count", Help: "Pool actions postponed by a back-off (vpclab)"}, []string{"reason"}),
 	}
 	m.reg.MustRegister(m.buildInfo, m.ipamdErr, m.podENIErr, m.actionInProgress, m.eniMax, m.ipMax, m.reconcile, m.addReq, m.delReq,
 		m.apiLatency, m.apiErr, m.ec2Req, m.ec2Err, m.eniAllocated, m.totalIPs, m.assignedIPs, m.forceRemovedENIs,
-		m.forceRemovedIPs, m.totalPrefixes, m.noAvailableIP, m.assignedPerENI, m.throttled,
+		m.forceRemovedIPs, m.totalPrefixes, m.noAvailableIP, m.assignedPerENI, m.assignedPerCidr, m.awsUtilsErr, m.startup, m.nodeInit, m.throttled,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	return m

@@ -435,6 +435,7 @@ func (d *Daemon) cleanLeaked(ctx context.Context) error {
 			continue
 		}
 		if err := d.cloud.deleteENI(ctx, id); err != nil {
+			d.cloud.utilsErr("cleanUpLeakedENIDeleteErr", err)
 			errs = append(errs, err)
 			continue
 		}
