@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -244,17 +243,19 @@ func (d *Daemon) poolCondition() string {
 // introspection serves the VPC CNI's 127.0.0.1:61679 paths.
 func (d *Daemon) introspection() http.Handler {
 	mux := http.NewServeMux()
-	paths := []string{"/v1/enis", "/v1/ipamd-env-settings", "/v1/networkutils-env-settings", "/v1/pool"}
+	paths := []string{"/v1/enis", "/v1/eni-configs", "/v1/ipamd-env-settings", "/v1/networkutils-env-settings", "/v1/pool"}
 	js := func(w http.ResponseWriter, v any) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(v)
 	}
+	// Any other path gets the list of paths, as from aws-node.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(w, r)
-			return
-		}
 		js(w, map[string]any{"AvailableCommands": paths})
+	})
+	// Custom networking is not implemented: aws-node answers 404 when the
+	// node names no ENIConfig, which is always the case here.
+	mux.HandleFunc("/v1/eni-configs", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, http.StatusText(http.StatusNotFound), http.StatusNotFound)
 	})
 	mux.HandleFunc("/v1/enis", func(w http.ResponseWriter, r *http.Request) {
 		s := d.ds.GetStats()
@@ -270,11 +271,11 @@ func (d *Daemon) introspection() http.Handler {
 		js(w, map[string]any{"0": map[string]any{"TotalIPs": s.TotalIPs, "AssignedIPs": s.AssignedIPs, "ENIs": enis}})
 	})
 	mux.HandleFunc("/v1/ipamd-env-settings", func(w http.ResponseWriter, r *http.Request) {
-		js(w, map[string]string{
-			"WARM_IP_TARGET": strconv.Itoa(d.c.WarmIPTarget), "WARM_ENI_TARGET": strconv.Itoa(d.c.WarmENITarget),
-			"MINIMUM_IP_TARGET": strconv.Itoa(d.c.MinimumIPTarget), "WARM_PREFIX_TARGET": strconv.Itoa(d.c.WarmPrefixTarget),
-			"ENABLE_PREFIX_DELEGATION": strconv.FormatBool(d.c.EnablePrefixDelegation), "MAX_ENI": strconv.Itoa(d.c.MaxENI),
-			"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "false", "AWS_MANAGE_ENIS_NON_SCHEDULABLE": strconv.FormatBool(d.c.ManageENIsNonSchedulable), "ENABLE_SUBNET_DISCOVERY": "false",
+		// The VPC CNI's keys and JSON types (numbers and booleans); custom
+		// networking and subnet discovery are off in vpclab's ipamd.
+		js(w, map[string]any{
+			"WARM_IP_TARGET": d.c.WarmIPTarget, "WARM_ENI_TARGET": d.c.WarmENITarget,
+			"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": false, "AWS_MANAGE_ENIS_NON_SCHEDULABLE": d.c.ManageENIsNonSchedulable, "ENABLE_SUBNET_DISCOVERY": false,
 		})
 	})
 	mux.HandleFunc("/v1/networkutils-env-settings", func(w http.ResponseWriter, r *http.Request) {
