@@ -64,6 +64,9 @@ type Config struct {
 	ENIAttachWait           time.Duration
 	LeakedENIInterval       time.Duration
 	LeakedENIGrace          time.Duration
+	// LeakedENIStartDelay bounds the random delay before the first
+	// leaked-ENI sweep (the VPC CNI's 5 min).
+	LeakedENIStartDelay time.Duration
 	// VethGrace is how old a restored allocation must be before a missing
 	// host veth means its pod is gone (the plugin creates the veth after
 	// ipamd answered its ADD).
@@ -172,6 +175,7 @@ func LoadConfig(env Env) (*Config, error) {
 		ENIAttachWait:            p.dur("VPCLAB_ENI_ATTACH_WAIT", 50*time.Second),
 		LeakedENIInterval:        p.dur("VPCLAB_LEAKED_ENI_INTERVAL", time.Hour),
 		LeakedENIGrace:           p.dur("VPCLAB_LEAKED_ENI_GRACE", 5*time.Minute),
+		LeakedENIStartDelay:      p.dur("VPCLAB_LEAKED_ENI_START_DELAY", 5*time.Minute),
 		VethGrace:                p.dur("VPCLAB_VETH_GRACE", 10*time.Second),
 		EC2QPS:                   p.float("VPCLAB_EC2_QPS", 20),
 		EC2Burst:                 p.intv("VPCLAB_EC2_BURST", 40, 1, 1<<20),
@@ -231,6 +235,7 @@ func (c *Config) scaleClock(scale float64) {
 	c.PoolInterval, c.DecreaseInterval, c.ReconcileInterval = loop(c.PoolInterval), loop(c.DecreaseInterval), loop(c.ReconcileInterval)
 	c.LeakedENIInterval, c.NodeInterval = loop(c.LeakedENIInterval), loop(c.NodeInterval)
 	c.IPCooldown, c.MinENILifetime, c.LeakedENIGrace, c.InsufficientCIDRBackoff = div(c.IPCooldown), div(c.MinENILifetime), div(c.LeakedENIGrace), div(c.InsufficientCIDRBackoff)
+	c.LeakedENIStartDelay = div(c.LeakedENIStartDelay)
 }
 
 type parser struct {

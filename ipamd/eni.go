@@ -311,7 +311,8 @@ func (c *cloud) allocENI(ctx context.Context, s newENISpec) (imdsENI, error) {
 	id := aws.ToString(created.NetworkInterface.NetworkInterfaceId)
 	var att *ec2.AttachNetworkInterfaceOutput
 	err = c.timed(ctx, "AttachNetworkInterface", true, func() (err error) {
-		att, err = c.ec2.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: aws.String(id), InstanceId: aws.String(s.instanceID), DeviceIndex: aws.Int32(int32(s.device))})
+		att, err = c.ec2.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: aws.String(id), InstanceId: aws.String(s.instanceID),
+			DeviceIndex: aws.Int32(int32(s.device)), NetworkCardIndex: aws.Int32(0)})
 		return err
 	})
 	if err != nil {
@@ -458,8 +459,11 @@ func (c *cloud) deleteENI(ctx context.Context, id string) error {
 	})
 }
 
-// leakedENIs returns available ENIs tagged for this instance.
-func (c *cloud) leakedENIs(ctx context.Context, instanceID, vpcID, cluster string) ([]types.NetworkInterface, error) {
+// leakedENIs returns the available ENIs in the VPC (and the cluster, when
+// CLUSTER_NAME is set) that some node's ipamd created: tagged with an
+// instance id, described "aws-K8S-…". As the VPC CNI, any node sweeps them,
+// not only their own node (whose instance may be gone).
+func (c *cloud) leakedENIs(ctx context.Context, vpcID, cluster string) ([]types.NetworkInterface, error) {
 	filters := []types.Filter{
 		{Name: aws.String("tag-key"), Values: []string{TagInstanceID}},
 		{Name: aws.String("status"), Values: []string{"available"}},
@@ -470,7 +474,7 @@ func (c *cloud) leakedENIs(ctx context.Context, instanceID, vpcID, cluster strin
 	}
 	var out []types.NetworkInterface
 	err := c.describePages(ctx, &ec2.DescribeNetworkInterfacesInput{Filters: filters, MaxResults: aws.Int32(1000)}, func(n types.NetworkInterface) {
-		if tagMap(n.TagSet)[TagInstanceID] == instanceID && strings.HasPrefix(aws.ToString(n.Description), DescriptionPrefix) {
+		if strings.HasPrefix(aws.ToString(n.Description), DescriptionPrefix) {
 			out = append(out, n)
 		}
 	})

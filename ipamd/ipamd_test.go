@@ -226,12 +226,16 @@ var _ = Describe("restart", func() {
 		}
 	})
 
-	It("deletes leaked ENIs tagged for the node after the grace period", func() {
+	It("deletes leaked ENIs (its own and other nodes') after the grace period", func() {
 		n := newNode(nodeOpts{env: map[string]string{"VPCLAB_LEAKED_ENI_INTERVAL": "200ms", "VPCLAB_LEAKED_ENI_GRACE": "0s"}})
 		leak, err := n.Region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Subnet, Description: "aws-K8S-" + n.inst.ID,
 			Tags: model.Tags{ipamd.TagInstanceID: n.inst.ID, ipamd.TagCreatedAt: time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
 		Expect(err).NotTo(HaveOccurred())
 		other, err := n.Region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Subnet, Description: "someone else's"})
+		Expect(err).NotTo(HaveOccurred())
+		// Left by a node that is gone: any node sweeps it, as the VPC CNI.
+		gone, err := n.Region.CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Subnet, Description: "aws-K8S-i-0gone",
+			Tags: model.Tags{ipamd.TagInstanceID: "i-0gone", ipamd.TagCreatedAt: time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}})
 		Expect(err).NotTo(HaveOccurred())
 		// A branch tagged like the node's ENIs but associated with a trunk
 		// on the node is in use (issue 22), not leaked.
@@ -247,6 +251,7 @@ var _ = Describe("restart", func() {
 		Expect(err).NotTo(HaveOccurred())
 		n.start()
 		Eventually(func() error { _, err := n.Region.NetworkInterface(leak.ID); return err }, 10*time.Second).Should(HaveOccurred())
+		Eventually(func() error { _, err := n.Region.NetworkInterface(gone.ID); return err }, 10*time.Second).Should(HaveOccurred(), "another node's leak")
 		_, err = n.Region.NetworkInterface(other.ID)
 		Expect(err).NotTo(HaveOccurred(), "an ENI not tagged for the node is left alone")
 		Consistently(func() error { _, err := n.Region.NetworkInterface(branch.ID); return err }, time.Second, 100*time.Millisecond).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"time"
@@ -388,17 +389,30 @@ func (d *Daemon) tryFreeENI(ctx context.Context) error {
 	return nil
 }
 
-// leakLoop deletes detached ENIs tagged for this node that outlived the
-// grace period (what a crash between create and attach leaves behind).
+// leakLoop deletes detached ENIs some node's ipamd created that outlived
+// the grace period (what a crash between create and attach leaves behind,
+// or a node terminated before it could detach and delete them).
 func (d *Daemon) leakLoop(ctx context.Context) {
 	if d.c.DisableLeakedENIClean || d.c.DisableProvisioning {
 		return
 	}
-	every(ctx, d.c.LeakedENIInterval, func() {
+	sweep := func() {
 		if err := d.cleanLeaked(ctx); err != nil {
 			d.log.Warn("leaked ENI sweep", "err", err)
 		}
-	})
+	}
+	// As the VPC CNI: a first sweep soon after start, at a random moment
+	// (up to 5 min, or the interval when that is shorter, so a fleet
+	// started together does not sweep together), then every interval.
+	first := time.Duration(rand.Int64N(int64(min(d.c.LeakedENIStartDelay, d.c.LeakedENIInterval)) + 1))
+	d.log.Info("leaked ENI sweep scheduled", "first", first.String(), "every", d.c.LeakedENIInterval.String())
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(first):
+	}
+	sweep()
+	every(ctx, d.c.LeakedENIInterval, sweep)
 }
 
 // every runs fn every interval until ctx ends.
@@ -416,7 +430,7 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 }
 
 func (d *Daemon) cleanLeaked(ctx context.Context) error {
-	enis, err := d.cloud.leakedENIs(ctx, d.instanceID, d.vpcID, d.c.ClusterName)
+	enis, err := d.cloud.leakedENIs(ctx, d.vpcID, d.c.ClusterName)
 	if err != nil {
 		return err
 	}
