@@ -38,7 +38,12 @@ type Config struct {
 	EnableIPv4             bool
 	EnableIPv6             bool
 	EnablePodENI           bool
-	NetworkPolicyMode      string
+	// SubnetDiscovery (ENABLE_SUBNET_DISCOVERY, on by default as in the
+	// VPC CNI) creates new ENIs in the subnet of the instance's zone with
+	// the most free addresses among the primary one and those tagged
+	// kubernetes.io/role/cni.
+	SubnetDiscovery   bool
+	NetworkPolicyMode string
 	// PodSGEnforcingMode is POD_SECURITY_GROUP_ENFORCING_MODE: strict
 	// (branch pods' traffic always through their branch ENI) or standard.
 	PodSGEnforcingMode string
@@ -106,7 +111,7 @@ func (e *BadValuesError) Error() string { return strings.Join(e.Problems, "; ") 
 // set, they are logged at start-up (the real VPC CNI in a lab implements
 // them: --cni upstream@VERSION).
 var Unsupported = []string{
-	"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "ENI_CONFIG_LABEL_DEF", "ENI_CONFIG_ANNOTATION_DEF", "ENABLE_SUBNET_DISCOVERY",
+	"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "ENI_CONFIG_LABEL_DEF", "ENI_CONFIG_ANNOTATION_DEF",
 	"MANAGE_UNTAGGED_ENI", "POD_MTU", "DISABLE_TCP_EARLY_DEMUX", "ANNOTATE_POD_IP", "AWS_EXTERNAL_SERVICE_CIDRS",
 	"ENABLE_IMDS_ONLY_MODE", "ENABLE_MULTI_NIC", "ENABLE_NFTABLES", "AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER",
 	"ENABLE_V4_EGRESS", "ENABLE_V6_EGRESS", "DISABLE_POD_V6", "CLUSTER_ENDPOINT", "WARM_ENI_TARGET_MULTI_NIC",
@@ -154,6 +159,7 @@ func LoadConfig(env Env) (*Config, error) {
 		EnableIPv4:             p.boolv("ENABLE_IPv4", true),
 		EnableIPv6:             p.boolv("ENABLE_IPv6", false),
 		EnablePodENI:           p.boolv("ENABLE_POD_ENI", false),
+		SubnetDiscovery:        p.boolv("ENABLE_SUBNET_DISCOVERY", true),
 		NetworkPolicyMode:      p.oneOf("NETWORK_POLICY_ENFORCING_MODE", "", "none", "strict", "standard"),
 		PodSGEnforcingMode:     p.oneOf("POD_SECURITY_GROUP_ENFORCING_MODE", "strict", "strict", "standard"),
 		EC2Endpoint:            p.str("AWS_EC2_ENDPOINT", ""),

@@ -491,3 +491,83 @@ func (c *cloud) tagCreatedAt(ctx context.Context, id string) error {
 		return err
 	})
 }
+
+// Subnet discovery tags, as the VPC CNI reads them.
+const (
+	// TagSubnetCNI opts a secondary subnet in ("1", any value but "0") or
+	// any subnet out ("0") of new ENIs.
+	TagSubnetCNI = "kubernetes.io/role/cni"
+	// tagClusterPrefix starts a subnet's cluster tags.
+	tagClusterPrefix = "kubernetes.io/cluster/"
+)
+
+// subnetChoice is a subnet a new ENI may be created in.
+type subnetChoice struct {
+	id   string
+	cidr netip.Prefix
+	free int
+}
+
+// eniSubnets returns the subnets to try for a new ENI, in order, with one
+// DescribeSubnets, as the VPC CNI: with discovery, the subnets of the
+// instance's zone in the VPC, most free addresses first, the primary one
+// unless tagged kubernetes.io/role/cni=0, others only when tagged with
+// another value (and, with CLUSTER_NAME, not tagged for another cluster);
+// without, the primary subnet unless tagged 0.
+func (c *cloud) eniSubnets(ctx context.Context, discovery bool, vpcID, az, primary, cluster string) ([]subnetChoice, error) {
+	in := &ec2.DescribeSubnetsInput{SubnetIds: []string{primary}}
+	if discovery {
+		in = &ec2.DescribeSubnetsInput{Filters: []types.Filter{{Name: aws.String("vpc-id"), Values: []string{vpcID}}, {Name: aws.String("availability-zone"), Values: []string{az}}}}
+	}
+	var out *ec2.DescribeSubnetsOutput
+	err := c.timed(ctx, "DescribeSubnets", true, func() (err error) {
+		out, err = c.ec2.DescribeSubnets(ctx, in)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("describe subnets for a new ENI: %w", err)
+	}
+	subnets := slices.Clone(out.Subnets)
+	slices.SortStableFunc(subnets, func(a, b types.Subnet) int {
+		return int(aws.ToInt32(b.AvailableIpAddressCount)) - int(aws.ToInt32(a.AvailableIpAddressCount))
+	})
+	var choices []subnetChoice
+	for _, s := range subnets {
+		id := aws.ToString(s.SubnetId)
+		if !subnetUsable(tagMap(s.Tags), id == primary, cluster) {
+			continue
+		}
+		p, err := netip.ParsePrefix(aws.ToString(s.CidrBlock))
+		if err != nil {
+			continue
+		}
+		choices = append(choices, subnetChoice{id: id, cidr: p, free: int(aws.ToInt32(s.AvailableIpAddressCount))})
+	}
+	if len(choices) == 0 {
+		return nil, fmt.Errorf("no subnet for a new ENI: the primary subnet %s is tagged %s=0 and no other is tagged for it", primary, TagSubnetCNI)
+	}
+	return choices, nil
+}
+
+// subnetUsable is the VPC CNI's rule for a subnet's tags.
+func subnetUsable(tags map[string]string, primary bool, cluster string) bool {
+	v, tagged := tags[TagSubnetCNI]
+	switch {
+	case v == "0" && tagged:
+		return false
+	case !tagged || v == "":
+		return primary
+	case cluster == "":
+		return true
+	}
+	other := false
+	for k := range tags {
+		if strings.HasPrefix(k, tagClusterPrefix) {
+			if k == tagClusterPrefix+cluster {
+				return true
+			}
+			other = true
+		}
+	}
+	return !other
+}

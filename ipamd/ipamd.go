@@ -41,6 +41,7 @@ type Daemon struct {
 	primaryMAC   string
 	primaryIP    netip.Addr
 	subnetID     string
+	az           string // the instance's availability zone
 	subnetCIDR   netip.Prefix
 	groups       []string
 	vpcCIDRs     []netip.Prefix
@@ -175,6 +176,7 @@ func (d *Daemon) readMetadata(ctx context.Context) error {
 	d.primaryENI = md(base + "interface-id")
 	d.subnetID = md(base + "subnet-id")
 	d.vpcID = md(base + "vpc-id")
+	d.az = md("placement/availability-zone")
 	cidr := md(base + "subnet-ipv4-cidr-block")
 	if err != nil {
 		return err

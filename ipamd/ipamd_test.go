@@ -360,7 +360,7 @@ var _ = Describe("introspection", func() {
 		var env map[string]any
 		getJSON(n, "http://127.0.0.1:61679/v1/ipamd-env-settings", &env)
 		Expect(env).To(Equal(map[string]any{"WARM_IP_TARGET": 0.0, "WARM_ENI_TARGET": 1.0, "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": false,
-			"AWS_MANAGE_ENIS_NON_SCHEDULABLE": false, "ENABLE_SUBNET_DISCOVERY": false}), "the VPC CNI's keys, typed")
+			"AWS_MANAGE_ENIS_NON_SCHEDULABLE": false, "ENABLE_SUBNET_DISCOVERY": true}), "the VPC CNI's keys, typed")
 		var root struct{ AvailableCommands []string }
 		getJSON(n, "http://127.0.0.1:61679/no/such/path", &root)
 		Expect(root.AvailableCommands).To(ContainElements("/v1/enis", "/v1/eni-configs", "/v1/ipamd-env-settings", "/v1/networkutils-env-settings"))

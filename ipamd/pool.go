@@ -276,13 +276,25 @@ func (d *Daemon) attachENI(ctx context.Context, count int) error {
 		d.log.Warn("no room for another ENI in EC2's view; waiting for reconciliation", "attached", attached, "max", d.maxENI)
 		return nil
 	}
-	spec := newENISpec{instanceID: d.instanceID, subnetID: d.subnetID, groups: d.groups, cluster: d.c.ClusterName, extraTags: d.c.AdditionalENITags, device: dev}
+	subnets, err := d.cloud.eniSubnets(ctx, d.c.SubnetDiscovery, d.vpcID, d.az, d.subnetID, d.c.ClusterName)
+	if err != nil {
+		return err
+	}
+	spec := newENISpec{instanceID: d.instanceID, groups: d.groups, cluster: d.c.ClusterName, extraTags: d.c.AdditionalENITags, device: dev}
 	if d.c.EnablePrefixDelegation {
 		spec.prefixes = count
 	} else {
 		spec.ips = count
 	}
-	e, err := d.cloud.allocENI(ctx, spec)
+	var e imdsENI
+	for _, sn := range subnets { // as the VPC CNI: the next subnet when one fails
+		spec.subnetID = sn.id
+		if e, err = d.cloud.allocENI(ctx, spec); err == nil {
+			e.SubnetCIDR = sn.cidr
+			break
+		}
+		d.log.Warn("create ENI", "subnet", sn.id, "free", sn.free, "err", err)
+	}
 	if err != nil {
 		if isCapacityError(err) {
 			d.pauseScaleUp(err)
@@ -293,7 +305,6 @@ func (d *Daemon) attachENI(ctx context.Context, count int) error {
 	d.devices[dev] = true
 	d.mu.Unlock()
 	d.touched()
-	e.SubnetCIDR = d.subnetCIDR
 	if err := waitForLink(ctx, e.MAC, d.c.ENIAttachWait); err != nil {
 		return fmt.Errorf("ENI %s: %w", e.ID, err)
 	}

@@ -172,3 +172,26 @@ func TestFreeENIWithPrefixes(t *testing.T) {
 		t.Fatalf("removable = %v, want eni-2 (eni-1 has a free prefix now)", e)
 	}
 }
+
+// TestSubnetUsable pins the VPC CNI's subnet discovery rule.
+func TestSubnetUsable(t *testing.T) {
+	for _, tc := range []struct {
+		tags    map[string]string
+		primary bool
+		cluster string
+		want    bool
+	}{
+		{nil, true, "", true},
+		{nil, false, "", false},
+		{map[string]string{TagSubnetCNI: "0"}, true, "", false},
+		{map[string]string{TagSubnetCNI: "1"}, false, "", true},
+		{map[string]string{TagSubnetCNI: ""}, false, "", false},
+		{map[string]string{TagSubnetCNI: "1", "kubernetes.io/cluster/other": "shared"}, false, "mine", false},
+		{map[string]string{TagSubnetCNI: "1", "kubernetes.io/cluster/mine": "shared"}, false, "mine", true},
+		{map[string]string{TagSubnetCNI: "1", "kubernetes.io/cluster/other": "shared"}, false, "", true},
+	} {
+		if got := subnetUsable(tc.tags, tc.primary, tc.cluster); got != tc.want {
+			t.Errorf("subnetUsable(%v, primary %v, cluster %q) = %v, want %v", tc.tags, tc.primary, tc.cluster, got, tc.want)
+		}
+	}
+}

@@ -272,10 +272,10 @@ func (d *Daemon) introspection() http.Handler {
 	})
 	mux.HandleFunc("/v1/ipamd-env-settings", func(w http.ResponseWriter, r *http.Request) {
 		// The VPC CNI's keys and JSON types (numbers and booleans); custom
-		// networking and subnet discovery are off in vpclab's ipamd.
+		// networking is not implemented in vpclab's ipamd.
 		js(w, map[string]any{
 			"WARM_IP_TARGET": d.c.WarmIPTarget, "WARM_ENI_TARGET": d.c.WarmENITarget,
-			"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": false, "AWS_MANAGE_ENIS_NON_SCHEDULABLE": d.c.ManageENIsNonSchedulable, "ENABLE_SUBNET_DISCOVERY": false,
+			"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": false, "AWS_MANAGE_ENIS_NON_SCHEDULABLE": d.c.ManageENIsNonSchedulable, "ENABLE_SUBNET_DISCOVERY": d.c.SubnetDiscovery,
 		})
 	})
 	mux.HandleFunc("/v1/networkutils-env-settings", func(w http.ResponseWriter, r *http.Request) {

@@ -154,6 +154,9 @@ type SubnetConfig struct {
 	Name string `yaml:"name"`
 	CIDR string `yaml:"cidr"`
 	AZ   string `yaml:"az"`
+	// Tags are the subnet's EC2 tags (e.g. kubernetes.io/role/cni: "1",
+	// which opts a secondary subnet into the VPC CNI's subnet discovery).
+	Tags map[string]string `yaml:"tags,omitempty"`
 }
 
 // NodeConfig declares nodes (Count of them, named Name-1…, or Name).

@@ -3,6 +3,7 @@ package lab_test
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -46,7 +47,7 @@ func TestValidate(t *testing.T) {
 			c.mod(&cfg)
 			before := cfg.Subnets[0]
 			err := cfg.Validate()
-			if cfg.Subnets[0] != before {
+			if !reflect.DeepEqual(cfg.Subnets[0], before) {
 				t.Errorf("Validate changed the config: %+v -> %+v", before, cfg.Subnets[0])
 			}
 			switch {

@@ -453,7 +453,7 @@ func (c *Config) world() *world.Config {
 		w.Throttling = &ec2query.ThrottleConfig{} // off unless the lab asks
 	}
 	for _, s := range c.Subnets {
-		w.VPCs[0].Subnets = append(w.VPCs[0].Subnets, world.SubnetConfig{Name: s.Name, CIDR: s.CIDR, AZ: s.AZ})
+		w.VPCs[0].Subnets = append(w.VPCs[0].Subnets, world.SubnetConfig{Name: s.Name, CIDR: s.CIDR, AZ: s.AZ, Tags: s.Tags})
 	}
 	return w
 }
