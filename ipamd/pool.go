@@ -45,12 +45,16 @@ func (d *Daemon) wake() {
 	}
 }
 
-// targetState is the VPC CNI's datastoreTargetState.
+// targetState is the VPC CNI's datastoreTargetState, but for cooling
+// addresses, which do not count as warm.
 func (d *Daemon) targetState(s Stats) (short, over int, warmDefined bool) {
 	warm, minimum := d.c.WarmIPTarget, d.c.MinimumIPTarget
 	warmDefined = warm != 0 || minimum != 0
 	avail := s.Available()
-	short = max(warm-avail, 0)
+	// Unlike the VPC CNI, a cooling address is not a warm one: it cannot
+	// be handed out, so a pool whose free addresses are all cooling is
+	// short (upstream's next pod fails until the cooldown ends).
+	short = max(warm-(avail-s.CooldownIPs), 0)
 	short = max(short, minimum-s.TotalIPs)
 	over = max(avail-warm, 0)
 	over = max(min(over, s.TotalIPs-minimum), 0)

@@ -26,6 +26,9 @@ func TestPoolArithmetic(t *testing.T) {
 		{"warm 2 min 12 at start", Config{WarmIPTarget: 2, MinimumIPTarget: 12}, Stats{}, true, false, 12, 0, true},
 		{"warm 2 min 12 twelve pods", Config{WarmIPTarget: 2, MinimumIPTarget: 12}, Stats{TotalIPs: 12, AssignedIPs: 12}, true, false, 2, 0, true},
 		{"warm 2 min 12 surplus", Config{WarmIPTarget: 2, MinimumIPTarget: 12}, Stats{TotalIPs: 18, AssignedIPs: 3}, false, true, 0, 6, true},
+		// A cooling address is not warm (the VPC CNI counts it, and its
+		// next pod fails until the cooldown ends).
+		{"warm 1, the free address cooling", Config{WarmIPTarget: 1, MinimumIPTarget: 1}, Stats{TotalIPs: 1, CooldownIPs: 1}, true, false, 1, 0, true},
 		{"warm 2 never below minimum", Config{WarmIPTarget: 2, MinimumIPTarget: 12}, Stats{TotalIPs: 12}, false, false, 0, 0, true},
 		{"PD warm prefix 1 at start", Config{EnablePrefixDelegation: true, WarmPrefixTarget: 1}, Stats{}, true, false, 0, 0, false},
 		{"PD one prefix free", Config{EnablePrefixDelegation: true, WarmPrefixTarget: 1}, Stats{TotalIPs: 16, TotalPrefixes: 1, FreePrefixes: 1}, false, false, 0, 0, false},
