@@ -200,14 +200,7 @@ func LoadConfig(env Env) (*Config, error) {
 	}
 	p.clock(c)
 	if p.err == nil {
-		switch {
-		case c.EnableIPv4 == c.EnableIPv6:
-			p.err = fmt.Errorf("ENABLE_IPv4=%v and ENABLE_IPv6=%v: exactly one must be true", c.EnableIPv4, c.EnableIPv6)
-		case c.EnableIPv6:
-			p.err = fmt.Errorf("ENABLE_IPv6=true: IPv6 mode is not supported by vpclab's ipamd yet")
-		case len(c.VethPrefix) > 4 || c.VethPrefix == "" || c.VethPrefix == "eth" || c.VethPrefix == "lo" || c.VethPrefix == "vlan":
-			p.err = fmt.Errorf("AWS_VPC_K8S_CNI_VETHPREFIX=%q: must be 1-4 characters and not eth, lo or vlan", c.VethPrefix)
-		}
+		p.err = c.runnable()
 	}
 	if p.err != nil {
 		return nil, p.err
@@ -216,6 +209,20 @@ func LoadConfig(env Env) (*Config, error) {
 		return c, &BadValuesError{Problems: p.bad}
 	}
 	return c, nil
+}
+
+// runnable refuses the combinations ipamd cannot run (the VPC CNI exits on
+// them too, or vpclab's ipamd does not implement them).
+func (c *Config) runnable() error {
+	switch {
+	case c.EnableIPv4 == c.EnableIPv6:
+		return fmt.Errorf("ENABLE_IPv4=%v and ENABLE_IPv6=%v: exactly one must be true", c.EnableIPv4, c.EnableIPv6)
+	case c.EnableIPv6:
+		return fmt.Errorf("ENABLE_IPv6=true: IPv6 mode is not supported by vpclab's ipamd yet")
+	case len(c.VethPrefix) > 4 || c.VethPrefix == "" || c.VethPrefix == "eth" || c.VethPrefix == "lo" || c.VethPrefix == "vlan":
+		return fmt.Errorf("AWS_VPC_K8S_CNI_VETHPREFIX=%q: must be 1-4 characters and not eth, lo or vlan", c.VethPrefix)
+	}
+	return nil
 }
 
 // minScaledInterval is the shortest interval a clock scale leaves a loop
