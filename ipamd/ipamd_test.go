@@ -312,11 +312,11 @@ var _ = Describe("configuration", func() {
 	})
 
 	It("logs a value it cannot use and goes on with the default, as the VPC CNI does; refuses what it cannot run", func() {
-		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "x", "POD_MTU": "1400"}})
+		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "x", "MANAGE_UNTAGGED_ENI": "false"}})
 		n.start()
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(9.0), "WARM_ENI_TARGET's default pool")
 		Expect(n.logTail()).To(And(ContainSubstring(`WARM_IP_TARGET=\"x\"`), ContainSubstring("using the default")))
-		Expect(n.logTail()).To(And(ContainSubstring("POD_MTU=1400"), ContainSubstring("not supported by vpclab's ipamd")))
+		Expect(n.logTail()).To(And(ContainSubstring("MANAGE_UNTAGGED_ENI=false"), ContainSubstring("not supported by vpclab's ipamd")))
 		Expect(runOnce(n, "ENABLE_IPv6=true", "ENABLE_IPv4=false")).To(ContainSubstring("IPv6"))
 	})
 })

@@ -182,24 +182,25 @@ var _ = Describe("host mode", func() {
 })
 
 var _ = Describe("one environment per node", func() {
-	It("reaches ipamd, the installer and so the conflist and the pods (veth prefix, MTU)", func() {
+	It("reaches ipamd, the installer and so the conflist and the pods (veth prefix, MTU, the pods' own MTU)", func() {
 		ctx := context.Background()
 		cfg := testConfig()
 		cfg.Nodes[0].Count = 1
 		cfg.Env["AWS_VPC_K8S_CNI_VETHPREFIX"] = "abc"
 		cfg.Env["AWS_VPC_ENI_MTU"] = "1500"
+		cfg.Env["POD_MTU"] = "1400" // the pods', as aws-node's installer writes it
 		l, err := lab.New(ctx, cfg, GinkgoWriter.Printf)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(l.Close)
 		n := l.Node("node")
 		conf, err := n.Exec(ctx, "cat", "/etc/cni/net.d/10-aws.conflist")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(conf).To(And(ContainSubstring(`"vethPrefix": "abc"`), ContainSubstring(`"mtu": "1500"`)))
+		Expect(conf).To(And(ContainSubstring(`"vethPrefix": "abc"`), ContainSubstring(`"mtu": "1400"`)))
 		p, err := n.AddPodRetry(ctx, "default", "mtu", 20*time.Second)
 		Expect(err).NotTo(HaveOccurred())
 		out, err := p.Exec(ctx, "ip", "link", "show", "eth0")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(out).To(ContainSubstring("mtu 1500"))
+		Expect(out).To(ContainSubstring("mtu 1400"))
 		links, _ := n.Exec(ctx, "ip", "-o", "link", "show")
 		Expect(links).To(ContainSubstring(": abc"))
 	})

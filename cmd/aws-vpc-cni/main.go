@@ -41,12 +41,17 @@ func run(args []string) int {
 		return 2
 	}
 	o.VethPrefix = env("AWS_VPC_K8S_CNI_VETHPREFIX", "eni")
-	mtu, err := strconv.Atoi(env("AWS_VPC_ENI_MTU", "9001"))
-	if err != nil || mtu < 576 || mtu > 9001 {
-		fmt.Fprintf(os.Stderr, "aws-vpc-cni: AWS_VPC_ENI_MTU=%q: want an integer in [576, 9001]\n", os.Getenv("AWS_VPC_ENI_MTU"))
-		return 2
+	// The pods' MTU is POD_MTU, else the ENIs' (AWS_VPC_ENI_MTU); aws-node
+	// refuses to start on either out of range.
+	eniMTU := env("AWS_VPC_ENI_MTU", "9001")
+	for _, v := range []struct{ name, val string }{{"AWS_VPC_ENI_MTU", eniMTU}, {"POD_MTU", env("POD_MTU", eniMTU)}} {
+		mtu, err := strconv.Atoi(v.val)
+		if err != nil || mtu < 576 || mtu > 9001 {
+			fmt.Fprintf(os.Stderr, "aws-vpc-cni: %s=%q: want an integer in [576, 9001]\n", v.name, v.val)
+			return 2
+		}
+		o.MTU = mtu
 	}
-	o.MTU = mtu
 	o.PodSGMode = env("POD_SECURITY_GROUP_ENFORCING_MODE", "strict")
 	o.LogFile = env("AWS_VPC_K8S_PLUGIN_LOG_FILE", "/var/log/aws-routed-eni/plugin.log")
 	o.LogLevel = env("AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "Debug")
