@@ -571,3 +571,31 @@ func subnetUsable(tags map[string]string, primary bool, cluster string) bool {
 	}
 	return !other
 }
+
+// subnetExcluded says whether pods must not get addresses from an ENI in
+// subnet id (one DescribeSubnets of the zone, as the VPC CNI's
+// IsSubnetExcluded): tagged kubernetes.io/role/cni=0, or tagged with
+// another value but for another cluster. Untagged or unknown: not
+// excluded.
+func (c *cloud) subnetExcluded(ctx context.Context, vpcID, az, id, cluster string) (bool, error) {
+	in := &ec2.DescribeSubnetsInput{Filters: []types.Filter{{Name: aws.String("vpc-id"), Values: []string{vpcID}}, {Name: aws.String("availability-zone"), Values: []string{az}}}}
+	var out *ec2.DescribeSubnetsOutput
+	err := c.timed(ctx, "DescribeSubnets", true, func() (err error) {
+		out, err = c.ec2.DescribeSubnets(ctx, in)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("describe subnets: %w", err)
+	}
+	for _, s := range out.Subnets {
+		if aws.ToString(s.SubnetId) != id {
+			continue
+		}
+		tags := tagMap(s.Tags)
+		if v := tags[TagSubnetCNI]; v == "" {
+			return false, nil
+		}
+		return !subnetUsable(tags, false, cluster), nil
+	}
+	return false, nil
+}

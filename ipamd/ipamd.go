@@ -284,6 +284,20 @@ func (d *Daemon) addENI(ctx context.Context, e imdsENI, trunk, efa bool, created
 			return fmt.Errorf("set up %s: %w", e.ID, err)
 		}
 	}
+	if d.c.SubnetDiscovery && !trunk && !efa {
+		// As the VPC CNI: an ENI in a subnet tagged out of pod addresses
+		// (kubernetes.io/role/cni=0, or tagged for another cluster) stays,
+		// but no pod gets an address from it. On an error it is not
+		// excluded (failing open, as upstream).
+		excluded, err := d.cloud.subnetExcluded(ctx, d.vpcID, d.az, e.SubnetID, d.c.ClusterName)
+		if err != nil {
+			d.log.Warn("subnet exclusion check failed; the ENI is used", "eni", e.ID, "subnet", e.SubnetID, "err", err)
+		}
+		if excluded {
+			d.log.Info("ENI in an excluded subnet: no pod addresses from it", "eni", e.ID, "subnet", e.SubnetID)
+		}
+		de.IsExcludedForPodIPs = excluded
+	}
 	if err := d.ds.AddENI(de); err != nil {
 		return err
 	}
