@@ -286,6 +286,9 @@ func (n *Node) startIpamd() (*ipamdProc, error) {
 		close(p.done)
 		n.ipamdExited(p)
 	}()
+	if lp, ok := n.rt.(interface{ liveness(*Node, *ipamdProc) }); ok {
+		go lp.liveness(n, p)
+	}
 	return p, nil
 }
 

@@ -7,9 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/vpclab/vpclab/internal/netx"
+	"github.com/vpclab/vpclab/plugin"
 )
 
 // upstreamCNI runs the real VPC CNI on a node: its aws-node container's
@@ -58,6 +60,47 @@ func (u upstreamCNI) command(n *Node) (*exec.Cmd, string) {
 // ready waits for the conflist, at every start: the entrypoint rewrites it.
 func (u upstreamCNI) ready(ctx context.Context, n *Node, p *ipamdProc, _ bool) error {
 	return n.waitInstalled(ctx, p, 3*time.Minute)
+}
+
+// aws-node's liveness probe, as its manifest sets it: ipamd's gRPC health
+// checked every 10 s from 60 s after the container starts; three failures
+// in a row and the kubelet kills the container (and restarts it). The
+// entrypoint waits for ipamd's health forever, so an ipamd that died at
+// start-up (an IMDS timeout, say) is only ever recovered this way.
+var (
+	livenessInitialDelay = 60 * time.Second
+	livenessPeriod       = 10 * time.Second
+)
+
+const livenessFailures = 3
+
+// liveness probes p as the kubelet would and kills it (its process group)
+// after livenessFailures failed checks; the lab's restart policy then
+// starts it again. It returns when p exits.
+func (u upstreamCNI) liveness(n *Node, p *ipamdProc) {
+	select {
+	case <-p.done:
+		return
+	case <-time.After(livenessInitialDelay):
+	}
+	failed := 0
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), livenessPeriod)
+		err := plugin.WaitHealthy(ctx, n.SocketPath(), 5*time.Second)
+		cancel()
+		if err == nil {
+			failed = 0
+		} else if failed++; failed >= livenessFailures {
+			n.lab.log.Warn("aws-node liveness probe failed; killing it, as a kubelet would", "node", n.Name, "failures", failed, "err", err)
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			return
+		}
+		select {
+		case <-p.done:
+			return
+		case <-time.After(livenessPeriod):
+		}
+	}
 }
 
 // lastLog is ipamd's last line, or the container's while ipamd wrote none.
@@ -125,7 +168,9 @@ func copyExecutable(src, dst string) error {
 
 // waitInstalled waits until the real VPC CNI's entrypoint has written the
 // node's conflist since this run started (it does so only once ipamd
-// answers its health check), failing at once if the run exits.
+// answers its health check). A run that exits (or that the liveness probe
+// kills) is followed into the lab's restart of it, as a kubelet restarts
+// the aws-node container; with restarts off, that fails at once.
 func (n *Node) waitInstalled(ctx context.Context, p *ipamdProc, timeout time.Duration) error {
 	if p == nil {
 		return fmt.Errorf("node %s has no aws-node", n.Name)
@@ -139,7 +184,14 @@ func (n *Node) waitInstalled(ctx context.Context, p *ipamdProc, timeout time.Dur
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("node %s: aws-node (VPC CNI %s) exited during start-up (%v): %s", n.Name, n.build.CNI, p.err, n.upstreamLogs())
+			if n.lab.cfg.IpamdRestart.Never {
+				return fmt.Errorf("node %s: aws-node (VPC CNI %s) exited during start-up (%v): %s", n.Name, n.build.CNI, p.err, n.upstreamLogs())
+			}
+			if next := n.current(); next != p {
+				p = next // restarted: wait for this run's conflist
+			} else {
+				time.Sleep(200 * time.Millisecond) // the restart is due after the lab's delay
+			}
 		case <-ctx.Done():
 			return fmt.Errorf("node %s: aws-node (VPC CNI %s) wrote no conflist within %s: %s", n.Name, n.build.CNI, timeout, n.upstreamLogs())
 		case <-time.After(200 * time.Millisecond):
