@@ -13,8 +13,6 @@ import (
 // as a kubelet kills the container, so the lab's restart policy can start
 // it again.
 func TestLivenessKillsAHungAwsNode(t *testing.T) {
-	defer func(d, p time.Duration) { livenessInitialDelay, livenessPeriod = d, p }(livenessInitialDelay, livenessPeriod)
-	livenessInitialDelay, livenessPeriod = 50*time.Millisecond, 50*time.Millisecond
 	cmd := exec.Command("sleep", "60") // an entrypoint waiting forever for ipamd
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -23,7 +21,12 @@ func TestLivenessKillsAHungAwsNode(t *testing.T) {
 	p := &ipamdProc{cmd: cmd, started: time.Now(), done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	n := &Node{Name: "node", root: t.TempDir(), lab: &Lab{log: slog.New(slog.DiscardHandler)}}
-	go upstreamCNI{}.liveness(n, p)
+	probed := make(chan struct{})
+	go func() {
+		livenessProbe{delay: 50 * time.Millisecond, period: 50 * time.Millisecond, failures: 3}.run(n, p)
+		close(probed)
+	}()
+	defer func() { <-probed }()
 	select {
 	case <-p.done:
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {

@@ -62,35 +62,39 @@ func (u upstreamCNI) ready(ctx context.Context, n *Node, p *ipamdProc, _ bool) e
 	return n.waitInstalled(ctx, p, 3*time.Minute)
 }
 
-// aws-node's liveness probe, as its manifest sets it: ipamd's gRPC health
-// checked every 10 s from 60 s after the container starts; three failures
-// in a row and the kubelet kills the container (and restarts it). The
-// entrypoint waits for ipamd's health forever, so an ipamd that died at
-// start-up (an IMDS timeout, say) is only ever recovered this way.
-var (
-	livenessInitialDelay = 60 * time.Second
-	livenessPeriod       = 10 * time.Second
-)
+// livenessProbe is a kubelet's liveness probe of ipamd's gRPC health:
+// from delay after the start, every period; failures in a row and the
+// container is killed.
+type livenessProbe struct {
+	delay, period time.Duration
+	failures      int
+}
 
-const livenessFailures = 3
+// awsNodeLiveness is aws-node's, as its manifest sets it. The entrypoint
+// waits for ipamd's health forever, so an ipamd that died at start-up (an
+// IMDS timeout, say) is only ever recovered this way.
+var awsNodeLiveness = livenessProbe{delay: 60 * time.Second, period: 10 * time.Second, failures: 3}
 
-// liveness probes p as the kubelet would and kills it (its process group)
-// after livenessFailures failed checks; the lab's restart policy then
-// starts it again. It returns when p exits.
-func (u upstreamCNI) liveness(n *Node, p *ipamdProc) {
+// liveness probes an aws-node run as the kubelet would.
+func (u upstreamCNI) liveness(n *Node, p *ipamdProc) { awsNodeLiveness.run(n, p) }
+
+// run probes p and kills it (its process group) after l.failures failed
+// checks; the lab's restart policy then starts it again. It returns when
+// p exits.
+func (l livenessProbe) run(n *Node, p *ipamdProc) {
 	select {
 	case <-p.done:
 		return
-	case <-time.After(livenessInitialDelay):
+	case <-time.After(l.delay):
 	}
 	failed := 0
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), livenessPeriod)
+		ctx, cancel := context.WithTimeout(context.Background(), l.period)
 		err := plugin.WaitHealthy(ctx, n.SocketPath(), 5*time.Second)
 		cancel()
 		if err == nil {
 			failed = 0
-		} else if failed++; failed >= livenessFailures {
+		} else if failed++; failed >= l.failures {
 			n.lab.log.Warn("aws-node liveness probe failed; killing it, as a kubelet would", "node", n.Name, "failures", failed, "err", err)
 			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 			return
@@ -98,7 +102,7 @@ func (u upstreamCNI) liveness(n *Node, p *ipamdProc) {
 		select {
 		case <-p.done:
 			return
-		case <-time.After(livenessPeriod):
+		case <-time.After(l.period):
 		}
 	}
 }
