@@ -251,7 +251,7 @@ func (d *DataStore) stats() Stats {
 			for _, a := range c.IPAddresses {
 				if a.assigned() {
 					n++
-				} else if !a.UnassignedTime.IsZero() && now.Sub(a.UnassignedTime) < d.cooldown {
+				} else if d.isCooling(a, now) {
 					s.CooldownIPs++
 				}
 			}
@@ -304,12 +304,28 @@ func (d *DataStore) AssignPodIP(key IPAMKey, meta IPAMMetadata) (netip.Addr, ENI
 	return netip.Addr{}, ENI{}, ErrNoAvailableIP
 }
 
+// isCooling says whether a was released less than the cooldown before now.
+func (d *DataStore) isCooling(a *AddressInfo, now time.Time) bool {
+	return !a.UnassignedTime.IsZero() && now.Sub(a.UnassignedTime) < d.cooldown
+}
+
+// track returns c's record of ip, creating it (unassigned) when c tracks
+// none yet; fresh says it was created.
+func (c *CidrInfo) track(ip netip.Addr) (a *AddressInfo, fresh bool) {
+	if a, ok := c.IPAddresses[ip.String()]; ok {
+		return a, false
+	}
+	a = &AddressInfo{Address: ip.String()}
+	c.IPAddresses[ip.String()] = a
+	return a, true
+}
+
 // pick returns a free address of c out of cooldown: a tracked one, or the
 // lowest one not tracked yet (fresh, now tracked).
 func (d *DataStore) pick(c *CidrInfo, now time.Time) (*AddressInfo, bool) {
 	var best *AddressInfo
 	for _, a := range c.IPAddresses {
-		if a.assigned() || (!a.UnassignedTime.IsZero() && now.Sub(a.UnassignedTime) < d.cooldown) {
+		if a.assigned() || d.isCooling(a, now) {
 			continue
 		}
 		if best == nil || netip.MustParseAddr(a.Address).Less(netip.MustParseAddr(best.Address)) {
@@ -320,9 +336,7 @@ func (d *DataStore) pick(c *CidrInfo, now time.Time) (*AddressInfo, bool) {
 		return best, false
 	}
 	for ip := c.prefix.Masked().Addr(); c.prefix.Contains(ip); ip = ip.Next() {
-		if _, ok := c.IPAddresses[ip.String()]; !ok {
-			a := &AddressInfo{Address: ip.String()}
-			c.IPAddresses[ip.String()] = a
+		if a, fresh := c.track(ip); fresh {
 			return a, true
 		}
 	}
@@ -395,7 +409,7 @@ func (d *DataStore) cooling() []Cooling {
 	for _, e := range d.sortedENIs() {
 		for _, c := range sortedCidrs(e) {
 			for _, a := range c.IPAddresses {
-				if !a.assigned() && !a.UnassignedTime.IsZero() && now.Sub(a.UnassignedTime) < d.cooldown {
+				if !a.assigned() && d.isCooling(a, now) {
 					out = append(out, Cooling{IPv4: a.Address, Released: a.UnassignedTime.UnixNano()})
 				}
 			}
@@ -437,11 +451,7 @@ func (d *DataStore) addressFor(s string) *AddressInfo {
 	for _, e := range d.enis {
 		for _, c := range e.AvailableIPv4Cidrs {
 			if c.prefix.Contains(ip) {
-				a, ok := c.IPAddresses[ip.String()]
-				if !ok {
-					a = &AddressInfo{Address: ip.String()}
-					c.IPAddresses[ip.String()] = a
-				}
+				a, _ := c.track(ip)
 				return a
 			}
 		}
@@ -459,12 +469,7 @@ func (d *DataStore) CoolAll() {
 	for _, e := range d.enis {
 		for _, c := range e.AvailableIPv4Cidrs {
 			for ip := c.prefix.Masked().Addr(); c.prefix.Contains(ip); ip = ip.Next() {
-				a, ok := c.IPAddresses[ip.String()]
-				if !ok {
-					a = &AddressInfo{Address: ip.String()}
-					c.IPAddresses[ip.String()] = a
-				}
-				if !a.assigned() {
+				if a, _ := c.track(ip); !a.assigned() {
 					a.UnassignedTime = now
 				}
 			}
@@ -540,7 +545,7 @@ func (d *DataStore) freeCidrs(n int) map[string][]netip.Prefix {
 // coolingIn says whether any address of c is in its cooldown.
 func (d *DataStore) coolingIn(c *CidrInfo, now time.Time) bool {
 	for _, a := range c.IPAddresses {
-		if !a.UnassignedTime.IsZero() && now.Sub(a.UnassignedTime) < d.cooldown {
+		if d.isCooling(a, now) {
 			return true
 		}
 	}
@@ -584,7 +589,7 @@ func (d *DataStore) removableENI(minLife time.Duration, warm, minimum, warmPrefi
 				busy = true
 			}
 			for _, a := range c.IPAddresses {
-				if !a.UnassignedTime.IsZero() && now.Sub(a.UnassignedTime) < d.cooldown {
+				if d.isCooling(a, now) {
 					busy = true
 				}
 			}

@@ -517,17 +517,12 @@ type subnetChoice struct {
 func (c *cloud) eniSubnets(ctx context.Context, discovery bool, vpcID, az, primary, cluster string) ([]subnetChoice, error) {
 	in := &ec2.DescribeSubnetsInput{SubnetIds: []string{primary}}
 	if discovery {
-		in = &ec2.DescribeSubnetsInput{Filters: []types.Filter{{Name: aws.String("vpc-id"), Values: []string{vpcID}}, {Name: aws.String("availability-zone"), Values: []string{az}}}}
+		in = zoneSubnets(vpcID, az)
 	}
-	var out *ec2.DescribeSubnetsOutput
-	err := c.timed(ctx, "DescribeSubnets", true, func() (err error) {
-		out, err = c.ec2.DescribeSubnets(ctx, in)
-		return err
-	})
+	subnets, err := c.describeSubnets(ctx, in)
 	if err != nil {
-		return nil, fmt.Errorf("describe subnets for a new ENI: %w", err)
+		return nil, fmt.Errorf("subnets for a new ENI: %w", err)
 	}
-	subnets := slices.Clone(out.Subnets)
 	slices.SortStableFunc(subnets, func(a, b types.Subnet) int {
 		return int(aws.ToInt32(b.AvailableIpAddressCount)) - int(aws.ToInt32(a.AvailableIpAddressCount))
 	})
@@ -578,16 +573,11 @@ func subnetUsable(tags map[string]string, primary bool, cluster string) bool {
 // another value but for another cluster. Untagged or unknown: not
 // excluded.
 func (c *cloud) subnetExcluded(ctx context.Context, vpcID, az, id, cluster string) (bool, error) {
-	in := &ec2.DescribeSubnetsInput{Filters: []types.Filter{{Name: aws.String("vpc-id"), Values: []string{vpcID}}, {Name: aws.String("availability-zone"), Values: []string{az}}}}
-	var out *ec2.DescribeSubnetsOutput
-	err := c.timed(ctx, "DescribeSubnets", true, func() (err error) {
-		out, err = c.ec2.DescribeSubnets(ctx, in)
-		return err
-	})
+	subnets, err := c.describeSubnets(ctx, zoneSubnets(vpcID, az))
 	if err != nil {
-		return false, fmt.Errorf("describe subnets: %w", err)
+		return false, err
 	}
-	for _, s := range out.Subnets {
+	for _, s := range subnets {
 		if aws.ToString(s.SubnetId) != id {
 			continue
 		}
@@ -598,4 +588,22 @@ func (c *cloud) subnetExcluded(ctx context.Context, vpcID, az, id, cluster strin
 		return !subnetUsable(tags, false, cluster), nil
 	}
 	return false, nil
+}
+
+// zoneSubnets asks for the VPC's subnets in one availability zone.
+func zoneSubnets(vpcID, az string) *ec2.DescribeSubnetsInput {
+	return &ec2.DescribeSubnetsInput{Filters: []types.Filter{{Name: aws.String("vpc-id"), Values: []string{vpcID}}, {Name: aws.String("availability-zone"), Values: []string{az}}}}
+}
+
+// describeSubnets makes one DescribeSubnets call, timed and counted.
+func (c *cloud) describeSubnets(ctx context.Context, in *ec2.DescribeSubnetsInput) ([]types.Subnet, error) {
+	var out *ec2.DescribeSubnetsOutput
+	err := c.timed(ctx, "DescribeSubnets", true, func() (err error) {
+		out, err = c.ec2.DescribeSubnets(ctx, in)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("describe subnets: %w", err)
+	}
+	return out.Subnets, nil
 }

@@ -50,21 +50,28 @@ func linkByMAC(mac string) (netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mac %q: %w", mac, err)
 	}
-	var last error
 	for i := 0; i < linkLookupAttempts; i++ {
-		links, err := netlinksafe.LinkList()
-		if err != nil {
-			return nil, fmt.Errorf("list links: %w", err)
+		if l, err := findLink(hw); err != nil || l != nil {
+			return l, err
 		}
-		for _, l := range links {
-			if l.Attrs().HardwareAddr.String() == hw.String() && l.Type() != "vlan" && l.Type() != "macvlan" {
-				return l, nil
-			}
-		}
-		last = fmt.Errorf("no link with MAC %s", mac)
 		time.Sleep(linkLookupInterval)
 	}
-	return nil, last
+	return nil, fmt.Errorf("no link with MAC %s", mac)
+}
+
+// findLink is the node's ENI link with MAC hw (not a VLAN or macvlan link
+// on top of it, which share its MAC), or nil.
+func findLink(hw net.HardwareAddr) (netlink.Link, error) {
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		if l.Attrs().HardwareAddr.String() == hw.String() && l.Type() != "vlan" && l.Type() != "macvlan" {
+			return l, nil
+		}
+	}
+	return nil, nil
 }
 
 // waitForLink waits, up to wait, until the node has a link with the MAC
@@ -77,14 +84,8 @@ func waitForLink(ctx context.Context, mac string, wait time.Duration) error {
 	}
 	deadline := time.Now().Add(wait)
 	for back := 50 * time.Millisecond; ; back = min(back*2, time.Second) {
-		links, err := netlinksafe.LinkList()
-		if err != nil {
-			return fmt.Errorf("list links: %w", err)
-		}
-		for _, l := range links {
-			if l.Attrs().HardwareAddr.String() == hw.String() {
-				return nil
-			}
+		if l, err := findLink(hw); err != nil || l != nil {
+			return err
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("no link with MAC %s after %s", mac, wait)
@@ -292,15 +293,21 @@ func (h *hostNetwork) setupENI(mac string, ip netip.Addr, subnet netip.Prefix, t
 
 // teardownENI removes the rules pointing at a freed ENI's address.
 func (h *hostNetwork) teardownENI(ip netip.Addr) error {
+	return delRules(func(r netlink.Rule) bool { return r.Src != nil && r.Src.IP.Equal(ip.AsSlice()) })
+}
+
+// delRules deletes the node's IPv4 rules that match (one already gone is
+// not an error).
+func delRules(match func(netlink.Rule) bool) error {
 	rules, err := netlinksafe.RuleList(netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list rules: %w", err)
 	}
 	var errs []error
 	for _, r := range rules {
-		if r.Src != nil && r.Src.IP.Equal(ip.AsSlice()) {
+		if match(r) {
 			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("delete rule from %s: %w", ip, err))
+				errs = append(errs, fmt.Errorf("delete rule %s: %w", r, err))
 			}
 		}
 	}

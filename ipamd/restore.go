@@ -12,7 +12,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/vpclab/vpclab/internal/vethname"
 )
@@ -164,18 +163,8 @@ func linkNames() ([]string, error) {
 // removePodRules deletes the plugin's rules for a pod address: "to IP
 // lookup main" and "from IP lookup <table>".
 func removePodRules(ip netip.Addr) error {
-	rules, err := netlinksafe.RuleList(netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("list rules: %w", err)
-	}
 	is := func(n *net.IPNet) bool { return n != nil && n.IP.Equal(ip.AsSlice()) }
-	var errs []error
-	for _, r := range rules {
-		if (r.Priority == toPodRulePriority && is(r.Dst)) || (r.Priority == fromPodRulePriority && is(r.Src)) {
-			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("delete rule %s: %w", r, err))
-			}
-		}
-	}
-	return errors.Join(errs...)
+	return delRules(func(r netlink.Rule) bool {
+		return (r.Priority == toPodRulePriority && is(r.Dst)) || (r.Priority == fromPodRulePriority && is(r.Src))
+	})
 }
