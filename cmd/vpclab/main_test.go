@@ -8,8 +8,4 @@ import (
 )
 
 // TestMain removes the binaries the plain tests built once they are done.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	labtest.RemoveBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(labtest.Main(m)) }

@@ -117,6 +117,14 @@ func RemoveBuilt() {
 	built.dirs = nil
 }
 
+// Main runs a package's tests and then removes the binaries its plain
+// tests built (call it from TestMain: os.Exit(labtest.Main(m))).
+func Main(m *testing.M) int {
+	code := m.Run()
+	RemoveBuilt()
+	return code
+}
+
 // sweepStale removes the binaries directories of processes that no longer
 // run (a suite killed by a timeout or a signal never reaches its cleanup).
 func sweepStale() {
