@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
+	"github.com/onsi/ginkgo/v2/types"
 	. "github.com/onsi/gomega"
 )
 
@@ -41,7 +42,39 @@ func Suite(t *testing.T, name string, root bool, configs ...any) {
 		t.Fatalf("the %s suite needs root (network and mount namespaces)", name)
 	}
 	RegisterFailHandler(Fail)
-	RunSpecs(t, name, configs...)
+	if !RunSpecs(t, name, configs...) {
+		fmt.Print(failureDigest(lastReport))
+	}
+}
+
+// lastReport is the suite's report, kept for failureDigest.
+var lastReport types.Report
+
+var _ = ReportAfterSuite("failure digest", func(r types.Report) { lastReport = r })
+
+// failureDigest is each failed spec's name and the first lines of its
+// failure, printed after Ginkgo's summary: CI often keeps only the tail of
+// the output, where Ginkgo names the failed specs but not why they failed.
+func failureDigest(r types.Report) string {
+	var b strings.Builder
+	for _, s := range r.SpecReports {
+		if !s.State.Is(types.SpecStateFailureStates) {
+			continue
+		}
+		fmt.Fprintf(&b, "FAILED %s\n", s.FullText())
+		lines := strings.Split(strings.TrimSpace(s.Failure.Message), "\n")
+		for i, l := range lines {
+			if i == 4 {
+				fmt.Fprintf(&b, "    … (%d more lines)\n", len(lines)-i)
+				break
+			}
+			if len(l) > 300 {
+				l = l[:300] + "…"
+			}
+			fmt.Fprintf(&b, "    %s\n", l)
+		}
+	}
+	return b.String()
 }
 
 // RefPlugins, given to Build, also builds the CNI project's reference
