@@ -218,10 +218,11 @@ var _ = Describe("the real VPC CNI in lab nodes", Label("upstream"), func() {
 		Eventually(total, 3*time.Minute, time.Second).Should(Equal(12))
 	})
 
-	It("prefix delegation with WARM_PREFIX_TARGET=1: one /28 idle, a second once a pod uses the first", func() {
+	It("prefix delegation with WARM_PREFIX_TARGET=1: one /28 idle, a second once a pod uses the first; DISABLE_TCP_EARLY_DEMUX applied by the init step", func() {
 		ctx := context.Background()
-		l := upstreamLab(1, "m5.large", map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"})
+		l := upstreamLab(1, "m5.large", map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1", "DISABLE_TCP_EARLY_DEMUX": "true"})
 		n := l.Nodes()[0]
+		Expect(n.Exec(ctx, "cat", "/proc/sys/net/ipv4/tcp_early_demux")).To(Equal("0\n"))
 		prefixes := func() int { _, _, p := secondaries(l, n); return p }
 		Eventually(prefixes, 30*time.Second, 200*time.Millisecond).Should(Equal(1))
 		_, err := n.AddPodRetry(ctx, "default", "a", time.Minute)

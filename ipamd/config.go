@@ -42,8 +42,17 @@ type Config struct {
 	// VPC CNI) creates new ENIs in the subnet of the instance's zone with
 	// the most free addresses among the primary one and those tagged
 	// kubernetes.io/role/cni.
-	SubnetDiscovery   bool
-	NetworkPolicyMode string
+	SubnetDiscovery bool
+	// ManageUntaggedENI (MANAGE_UNTAGGED_ENI, on by default as in the VPC
+	// CNI): off, ipamd leaves alone every secondary ENI that is neither
+	// tagged with this instance's id nor tagged no_manage with a value
+	// other than "true" (another controller's ENIs).
+	ManageUntaggedENI bool
+	// DisableTCPEarlyDemux (DISABLE_TCP_EARLY_DEMUX) sets the node's
+	// net.ipv4.tcp_early_demux to 0 (else 1), as aws-node's init container
+	// does: kubelet's TCP probes to branch-ENI pods need it off.
+	DisableTCPEarlyDemux bool
+	NetworkPolicyMode    string
 	// PodSGEnforcingMode is POD_SECURITY_GROUP_ENFORCING_MODE: strict
 	// (branch pods' traffic always through their branch ENI) or standard.
 	PodSGEnforcingMode string
@@ -112,7 +121,7 @@ func (e *BadValuesError) Error() string { return strings.Join(e.Problems, "; ") 
 // them: --cni upstream@VERSION).
 var Unsupported = []string{
 	"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "ENI_CONFIG_LABEL_DEF", "ENI_CONFIG_ANNOTATION_DEF",
-	"MANAGE_UNTAGGED_ENI", "DISABLE_TCP_EARLY_DEMUX", "ANNOTATE_POD_IP", "AWS_EXTERNAL_SERVICE_CIDRS",
+	"ANNOTATE_POD_IP", "AWS_EXTERNAL_SERVICE_CIDRS",
 	"ENABLE_IMDS_ONLY_MODE", "ENABLE_MULTI_NIC", "ENABLE_NFTABLES", "AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER",
 	"ENABLE_V4_EGRESS", "ENABLE_V6_EGRESS", "DISABLE_POD_V6", "CLUSTER_ENDPOINT", "WARM_ENI_TARGET_MULTI_NIC",
 }
@@ -157,6 +166,8 @@ func LoadConfig(env Env) (*Config, error) {
 		AdditionalENITags:      p.tags("ADDITIONAL_ENI_TAGS"),
 		ClusterName:            p.str("CLUSTER_NAME", ""),
 		EnableIPv4:             p.boolv("ENABLE_IPv4", true),
+		ManageUntaggedENI:      p.boolv("MANAGE_UNTAGGED_ENI", true),
+		DisableTCPEarlyDemux:   p.boolv("DISABLE_TCP_EARLY_DEMUX", false),
 		EnableIPv6:             p.boolv("ENABLE_IPv6", false),
 		EnablePodENI:           p.boolv("ENABLE_POD_ENI", false),
 		SubnetDiscovery:        p.boolv("ENABLE_SUBNET_DISCOVERY", true),

@@ -234,13 +234,8 @@ func (d *Daemon) adoptENIs(ctx context.Context) error {
 		if e.Card != 0 {
 			continue // network cards > 0 are not managed (no ENABLE_MULTI_NIC)
 		}
-		if e.ID != d.primaryENI && tags[TagNoManage] == "true" {
-			d.unmanaged++
-			d.unmanagedIDs[e.ID] = true
-			continue
-		}
 		typ := string(n.InterfaceType)
-		if typ == "efa-only" {
+		if !d.managedENI(e.ID, tags) || typ == "efa-only" {
 			d.unmanaged++
 			d.unmanagedIDs[e.ID] = true
 			continue
@@ -255,6 +250,20 @@ func (d *Daemon) adoptENIs(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// managedENI applies the VPC CNI's rule for which attached ENIs ipamd
+// manages, from their EC2 tags: the primary ENI always; an ENI tagged
+// no_manage is left alone iff the value is "true"; one tagged with this
+// instance's id is managed; any other only with MANAGE_UNTAGGED_ENI.
+func (d *Daemon) managedENI(id string, tags map[string]string) bool {
+	if id == d.primaryENI {
+		return true
+	}
+	if v, ok := tags[TagNoManage]; ok {
+		return v != "true"
+	}
+	return tags[TagInstanceID] == d.instanceID || d.c.ManageUntaggedENI
 }
 
 // confirmed is e with only the secondary addresses and prefixes EC2 has.

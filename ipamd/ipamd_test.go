@@ -312,11 +312,11 @@ var _ = Describe("configuration", func() {
 	})
 
 	It("logs a value it cannot use and goes on with the default, as the VPC CNI does; refuses what it cannot run", func() {
-		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "x", "MANAGE_UNTAGGED_ENI": "false"}})
+		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "x", "ANNOTATE_POD_IP": "true"}})
 		n.start()
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(9.0), "WARM_ENI_TARGET's default pool")
 		Expect(n.logTail()).To(And(ContainSubstring(`WARM_IP_TARGET=\"x\"`), ContainSubstring("using the default")))
-		Expect(n.logTail()).To(And(ContainSubstring("MANAGE_UNTAGGED_ENI=false"), ContainSubstring("not supported by vpclab's ipamd")))
+		Expect(n.logTail()).To(And(ContainSubstring("ANNOTATE_POD_IP=true"), ContainSubstring("not supported by vpclab's ipamd")))
 		Expect(runOnce(n, "ENABLE_IPv6=true", "ENABLE_IPv4=false")).To(ContainSubstring("IPv6"))
 	})
 })
@@ -443,10 +443,19 @@ var _ = Describe("the wire protocol", func() {
 		Expect(sh(ns, "ip", "-4", "addr", "show", "dev", "eth1")).To(ContainSubstring(second.PrivateIP.String() + "/24"))
 		Expect(sh(ns, "ip", "rule")).To(ContainSubstring("fwmark 0x80/0x80 lookup main"))
 		Expect(sh(ns, "cat", "/proc/sys/net/ipv4/conf/eth0/rp_filter")).To(Equal("2\n"))
+		Expect(sh(ns, "cat", "/proc/sys/net/ipv4/tcp_early_demux")).To(Equal("1\n"))
 		snat := sh(ns, "iptables", "-w", "-t", "nat", "-S", "AWS-SNAT-CHAIN-0")
 		Expect(snat).To(ContainSubstring("-d 10.0.0.0/16"))
 		Expect(snat).To(ContainSubstring("--to-source " + n.inst.PrivateIP.String()))
 		Expect(sh(ns, "iptables", "-w", "-t", "nat", "-S", "POSTROUTING")).To(ContainSubstring("-j AWS-SNAT-CHAIN-0"))
+	})
+
+	It("turns TCP early demux off with DISABLE_TCP_EARLY_DEMUX, as aws-node's init container", func() {
+		n := newNode(nodeOpts{env: map[string]string{"DISABLE_TCP_EARLY_DEMUX": "true"}})
+		ns := filepath.Base(n.nsPath)
+		Expect(sh(ns, "cat", "/proc/sys/net/ipv4/tcp_early_demux")).To(Equal("1\n"), "a new namespace starts with it on")
+		n.start()
+		Expect(sh(ns, "cat", "/proc/sys/net/ipv4/tcp_early_demux")).To(Equal("0\n"))
 	})
 })
 

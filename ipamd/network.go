@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -98,6 +99,23 @@ func waitForLink(ctx context.Context, mac string, wait time.Duration) error {
 	}
 }
 
+// setEarlyDemux sets net.ipv4.tcp_early_demux as aws-node's init
+// container does: 0 when disabled, else 1, and only where the key exists.
+func setEarlyDemux(disable bool) error {
+	const key = "net/ipv4/tcp_early_demux"
+	if _, err := os.Stat("/proc/sys/" + key); err != nil {
+		return nil
+	}
+	v := "1"
+	if disable {
+		v = "0"
+	}
+	if _, err := sysctl.Sysctl(key, v); err != nil {
+		return fmt.Errorf("tcp_early_demux: %w", err)
+	}
+	return nil
+}
+
 // setupHost prepares the node: primary ENI MTU, loose reverse-path filter
 // on it, the fwmark rule, and SNAT/connmark chains for traffic leaving the
 // VPC (unless external SNAT).
@@ -111,6 +129,9 @@ func (h *hostNetwork) setupHost(primaryMAC string, primaryIP netip.Addr, vpcCIDR
 	}
 	if _, err := sysctl.Sysctl("net/ipv4/conf/"+l.Attrs().Name+"/rp_filter", "2"); err != nil {
 		return fmt.Errorf("primary ENI %s rp_filter: %w", l.Attrs().Name, err)
+	}
+	if err := setEarlyDemux(h.c.DisableTCPEarlyDemux); err != nil {
+		return err
 	}
 	rule := netlink.NewRule()
 	rule.Priority, rule.Table = ruleFwmarkPriority, mainTable

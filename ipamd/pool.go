@@ -568,7 +568,7 @@ func (w *witness) view() (ec2ENIs, error) {
 }
 
 // reconcileNewENI adopts an ENI IMDS shows and the datastore lacks, unless
-// it is tagged no-manage or EFA-only.
+// ipamd must leave it alone (managedENI) or it is EFA-only.
 func (d *Daemon) reconcileNewENI(ctx context.Context, w *witness, e imdsENI) error {
 	view, err := w.view()
 	if err != nil {
@@ -580,7 +580,7 @@ func (d *Daemon) reconcileNewENI(ctx context.Context, w *witness, e imdsENI) err
 		return nil
 	}
 	e = confirmed(e, held(n))
-	if tagMap(n.TagSet)[TagNoManage] == "true" || n.InterfaceType == "efa-only" {
+	if !d.managedENI(e.ID, tagMap(n.TagSet)) || n.InterfaceType == "efa-only" {
 		d.mu.Lock()
 		d.unmanagedIDs[e.ID] = true
 		d.unmanaged++

@@ -198,3 +198,30 @@ func TestSubnetUsable(t *testing.T) {
 		}
 	}
 }
+
+// TestManagedENI pins the VPC CNI's rule for which attached ENIs ipamd
+// manages, with and without MANAGE_UNTAGGED_ENI.
+func TestManagedENI(t *testing.T) {
+	mine := map[string]string{TagInstanceID: "i-1"}
+	for _, tc := range []struct {
+		name    string
+		id      string
+		tags    map[string]string
+		on, off bool // managed with MANAGE_UNTAGGED_ENI true, false
+	}{
+		{"primary, even tagged no_manage", "eni-p", map[string]string{TagNoManage: "true"}, true, true},
+		{"no_manage=true", "eni-2", map[string]string{TagNoManage: "true", TagInstanceID: "i-1"}, false, false},
+		{"no_manage=false wins over a foreign instance tag", "eni-2", map[string]string{TagNoManage: "false", TagInstanceID: "i-9"}, true, true},
+		{"this instance's tag", "eni-2", mine, true, true},
+		{"another instance's tag", "eni-2", map[string]string{TagInstanceID: "i-9"}, true, false},
+		{"untagged", "eni-2", nil, true, false},
+	} {
+		for _, manage := range []bool{true, false} {
+			d := &Daemon{c: &Config{ManageUntaggedENI: manage}, primaryENI: "eni-p", instanceID: "i-1"}
+			want := map[bool]bool{true: tc.on, false: tc.off}[manage]
+			if got := d.managedENI(tc.id, tc.tags); got != want {
+				t.Errorf("%s, MANAGE_UNTAGGED_ENI=%v: managed %v, want %v", tc.name, manage, got, want)
+			}
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -172,8 +173,8 @@ func (l *Lab) checkOnce(ctx context.Context) error {
 }
 
 // checkENIs compares a node's ENIs and their addresses in ipamd with
-// EC2's (trunks aside: they hold no pod addresses; and ENIs tagged
-// no_manage or EFA-only, which ipamd does not manage).
+// EC2's (trunks aside: they hold no pod addresses; and ENIs the VPC CNI
+// does not manage: cniManages, EFA-only).
 func (l *Lab) checkENIs(n *Node, ipamdENIs map[string][]string) []error {
 	var errs []error
 	ec2 := map[string][]string{}
@@ -181,7 +182,7 @@ func (l *Lab) checkENIs(n *Node, ipamdENIs map[string][]string) []error {
 		if e.Attachment == nil || e.Attachment.InstanceID != n.Instance.ID || e.InterfaceType == "trunk" {
 			continue
 		}
-		if e.Tags[noManageTag] == "true" || e.InterfaceType == "efa-only" {
+		if !cniManages(n, e) || e.InterfaceType == "efa-only" {
 			continue // ipamd leaves it alone, as the VPC CNI does
 		}
 		var cidrs []string
@@ -294,5 +295,20 @@ func (l *Lab) checkBranchPods(ctx context.Context, n *Node, pods []podAddr) []er
 	return errs
 }
 
-// noManageTag marks an ENI the VPC CNI must not manage.
-const noManageTag = "node.k8s.amazonaws.com/no_manage"
+// cniManages applies the VPC CNI's rule for which of a node's attached
+// ENIs its ipamd manages: the primary always; one tagged no_manage iff the
+// value is not "true"; one tagged with the node's instance id; any other
+// unless the node sets MANAGE_UNTAGGED_ENI=false.
+func cniManages(n *Node, e model.NetworkInterface) bool {
+	if e.Attachment.DeviceIndex == 0 {
+		return true
+	}
+	if v, ok := e.Tags[ipamd.TagNoManage]; ok {
+		return v != "true"
+	}
+	if e.Tags[ipamd.TagInstanceID] == n.Instance.ID {
+		return true
+	}
+	manage, err := strconv.ParseBool(n.envValue("MANAGE_UNTAGGED_ENI"))
+	return err != nil || manage
+}

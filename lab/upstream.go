@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -125,8 +126,9 @@ func (n *Node) awsNodeLog() string {
 }
 
 // initNode does what aws-node's init container does before the main one
-// starts: copy the reference plugins into the node's CNI bin directory and
-// loosen reverse-path filtering on the primary interface.
+// starts: copy the reference plugins into the node's CNI bin directory,
+// loosen reverse-path filtering on the primary interface and set TCP early
+// demux (off with DISABLE_TCP_EARLY_DEMUX=true).
 func (u upstreamCNI) initNode(n *Node) error {
 	bin := n.path("/opt/cni/bin")
 	ents, err := os.ReadDir(n.lab.cfg.RefPluginsDir)
@@ -145,7 +147,14 @@ func (u upstreamCNI) initNode(n *Node) error {
 	if !ok {
 		return fmt.Errorf("no link for the primary ENI %s", n.Instance.PrimaryENI)
 	}
-	return netx.Sysctl(n.ns, "net/ipv4/conf/"+link+"/rp_filter", "2")
+	if err := netx.Sysctl(n.ns, "net/ipv4/conf/"+link+"/rp_filter", "2"); err != nil {
+		return err
+	}
+	demux := "1"
+	if off, _ := strconv.ParseBool(n.envValue("DISABLE_TCP_EARLY_DEMUX")); off {
+		demux = "0"
+	}
+	return netx.Sysctl(n.ns, "net/ipv4/tcp_early_demux", demux)
 }
 
 // copyExecutable copies a file as the init container does: to dst.tmp,
