@@ -37,7 +37,7 @@ func BenchmarkKubernetes(b *testing.B) {
 	if err := k8s.Built(); err != nil {
 		b.Fatal(err)
 	}
-	bin, err := labtest.Build("ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
+	bin, err := labtest.Build("ipamd", "aws-cni", "aws-vpc-cni", "egress-cni", labtest.RefPlugins)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func BenchmarkSecurityGroupsForPods(b *testing.B) {
 	if err := errors.Join(k8s.Built(), k8s.BuiltRC()); err != nil {
 		b.Fatal(err)
 	}
-	bin, err := labtest.Build("ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
+	bin, err := labtest.Build("ipamd", "aws-cni", "aws-vpc-cni", "egress-cni", labtest.RefPlugins)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,6 @@ import (
 
 func TestE2E(t *testing.T) { labtest.Suite(t, "e2e", true) }
 
-var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
+var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni", "egress-cni", labtest.RefPlugins)
 
 func labName() string { return labtest.Name("e", 7) }

@@ -43,7 +43,7 @@ type Config struct {
 	// minute, as EC2 behaves; "lowest" for predictable addresses).
 	Allocation model.Allocation `yaml:"allocation"`
 	Seed       uint64           `yaml:"seed"`
-	// BinDir holds ipamd, aws-cni and aws-vpc-cni (default: next to the
+	// BinDir holds ipamd, aws-cni, egress-cni and aws-vpc-cni (default: next to the
 	// running executable, or $VPCLAB_BIN).
 	BinDir string `yaml:"binDir"`
 	// RefPluginsDir holds the reference CNI plugins loopback, portmap and

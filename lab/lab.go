@@ -430,7 +430,7 @@ func (l *Lab) Close() error {
 // checkBinaries says which binary a lab needs is missing from BinDir or
 // RefPluginsDir.
 func (c *Config) checkBinaries() error {
-	for _, b := range []string{"ipamd", "aws-cni", "aws-vpc-cni"} {
+	for _, b := range []string{"ipamd", "aws-cni", "aws-vpc-cni", "egress-cni"} {
 		if _, err := os.Stat(filepath.Join(c.BinDir, b)); err != nil {
 			return fmt.Errorf("binary %s not in %s (run make build, or set VPCLAB_BIN)", b, c.BinDir)
 		}

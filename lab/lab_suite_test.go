@@ -18,7 +18,7 @@ func TestLab(t *testing.T) {
 	labtest.Suite(t, "lab", true)
 }
 
-var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
+var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni", "egress-cni", labtest.RefPlugins)
 
 func uniqueName() string { return labtest.Name("l", 7) }
 

@@ -182,7 +182,7 @@ var _ = Describe("host mode", func() {
 })
 
 var _ = Describe("one environment per node", func() {
-	It("reaches ipamd, the installer and so the conflist and the pods (veth prefix, MTU, the pods' own MTU)", func() {
+	It("reaches ipamd, the installer and so the conflist and the pods (veth prefix, MTU, the pods' own MTU, cniVersion 0.4.0 with disableCheck)", func() {
 		ctx := context.Background()
 		cfg := testConfig()
 		cfg.Nodes[0].Count = 1
@@ -195,7 +195,8 @@ var _ = Describe("one environment per node", func() {
 		n := l.Node("node")
 		conf, err := n.Exec(ctx, "cat", "/etc/cni/net.d/10-aws.conflist")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(conf).To(And(ContainSubstring(`"vethPrefix": "abc"`), ContainSubstring(`"mtu": "1400"`)))
+		Expect(conf).To(And(ContainSubstring(`"vethPrefix": "abc"`), ContainSubstring(`"mtu": "1400"`),
+			ContainSubstring(`"cniVersion": "0.4.0"`), ContainSubstring(`"disableCheck": true`), ContainSubstring(`"type": "egress-cni"`)), "as aws-node writes it")
 		p, err := n.AddPodRetry(ctx, "default", "mtu", 20*time.Second)
 		Expect(err).NotTo(HaveOccurred())
 		out, err := p.Exec(ctx, "ip", "link", "show", "eth0")

@@ -20,23 +20,29 @@ const ConflistName = "10-aws.conflist"
 // InstallOptions are what aws-node's entrypoint decides from its
 // environment.
 type InstallOptions struct {
-	Plugin        string // the aws-cni binary to install
+	Plugin string // the aws-cni binary to install
+	// Egress is the egress-cni binary to install and chain after aws-cni
+	// (disabled, as aws-node writes it for IPv4); "" leaves it out.
+	Egress        string
 	BinDir        string // e.g. /opt/cni/bin
 	ConfDir       string // e.g. /etc/cni/net.d
 	RefPluginsDir string // reference plugins (loopback, portmap, bandwidth); "" skips
 	Socket        string // ipamd socket; also written to the conflist when not the default
 	Checkpoint    string // ipamd checkpoint, when not the default
 	Wait          time.Duration
-	CNIVersion    string
-	VethPrefix    string
-	MTU           int
-	PodSGMode     string
-	LogFile       string
-	LogLevel      string
+	CNIVersion    string // aws-node writes 0.4.0
+	// DisableCheck sets the conflist's disableCheck (aws-node's does: the
+	// runtime never calls CHECK).
+	DisableCheck bool
+	VethPrefix   string
+	MTU          int
+	PodSGMode    string
+	LogFile      string
+	LogLevel     string
 }
 
-// Conflist returns the 10-aws.conflist aws-node would write: aws-cni, then
-// portmap with snat.
+// Conflist returns the 10-aws.conflist aws-node would write: aws-cni,
+// egress-cni (disabled) when o.Egress is set, then portmap with snat.
 func Conflist(o InstallOptions) ([]byte, error) {
 	aws := map[string]any{
 		"name": "aws-cni", "type": "aws-cni", "vethPrefix": o.VethPrefix, "mtu": fmt.Sprint(o.MTU),
@@ -49,10 +55,21 @@ func Conflist(o InstallOptions) ([]byte, error) {
 	if o.Checkpoint != "" && o.Checkpoint != DefaultCheckpoint {
 		aws["ipamdCheckpoint"] = o.Checkpoint
 	}
-	list := map[string]any{
-		"cniVersion": o.CNIVersion, "name": "aws-cni",
-		"plugins": []any{aws, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true}},
+	plugins := []any{aws}
+	if o.Egress != "" {
+		// What aws-node writes for an IPv4 cluster whose node has no IPv6
+		// address: IPv6 egress off.
+		plugins = append(plugins, map[string]any{
+			"name": "egress-cni", "type": "egress-cni", "mtu": fmt.Sprint(o.MTU), "enabled": "false", "randomizeSNAT": "prng", "nodeIP": "",
+			"ipam": map[string]any{
+				"type": "host-local", "ranges": [][]map[string]string{{{"subnet": "fd00::ac:00/118"}}},
+				"routes": []map[string]string{{"dst": "::/0"}}, "dataDir": "/run/cni/v4pd/egress-v6-ipam",
+			},
+			"pluginLogFile": "/var/log/aws-routed-eni/egress-v6-plugin.log", "pluginLogLevel": o.LogLevel,
+		})
 	}
+	plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true})
+	list := map[string]any{"cniVersion": o.CNIVersion, "name": "aws-cni", "disableCheck": o.DisableCheck, "plugins": plugins}
 	return json.MarshalIndent(list, "", "  ")
 }
 
@@ -82,14 +99,16 @@ func WaitHealthy(ctx context.Context, socket string, timeout time.Duration) erro
 	}
 }
 
-// Install does what aws-node's entrypoint does: wait for ipamd, copy the
-// binaries, then (atomically) write the conflist.
+// Install does what aws-node's entrypoint does, in its order: copy the
+// binaries, wait for ipamd, then (atomically) write the conflist.
 func Install(ctx context.Context, o InstallOptions) error {
-	if err := WaitHealthy(ctx, o.Socket, o.Wait); err != nil {
-		return err
-	}
 	if err := copyAtomic(o.Plugin, filepath.Join(o.BinDir, "aws-cni"), 0o755); err != nil {
 		return err
+	}
+	if o.Egress != "" {
+		if err := copyAtomic(o.Egress, filepath.Join(o.BinDir, "egress-cni"), 0o755); err != nil {
+			return err
+		}
 	}
 	if o.RefPluginsDir != "" {
 		for _, p := range []string{"loopback", "portmap", "bandwidth"} {
@@ -100,6 +119,11 @@ func Install(ctx context.Context, o InstallOptions) error {
 				}
 			}
 		}
+	}
+	// The conflist appearing is what makes a kubelet call the plugin: only
+	// once ipamd answers.
+	if err := WaitHealthy(ctx, o.Socket, o.Wait); err != nil {
+		return err
 	}
 	b, err := Conflist(o)
 	if err != nil {

@@ -28,7 +28,7 @@ import (
 
 func TestPlugin(t *testing.T) { labtest.Suite(t, "plugin", true) }
 
-var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
+var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni", "egress-cni", labtest.RefPlugins)
 
 func uniqueName() string { return labtest.Name("p", 7) }
 

@@ -179,6 +179,68 @@ func runPlugin(n *node, stdin string, env map[string]string) (int, string) {
 	return code, out.String()
 }
 
+var _ = Describe("the installer", func() {
+	It("copies the plugin first and writes the conflist only once ipamd answers, as aws-node's entrypoint", func() {
+		dir := GinkgoT().TempDir()
+		bin, conf := filepath.Join(dir, "bin"), filepath.Join(dir, "net.d")
+		cmd := exec.Command(filepath.Join(*bins, "aws-vpc-cni"), "--plugin", filepath.Join(*bins, "aws-cni"), "--bin-dir", bin, "--conf-dir", conf,
+			"--ref-plugins", "", "--socket", filepath.Join(dir, "no-ipamd.sock"), "--wait", "300ms")
+		out, err := cmd.CombinedOutput()
+		Expect(err).To(HaveOccurred(), "no ipamd: %s", out)
+		Expect(string(out)).To(ContainSubstring("not healthy within 300ms"))
+		Expect(filepath.Join(bin, "aws-cni")).To(BeARegularFile(), "copied before the wait")
+		Expect(filepath.Join(conf, plugin.ConflistName)).NotTo(BeAnExistingFile())
+	})
+})
+
+var _ = Describe("egress-cni", func() {
+	run := func(cmd, stdin string) (int, string) {
+		c := exec.Command(filepath.Join(*bins, "egress-cni"))
+		c.Env = []string{"CNI_COMMAND=" + cmd, "CNI_CONTAINERID=cid-e", "CNI_NETNS=/var/run/netns/none", "CNI_IFNAME=eth0", "CNI_PATH=/nonexistent"}
+		c.Stdin = strings.NewReader(stdin)
+		var out bytes.Buffer
+		c.Stdout = &out
+		err := c.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), out.String()
+		}
+		Expect(err).NotTo(HaveOccurred())
+		return 0, out.String()
+	}
+	conf := func(enabled string, prev bool) string {
+		m := map[string]any{"cniVersion": "0.4.0", "name": "aws-cni", "type": "egress-cni", "enabled": enabled}
+		if prev {
+			m["prevResult"] = map[string]any{"cniVersion": "0.4.0", "interfaces": []any{map[string]any{"name": "eni1a2b", "mac": "aa:bb:cc:dd:ee:ff"}},
+				"ips": []any{map[string]any{"version": "4", "address": "10.0.0.7/32", "interface": 0}}}
+		}
+		b, _ := json.Marshal(m)
+		return string(b)
+	}
+	It("disabled, as aws-node writes it for IPv4, hands aws-cni's result on and tears down nothing", func() {
+		code, out := run("ADD", conf("false", true))
+		Expect(code).To(BeZero(), out)
+		Expect(out).To(And(ContainSubstring(`"address": "10.0.0.7/32"`), ContainSubstring(`"cniVersion": "0.4.0"`)))
+		code, out = run("DEL", conf("false", true))
+		Expect(code).To(BeZero(), out)
+	})
+	It("answers enabled=true, a missing prevResult and a bad value with CNI errors", func() {
+		for _, tc := range []struct{ name, stdin, want string }{
+			{"enabled", conf("true", true), "--cni upstream@VERSION"},
+			{"no prevResult", conf("false", false), "chained after aws-cni"},
+			{"bad enabled", conf("yes", true), `enabled \"yes\"`},
+			{"bad JSON", `{"cniVersion":`, "network config"},
+		} {
+			code, out := run("ADD", tc.stdin)
+			Expect(code).NotTo(BeZero(), tc.name)
+			var e types.Error
+			Expect(json.Unmarshal([]byte(out), &e)).To(Succeed(), "%s: %q is not a CNI error", tc.name, out)
+			Expect(e.Code).NotTo(BeZero(), tc.name)
+			Expect(e.Msg+" "+e.Details).To(ContainSubstring(strings.ReplaceAll(tc.want, `\"`, `"`)), tc.name)
+		}
+	})
+})
+
 var _ = Describe("bad input", func() {
 	It("answers 20 malformed configurations or arguments with a CNI error and leaves nothing behind", func() {
 		c := newCluster()

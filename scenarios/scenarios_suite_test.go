@@ -25,7 +25,7 @@ func TestScenarios(t *testing.T) {
 	labtest.Suite(t, "scenarios", true, suite, reporter)
 }
 
-var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
+var bins = labtest.Binaries("ipamd", "aws-cni", "aws-vpc-cni", "egress-cni", labtest.RefPlugins)
 
 func labName() string { return labtest.Name("s", 7) }
 

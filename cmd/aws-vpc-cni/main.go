@@ -1,7 +1,8 @@
 // Command aws-vpc-cni installs the CNI plugin the way aws-node's
-// entrypoint does: wait for ipamd's gRPC health, copy aws-cni (and the
-// reference loopback/portmap/bandwidth plugins, if present) into the CNI
-// bin dir, then write 10-aws.conflist into the CNI conf dir.
+// entrypoint does: copy aws-cni and egress-cni (and the reference loopback/portmap/
+// bandwidth plugins, if present) into the CNI bin dir, wait for ipamd's
+// gRPC health, then write 10-aws.conflist (cniVersion 0.4.0, disableCheck)
+// into the CNI conf dir.
 package main
 
 import (
@@ -30,13 +31,15 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("aws-vpc-cni", flag.ContinueOnError)
 	o := plugin.InstallOptions{}
 	fs.StringVar(&o.Plugin, "plugin", filepath.Join(filepath.Dir(self), "aws-cni"), "aws-cni binary to install")
+	fs.StringVar(&o.Egress, "egress-plugin", filepath.Join(filepath.Dir(self), "egress-cni"), "egress-cni binary to install and chain (\"\" leaves it out)")
 	fs.StringVar(&o.BinDir, "bin-dir", env("HOST_CNI_BIN_PATH", "/opt/cni/bin"), "CNI bin dir")
 	fs.StringVar(&o.ConfDir, "conf-dir", env("HOST_CNI_CONFDIR_PATH", "/etc/cni/net.d"), "CNI conf dir")
 	fs.StringVar(&o.RefPluginsDir, "ref-plugins", filepath.Join(filepath.Dir(self), "cni"), "directory of the reference CNI plugins loopback, portmap, bandwidth (\"\" to skip)")
 	fs.StringVar(&o.Socket, "socket", plugin.DefaultSocket, "ipamd gRPC socket")
 	fs.StringVar(&o.Checkpoint, "checkpoint", plugin.DefaultCheckpoint, "ipamd checkpoint (for GC)")
 	fs.DurationVar(&o.Wait, "wait", time.Minute, "how long to wait for ipamd")
-	fs.StringVar(&o.CNIVersion, "cni-version", "1.0.0", "cniVersion of the conflist")
+	fs.StringVar(&o.CNIVersion, "cni-version", "0.4.0", "cniVersion of the conflist (aws-node's is 0.4.0)")
+	fs.BoolVar(&o.DisableCheck, "disable-check", true, "set the conflist's disableCheck (as aws-node)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -21,7 +21,7 @@ import (
 // cliBins builds vpclab and the node binaries into one directory, as make
 // build does, once for the plain tests.
 var cliBins = sync.OnceValues(func() (string, error) {
-	return labtest.Build("vpclab", "ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
+	return labtest.Build("vpclab", "ipamd", "aws-cni", "aws-vpc-cni", "egress-cni", labtest.RefPlugins)
 })
 
 func buildCLI(t *testing.T) string {

@@ -25,7 +25,7 @@ import (
 func TestVpclab(t *testing.T) { labtest.Suite(t, "vpclab CLI", true) }
 
 // bins holds vpclab and the node binaries, as make build does.
-var bins = labtest.Binaries("vpclab", "ipamd", "aws-cni", "aws-vpc-cni", labtest.RefPlugins)
+var bins = labtest.Binaries("vpclab", "ipamd", "aws-cni", "aws-vpc-cni", "egress-cni", labtest.RefPlugins)
 
 // vl runs vpclab to completion.
 func vl(args ...string) (int, string, string) {

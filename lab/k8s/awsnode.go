@@ -68,16 +68,16 @@ func (im Image) merge(more Image) Image {
 	return im
 }
 
-// VpclabAWSNodeImage is aws-node for vpclab's CNI: ipamd, aws-cni and the
-// aws-vpc-cni installer from binDir, the reference plugins from refDir
-// (under /app/cni), iptables and a shell.
+// VpclabAWSNodeImage is aws-node for vpclab's CNI: ipamd, aws-cni,
+// egress-cni and the aws-vpc-cni installer from binDir, the reference
+// plugins from refDir (under /app/cni), iptables and a shell.
 func VpclabAWSNodeImage(tag, binDir, refDir string) (Image, error) {
 	tools, err := Tools()
 	if err != nil {
 		return Image{}, err
 	}
 	im := Image{Tag: tag, Files: map[string]string{}, WorkingDir: "/app"}
-	for _, b := range []string{"ipamd", "aws-cni", "aws-vpc-cni"} {
+	for _, b := range []string{"ipamd", "aws-cni", "aws-vpc-cni", "egress-cni"} {
 		im.Files["/app/"+b] = filepath.Join(binDir, b)
 	}
 	for _, p := range []string{"loopback", "portmap", "bandwidth"} {
