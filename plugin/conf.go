@@ -3,6 +3,12 @@
 // does — a veth pair, the address as /32 behind the link-local gateway
 // 169.254.1.1, host routes and rules — plus CHECK, STATUS and GC, and the
 // installer aws-node's entrypoint runs.
+//
+// Failures are CNI errors with the spec's codes (11, try again later, for
+// an empty pool or an unreachable ipamd; 7 for a bad configuration) and the
+// VPC CNI's message texts ("add cmd: failed to assign an IP address to
+// container", …), so what is grepped for in kubelet events matches both;
+// the VPC CNI's own plugin answers every failure with code 999.
 package plugin
 
 import (

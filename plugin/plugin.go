@@ -122,10 +122,10 @@ func CmdAdd(args *skel.CmdArgs) error {
 		Netns: args.Netns, ContainerID: args.ContainerID, NetworkName: conf.Name, IfName: args.IfName,
 	})
 	if err != nil {
-		return types.NewError(types.ErrTryAgainLater, "ipamd AddNetwork failed (ipamd unreachable or refused the request)", err.Error())
+		return types.NewError(types.ErrTryAgainLater, "add cmd: Error received from AddNetwork gRPC call (ipamd unreachable or refused the request)", err.Error())
 	}
 	if !reply.Success || len(reply.IPAllocationMetadata) == 0 {
-		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to container: ipamd has no address available", "")
+		return types.NewError(types.ErrTryAgainLater, "add cmd: failed to assign an IP address to container (ipamd has no address available)", "")
 	}
 	meta := reply.IPAllocationMetadata[0]
 	ip, err := netip.ParseAddr(meta.IPv4Addr)
@@ -150,7 +150,7 @@ func CmdAdd(args *skel.CmdArgs) error {
 			teardownHost(hostName, ip, true)
 			release(client, args, k, conf, "SetupNSFailed")
 			log.Error("ADD failed; rolled back", "pod", ns+"/"+name, "ip", ip.String(), "err", err)
-			return types.NewError(types.ErrInternal, "failed to set up the pod network", err.Error())
+			return types.NewError(types.ErrInternal, "add command: failed to setup network", err.Error())
 		}
 		log.Info("ADD", "pod", ns+"/"+name, "ip", ip.String(), "hostVeth", hostName, "table", table)
 		res = result(args, ns, name, hostName, hostMAC, podMAC, ip, table, int(meta.DeviceNumber))
@@ -459,7 +459,7 @@ func CmdDel(args *skel.CmdArgs) error {
 	// The veth goes with the pod's netns, which the runtime deletes after
 	// DEL (as with the VPC CNI); deleting it here would double DEL's cost.
 	if err := teardownHost(hostName, ip, false); err != nil {
-		return types.NewError(types.ErrInternal, "failed to tear down the pod network", err.Error())
+		return types.NewError(types.ErrInternal, "del cmd: failed on tear down pod network", err.Error())
 	}
 	log.Info("DEL", "pod", ns+"/"+name, "ip", ip.String())
 	return nil
