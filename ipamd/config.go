@@ -77,7 +77,11 @@ type Config struct {
 	MinENILifetime          time.Duration
 	ENIAttachWait           time.Duration
 	LeakedENIInterval       time.Duration
-	LeakedENIGrace          time.Duration
+	// GroupsInterval is how often the primary ENI's security groups are
+	// read from IMDS and, changed, applied to every managed ENI (the VPC
+	// CNI's 30 s).
+	GroupsInterval time.Duration
+	LeakedENIGrace time.Duration
 	// LeakedENIStartDelay bounds the random delay before the first
 	// leaked-ENI sweep (the VPC CNI's 5 min).
 	LeakedENIStartDelay time.Duration
@@ -191,6 +195,7 @@ func LoadConfig(env Env) (*Config, error) {
 		MinENILifetime:           p.dur("VPCLAB_MIN_ENI_LIFETIME", time.Minute),
 		ENIAttachWait:            p.dur("VPCLAB_ENI_ATTACH_WAIT", 50*time.Second),
 		LeakedENIInterval:        p.dur("VPCLAB_LEAKED_ENI_INTERVAL", time.Hour),
+		GroupsInterval:           p.dur("VPCLAB_SG_SYNC_INTERVAL", 30*time.Second),
 		LeakedENIGrace:           p.dur("VPCLAB_LEAKED_ENI_GRACE", 5*time.Minute),
 		LeakedENIStartDelay:      p.dur("VPCLAB_LEAKED_ENI_START_DELAY", 5*time.Minute),
 		VethGrace:                p.dur("VPCLAB_VETH_GRACE", 10*time.Second),
@@ -257,7 +262,7 @@ func (c *Config) scaleClock(scale float64) {
 	div := func(d time.Duration) time.Duration { return time.Duration(float64(d) / scale) }
 	loop := func(d time.Duration) time.Duration { return max(div(d), min(d, minScaledInterval)) }
 	c.PoolInterval, c.DecreaseInterval, c.ReconcileInterval = loop(c.PoolInterval), loop(c.DecreaseInterval), loop(c.ReconcileInterval)
-	c.LeakedENIInterval, c.NodeInterval = loop(c.LeakedENIInterval), loop(c.NodeInterval)
+	c.LeakedENIInterval, c.NodeInterval, c.GroupsInterval = loop(c.LeakedENIInterval), loop(c.NodeInterval), loop(c.GroupsInterval)
 	c.IPCooldown, c.MinENILifetime, c.LeakedENIGrace, c.InsufficientCIDRBackoff = div(c.IPCooldown), div(c.MinENILifetime), div(c.LeakedENIGrace), div(c.InsufficientCIDRBackoff)
 	c.LeakedENIStartDelay = div(c.LeakedENIStartDelay)
 }

@@ -43,7 +43,9 @@ type Daemon struct {
 	subnetID     string
 	az           string // the instance's availability zone
 	subnetCIDR   netip.Prefix
-	groups       []string
+	groups       []string // the primary ENI's security groups (IMDS), under mu once serving
+	groupsSorted []string // groups, sorted: what syncGroups compares
+	groupsSeen   bool
 	vpcCIDRs     []netip.Prefix
 
 	maxENI            int
@@ -143,6 +145,12 @@ func (d *Daemon) nodeInit(ctx context.Context) error {
 	if err := d.restoreCheckpoint(); err != nil {
 		return err
 	}
+	// As the VPC CNI: after the managed ENIs are known, before any new one.
+	if !d.c.DisableProvisioning {
+		if err := d.syncGroups(ctx); err != nil {
+			return err
+		}
+	}
 	// Leftovers of the other mode go back to EC2.
 	for eni, cidrs := range d.ds.inactiveFree() {
 		for _, p := range cidrs {
@@ -186,9 +194,6 @@ func (d *Daemon) readMetadata(ctx context.Context) error {
 	}
 	if d.subnetCIDR, err = netip.ParsePrefix(cidr); err != nil {
 		return fmt.Errorf("imds subnet-ipv4-cidr-block %q: %w", cidr, err)
-	}
-	if d.groups, err = d.cloud.metadataList(ctx, base+"security-group-ids"); err != nil {
-		return err
 	}
 	vpc, err := d.cloud.metadataList(ctx, base+"vpc-ipv4-cidr-blocks")
 	if err != nil {
@@ -338,7 +343,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer srv.stop()
 	d.m.startup.WithLabelValues("true", strconv.FormatBool(d.kube != nil), "").Observe(time.Since(processStart).Seconds())
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
+	go func() { defer wg.Done(); d.groupLoop(ctx) }()
 	go func() { defer wg.Done(); d.recheckLater(ctx) }()
 	go func() { defer wg.Done(); d.nodeLoop(ctx) }()
 	go func() { defer wg.Done(); d.poolLoop(ctx) }()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -448,6 +449,39 @@ var _ = Describe("the wire protocol", func() {
 		Expect(snat).To(ContainSubstring("-d 10.0.0.0/16"))
 		Expect(snat).To(ContainSubstring("--to-source " + n.inst.PrivateIP.String()))
 		Expect(sh(ns, "iptables", "-w", "-t", "nat", "-S", "POSTROUTING")).To(ContainSubstring("-j AWS-SNAT-CHAIN-0"))
+	})
+
+	It("gives every managed ENI the primary ENI's security groups at start-up and whenever IMDS shows them changed, as the VPC CNI", func() {
+		n := newNode(nodeOpts{env: map[string]string{"VPCLAB_SG_SYNC_INTERVAL": "300ms"}})
+		groupCalls := func() int { return len(n.Server.Audit().Events(ec2query.EventFilter{Action: "ModifyNetworkInterfaceAttribute"})) }
+		n.start()
+		Expect(groupCalls()).To(Equal(1), "the primary ENI, at start-up (the VPC CNI's first look finds every group new)")
+		Consistently(groupCalls, time.Second, 100*time.Millisecond).Should(Equal(1), "unchanged groups: no more calls")
+		n.mustAdd("net1")
+		Eventually(func() int { return len(n.enis()) }, 10*time.Second).Should(Equal(2))
+		var primary, second string
+		for _, e := range n.Region.NetworkInterfaces() {
+			if e.Attachment != nil && e.Attachment.InstanceID == n.inst.ID {
+				if e.Attachment.DeviceIndex == 0 {
+					primary = e.ID
+				} else {
+					second = e.ID
+				}
+			}
+		}
+		sg, err := n.Region.CreateSecurityGroup(model.CreateSecurityGroupInput{VPCID: n.VPC, Name: "web", Description: "web"})
+		Expect(err).NotTo(HaveOccurred())
+		groups := func(id string) []string {
+			for _, e := range n.Region.NetworkInterfaces() {
+				if e.ID == id {
+					return e.SecurityGroups
+				}
+			}
+			return nil
+		}
+		want := append(slices.Clone(groups(primary)), sg.ID)
+		Expect(n.Region.ModifyNetworkInterfaceAttribute(model.ModifyNetworkInterfaceInput{ENIID: primary, SecurityGroups: want})).To(Succeed())
+		Eventually(func() []string { return groups(second) }, 10*time.Second, 100*time.Millisecond).Should(ConsistOf(want), "the second ENI follows the primary's groups")
 	})
 
 	It("turns TCP early demux off with DISABLE_TCP_EARLY_DEMUX, as aws-node's init container", func() {

@@ -284,7 +284,10 @@ func (d *Daemon) attachENI(ctx context.Context, count int) error {
 	if err != nil {
 		return err
 	}
-	spec := newENISpec{instanceID: d.instanceID, groups: d.groups, cluster: d.c.ClusterName, extraTags: d.c.AdditionalENITags, device: dev}
+	d.mu.Lock()
+	groups := d.groups
+	d.mu.Unlock()
+	spec := newENISpec{instanceID: d.instanceID, groups: groups, cluster: d.c.ClusterName, extraTags: d.c.AdditionalENITags, device: dev}
 	if d.c.EnablePrefixDelegation {
 		spec.prefixes = count
 	} else {

@@ -78,7 +78,7 @@ func builtinIndex(arg string) int {
 // decisions. The real VPC CNI ignores the VPCLAB_* knobs; of these it has
 // only IP_COOLDOWN_PERIOD.
 var fastTimers = map[string]string{"VPCLAB_POOL_INTERVAL": "100ms", "VPCLAB_DECREASE_INTERVAL": "200ms", "VPCLAB_MIN_ENI_LIFETIME": "0s",
-	"VPCLAB_IP_COOLDOWN": "0s", "IP_COOLDOWN_PERIOD": "0", "VPCLAB_INSUFFICIENT_CIDR_COOLDOWN": "500ms", "VPCLAB_RECONCILE_INTERVAL": "2s"}
+	"VPCLAB_IP_COOLDOWN": "0s", "IP_COOLDOWN_PERIOD": "0", "VPCLAB_INSUFFICIENT_CIDR_COOLDOWN": "500ms", "VPCLAB_RECONCILE_INTERVAL": "2s", "VPCLAB_SG_SYNC_INTERVAL": "2s"}
 
 // timerEnv is env with the scenario's timer preset under it (env wins).
 func timerEnv(timers string, env map[string]string) map[string]string {

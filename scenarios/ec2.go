@@ -35,17 +35,26 @@ import (
 // IPv4 address), {{podIP "p3"}} (a scenario pod's address; pods are named
 // p1, p2, … in the order they were added), {{subnet "a"}}, {{vpc}} and
 // {{sg "default"}} (a VPC group by name).
+//
+// Eventually (read-only actions: Describe*, Get*) repeats the call every
+// 500 ms until it answers as expected and has every element Save names,
+// for up to that long: a wait for state another component sets in its own
+// time (e.g. an ENI's groups, synced every 30 s by the VPC CNI).
 type EC2Call struct {
 	Action      string            `yaml:"action"`
 	Params      map[string]string `yaml:"params,omitempty"`
 	As          string            `yaml:"as,omitempty"`
 	ExpectError string            `yaml:"expectError,omitempty"`
 	Save        map[string]string `yaml:"save,omitempty"`
+	Eventually  model.Duration    `yaml:"eventually,omitempty"`
 }
 
 func (c *EC2Call) validate(*Scenario) error {
 	if c.Action == "" {
 		return errors.New("ec2: needs an action (any EC2 Query API action, e.g. UnassignPrivateIpAddresses)")
+	}
+	if c.Eventually < 0 || c.Eventually > 0 && !strings.HasPrefix(c.Action, "Describe") && !strings.HasPrefix(c.Action, "Get") {
+		return fmt.Errorf("ec2: %s: eventually %s: only a read-only action (Describe*, Get*) may be repeated", c.Action, time.Duration(c.Eventually))
 	}
 	for k, v := range c.Save {
 		if k == "" || v == "" {
@@ -73,6 +82,9 @@ func (c *EC2Call) String() string {
 	if c.ExpectError != "" {
 		s += " (expect " + c.ExpectError + ")"
 	}
+	if c.Eventually > 0 {
+		s += " (repeated for up to " + time.Duration(c.Eventually).String() + ")"
+	}
 	return s + " as " + c.principal()
 }
 
@@ -92,25 +104,50 @@ func (c *EC2Call) apply(ctx context.Context, x *run, _ *lab.Node) error {
 	for k, v := range params {
 		form.Set(k, v)
 	}
+	deadline := time.Now().Add(time.Duration(c.Eventually))
+	for {
+		vars, err := c.call(ctx, x, form)
+		if err == nil {
+			x.mu.Lock()
+			maps.Copy(x.vars, vars)
+			x.mu.Unlock()
+			return nil
+		}
+		if !time.Now().Before(deadline) || ctx.Err() != nil {
+			if c.Eventually > 0 {
+				return fmt.Errorf("%w (still, after %s)", err, time.Duration(c.Eventually))
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// call makes the call once and returns the variables Save names, or why
+// the answer is not the one expected.
+func (c *EC2Call) call(ctx context.Context, x *run, form url.Values) (map[string]string, error) {
 	code, msg, body, err := ec2Post(ctx, x.l.EC2Endpoint(), x.l.Region().Name(), c.principal(), form)
 	switch {
 	case err != nil:
-		return err
+		return nil, err
 	case code != c.ExpectError && c.ExpectError == "":
-		return fmt.Errorf("%s answered %s: %s", c.Action, code, msg)
+		return nil, fmt.Errorf("%s answered %s: %s", c.Action, code, msg)
 	case code != c.ExpectError:
-		return fmt.Errorf("%s answered %q, want error %s", c.Action, code, c.ExpectError)
+		return nil, fmt.Errorf("%s answered %q, want error %s", c.Action, code, c.ExpectError)
 	}
+	vars := map[string]string{}
 	for _, name := range slices.Sorted(maps.Keys(c.Save)) {
 		v, ok := firstElement(body, c.Save[name])
 		if !ok {
-			return fmt.Errorf("%s: save %s: the answer has no <%s>", c.Action, name, c.Save[name])
+			return nil, fmt.Errorf("%s: save %s: the answer has no <%s>", c.Action, name, c.Save[name])
 		}
-		x.mu.Lock()
-		x.vars[name] = v
-		x.mu.Unlock()
+		vars[name] = v
 	}
-	return nil
+	return vars, nil
 }
 
 // firstElement is the text of the first element named name in an XML

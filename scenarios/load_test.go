@@ -108,6 +108,7 @@ func TestBadScenariosAreRefused(t *testing.T) {
 		{"name: x\nlab: {}\nsteps: [{fault: {action: '[', code: X}}]\n", "bad pattern"},
 		{"name: x\nlab: {}\nsteps: [{kill: {signal: HUP}}]\n", `signal "HUP"`},
 		{"name: x\nlab: {}\nsteps: [{ec2: {params: {A: b}}}]\n", "ec2: needs an action"},
+		{"name: x\nlab: {}\nsteps: [{ec2: {action: DeleteNetworkInterface, eventually: 5s}}]\n", "only a read-only action"},
 		{"name: x\nlab: {}\nsteps: [{ec2: {action: X, params: {A: '{{eni'}}}]\n", "params.A"},
 		{"name: x\nlab: {}\nsteps: [{checkpoint: {}}]\n", "delete: true or corrupt: true"},
 		{"name: x\nlab: {}\ntimers: slow\nsteps: [{sleep: 1s}]\n", `timers "slow"`},

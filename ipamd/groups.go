@@ -1,0 +1,69 @@
+package ipamd
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+)
+
+// syncGroups gives every managed ENI the primary ENI's security groups
+// (IMDS security-group-ids) when they differ from the last ones seen, as
+// the VPC CNI does at start-up and then every 30 s. Its first look finds
+// every group new (its cache starts empty), so each ENI held at start-up
+// gets them once. A refused ModifyNetworkInterfaceAttribute is logged (and
+// counted by timed); the next change retries it. Only an IMDS failure is
+// an error.
+func (d *Daemon) syncGroups(ctx context.Context) error {
+	base := "network/interfaces/macs/" + d.primaryMAC + "/"
+	groups, err := d.cloud.metadataList(ctx, base+"security-group-ids")
+	if err != nil {
+		return err
+	}
+	sorted := slices.Sorted(slices.Values(groups))
+	d.mu.Lock()
+	changed := !d.groupsSeen || !slices.Equal(sorted, d.groupsSorted)
+	d.groups, d.groupsSorted, d.groupsSeen = groups, sorted, true
+	var ids []string
+	for _, e := range d.ds.ENIs() {
+		ids = append(ids, e.ID)
+	}
+	d.mu.Unlock()
+	if !changed {
+		return nil
+	}
+	d.log.Info("security groups of the primary ENI", "groups", groups, "enis", len(ids))
+	slices.Sort(ids)
+	for _, id := range ids {
+		if err := d.cloud.setGroups(ctx, id, groups); err != nil {
+			d.log.Warn("unable to update an ENI's security groups", "eni", id, "groups", groups, "err", err)
+		}
+	}
+	return nil
+}
+
+// groupLoop runs syncGroups every GroupsInterval.
+func (d *Daemon) groupLoop(ctx context.Context) {
+	t := time.NewTicker(d.c.GroupsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := d.syncGroups(ctx); err != nil && ctx.Err() == nil {
+				d.log.Warn("security groups from IMDS", "err", err)
+			}
+		}
+	}
+}
+
+// setGroups replaces an ENI's security groups.
+func (c *cloud) setGroups(ctx context.Context, id string, groups []string) error {
+	return c.timed(ctx, "ModifyNetworkInterfaceAttribute", true, func() error {
+		_, err := c.ec2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(id), Groups: groups})
+		return err
+	})
+}
