@@ -52,7 +52,10 @@ type Config struct {
 	// net.ipv4.tcp_early_demux to 0 (else 1), as aws-node's init container
 	// does: kubelet's TCP probes to branch-ENI pods need it off.
 	DisableTCPEarlyDemux bool
-	NetworkPolicyMode    string
+	// AnnotatePodIP (ANNOTATE_POD_IP) keeps each pod's address in its
+	// vpc.amazonaws.com/pod-ips annotation (in a cluster only).
+	AnnotatePodIP     bool
+	NetworkPolicyMode string
 	// PodSGEnforcingMode is POD_SECURITY_GROUP_ENFORCING_MODE: strict
 	// (branch pods' traffic always through their branch ENI) or standard.
 	PodSGEnforcingMode string
@@ -125,7 +128,7 @@ func (e *BadValuesError) Error() string { return strings.Join(e.Problems, "; ") 
 // them: --cni upstream@VERSION).
 var Unsupported = []string{
 	"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "ENI_CONFIG_LABEL_DEF", "ENI_CONFIG_ANNOTATION_DEF",
-	"ANNOTATE_POD_IP", "AWS_EXTERNAL_SERVICE_CIDRS",
+	"AWS_EXTERNAL_SERVICE_CIDRS",
 	"ENABLE_IMDS_ONLY_MODE", "ENABLE_MULTI_NIC", "ENABLE_NFTABLES", "AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER",
 	"ENABLE_V4_EGRESS", "ENABLE_V6_EGRESS", "DISABLE_POD_V6", "CLUSTER_ENDPOINT", "WARM_ENI_TARGET_MULTI_NIC",
 }
@@ -172,6 +175,7 @@ func LoadConfig(env Env) (*Config, error) {
 		EnableIPv4:             p.boolv("ENABLE_IPv4", true),
 		ManageUntaggedENI:      p.boolv("MANAGE_UNTAGGED_ENI", true),
 		DisableTCPEarlyDemux:   p.boolv("DISABLE_TCP_EARLY_DEMUX", false),
+		AnnotatePodIP:          p.boolv("ANNOTATE_POD_IP", false),
 		EnableIPv6:             p.boolv("ENABLE_IPv6", false),
 		EnablePodENI:           p.boolv("ENABLE_POD_ENI", false),
 		SubnetDiscovery:        p.boolv("ENABLE_SUBNET_DISCOVERY", true),

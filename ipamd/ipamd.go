@@ -96,6 +96,9 @@ func New(ctx context.Context, c *Config, log *slog.Logger) (*Daemon, error) {
 	if d.kube, err = newKubeClient(c); err != nil {
 		return nil, fmt.Errorf("kubernetes: %w", err)
 	}
+	if c.AnnotatePodIP && d.kube == nil {
+		log.Warn("ANNOTATE_POD_IP=true needs the Kubernetes API (aws-node in a cluster, KUBERNETES_SERVICE_HOST set); no annotations")
+	}
 	if d.kube != nil {
 		d.readNode(ctx)
 	}

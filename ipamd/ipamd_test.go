@@ -313,11 +313,11 @@ var _ = Describe("configuration", func() {
 	})
 
 	It("logs a value it cannot use and goes on with the default, as the VPC CNI does; refuses what it cannot run", func() {
-		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "x", "ANNOTATE_POD_IP": "true"}})
+		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "x", "AWS_EXTERNAL_SERVICE_CIDRS": "10.9.0.0/16"}})
 		n.start()
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(9.0), "WARM_ENI_TARGET's default pool")
 		Expect(n.logTail()).To(And(ContainSubstring(`WARM_IP_TARGET=\"x\"`), ContainSubstring("using the default")))
-		Expect(n.logTail()).To(And(ContainSubstring("ANNOTATE_POD_IP=true"), ContainSubstring("not supported by vpclab's ipamd")))
+		Expect(n.logTail()).To(And(ContainSubstring("AWS_EXTERNAL_SERVICE_CIDRS=10.9.0.0/16"), ContainSubstring("not supported by vpclab's ipamd")))
 		Expect(runOnce(n, "ENABLE_IPv6=true", "ENABLE_IPv4=false")).To(ContainSubstring("IPv6"))
 	})
 })
@@ -453,7 +453,9 @@ var _ = Describe("the wire protocol", func() {
 
 	It("gives every managed ENI the primary ENI's security groups at start-up and whenever IMDS shows them changed, as the VPC CNI", func() {
 		n := newNode(nodeOpts{env: map[string]string{"VPCLAB_SG_SYNC_INTERVAL": "300ms"}})
-		groupCalls := func() int { return len(n.Server.Audit().Events(ec2query.EventFilter{Action: "ModifyNetworkInterfaceAttribute"})) }
+		groupCalls := func() int {
+			return len(n.Server.Audit().Events(ec2query.EventFilter{Action: "ModifyNetworkInterfaceAttribute"}))
+		}
 		n.start()
 		Expect(groupCalls()).To(Equal(1), "the primary ENI, at start-up (the VPC CNI's first look finds every group new)")
 		Consistently(groupCalls, time.Second, 100*time.Millisecond).Should(Equal(1), "unchanged groups: no more calls")

@@ -50,8 +50,9 @@ type PodENI struct {
 
 // podView is what ipamd reads of a pod.
 type podView struct {
-	UID         string
-	Annotations map[string]string
+	UID             string
+	ResourceVersion string
+	Annotations     map[string]string
 	// WantsBranch: the first container's limits hold a
 	// vpc.amazonaws.com/pod-eni resource.
 	WantsBranch bool
@@ -61,8 +62,9 @@ type podView struct {
 func (k *kubeClient) readPod(ctx context.Context, namespace, name string) (v podView, found bool, err error) {
 	var p struct {
 		Metadata struct {
-			UID         string            `json:"uid"`
-			Annotations map[string]string `json:"annotations"`
+			UID             string            `json:"uid"`
+			ResourceVersion string            `json:"resourceVersion"`
+			Annotations     map[string]string `json:"annotations"`
 		} `json:"metadata"`
 		Spec struct {
 			Containers []struct {
@@ -80,7 +82,7 @@ func (k *kubeClient) readPod(ctx context.Context, namespace, name string) (v pod
 	if err != nil {
 		return v, false, err
 	}
-	v = podView{UID: p.Metadata.UID, Annotations: p.Metadata.Annotations}
+	v = podView{UID: p.Metadata.UID, ResourceVersion: p.Metadata.ResourceVersion, Annotations: p.Metadata.Annotations}
 	if len(p.Spec.Containers) > 0 {
 		for r := range p.Spec.Containers[0].Resources.Limits {
 			if strings.HasPrefix(r, podENIResource) {

@@ -26,6 +26,8 @@ type fakePodAPI struct {
 	features []map[string]any
 	rv       int
 	patches  []map[string]any
+	// Pod patches applied, and how many to refuse with a conflict first.
+	podPatches, conflicts int
 }
 
 func (f *fakePodAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -44,6 +46,38 @@ func (f *fakePodAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, `{"kind":"Status","reason":"NotFound"}`, http.StatusNotFound)
 			return
 		}
+		_ = json.NewEncoder(w).Encode(p)
+	case r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/api/v1/namespaces/"):
+		parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/api/v1/namespaces/"), "/")
+		p, ok := f.pods[parts[0]+"/"+parts[2]]
+		if !ok {
+			http.Error(w, `{"kind":"Status","reason":"NotFound"}`, http.StatusNotFound)
+			return
+		}
+		var patch struct {
+			Metadata struct {
+				ResourceVersion string            `json:"resourceVersion"`
+				Annotations     map[string]string `json:"annotations"`
+			} `json:"metadata"`
+		}
+		b, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(b, &patch)
+		md := p["metadata"].(map[string]any)
+		if f.conflicts > 0 || patch.Metadata.ResourceVersion != md["resourceVersion"] {
+			f.conflicts--
+			md["resourceVersion"] = md["resourceVersion"].(string) + "+" // someone else wrote it
+			http.Error(w, "conflict", http.StatusConflict)
+			return
+		}
+		ann, _ := md["annotations"].(map[string]string)
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		for k, v := range patch.Metadata.Annotations {
+			ann[k] = v
+		}
+		md["annotations"], md["resourceVersion"] = ann, md["resourceVersion"].(string)+"1"
+		f.podPatches++
 		_ = json.NewEncoder(w).Encode(p)
 	case r.Method == http.MethodGet && r.URL.Path == cn:
 		_ = json.NewEncoder(w).Encode(map[string]any{"metadata": map[string]any{"name": "node-1", "resourceVersion": itoa(f.rv)}, "spec": map[string]any{"features": f.features}})
@@ -208,5 +242,84 @@ func TestParsePodENI(t *testing.T) {
 	e, err := parsePodENI(`[{"eniId":"eni-1","ifAddress":"02:00:00:00:00:01","privateIp":"10.0.0.9","vlanId":3,"subnetCidr":"10.0.0.0/24"}]`)
 	if err != nil || e.VlanID != 3 || netip.MustParseAddr(e.PrivateIP) != netip.MustParseAddr("10.0.0.9") {
 		t.Errorf("%+v %v", e, err)
+	}
+}
+
+// TestAnnotatePodIP pins ANNOTATE_POD_IP against a fake API server: ADD
+// writes the pod's address into vpc.amazonaws.com/pod-ips (once; retried
+// on a conflict) and fails when the pod cannot be annotated; DEL clears it
+// only while it still names the released address.
+func TestAnnotatePodIP(t *testing.T) {
+	pod := func(rv string) map[string]any {
+		return map[string]any{"metadata": map[string]any{"uid": "u-" + rv, "resourceVersion": rv}, "spec": map[string]any{}}
+	}
+	api := &fakePodAPI{pods: map[string]map[string]any{"default/a": pod("1"), "default/b": pod("7")}}
+	c := &Config{AnnotatePodIP: true, NodeName: "node-1"}
+	d := &Daemon{c: c, kube: inClusterClient(t, api, c), m: newMetrics(""), log: slog.New(slog.DiscardHandler), kick: make(chan struct{}, 1),
+		ds: NewDataStore(false, 0, nil), maxENI: 3}
+	if err := d.ds.AddENI(&ENI{ID: "eni-primary", IsPrimary: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"10.0.0.5", "10.0.0.6", "10.0.0.7"} {
+		if err := d.ds.AddCIDR("eni-primary", netip.PrefixFrom(netip.MustParseAddr(a), 32), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := &cniBackend{d: d}
+	ctx := context.Background()
+	add := func(name string) *rpc.AddNetworkReply {
+		t.Helper()
+		r, err := b.AddNetwork(ctx, &rpc.AddNetworkRequest{ClientVersion: Version, K8S_POD_NAME: name, K8S_POD_NAMESPACE: "default", ContainerID: "c-" + name, NetworkName: "aws-cni", IfName: "eth0"})
+		if err != nil {
+			t.Fatalf("AddNetwork %s: %v", name, err)
+		}
+		return r
+	}
+	del := func(name string) {
+		t.Helper()
+		r, err := b.DelNetwork(ctx, &rpc.DelNetworkRequest{ClientVersion: Version, K8S_POD_NAME: name, K8S_POD_NAMESPACE: "default", ContainerID: "c-" + name, NetworkName: "aws-cni", IfName: "eth0"})
+		if err != nil || !r.Success {
+			t.Fatalf("DelNetwork %s: %v %v", name, r, err)
+		}
+	}
+	annotation := func(name string) (string, bool) {
+		api.mu.Lock()
+		defer api.mu.Unlock()
+		ann, _ := api.pods["default/"+name]["metadata"].(map[string]any)["annotations"].(map[string]string)
+		v, ok := ann[PodIPsAnnotation]
+		return v, ok
+	}
+	patches := func() int { api.mu.Lock(); defer api.mu.Unlock(); return api.podPatches }
+
+	r := add("a")
+	ip := r.IPAllocationMetadata[0].IPv4Addr
+	if v, _ := annotation("a"); !r.Success || v != ip {
+		t.Fatalf("ADD a: success %v, annotation %q; want %s", r.Success, v, ip)
+	}
+	if add("a"); patches() != 1 {
+		t.Errorf("a repeated ADD patched again: %d patches", patches())
+	}
+	del("a")
+	if v, ok := annotation("a"); !ok || v != "" {
+		t.Errorf("DEL a: annotation %q (present %v), want cleared", v, ok)
+	}
+
+	api.mu.Lock()
+	api.conflicts = 2
+	api.mu.Unlock()
+	r = add("b")
+	if v, _ := annotation("b"); !r.Success || v != r.IPAllocationMetadata[0].IPv4Addr {
+		t.Errorf("ADD b through 2 conflicts: success %v, annotation %q", r.Success, v)
+	}
+	api.mu.Lock()
+	api.pods["default/b"]["metadata"].(map[string]any)["annotations"].(map[string]string)[PodIPsAnnotation] = "10.9.9.9" // another writer
+	api.mu.Unlock()
+	del("b")
+	if v, _ := annotation("b"); v != "10.9.9.9" {
+		t.Errorf("DEL b cleared an annotation naming another address: %q", v)
+	}
+
+	if r := add("gone"); r.Success {
+		t.Error("ADD of a pod the API does not have succeeded; the VPC CNI fails it")
 	}
 }

@@ -159,8 +159,16 @@ func (b *cniBackend) AddNetwork(ctx context.Context, in *rpc.AddNetworkRequest) 
 		d.m.ipamdErr.WithLabelValues("AddNetwork").Inc()
 		return nil, err
 	}
-	reply.Success = true
 	reply.IPAllocationMetadata = []*rpc.IPAllocationMetadata{{IPv4Addr: addr.String(), DeviceNumber: int32(eni.DeviceNumber), RouteTableId: int32(eni.RouteTableID)}}
+	if d.c.AnnotatePodIP && d.kube != nil {
+		// As the VPC CNI: a failed annotation fails the ADD; the address
+		// stays the pod's until the kubelet's DEL.
+		if err := d.annotatePodIP(ctx, in.K8S_POD_NAMESPACE, in.K8S_POD_NAME, addr.String(), ""); err != nil {
+			d.log.Error("AddNetwork: the pod's address annotation", "pod", in.K8S_POD_NAMESPACE+"/"+in.K8S_POD_NAME, "err", err)
+			return reply, nil
+		}
+	}
+	reply.Success = true
 	d.log.Info("AddNetwork", "pod", in.K8S_POD_NAMESPACE+"/"+in.K8S_POD_NAME, "ip", addr.String(), "eni", eni.ID, "device", eni.DeviceNumber)
 	return reply, nil
 }
@@ -196,6 +204,14 @@ func (b *cniBackend) DelNetwork(ctx context.Context, in *rpc.DelNetworkRequest) 
 		return nil, err
 	}
 	d.podWake()
+	if d.c.AnnotatePodIP && d.kube != nil {
+		// The address is released whatever the API says; a stale
+		// annotation is only logged (the VPC CNI fails the DEL too, and its
+		// plugin then tears down from prevResult).
+		if err := d.annotatePodIP(ctx, in.K8S_POD_NAMESPACE, in.K8S_POD_NAME, "", addr.String()); err != nil {
+			d.log.Warn("DelNetwork: the pod's address annotation", "pod", in.K8S_POD_NAMESPACE+"/"+in.K8S_POD_NAME, "err", err)
+		}
+	}
 	d.log.Info("DelNetwork", "pod", in.K8S_POD_NAMESPACE+"/"+in.K8S_POD_NAME, "ip", addr.String(), "reason", in.Reason)
 	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: d.c.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: addr.String(), DeviceNumber: int32(eni.DeviceNumber), RouteTableId: int32(eni.RouteTableID)}}}, nil
