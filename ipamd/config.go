@@ -24,20 +24,23 @@ type Config struct {
 	VethPrefix             string
 	ExternalSNAT           bool
 	ExcludeSNATCIDRs       []netip.Prefix
-	RandomizeSNAT          string // prng | hashrandom | none
-	ConnMark               uint32
-	NodePortSupport        bool
-	LogLevel               string
-	LogFile                string
-	DisableMetrics         bool
-	DisableIntrospection   bool
-	DisableLeakedENIClean  bool
-	DisableProvisioning    bool
-	AdditionalENITags      map[string]string
-	ClusterName            string
-	EnableIPv4             bool
-	EnableIPv6             bool
-	EnablePodENI           bool
+	// ExternalServiceCIDRs (AWS_EXTERNAL_SERVICE_CIDRS) are always routed
+	// by the main table (the primary ENI), whatever ENI a pod is on.
+	ExternalServiceCIDRs  []netip.Prefix
+	RandomizeSNAT         string // prng | hashrandom | none
+	ConnMark              uint32
+	NodePortSupport       bool
+	LogLevel              string
+	LogFile               string
+	DisableMetrics        bool
+	DisableIntrospection  bool
+	DisableLeakedENIClean bool
+	DisableProvisioning   bool
+	AdditionalENITags     map[string]string
+	ClusterName           string
+	EnableIPv4            bool
+	EnableIPv6            bool
+	EnablePodENI          bool
 	// SubnetDiscovery (ENABLE_SUBNET_DISCOVERY, on by default as in the
 	// VPC CNI) creates new ENIs in the subnet of the instance's zone with
 	// the most free addresses among the primary one and those tagged
@@ -128,7 +131,6 @@ func (e *BadValuesError) Error() string { return strings.Join(e.Problems, "; ") 
 // them: --cni upstream@VERSION).
 var Unsupported = []string{
 	"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "ENI_CONFIG_LABEL_DEF", "ENI_CONFIG_ANNOTATION_DEF",
-	"AWS_EXTERNAL_SERVICE_CIDRS",
 	"ENABLE_IMDS_ONLY_MODE", "ENABLE_MULTI_NIC", "ENABLE_NFTABLES", "AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER",
 	"ENABLE_V4_EGRESS", "ENABLE_V6_EGRESS", "DISABLE_POD_V6", "CLUSTER_ENDPOINT", "WARM_ENI_TARGET_MULTI_NIC",
 }
@@ -161,6 +163,7 @@ func LoadConfig(env Env) (*Config, error) {
 		VethPrefix:             p.str("AWS_VPC_K8S_CNI_VETHPREFIX", "eni"),
 		ExternalSNAT:           p.boolv("AWS_VPC_K8S_CNI_EXTERNALSNAT", false),
 		ExcludeSNATCIDRs:       p.cidrs("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS"),
+		ExternalServiceCIDRs:   p.cidrs("AWS_EXTERNAL_SERVICE_CIDRS"),
 		RandomizeSNAT:          p.oneOf("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "prng", "hashrandom", "none"),
 		ConnMark:               uint32(p.intv("AWS_VPC_K8S_CNI_CONNMARK", 0x80, 1, 1<<31-1)),
 		NodePortSupport:        p.boolv("AWS_VPC_CNI_NODE_PORT_SUPPORT", true),

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -313,11 +314,11 @@ var _ = Describe("configuration", func() {
 	})
 
 	It("logs a value it cannot use and goes on with the default, as the VPC CNI does; refuses what it cannot run", func() {
-		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "x", "AWS_EXTERNAL_SERVICE_CIDRS": "10.9.0.0/16"}})
+		n := newNode(nodeOpts{env: map[string]string{"WARM_IP_TARGET": "x", "ENABLE_MULTI_NIC": "true"}})
 		n.start()
 		Eventually(func() float64 { return n.metric("awscni_total_ip_addresses") }, 10*time.Second).Should(Equal(9.0), "WARM_ENI_TARGET's default pool")
 		Expect(n.logTail()).To(And(ContainSubstring(`WARM_IP_TARGET=\"x\"`), ContainSubstring("using the default")))
-		Expect(n.logTail()).To(And(ContainSubstring("AWS_EXTERNAL_SERVICE_CIDRS=10.9.0.0/16"), ContainSubstring("not supported by vpclab's ipamd")))
+		Expect(n.logTail()).To(And(ContainSubstring("ENABLE_MULTI_NIC=true"), ContainSubstring("not supported by vpclab's ipamd")))
 		Expect(runOnce(n, "ENABLE_IPv6=true", "ENABLE_IPv4=false")).To(ContainSubstring("IPv6"))
 	})
 })
@@ -484,6 +485,23 @@ var _ = Describe("the wire protocol", func() {
 		want := append(slices.Clone(groups(primary)), sg.ID)
 		Expect(n.Region.ModifyNetworkInterfaceAttribute(model.ModifyNetworkInterfaceInput{ENIID: primary, SecurityGroups: want})).To(Succeed())
 		Eventually(func() []string { return groups(second) }, 10*time.Second, 100*time.Millisecond).Should(ConsistOf(want), "the second ENI follows the primary's groups")
+	})
+
+	It("routes AWS_EXTERNAL_SERVICE_CIDRS by the main table (priority 1535), replacing the rules a previous run left there", func() {
+		n := newNode(nodeOpts{env: map[string]string{"AWS_EXTERNAL_SERVICE_CIDRS": "203.0.113.0/24, 198.51.100.7/32"}})
+		ns := filepath.Base(n.nsPath)
+		sh(ns, "ip", "rule", "add", "to", "192.0.2.0/24", "lookup", "main", "priority", "1535") // a stale one
+		n.start()
+		var rules []string
+		for _, l := range strings.Split(sh(ns, "ip", "rule"), "\n") {
+			if strings.HasPrefix(l, "1535:") {
+				rules = append(rules, strings.Join(strings.Fields(l), " "))
+			}
+		}
+		Expect(rules).To(ConsistOf("1535: from all to 203.0.113.0/24 lookup main", "1535: from all to 198.51.100.7 lookup main"))
+		var env map[string]any
+		getJSON(n, "http://127.0.0.1:61679/v1/networkutils-env-settings", &env)
+		Expect(env["AWS_EXTERNAL_SERVICE_CIDRS"]).To(Equal([]any{"203.0.113.0/24", "198.51.100.7/32"}))
 	})
 
 	It("turns TCP early demux off with DISABLE_TCP_EARLY_DEMUX, as aws-node's init container", func() {

@@ -19,14 +19,17 @@ import (
 
 // Rule priorities and chains, as aws-node uses them.
 const (
-	ruleENIPriority     = 32765
-	ruleFwmarkPriority  = 1024
-	snatChain           = "AWS-SNAT-CHAIN-0"
-	connmarkChain       = "AWS-CONNMARK-CHAIN-0"
-	mainTable           = 254
-	linkLookupAttempts  = 10
-	linkLookupInterval  = 300 * time.Millisecond
-	iptablesWaitSeconds = "5"
+	ruleENIPriority    = 32765
+	ruleFwmarkPriority = 1024
+	// ruleExternalServicePriority routes each AWS_EXTERNAL_SERVICE_CIDRS
+	// entry by the main table, ahead of the pods' 1536 "from" rules.
+	ruleExternalServicePriority = 1535
+	snatChain                   = "AWS-SNAT-CHAIN-0"
+	connmarkChain               = "AWS-CONNMARK-CHAIN-0"
+	mainTable                   = 254
+	linkLookupAttempts          = 10
+	linkLookupInterval          = 300 * time.Millisecond
+	iptablesWaitSeconds         = "5"
 )
 
 // RouteTableID is the VPC CNI's table for an ENI: main for device 0 on
@@ -142,6 +145,9 @@ func (h *hostNetwork) setupHost(primaryMAC string, primaryIP netip.Addr, vpcCIDR
 			return fmt.Errorf("fwmark rule: %w", err)
 		}
 	}
+	if err := h.externalServiceRules(); err != nil {
+		return err
+	}
 	if h.c.EnablePodENI && h.c.PodSGEnforcingMode == "strict" {
 		// As aws-node: the local table moves from priority 0 to 20, below
 		// strict mode's incoming-interface rules (10), so even traffic from
@@ -158,6 +164,33 @@ func (h *hostNetwork) setupHost(primaryMAC string, primaryIP netip.Addr, vpcCIDR
 		}
 	}
 	return h.setupSNAT(primaryIP, vpcCIDRs)
+}
+
+// externalServiceRules makes the rules at ruleExternalServicePriority
+// exactly one "to CIDR lookup main" per AWS_EXTERNAL_SERVICE_CIDRS entry,
+// as aws-node does at start-up: every rule there goes (a restart with
+// another list leaves none stale), then the list's are added.
+func (h *hostNetwork) externalServiceRules() error {
+	rules, err := netlinksafe.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list rules: %w", err)
+	}
+	for _, r := range rules {
+		if r.Priority == ruleExternalServicePriority && r.Table == mainTable {
+			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("delete external service rule to %v: %w", r.Dst, err)
+			}
+		}
+	}
+	for _, c := range h.c.ExternalServiceCIDRs {
+		r := netlink.NewRule()
+		r.Priority, r.Table, r.Family = ruleExternalServicePriority, mainTable, netlink.FAMILY_V4
+		r.Dst = &net.IPNet{IP: c.Addr().AsSlice(), Mask: net.CIDRMask(c.Bits(), 32)}
+		if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("external service rule to %s: %w", c, err)
+		}
+	}
+	return nil
 }
 
 // localRulePriority is where strict pod-ENI mode moves the local table.

@@ -295,14 +295,17 @@ func (d *Daemon) introspection() http.Handler {
 		})
 	})
 	mux.HandleFunc("/v1/networkutils-env-settings", func(w http.ResponseWriter, r *http.Request) {
-		var excl []string
+		var excl, ext []string
 		for _, p := range d.c.ExcludeSNATCIDRs {
 			excl = append(excl, p.String())
+		}
+		for _, p := range d.c.ExternalServiceCIDRs {
+			ext = append(ext, p.String())
 		}
 		rnd := map[string]int{"none": 0, "hashrandom": 1, "prng": 2}[d.c.RandomizeSNAT]
 		js(w, map[string]any{
 			"AWS_VPC_K8S_CNI_CONNMARK": d.c.ConnMark, "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": excl, "AWS_VPC_K8S_CNI_EXTERNALSNAT": d.c.ExternalSNAT,
-			"AWS_EXTERNAL_SERVICE_CIDRS": nil, "AWS_VPC_ENI_MTU": d.c.MTU, "AWS_VPC_K8S_CNI_VETHPREFIX": d.c.VethPrefix,
+			"AWS_EXTERNAL_SERVICE_CIDRS": ext, "AWS_VPC_ENI_MTU": d.c.MTU, "AWS_VPC_K8S_CNI_VETHPREFIX": d.c.VethPrefix,
 			"AWS_VPC_CNI_NODE_PORT_SUPPORT": d.c.NodePortSupport, "AWS_VPC_K8S_CNI_RANDOMIZESNAT": rnd,
 		})
 	})
