@@ -25,7 +25,7 @@ func (d *Daemon) syncGroups(ctx context.Context) error {
 	sorted := slices.Sorted(slices.Values(groups))
 	d.mu.Lock()
 	changed := !d.groupsSeen || !slices.Equal(sorted, d.groupsSorted)
-	d.groups, d.groupsSorted, d.groupsSeen = groups, sorted, true
+	d.groupsSorted, d.groupsSeen = sorted, true
 	var ids []string
 	for _, e := range d.ds.ENIs() {
 		ids = append(ids, e.ID)

@@ -43,8 +43,9 @@ type Daemon struct {
 	subnetID     string
 	az           string // the instance's availability zone
 	subnetCIDR   netip.Prefix
-	groups       []string // the primary ENI's security groups (IMDS), under mu once serving
-	groupsSorted []string // groups, sorted: what syncGroups compares
+	// groupsSorted are the primary ENI's security groups (IMDS), sorted:
+	// what syncGroups compares and new ENIs get (under mu once serving).
+	groupsSorted []string
 	groupsSeen   bool
 	vpcCIDRs     []netip.Prefix
 

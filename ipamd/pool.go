@@ -285,7 +285,7 @@ func (d *Daemon) attachENI(ctx context.Context, count int) error {
 		return err
 	}
 	d.mu.Lock()
-	groups := d.groups
+	groups := d.groupsSorted // sorted, as the VPC CNI creates ENIs
 	d.mu.Unlock()
 	spec := newENISpec{instanceID: d.instanceID, groups: groups, cluster: d.c.ClusterName, extraTags: d.c.AdditionalENITags, device: dev}
 	if d.c.EnablePrefixDelegation {
