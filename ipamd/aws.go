@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,7 +43,7 @@ func newCloud(ctx context.Context, c *Config, m *metrics, log *slog.Logger) (*cl
 	}
 	cl := &cloud{imds: imds.NewFromConfig(awsCfg), m: m, lim: newLimiter(c.EC2QPS, c.EC2Burst), log: log}
 	var region *imds.GetRegionOutput
-	err = cl.timed(ctx, "imds:GetRegion", false, func() (err error) {
+	err = cl.imdsCall("GetRegion", func() (err error) {
 		region, err = cl.imds.GetRegion(ctx, &imds.GetRegionInput{})
 		return err
 	})
@@ -73,32 +74,73 @@ func errorCode(err error) string {
 	return ""
 }
 
-// timed runs one AWS call: rate limit (EC2 only), latency and counters.
-func (c *cloud) timed(ctx context.Context, api string, isEC2 bool, f func() error) error {
-	if isEC2 {
-		if err := c.lim.wait(ctx); err != nil {
-			return err
-		}
-		c.m.ec2Req.WithLabelValues(api).Inc()
+// timed runs one EC2 call: rate limit, latency and counters, with the VPC
+// CNI's labels (status "200", the error code, or "" when the error has
+// none; only errors with a code are counted by api and code).
+func (c *cloud) timed(ctx context.Context, api string, f func() error) error {
+	if err := c.lim.wait(ctx); err != nil {
+		return err
 	}
+	c.m.ec2Req.WithLabelValues(api).Inc()
+	err := c.observe(api, f)
+	if err != nil {
+		c.m.ec2Err.WithLabelValues(api).Inc()
+	}
+	if code := errorCode(err); code != "" {
+		c.m.apiErr.WithLabelValues(api, code).Inc()
+	}
+	return err
+}
+
+// observe runs f and records its latency under api.
+func (c *cloud) observe(api string, f func() error) error {
 	t0 := time.Now()
 	err := f()
 	ms := float64(time.Since(t0).Microseconds()) / 1000
 	status := "200"
-	isErr := "false"
 	if err != nil {
-		isErr, status = "true", "error"
-		code := errorCode(err)
-		if code == "" {
-			code = "other"
-		}
-		c.m.apiErr.WithLabelValues(api, code).Inc()
-		if isEC2 {
-			c.m.ec2Err.WithLabelValues(api).Inc()
-		}
+		status = errorCode(err)
 	}
-	c.m.apiLatency.WithLabelValues(api, isErr, status).Observe(ms)
+	c.m.apiLatency.WithLabelValues(api, strconv.FormatBool(err != nil), status).Observe(ms)
 	return err
+}
+
+// imdsCall runs one IMDS read, as the VPC CNI's instrumented IMDS client:
+// its latency under "GetMetadata", and an error with an AWS error code
+// counted (awscni_aws_api_error_count) under the VPC CNI's name for the
+// read.
+func (c *cloud) imdsCall(name string, f func() error) error {
+	err := c.observe("GetMetadata", f)
+	if code := errorCode(err); code != "" {
+		c.m.apiErr.WithLabelValues(name, code).Inc()
+	}
+	return err
+}
+
+// imdsTopNames and imdsMACNames are the VPC CNI's names for its IMDS reads
+// (its typed IMDS client's methods), by path.
+var (
+	imdsTopNames = map[string]string{"instance-id": "GetInstanceID", "instance-type": "GetInstanceType", "mac": "GetMAC",
+		"local-ipv4": "GetLocalIPv4", "placement/availability-zone": "GetAZ", "network/interfaces/macs": "GetMACs"}
+	imdsMACNames = map[string]string{"": "GetMACImdsFields", "interface-id": "GetInterfaceID", "device-number": "GetDeviceNumber",
+		"network-card": "GetNetworkCard", "local-ipv4s": "GetLocalIPv4s", "ipv4-prefix": "GetIPv4Prefixes", "subnet-id": "GetSubnetID",
+		"subnet-ipv4-cidr-block": "GetSubnetIPv4CIDRBlock", "security-group-ids": "GetSecurityGroupIDs", "vpc-id": "GetVpcID",
+		"vpc-ipv4-cidr-blocks": "GetVPCIPv4CIDRBlocks"}
+)
+
+// imdsAPIName is the VPC CNI's name for the read of an IMDS path
+// ("GetMetadata" for one it does not name).
+func imdsAPIName(path string) string {
+	path = strings.TrimSuffix(path, "/")
+	if rest, ok := strings.CutPrefix(path, "network/interfaces/macs/"); ok {
+		_, field, _ := strings.Cut(rest, "/")
+		if n, ok := imdsMACNames[field]; ok {
+			return n
+		}
+	} else if n, ok := imdsTopNames[path]; ok {
+		return n
+	}
+	return "GetMetadata"
 }
 
 // errNotFound marks a metadata key IMDS does not have (404).
@@ -107,7 +149,7 @@ var errNotFound = errors.New("not found in IMDS")
 // metadata reads one IMDS path (under meta-data/) as trimmed text.
 func (c *cloud) metadata(ctx context.Context, path string) (string, error) {
 	var out *imds.GetMetadataOutput
-	err := c.timed(ctx, "imds:"+path, false, func() (err error) {
+	err := c.imdsCall(imdsAPIName(path), func() (err error) {
 		out, err = c.imds.GetMetadata(ctx, &imds.GetMetadataInput{Path: path})
 		return err
 	})

@@ -108,7 +108,7 @@ func (c *cloud) imdsENI(ctx context.Context, mac string) (imdsENI, error) {
 // addresses per ENI, from DescribeInstanceTypes.
 func (c *cloud) instanceLimits(ctx context.Context, typ string) (maxENI, ipv4PerENI int, err error) {
 	var out *ec2.DescribeInstanceTypesOutput
-	err = c.timed(ctx, "DescribeInstanceTypes", true, func() (err error) {
+	err = c.timed(ctx, "DescribeInstanceTypes", func() (err error) {
 		out, err = c.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: []types.InstanceType{types.InstanceType(typ)}})
 		return err
 	})
@@ -136,7 +136,7 @@ func (c *cloud) describeENIs(ctx context.Context, ids []string) (map[string]type
 		return out, nil
 	}
 	var resp *ec2.DescribeNetworkInterfacesOutput
-	err := c.timed(ctx, "DescribeNetworkInterfaces", true, func() (err error) {
+	err := c.timed(ctx, "DescribeNetworkInterfaces", func() (err error) {
 		resp, err = c.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: ids})
 		return err
 	})
@@ -188,7 +188,7 @@ func (c *cloud) describePages(ctx context.Context, in *ec2.DescribeNetworkInterf
 	p := ec2.NewDescribeNetworkInterfacesPaginator(c.ec2, in)
 	for p.HasMorePages() {
 		var page *ec2.DescribeNetworkInterfacesOutput
-		err := c.timed(ctx, "DescribeNetworkInterfaces", true, func() (err error) {
+		err := c.timed(ctx, "DescribeNetworkInterfaces", func() (err error) {
 			page, err = p.NextPage(ctx)
 			return err
 		})
@@ -228,7 +228,7 @@ type newENISpec struct {
 // returns how many ENIs EC2 has attached to the instance on network card 0.
 func (c *cloud) freeDeviceIndex(ctx context.Context, instanceID string, used map[int]bool) (dev, attached int, err error) {
 	var out *ec2.DescribeInstancesOutput
-	err = c.timed(ctx, "DescribeInstances", true, func() (err error) {
+	err = c.timed(ctx, "DescribeInstances", func() (err error) {
 		out, err = c.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{instanceID}})
 		return err
 	})
@@ -290,7 +290,7 @@ func (c *cloud) allocENI(ctx context.Context, s newENISpec) (imdsENI, error) {
 		in.SecondaryPrivateIpAddressCount = aws.Int32(int32(s.ips))
 	}
 	create := func() (out *ec2.CreateNetworkInterfaceOutput, err error) {
-		err = c.timed(ctx, "CreateNetworkInterface", true, func() (err error) {
+		err = c.timed(ctx, "CreateNetworkInterface", func() (err error) {
 			out, err = c.ec2.CreateNetworkInterface(ctx, in)
 			return err
 		})
@@ -310,7 +310,7 @@ func (c *cloud) allocENI(ctx context.Context, s newENISpec) (imdsENI, error) {
 	}
 	id := aws.ToString(created.NetworkInterface.NetworkInterfaceId)
 	var att *ec2.AttachNetworkInterfaceOutput
-	err = c.timed(ctx, "AttachNetworkInterface", true, func() (err error) {
+	err = c.timed(ctx, "AttachNetworkInterface", func() (err error) {
 		att, err = c.ec2.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: aws.String(id), InstanceId: aws.String(s.instanceID),
 			DeviceIndex: aws.Int32(int32(s.device)), NetworkCardIndex: aws.Int32(0)})
 		return err
@@ -321,7 +321,7 @@ func (c *cloud) allocENI(ctx context.Context, s newENISpec) (imdsENI, error) {
 		}
 		return imdsENI{}, fmt.Errorf("attach %s to %s at device %d: %w", id, s.instanceID, s.device, err)
 	}
-	err = c.timed(ctx, "ModifyNetworkInterfaceAttribute", true, func() error {
+	err = c.timed(ctx, "ModifyNetworkInterfaceAttribute", func() error {
 		_, err := c.ec2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(id),
 			Attachment: &types.NetworkInterfaceAttachmentChanges{AttachmentId: att.AttachmentId, DeleteOnTermination: aws.Bool(true)}})
 		return err
@@ -365,7 +365,7 @@ func (c *cloud) assign(ctx context.Context, eni string, n int, prefixes bool) ([
 		in.SecondaryPrivateIpAddressCount = aws.Int32(int32(n))
 	}
 	var out *ec2.AssignPrivateIpAddressesOutput
-	err := c.timed(ctx, "AssignPrivateIpAddresses", true, func() (err error) {
+	err := c.timed(ctx, "AssignPrivateIpAddresses", func() (err error) {
 		out, err = c.ec2.AssignPrivateIpAddresses(ctx, in)
 		return err
 	})
@@ -396,7 +396,7 @@ func (c *cloud) unassign(ctx context.Context, eni string, cidrs []netip.Prefix) 
 			in.Ipv4Prefixes = append(in.Ipv4Prefixes, p.String())
 		}
 	}
-	return c.timed(ctx, "UnassignPrivateIpAddresses", true, func() error {
+	return c.timed(ctx, "UnassignPrivateIpAddresses", func() error {
 		_, err := c.ec2.UnassignPrivateIpAddresses(ctx, in)
 		if err != nil {
 			return fmt.Errorf("unassign %v from %s: %w", cidrs, eni, err)
@@ -415,7 +415,7 @@ func (c *cloud) freeENI(ctx context.Context, id string, wait time.Duration) erro
 		return err
 	}
 	if n, ok := d[id]; ok && n.Attachment != nil && n.Attachment.AttachmentId != nil {
-		err := c.timed(ctx, "DetachNetworkInterface", true, func() error {
+		err := c.timed(ctx, "DetachNetworkInterface", func() error {
 			_, err := c.ec2.DetachNetworkInterface(ctx, &ec2.DetachNetworkInterfaceInput{AttachmentId: n.Attachment.AttachmentId})
 			return err
 		})
@@ -450,7 +450,7 @@ func (c *cloud) utilsErr(fn string, err error) {
 }
 
 func (c *cloud) deleteENI(ctx context.Context, id string) error {
-	return c.timed(ctx, "DeleteNetworkInterface", true, func() error {
+	return c.timed(ctx, "DeleteNetworkInterface", func() error {
 		_, err := c.ec2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: aws.String(id)})
 		if err != nil && errorCode(err) != "InvalidNetworkInterfaceID.NotFound" {
 			return fmt.Errorf("delete %s: %w", id, err)
@@ -486,7 +486,7 @@ func (c *cloud) leakedENIs(ctx context.Context, vpcID, cluster string) ([]types.
 
 // tagCreatedAt tags a leaked ENI that lacks a parseable createdAt.
 func (c *cloud) tagCreatedAt(ctx context.Context, id string) error {
-	return c.timed(ctx, "CreateTags", true, func() error {
+	return c.timed(ctx, "CreateTags", func() error {
 		_, err := c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: []types.Tag{{Key: aws.String(TagCreatedAt), Value: aws.String(time.Now().UTC().Format(time.RFC3339))}}})
 		return err
 	})
@@ -598,7 +598,7 @@ func zoneSubnets(vpcID, az string) *ec2.DescribeSubnetsInput {
 // describeSubnets makes one DescribeSubnets call, timed and counted.
 func (c *cloud) describeSubnets(ctx context.Context, in *ec2.DescribeSubnetsInput) ([]types.Subnet, error) {
 	var out *ec2.DescribeSubnetsOutput
-	err := c.timed(ctx, "DescribeSubnets", true, func() (err error) {
+	err := c.timed(ctx, "DescribeSubnets", func() (err error) {
 		out, err = c.ec2.DescribeSubnets(ctx, in)
 		return err
 	})

@@ -62,7 +62,7 @@ func (d *Daemon) groupLoop(ctx context.Context) {
 
 // setGroups replaces an ENI's security groups.
 func (c *cloud) setGroups(ctx context.Context, id string, groups []string) error {
-	return c.timed(ctx, "ModifyNetworkInterfaceAttribute", true, func() error {
+	return c.timed(ctx, "ModifyNetworkInterfaceAttribute", func() error {
 		_, err := c.ec2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(id), Groups: groups})
 		return err
 	})

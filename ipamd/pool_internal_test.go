@@ -1,10 +1,14 @@
 package ipamd
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/aws/smithy-go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestPoolArithmetic pins the VPC CNI's warm-pool decisions (m5.large:
@@ -222,6 +226,42 @@ func TestManagedENI(t *testing.T) {
 			if got := d.managedENI(tc.id, tc.tags); got != want {
 				t.Errorf("%s, MANAGE_UNTAGGED_ENI=%v: managed %v, want %v", tc.name, manage, got, want)
 			}
+		}
+	}
+}
+
+// TestAPIMetricLabels pins the VPC CNI's labels on ipamd's AWS call
+// metrics: EC2 calls by action with status "200" or the error code, errors
+// counted only with an AWS error code; IMDS reads' latency under
+// GetMetadata and their errors under the VPC CNI's name for the read.
+func TestAPIMetricLabels(t *testing.T) {
+	m := newMetrics("")
+	c := &cloud{m: m, lim: newLimiter(1000, 1000)}
+	ctx := context.Background()
+	throttled := &smithy.GenericAPIError{Code: "RequestLimitExceeded"}
+	_ = c.timed(ctx, "AssignPrivateIpAddresses", func() error { return nil })
+	_ = c.timed(ctx, "AssignPrivateIpAddresses", func() error { return throttled })
+	_ = c.timed(ctx, "CreateNetworkInterface", func() error { return errors.New("connection reset") })
+	_ = c.imdsCall(imdsAPIName("network/interfaces/macs/0e:aa/local-ipv4s"), func() error { return &smithy.GenericAPIError{Code: "NotFound"} })
+	for _, tc := range []struct {
+		what string
+		got  float64
+		want float64
+	}{
+		{"errors: AssignPrivateIpAddresses RequestLimitExceeded", testutil.ToFloat64(m.apiErr.WithLabelValues("AssignPrivateIpAddresses", "RequestLimitExceeded")), 1},
+		{"errors: IMDS local-ipv4s", testutil.ToFloat64(m.apiErr.WithLabelValues("GetLocalIPv4s", "NotFound")), 1},
+		{"error series (none for an error without a code)", float64(testutil.CollectAndCount(m.apiErr)), 2},
+		{"latency series: Assign 200, Assign RequestLimitExceeded, Create \"\", GetMetadata NotFound", float64(testutil.CollectAndCount(m.apiLatency)), 4},
+		{"EC2 requests", float64(testutil.CollectAndCount(m.ec2Req)), 2},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.what, tc.got, tc.want)
+		}
+	}
+	for path, want := range map[string]string{"mac": "GetMAC", "network/interfaces/macs/": "GetMACs", "network/interfaces/macs/0e:aa/": "GetMACImdsFields",
+		"network/interfaces/macs/0e:aa/security-group-ids": "GetSecurityGroupIDs", "placement/availability-zone": "GetAZ", "public-hostname": "GetMetadata"} {
+		if got := imdsAPIName(path); got != want {
+			t.Errorf("imdsAPIName(%q) = %s, want %s", path, got, want)
 		}
 	}
 }
