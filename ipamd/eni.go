@@ -105,8 +105,13 @@ func (c *cloud) imdsENI(ctx context.Context, mac string) (imdsENI, error) {
 }
 
 // instanceLimits returns the type's ENI limit (default card) and IPv4
-// addresses per ENI, from DescribeInstanceTypes.
+// addresses per ENI: from the table ipamd carries (limits.tsv, as the VPC
+// CNI carries its own), or from DescribeInstanceTypes for a type missing
+// there.
 func (c *cloud) instanceLimits(ctx context.Context, typ string) (maxENI, ipv4PerENI int, err error) {
+	if l, ok := knownLimits()[typ]; ok {
+		return l[0], l[1], nil
+	}
 	var out *ec2.DescribeInstanceTypesOutput
 	err = c.timed(ctx, "DescribeInstanceTypes", func() (err error) {
 		out, err = c.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: []types.InstanceType{types.InstanceType(typ)}})

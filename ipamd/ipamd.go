@@ -88,7 +88,8 @@ type Daemon struct {
 var processStart = time.Now()
 
 // New initialises the node like the VPC CNI's nodeInit: instance facts
-// from IMDS, limits from DescribeInstanceTypes, host networking, the
+// from IMDS, limits from its table (DescribeInstanceTypes for a type not
+// there), host networking, the
 // attached ENIs (IMDS + one DescribeNetworkInterfaces), the checkpoint.
 func New(ctx context.Context, c *Config, log *slog.Logger) (*Daemon, error) {
 	d := &Daemon{c: c, log: log, m: newMetrics(Version), host: &hostNetwork{c: c}, kick: make(chan struct{}, 1), unmanagedIDs: map[string]bool{}, devices: map[int]bool{}}

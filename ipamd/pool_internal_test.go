@@ -265,3 +265,19 @@ func TestAPIMetricLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestKnownLimits: ipamd knows the instance types of its table without
+// EC2 (the cloud here has no EC2 client: a call would panic), as the VPC
+// CNI knows those of its generated table.
+func TestKnownLimits(t *testing.T) {
+	c := &cloud{}
+	for typ, want := range map[string][2]int{"m5.large": {3, 10}, "t3.nano": {2, 2}, "m5.4xlarge": {8, 30}} {
+		enis, per, err := c.instanceLimits(context.Background(), typ)
+		if err != nil || enis != want[0] || per != want[1] {
+			t.Errorf("%s: %d ENIs, %d per ENI, %v; want %v", typ, enis, per, err, want)
+		}
+	}
+	if n := len(knownLimits()); n < 1000 {
+		t.Errorf("%d types in limits.tsv; the VPC CNI's table has over 1000", n)
+	}
+}

@@ -104,7 +104,7 @@ steps:
 		file := writeFile("slow.yaml", `vpcCidr: 10.0.0.0/16
 subnets: [{name: a, cidr: 10.0.0.0/24}]
 nodes: [{name: node, instanceType: m5.large}]
-faults: [{action: DescribeInstanceTypes, latency: 5s}]
+faults: [{action: DescribeNetworkInterfaces, latency: 5s}]
 `)
 		up := start("up", "-f", file, "--name", name)
 		DeferCleanup(func() { vl("down", "--name", name); vl("gc", "--name", name) })
@@ -371,7 +371,7 @@ var _ = Describe("the CLI's help and output", Label("reliability"), func() {
 		DeferCleanup(func() { vl("down", "--name", name); vl("gc", "--name", name) })
 		_, out, _ = vl("events", "-o", "table", "--name", name)
 		Expect(out).NotTo(ContainSubstring("<nil>"))
-		Expect(out).To(MatchRegexp(`DescribeInstanceTypes\s+OK`))
+		Expect(out).To(MatchRegexp(`DescribeNetworkInterfaces\s+OK`))
 		mustCLI("faults", "--name", name, "add", "--action", "CreateTags", "--code", "RequestLimitExceeded")
 		_, out, _ = vl("faults", "list", "-o", "json", "--name", name)
 		var rules []map[string]any
