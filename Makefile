@@ -87,7 +87,7 @@ vet:
 fmt:
 	gofmt -w .
 
-## catalog: regenerate fakeec2/catalog/data/instance_types.json (see tools/gencatalog).
+## catalog: regenerate fakeec2/catalog/data/instance_types.json (see tools/gencatalog) and ipamd/limits.tsv.
 catalog:
 	@test -n "$(CNI)" -a -n "$(RC)" || (echo "usage: make catalog CNI=vpc_ip_resource_limit.go RC=limits.go [DESCRIBE=instance_types.json.gz]"; exit 2)
 	$(GO) run ./tools/gencatalog --cni $(CNI) --rc $(RC) $(if $(DESCRIBE),--describe $(DESCRIBE)) > fakeec2/catalog/data/instance_types.json
