@@ -191,11 +191,19 @@ func (d *Daemon) increase(ctx context.Context, s Stats) error {
 			got, err = d.cloud.assign(ctx, e.ID, 1, pd)
 		}
 		if err != nil {
-			if isCapacityError(err) {
-				d.pauseScaleUp(err)
-			}
 			if errorCode(err) == "PrivateIpAddressLimitExceeded" {
 				return d.resyncENI(ctx, e.ID, err)
+			}
+			if isCapacityError(err) && d.c.SubnetDiscovery {
+				// As the VPC CNI with subnet discovery: this ENI's subnet
+				// is full; the next ENI, or a new one in a subnet with room,
+				// may still get addresses. Scale-up pauses only when
+				// creating that ENI meets the same answer.
+				d.log.Warn("subnet out of addresses for this ENI; trying the next", "eni", e.ID, "err", err)
+				continue
+			}
+			if isCapacityError(err) {
+				d.pauseScaleUp(err)
 			}
 			return err
 		}
