@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -265,26 +266,55 @@ func (c *cloud) freeDeviceIndex(ctx context.Context, instanceID string, used map
 	}
 }
 
+// eniTags are the tags the VPC CNI puts on the ENIs it manages (createdAt
+// aside): this instance's id, the cluster's name and owner with
+// CLUSTER_NAME, and ADDITIONAL_ENI_TAGS.
+func eniTags(instanceID, cluster string, extra map[string]string) map[string]string {
+	tags := map[string]string{TagInstanceID: instanceID}
+	if cluster != "" {
+		tags[TagCluster], tags[TagOwner] = cluster, "amazon-vpc-cni"
+	}
+	maps.Copy(tags, extra)
+	return tags
+}
+
+// sdkTags are m's tags sorted by key, as the VPC CNI sends them.
+func sdkTags(m map[string]string) []types.Tag {
+	var out []types.Tag
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, types.Tag{Key: aws.String(k), Value: aws.String(m[k])})
+	}
+	return out
+}
+
+// tagMissing gives a managed ENI the tags of eniTags it lacks (or has with
+// another value), in one CreateTags, as the VPC CNI does for every managed
+// ENI it finds at start-up or adopts in reconciliation; none missing, no
+// call.
+func (c *cloud) tagMissing(ctx context.Context, id string, have, want map[string]string) error {
+	missing := map[string]string{}
+	for k, v := range want {
+		if cur, ok := have[k]; !ok || cur != v {
+			missing[k] = v
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return c.timed(ctx, "CreateTags", func() error {
+		_, err := c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: sdkTags(missing)})
+		return err
+	})
+}
+
 // allocENI creates an ENI as the VPC CNI does (description, tags,
 // addresses), attaches it with DeleteOnTermination and returns it as EC2
 // answered (id, MAC, addresses or prefixes). A failed attach deletes the
 // new ENI.
 func (c *cloud) allocENI(ctx context.Context, s newENISpec) (imdsENI, error) {
-	tags := []types.Tag{
-		{Key: aws.String(TagInstanceID), Value: aws.String(s.instanceID)},
-		{Key: aws.String(TagCreatedAt), Value: aws.String(time.Now().UTC().Format(time.RFC3339))},
-	}
-	if s.cluster != "" {
-		tags = append(tags, types.Tag{Key: aws.String(TagCluster), Value: aws.String(s.cluster)}, types.Tag{Key: aws.String(TagOwner), Value: aws.String("amazon-vpc-cni")})
-	}
-	keys := make([]string, 0, len(s.extraTags))
-	for k := range s.extraTags {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(s.extraTags[k])})
-	}
+	want := eniTags(s.instanceID, s.cluster, s.extraTags)
+	want[TagCreatedAt] = time.Now().UTC().Format(time.RFC3339)
+	tags := sdkTags(want)
 	in := &ec2.CreateNetworkInterfaceInput{
 		SubnetId: aws.String(s.subnetID), Description: aws.String(DescriptionPrefix + s.instanceID), Groups: s.groups,
 		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeNetworkInterface, Tags: tags}},

@@ -250,6 +250,11 @@ func (d *Daemon) adoptENIs(ctx context.Context) error {
 			d.unmanagedIDs[e.ID] = true
 			continue
 		}
+		if typ != "trunk" && !d.c.DisableProvisioning {
+			if err := d.cloud.tagMissing(ctx, e.ID, tags, d.eniTags()); err != nil {
+				return fmt.Errorf("tag managed ENI %s: %w", e.ID, err) // as the VPC CNI's nodeInit
+			}
+		}
 		if err := d.addENI(ctx, e, typ == "trunk", typ == "efa", time.Time{}); err != nil {
 			if e.ID == d.primaryENI {
 				return err
@@ -260,6 +265,11 @@ func (d *Daemon) adoptENIs(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// eniTags are the tags every ENI ipamd manages carries.
+func (d *Daemon) eniTags() map[string]string {
+	return eniTags(d.instanceID, d.c.ClusterName, d.c.AdditionalENITags)
 }
 
 // managedENI applies the VPC CNI's rule for which attached ENIs ipamd

@@ -504,6 +504,24 @@ var _ = Describe("the wire protocol", func() {
 		Expect(env["AWS_EXTERNAL_SERVICE_CIDRS"]).To(Equal([]any{"203.0.113.0/24", "198.51.100.7/32"}))
 	})
 
+	It("tags the managed ENIs it finds at start-up with what they lack (one CreateTags, sorted keys), as the VPC CNI; nothing missing, no call", func() {
+		n := newNode(nodeOpts{env: map[string]string{"CLUSTER_NAME": "lab", "ADDITIONAL_ENI_TAGS": `{"team":"net"}`}})
+		tagCalls := func() []ec2query.Record { return n.Server.Audit().Events(ec2query.EventFilter{Action: "CreateTags"}) }
+		n.start()
+		Expect(tagCalls()).To(HaveLen(1))
+		var primary model.NetworkInterface
+		for _, e := range n.Region.NetworkInterfaces() {
+			if e.Attachment != nil && e.Attachment.InstanceID == n.inst.ID && e.Attachment.DeviceIndex == 0 {
+				primary = e
+			}
+		}
+		Expect(primary.Tags).To(And(HaveKeyWithValue("node.k8s.amazonaws.com/instance_id", n.inst.ID), HaveKeyWithValue("cluster.k8s.amazonaws.com/name", "lab"),
+			HaveKeyWithValue("eks:eni:owner", "amazon-vpc-cni"), HaveKeyWithValue("team", "net")))
+		n.ipamd.Kill()
+		n.start()
+		Expect(tagCalls()).To(HaveLen(1), "a restart finds the tags there")
+	})
+
 	It("turns TCP early demux off with DISABLE_TCP_EARLY_DEMUX, as aws-node's init container", func() {
 		n := newNode(nodeOpts{env: map[string]string{"DISABLE_TCP_EARLY_DEMUX": "true"}})
 		ns := filepath.Base(n.nsPath)

@@ -598,6 +598,11 @@ func (d *Daemon) reconcileNewENI(ctx context.Context, w *witness, e imdsENI) err
 		d.mu.Unlock()
 		return nil
 	}
+	if n.InterfaceType != "trunk" && !d.c.DisableProvisioning {
+		if err := d.cloud.tagMissing(ctx, e.ID, tagMap(n.TagSet), d.eniTags()); err != nil {
+			return fmt.Errorf("tag managed ENI %s: %w", e.ID, err) // adopted at the next reconciliation
+		}
+	}
 	if err := d.addENI(ctx, e, n.InterfaceType == "trunk", n.InterfaceType == "efa", time.Now()); err != nil {
 		return err
 	}
