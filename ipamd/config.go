@@ -194,15 +194,15 @@ func LoadConfig(env Env) (*Config, error) {
 		Version:                p.str("VPC_CNI_VERSION", ""),
 
 		IPCooldown:               time.Duration(p.intv("IP_COOLDOWN_PERIOD", 30, 0, 86400)) * time.Second,
-		PoolInterval:             p.dur("VPCLAB_POOL_INTERVAL", 5*time.Second),
+		PoolInterval:             p.period("VPCLAB_POOL_INTERVAL", 5*time.Second),
 		PoolWake:                 p.boolv("VPCLAB_POOL_WAKE", false),
 		DecreaseInterval:         p.dur("VPCLAB_DECREASE_INTERVAL", 30*time.Second),
-		ReconcileInterval:        p.dur("VPCLAB_RECONCILE_INTERVAL", 60*time.Second),
+		ReconcileInterval:        p.period("VPCLAB_RECONCILE_INTERVAL", 60*time.Second),
 		InsufficientCIDRBackoff:  p.dur("VPCLAB_INSUFFICIENT_CIDR_COOLDOWN", 120*time.Second),
 		MinENILifetime:           p.dur("VPCLAB_MIN_ENI_LIFETIME", time.Minute),
 		ENIAttachWait:            p.dur("VPCLAB_ENI_ATTACH_WAIT", 50*time.Second),
-		LeakedENIInterval:        p.dur("VPCLAB_LEAKED_ENI_INTERVAL", time.Hour),
-		GroupsInterval:           p.dur("VPCLAB_SG_SYNC_INTERVAL", 30*time.Second),
+		LeakedENIInterval:        p.period("VPCLAB_LEAKED_ENI_INTERVAL", time.Hour),
+		GroupsInterval:           p.period("VPCLAB_SG_SYNC_INTERVAL", 30*time.Second),
 		LeakedENIGrace:           p.dur("VPCLAB_LEAKED_ENI_GRACE", 5*time.Minute),
 		LeakedENIStartDelay:      p.dur("VPCLAB_LEAKED_ENI_START_DELAY", 5*time.Minute),
 		VethGrace:                p.dur("VPCLAB_VETH_GRACE", 10*time.Second),
@@ -212,7 +212,7 @@ func LoadConfig(env Env) (*Config, error) {
 		NodeName:                 p.str("MY_NODE_NAME", ""),
 		PodName:                  p.str("MY_POD_NAME", ""),
 		PodNamespace:             p.str("MY_POD_NAMESPACE", "kube-system"),
-		NodeInterval:             p.dur("VPCLAB_NODE_INTERVAL", 2*time.Second),
+		NodeInterval:             p.period("VPCLAB_NODE_INTERVAL", 2*time.Second),
 		ManageENIsNonSchedulable: p.boolv("AWS_MANAGE_ENIS_NON_SCHEDULABLE", false),
 	}
 	if v, ok := env("VPCLAB_IP_COOLDOWN"); ok && v != "" { // sub-second cooldowns for scenarios
@@ -345,6 +345,16 @@ func (p *parser) dur(name string, def time.Duration) time.Duration {
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 {
 		p.fail(name, v, "want a non-negative duration like 500ms or 5s")
+		return def
+	}
+	return d
+}
+
+// period is a loop's interval: a positive duration.
+func (p *parser) period(name string, def time.Duration) time.Duration {
+	d := p.dur(name, def)
+	if d <= 0 {
+		p.fail(name, d.String(), "want a positive duration like 500ms or 5s")
 		return def
 	}
 	return d

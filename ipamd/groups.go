@@ -3,7 +3,6 @@ package ipamd
 import (
 	"context"
 	"slices"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -46,18 +45,11 @@ func (d *Daemon) syncGroups(ctx context.Context) error {
 
 // groupLoop runs syncGroups every GroupsInterval.
 func (d *Daemon) groupLoop(ctx context.Context) {
-	t := time.NewTicker(d.c.GroupsInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := d.syncGroups(ctx); err != nil && ctx.Err() == nil {
-				d.log.Warn("security groups from IMDS", "err", err)
-			}
+	every(ctx, d.c.GroupsInterval, func() {
+		if err := d.syncGroups(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("security groups from IMDS", "err", err)
 		}
-	}
+	})
 }
 
 // setGroups replaces an ENI's security groups.

@@ -280,6 +280,9 @@ var _ = Describe("configuration", func() {
 		Entry(nil, "ADDITIONAL_ENI_TAGS", "{not json"),
 		Entry(nil, "AWS_VPC_K8S_CNI_RANDOMIZESNAT", "sometimes"),
 		Entry(nil, "VPCLAB_POOL_INTERVAL", "soon"),
+		Entry(nil, "VPCLAB_POOL_INTERVAL", "0s"), // a loop's ticker would panic
+		Entry(nil, "VPCLAB_SG_SYNC_INTERVAL", "0"),
+		Entry(nil, "VPCLAB_RECONCILE_INTERVAL", "0ms"),
 		Entry(nil, "AWS_VPC_K8S_CNI_VETHPREFIX", "eth"),
 		Entry(nil, "ENABLE_IPv6", "true"),
 		Entry(nil, "VPCLAB_CLOCK_SCALE", "0.5"),
