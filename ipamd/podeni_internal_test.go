@@ -38,22 +38,19 @@ func (f *fakePodAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	const cn = "/apis/vpcresources.k8s.aws/v1alpha1/cninodes/node-1"
+	var pod map[string]any
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/api/v1/namespaces/"); ok {
+		parts := strings.Split(rest, "/")
+		if pod = f.pods[parts[0]+"/"+parts[len(parts)-1]]; pod == nil {
+			http.Error(w, `{"kind":"Status","reason":"NotFound"}`, http.StatusNotFound)
+			return
+		}
+	}
 	switch {
-	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/api/v1/namespaces/"):
-		parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/api/v1/namespaces/"), "/")
-		p, ok := f.pods[parts[0]+"/"+parts[2]]
-		if !ok {
-			http.Error(w, `{"kind":"Status","reason":"NotFound"}`, http.StatusNotFound)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(p)
-	case r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/api/v1/namespaces/"):
-		parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/api/v1/namespaces/"), "/")
-		p, ok := f.pods[parts[0]+"/"+parts[2]]
-		if !ok {
-			http.Error(w, `{"kind":"Status","reason":"NotFound"}`, http.StatusNotFound)
-			return
-		}
+	case r.Method == http.MethodGet && pod != nil:
+		_ = json.NewEncoder(w).Encode(pod)
+	case r.Method == http.MethodPatch && pod != nil:
+		p := pod
 		var patch struct {
 			Metadata struct {
 				ResourceVersion string            `json:"resourceVersion"`
