@@ -23,8 +23,8 @@ func (d *Daemon) syncGroups(ctx context.Context) error {
 	}
 	sorted := slices.Sorted(slices.Values(groups))
 	d.mu.Lock()
-	changed := !d.groupsSeen || !slices.Equal(sorted, d.groupsSorted)
-	d.groupsSorted, d.groupsSeen = sorted, true
+	changed := !slices.Equal(sorted, d.groupsSorted) // nil at start: every group is new, as in the VPC CNI's empty cache
+	d.groupsSorted = sorted
 	var ids []string
 	for _, e := range d.ds.ENIs() {
 		ids = append(ids, e.ID)

@@ -46,7 +46,6 @@ type Daemon struct {
 	// groupsSorted are the primary ENI's security groups (IMDS), sorted:
 	// what syncGroups compares and new ENIs get (under mu once serving).
 	groupsSorted []string
-	groupsSeen   bool
 	vpcCIDRs     []netip.Prefix
 
 	maxENI            int
