@@ -112,12 +112,17 @@ func (c *Config) ownerKind() string {
 }
 
 // nodeSpecs expands the node declarations (count) into nodes, each with
-// its whole environment: the lab's base, the lab's env, the node's env.
+// its whole environment: the lab's base (CLUSTER_NAME the lab's name), the
+// lab's env, the node's env.
 func (c *Config) nodeSpecs() []nodeSpec {
 	var specs []nodeSpec
 	for _, nc := range c.Nodes {
 		for _, name := range nc.names() {
 			env := baseNodeEnv()
+			// The cluster is the lab, as aws-node's manifest names it in EKS:
+			// the ENIs the CNI creates carry it, and its leaked-ENI sweep
+			// keeps to it.
+			env["CLUSTER_NAME"] = c.Name
 			for k, v := range c.Env {
 				env[k] = v
 			}

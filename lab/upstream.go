@@ -43,7 +43,7 @@ func (u upstreamCNI) env(n *Node, env map[string]string) map[string]string {
 	_ = os.MkdirAll(home, 0o700)
 	out := map[string]string{
 		"ENABLE_IPv4": "true", "ENABLE_IPv6": "false", "AWS_MANAGE_ENIS_NON_SCHEDULABLE": "true",
-		"MY_NODE_NAME": n.Name, "CLUSTER_NAME": n.lab.cfg.Name, "VPC_CNI_VERSION": u.build.Version, "HOME": home,
+		"MY_NODE_NAME": n.Name, "VPC_CNI_VERSION": u.build.Version, "HOME": home,
 	}
 	for k, v := range env {
 		out[k] = v

@@ -123,8 +123,9 @@ func (s *Sleep) UnmarshalYAML(v *yaml.Node) error { return v.Decode((*model.Dura
 // MarshalYAML writes the duration.
 func (s Sleep) MarshalYAML() (any, error) { return model.Duration(s).String(), nil }
 
-// LeakENIs creates detached ENIs tagged for the node, created Age ago (1 h
-// by default), as a crash between create and attach leaves them.
+// LeakENIs creates detached ENIs tagged for the node and the lab's cluster,
+// created Age ago (1 h by default), as a crash between create and attach
+// leaves them.
 type LeakENIs struct {
 	Count int            `yaml:"count"`
 	Age   model.Duration `yaml:"age,omitempty"`
@@ -150,7 +151,8 @@ func (a *LeakENIs) apply(_ context.Context, x *run, n *lab.Node) error {
 	}
 	for range a.Count {
 		_, err := x.l.Region().CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Instance.SubnetID, Description: "aws-K8S-" + n.Instance.ID,
-			Tags: model.Tags{"node.k8s.amazonaws.com/instance_id": n.Instance.ID, "node.k8s.amazonaws.com/createdAt": time.Now().Add(-age).UTC().Format(time.RFC3339)}})
+			Tags: model.Tags{"node.k8s.amazonaws.com/instance_id": n.Instance.ID, "node.k8s.amazonaws.com/createdAt": time.Now().Add(-age).UTC().Format(time.RFC3339),
+				"cluster.k8s.amazonaws.com/name": x.l.Name(), "eks:eni:owner": "amazon-vpc-cni"}})
 		if err != nil {
 			return fmt.Errorf("leak an ENI: %w", err)
 		}
