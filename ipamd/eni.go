@@ -266,6 +266,21 @@ func (c *cloud) freeDeviceIndex(ctx context.Context, instanceID string, used map
 	}
 }
 
+// Manages applies the VPC CNI's rule for which attached ENIs its ipamd
+// manages, from their EC2 tags: the primary ENI always; an ENI tagged
+// no_manage is left alone iff the value is "true"; one tagged with this
+// instance's id is managed; any other only with MANAGE_UNTAGGED_ENI
+// (manageUntagged). The lab's invariants apply the same rule.
+func Manages(primary bool, tags map[string]string, instanceID string, manageUntagged bool) bool {
+	if primary {
+		return true
+	}
+	if v, ok := tags[TagNoManage]; ok {
+		return v != "true"
+	}
+	return tags[TagInstanceID] == instanceID || manageUntagged
+}
+
 // eniTags are the tags the VPC CNI puts on the ENIs it manages (createdAt
 // aside): this instance's id, the cluster's name and owner with
 // CLUSTER_NAME, and ADDITIONAL_ENI_TAGS.
@@ -301,8 +316,13 @@ func (c *cloud) tagMissing(ctx context.Context, id string, have, want map[string
 	if len(missing) == 0 {
 		return nil
 	}
+	return c.createTags(ctx, id, missing)
+}
+
+// createTags tags an ENI in one CreateTags call.
+func (c *cloud) createTags(ctx context.Context, id string, tags map[string]string) error {
 	return c.timed(ctx, "CreateTags", func() error {
-		_, err := c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: sdkTags(missing)})
+		_, err := c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: sdkTags(tags)})
 		return err
 	})
 }
@@ -521,10 +541,7 @@ func (c *cloud) leakedENIs(ctx context.Context, vpcID, cluster string) ([]types.
 
 // tagCreatedAt tags a leaked ENI that lacks a parseable createdAt.
 func (c *cloud) tagCreatedAt(ctx context.Context, id string) error {
-	return c.timed(ctx, "CreateTags", func() error {
-		_, err := c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: []types.Tag{{Key: aws.String(TagCreatedAt), Value: aws.String(time.Now().UTC().Format(time.RFC3339))}}})
-		return err
-	})
+	return c.createTags(ctx, id, map[string]string{TagCreatedAt: time.Now().UTC().Format(time.RFC3339)})
 }
 
 // Subnet discovery tags, as the VPC CNI reads them.

@@ -271,18 +271,10 @@ func (d *Daemon) eniTags() map[string]string {
 	return eniTags(d.instanceID, d.c.ClusterName, d.c.AdditionalENITags)
 }
 
-// managedENI applies the VPC CNI's rule for which attached ENIs ipamd
-// manages, from their EC2 tags: the primary ENI always; an ENI tagged
-// no_manage is left alone iff the value is "true"; one tagged with this
-// instance's id is managed; any other only with MANAGE_UNTAGGED_ENI.
+// managedENI says whether ipamd manages an attached ENI with these tags
+// (Manages, for this node).
 func (d *Daemon) managedENI(id string, tags map[string]string) bool {
-	if id == d.primaryENI {
-		return true
-	}
-	if v, ok := tags[TagNoManage]; ok {
-		return v != "true"
-	}
-	return tags[TagInstanceID] == d.instanceID || d.c.ManageUntaggedENI
+	return Manages(id == d.primaryENI, tags, d.instanceID, d.c.ManageUntaggedENI)
 }
 
 // confirmed is e with only the secondary addresses and prefixes EC2 has.

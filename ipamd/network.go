@@ -171,16 +171,8 @@ func (h *hostNetwork) setupHost(primaryMAC string, primaryIP netip.Addr, vpcCIDR
 // as aws-node does at start-up: every rule there goes (a restart with
 // another list leaves none stale), then the list's are added.
 func (h *hostNetwork) externalServiceRules() error {
-	rules, err := netlinksafe.RuleList(netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("list rules: %w", err)
-	}
-	for _, r := range rules {
-		if r.Priority == ruleExternalServicePriority && r.Table == mainTable {
-			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("delete external service rule to %v: %w", r.Dst, err)
-			}
-		}
+	if err := delRules(func(r netlink.Rule) bool { return r.Priority == ruleExternalServicePriority && r.Table == mainTable }); err != nil {
+		return fmt.Errorf("external service rules: %w", err)
 	}
 	for _, c := range h.c.ExternalServiceCIDRs {
 		r := netlink.NewRule()

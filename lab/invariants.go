@@ -295,20 +295,9 @@ func (l *Lab) checkBranchPods(ctx context.Context, n *Node, pods []podAddr) []er
 	return errs
 }
 
-// cniManages applies the VPC CNI's rule for which of a node's attached
-// ENIs its ipamd manages: the primary always; one tagged no_manage iff the
-// value is not "true"; one tagged with the node's instance id; any other
-// unless the node sets MANAGE_UNTAGGED_ENI=false.
+// cniManages says whether the node's CNI manages one of its attached ENIs
+// (ipamd.Manages, with the node's MANAGE_UNTAGGED_ENI, default true).
 func cniManages(n *Node, e model.NetworkInterface) bool {
-	if e.Attachment.DeviceIndex == 0 {
-		return true
-	}
-	if v, ok := e.Tags[ipamd.TagNoManage]; ok {
-		return v != "true"
-	}
-	if e.Tags[ipamd.TagInstanceID] == n.Instance.ID {
-		return true
-	}
 	manage, err := strconv.ParseBool(n.envValue("MANAGE_UNTAGGED_ENI"))
-	return err != nil || manage
+	return ipamd.Manages(e.Attachment.DeviceIndex == 0, e.Tags, n.Instance.ID, err != nil || manage)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/vpclab/vpclab/fakeec2/faults"
 	"github.com/vpclab/vpclab/fakeec2/imds"
 	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/ipamd"
 	"github.com/vpclab/vpclab/lab"
 )
 
@@ -150,9 +151,9 @@ func (a *LeakENIs) apply(_ context.Context, x *run, n *lab.Node) error {
 		age = time.Hour
 	}
 	for range a.Count {
-		_, err := x.l.Region().CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Instance.SubnetID, Description: "aws-K8S-" + n.Instance.ID,
-			Tags: model.Tags{"node.k8s.amazonaws.com/instance_id": n.Instance.ID, "node.k8s.amazonaws.com/createdAt": time.Now().Add(-age).UTC().Format(time.RFC3339),
-				"cluster.k8s.amazonaws.com/name": x.l.Name(), "eks:eni:owner": "amazon-vpc-cni"}})
+		_, err := x.l.Region().CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Instance.SubnetID, Description: ipamd.DescriptionPrefix + n.Instance.ID,
+			Tags: model.Tags{ipamd.TagInstanceID: n.Instance.ID, ipamd.TagCreatedAt: time.Now().Add(-age).UTC().Format(time.RFC3339),
+				ipamd.TagCluster: x.l.Name(), ipamd.TagOwner: "amazon-vpc-cni"}})
 		if err != nil {
 			return fmt.Errorf("leak an ENI: %w", err)
 		}
