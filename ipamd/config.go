@@ -55,6 +55,17 @@ type Config struct {
 	// net.ipv4.tcp_early_demux to 0 (else 1), as aws-node's init container
 	// does: kubelet's TCP probes to branch-ENI pods need it off.
 	DisableTCPEarlyDemux bool
+	// CustomNetworking (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG) gives pods
+	// addresses from the node's ENIConfig (crd.k8s.amazonaws.com): new
+	// ENIs are created in its subnet with its security groups (the primary
+	// ENI's when it names none), and the primary ENI serves no pod. It
+	// needs the Kubernetes API.
+	CustomNetworking bool
+	// ENIConfigLabel and ENIConfigAnnotation (ENI_CONFIG_LABEL_DEF,
+	// ENI_CONFIG_ANNOTATION_DEF) are the node label and annotation that
+	// name its ENIConfig (after vpc.amazonaws.com/externalEniConfig; else
+	// "default").
+	ENIConfigLabel, ENIConfigAnnotation string
 	// AnnotatePodIP (ANNOTATE_POD_IP) keeps each pod's address in its
 	// vpc.amazonaws.com/pod-ips annotation (in a cluster only).
 	AnnotatePodIP     bool
@@ -130,7 +141,6 @@ func (e *BadValuesError) Error() string { return strings.Join(e.Problems, "; ") 
 // set, they are logged at start-up (the real VPC CNI in a lab implements
 // them: --cni upstream@VERSION).
 var Unsupported = []string{
-	"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "ENI_CONFIG_LABEL_DEF", "ENI_CONFIG_ANNOTATION_DEF",
 	"ENABLE_IMDS_ONLY_MODE", "ENABLE_MULTI_NIC", "ENABLE_NFTABLES", "AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER",
 	"ENABLE_V4_EGRESS", "ENABLE_V6_EGRESS", "DISABLE_POD_V6", "CLUSTER_ENDPOINT", "WARM_ENI_TARGET_MULTI_NIC",
 }
@@ -179,6 +189,9 @@ func LoadConfig(env Env) (*Config, error) {
 		ManageUntaggedENI:      p.boolv("MANAGE_UNTAGGED_ENI", true),
 		DisableTCPEarlyDemux:   p.boolv("DISABLE_TCP_EARLY_DEMUX", false),
 		AnnotatePodIP:          p.boolv("ANNOTATE_POD_IP", false),
+		CustomNetworking:       p.boolv("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", false),
+		ENIConfigLabel:         p.str("ENI_CONFIG_LABEL_DEF", DefaultENIConfigKey),
+		ENIConfigAnnotation:    p.str("ENI_CONFIG_ANNOTATION_DEF", DefaultENIConfigKey),
 		EnableIPv6:             p.boolv("ENABLE_IPv6", false),
 		EnablePodENI:           p.boolv("ENABLE_POD_ENI", false),
 		SubnetDiscovery:        p.boolv("ENABLE_SUBNET_DISCOVERY", true),

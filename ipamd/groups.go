@@ -33,6 +33,12 @@ func (d *Daemon) syncGroups(ctx context.Context) error {
 	if !changed {
 		return nil
 	}
+	if d.c.CustomNetworking {
+		// As the VPC CNI: the ENIs are the ENIConfig's, with its groups
+		// (the primary's only serve as its default for new ENIs).
+		d.log.Info("security groups of the primary ENI (custom networking: not applied to other ENIs)", "groups", groups)
+		return nil
+	}
 	d.log.Info("security groups of the primary ENI", "groups", groups, "enis", len(ids))
 	slices.Sort(ids)
 	for _, id := range ids {

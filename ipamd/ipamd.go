@@ -140,6 +140,9 @@ func (d *Daemon) nodeInit(ctx context.Context) error {
 		d.maxPrefixesPerENI = perENI - 1
 		d.maxIPsPerENI = d.maxPrefixesPerENI * 16
 	}
+	if err := d.initCustomNetworking(ctx); err != nil {
+		return err
+	}
 	if err := d.host.setupHost(d.primaryMAC, d.primaryIP, d.vpcCIDRs); err != nil {
 		return fmt.Errorf("host network: %w", err)
 	}
@@ -163,6 +166,9 @@ func (d *Daemon) nodeInit(ctx context.Context) error {
 		if err := d.cloud.unassign(ctx, eni, cidrs); err != nil {
 			d.log.Warn("release other-mode addresses", "eni", eni, "err", err)
 		}
+	}
+	if err := d.preScaleCustom(ctx); err != nil {
+		return err
 	}
 	d.updateMetrics()
 	return nil
@@ -317,6 +323,11 @@ func (d *Daemon) addENI(ctx context.Context, e imdsENI, trunk, efa bool, created
 			d.log.Info("ENI in an excluded subnet: no pod addresses from it", "eni", e.ID, "subnet", e.SubnetID)
 		}
 		de.IsExcludedForPodIPs = excluded
+	}
+	if d.c.CustomNetworking && de.IsPrimary {
+		// Custom networking: pods get addresses from the ENIConfig's
+		// subnet only, never the primary ENI's.
+		de.IsExcludedForPodIPs = true
 	}
 	if err := d.ds.AddENI(de); err != nil {
 		return err

@@ -372,7 +372,7 @@ var _ = Describe("introspection", func() {
 		resp, err := n.http.Get("http://127.0.0.1:61679/v1/eni-configs")
 		Expect(err).NotTo(HaveOccurred())
 		resp.Body.Close()
-		Expect(resp.StatusCode).To(Equal(http.StatusNotFound), "no ENIConfig, as aws-node answers without custom networking")
+		Expect(resp.StatusCode).To(Equal(http.StatusNotFound), "no Kubernetes API: aws-node answers 404")
 	})
 })
 

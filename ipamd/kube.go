@@ -33,6 +33,8 @@ type kubeClient struct {
 	node  string // MY_NODE_NAME
 	pod   string // MY_POD_NAME ("" posts no events)
 	ns    string // MY_POD_NAMESPACE
+	// the node label and annotation naming its ENIConfig
+	eniConfigLabel, eniConfigAnnotation string
 }
 
 // newKubeClient is the in-cluster client, or nil outside a cluster
@@ -58,6 +60,7 @@ func newKubeClient(c *Config) (*kubeClient, error) {
 		base: "https://" + net.JoinHostPort(host, port), token: string(bytes.TrimSpace(token)),
 		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}},
 		node: c.NodeName, pod: c.PodName, ns: c.PodNamespace,
+		eniConfigLabel: c.ENIConfigLabel, eniConfigAnnotation: c.ENIConfigAnnotation,
 	}, nil
 }
 
@@ -115,11 +118,16 @@ type nodeView struct {
 	// Unschedulable: the node carries node.kubernetes.io/unschedulable:NoSchedule
 	// (cordoned).
 	Unschedulable bool
+	// ENIConfig is the name of the node's ENIConfig (custom networking).
+	ENIConfig string
 }
 
 // readNode reads the node ipamd runs on.
 func (k *kubeClient) readNode(ctx context.Context) (nodeView, error) {
 	var n struct {
+		Metadata struct {
+			Labels, Annotations map[string]string
+		}
 		Spec struct {
 			Taints []struct{ Key, Effect string }
 		}
@@ -130,7 +138,7 @@ func (k *kubeClient) readNode(ctx context.Context) (nodeView, error) {
 	if err := k.do(ctx, http.MethodGet, "/api/v1/nodes/"+url.PathEscape(k.node), nil, &n); err != nil {
 		return nodeView{}, err
 	}
-	v := nodeView{}
+	v := nodeView{ENIConfig: eniConfigName(n.Metadata.Labels, n.Metadata.Annotations, k.eniConfigLabel, k.eniConfigAnnotation)}
 	v.MaxPods, _ = strconv.Atoi(n.Status.Capacity["pods"])
 	for _, t := range n.Spec.Taints {
 		if t.Key == "node.kubernetes.io/unschedulable" && t.Effect == "NoSchedule" {
@@ -188,7 +196,7 @@ func (d *Daemon) readNode(ctx context.Context) {
 	d.nodeView = v
 	d.mu.Unlock()
 	if changed {
-		d.log.Info("node", "name", d.c.NodeName, "maxPods", v.MaxPods, "unschedulable", v.Unschedulable)
+		d.log.Info("node", "name", d.c.NodeName, "maxPods", v.MaxPods, "unschedulable", v.Unschedulable, "eniConfig", v.ENIConfig)
 		d.wake()
 	}
 }

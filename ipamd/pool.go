@@ -288,13 +288,19 @@ func (d *Daemon) attachENI(ctx context.Context, count int) error {
 		d.log.Warn("no room for another ENI in EC2's view; waiting for reconciliation", "attached", attached, "max", d.maxENI)
 		return nil
 	}
-	subnets, err := d.cloud.eniSubnets(ctx, d.c.SubnetDiscovery, d.vpcID, d.az, d.subnetID, d.c.ClusterName)
-	if err != nil {
-		return err
-	}
 	d.mu.Lock()
 	groups := d.groupsSorted // sorted, as the VPC CNI creates ENIs
 	d.mu.Unlock()
+	var subnets []subnetChoice
+	if d.c.CustomNetworking {
+		place, g, err := d.customENIPlace(ctx)
+		if err != nil {
+			return err
+		}
+		subnets, groups = []subnetChoice{place}, g
+	} else if subnets, err = d.cloud.eniSubnets(ctx, d.c.SubnetDiscovery, d.vpcID, d.az, d.subnetID, d.c.ClusterName); err != nil {
+		return err
+	}
 	spec := newENISpec{instanceID: d.instanceID, groups: groups, cluster: d.c.ClusterName, extraTags: d.c.AdditionalENITags, device: dev}
 	if d.c.EnablePrefixDelegation {
 		spec.prefixes = count

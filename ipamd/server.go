@@ -268,10 +268,19 @@ func (d *Daemon) introspection() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		js(w, map[string]any{"AvailableCommands": paths})
 	})
-	// Custom networking is not implemented: aws-node answers 404 when the
-	// node names no ENIConfig, which is always the case here.
+	// The node's ENIConfig name, as aws-node answers (with or without
+	// custom networking); 404 without the Kubernetes API.
 	mux.HandleFunc("/v1/eni-configs", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, http.StatusText(http.StatusNotFound), http.StatusNotFound)
+		if d.kube == nil {
+			http.Error(w, http.StatusText(http.StatusNotFound), http.StatusNotFound)
+			return
+		}
+		v, err := d.kube.readNode(r.Context())
+		if err != nil {
+			http.Error(w, http.StatusText(http.StatusNotFound), http.StatusNotFound)
+			return
+		}
+		js(w, v.ENIConfig)
 	})
 	mux.HandleFunc("/v1/enis", func(w http.ResponseWriter, r *http.Request) {
 		s := d.ds.GetStats()
@@ -287,11 +296,10 @@ func (d *Daemon) introspection() http.Handler {
 		js(w, map[string]any{"0": map[string]any{"TotalIPs": s.TotalIPs, "AssignedIPs": s.AssignedIPs, "ENIs": enis}})
 	})
 	mux.HandleFunc("/v1/ipamd-env-settings", func(w http.ResponseWriter, r *http.Request) {
-		// The VPC CNI's keys and JSON types (numbers and booleans); custom
-		// networking is not implemented in vpclab's ipamd.
+		// The VPC CNI's keys and JSON types (numbers and booleans).
 		js(w, map[string]any{
 			"WARM_IP_TARGET": d.c.WarmIPTarget, "WARM_ENI_TARGET": d.c.WarmENITarget,
-			"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": false, "AWS_MANAGE_ENIS_NON_SCHEDULABLE": d.c.ManageENIsNonSchedulable, "ENABLE_SUBNET_DISCOVERY": d.c.SubnetDiscovery,
+			"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": d.c.CustomNetworking, "AWS_MANAGE_ENIS_NON_SCHEDULABLE": d.c.ManageENIsNonSchedulable, "ENABLE_SUBNET_DISCOVERY": d.c.SubnetDiscovery,
 		})
 	})
 	mux.HandleFunc("/v1/networkutils-env-settings", func(w http.ResponseWriter, r *http.Request) {

@@ -183,6 +183,10 @@ type NodeConfig struct {
 	// /etc/cni/net.d and /var/log/aws-routed-eni instead of a private
 	// mount namespace (with HostNamespace: the machine is the node).
 	HostPaths bool `yaml:"hostPaths"`
+	// Labels are the node's Kubernetes labels, set by its kubelet
+	// (--node-labels) as EKS node groups set them, e.g.
+	// k8s.amazonaws.com/eniConfig naming its ENIConfig (Kubernetes labs).
+	Labels map[string]string `yaml:"labels"`
 }
 
 // Default is `vpclab up` without a file: a VPC 192.168.0.0/16 in the

@@ -38,6 +38,30 @@ func TestValidate(t *testing.T) {
 		}, "11 usable addresses and cannot hold 12 nodes"},
 		{"a bad aws-node value", func(c *lab.Config) { c.Env = map[string]string{"WARM_IP_TARGET": "abc"} }, "WARM_IP_TARGET"},
 		{"kubelet max pods out of range", func(c *lab.Config) { c.Kubernetes = &lab.KubernetesConfig{MaxPods: 5000} }, "kubernetes.maxPods 5000"},
+		{"custom networking without Kubernetes", func(c *lab.Config) { c.Env = map[string]string{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true"} }, "needs a Kubernetes lab"},
+		{"node labels without Kubernetes", func(c *lab.Config) { c.Nodes[0].Labels = map[string]string{"k8s.amazonaws.com/eniConfig": "a"} }, "labels are Kubernetes node labels"},
+		{"custom networking", func(c *lab.Config) {
+			c.Env = map[string]string{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true"}
+			c.Nodes[0].Labels = map[string]string{"k8s.amazonaws.com/eniConfig": "pods-a"}
+			c.Kubernetes = &lab.KubernetesConfig{ENIConfigs: []lab.ENIConfig{{Name: "pods-a", Subnet: c.Subnets[1].Name, SecurityGroups: []string{"default", "sg-0123456789abcdef0"}}}}
+		}, ""},
+		{"an ENIConfig in no lab subnet", func(c *lab.Config) {
+			c.Kubernetes = &lab.KubernetesConfig{ENIConfigs: []lab.ENIConfig{{Name: "x", Subnet: "nowhere"}}}
+		}, `kubernetes.eniConfigs[0] (x) subnet "nowhere"`},
+		{"an ENIConfig with a group name", func(c *lab.Config) {
+			c.Kubernetes = &lab.KubernetesConfig{ENIConfigs: []lab.ENIConfig{{Name: "x", Subnet: c.Subnets[0].Name, SecurityGroups: []string{"web"}}}}
+		}, `securityGroups "web"`},
+		{"a bad ENIConfig name", func(c *lab.Config) {
+			c.Kubernetes = &lab.KubernetesConfig{ENIConfigs: []lab.ENIConfig{{Name: "Pods_A", Subnet: c.Subnets[0].Name}}}
+		}, `name "Pods_A"`},
+		{"a node label the kubelet may not set", func(c *lab.Config) {
+			c.Kubernetes = &lab.KubernetesConfig{}
+			c.Nodes[0].Labels = map[string]string{"node-role.kubernetes.io/worker": ""}
+		}, `label "node-role.kubernetes.io/worker"`},
+		{"a bad node label value", func(c *lab.Config) {
+			c.Kubernetes = &lab.KubernetesConfig{}
+			c.Nodes[0].Labels = map[string]string{"team": "a,b"}
+		}, `label "team" value "a,b"`},
 		{"an unknown allocation policy", func(c *lab.Config) { c.Allocation.Policy = "first-fit" }, `allocation.policy "first-fit"`},
 		{"a fault without an action", func(c *lab.Config) { c.Faults = append(c.Faults, faults.Rule{Code: "X"}) }, "faults[0]: fault rule \"\": needs an action"},
 	} {

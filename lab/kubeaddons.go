@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/lab/k8s"
@@ -83,6 +84,9 @@ func (l *Lab) installAddons(ctx context.Context, b CNIBuild, progress Progress) 
 	} else {
 		manifest = []byte(k8s.VpclabAWSNodeManifest(vpclabAWSNodeImage, l.awsNodeEnv(false)))
 	}
+	if err := l.applyENIConfigs(ctx); err != nil {
+		return err
+	}
 	if _, err := l.Kubectl(ctx, manifest, "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("aws-node: %w", err)
 	}
@@ -112,4 +116,52 @@ func (l *Lab) installAddons(ctx context.Context, b CNIBuild, progress Progress) 
 	}
 	progress("Kubernetes: %d nodes Ready, aws-node (%s) running, CoreDNS at %s", len(l.Nodes()), b.CNI, k8s.ClusterDNS)
 	return nil
+}
+
+// applyENIConfigs defines ENIConfig and creates the lab's ENIConfigs
+// (their subnets and "default" groups resolved to ids) before aws-node
+// starts, so custom networking finds the node's at once.
+func (l *Lab) applyENIConfigs(ctx context.Context) error {
+	if _, err := l.Kubectl(ctx, []byte(k8s.ENIConfigCRD), "apply", "-f", "-"); err != nil {
+		return fmt.Errorf("ENIConfig definition: %w", err)
+	}
+	if _, err := l.Kubectl(ctx, nil, "wait", "--for=condition=Established", "crd/eniconfigs.crd.k8s.amazonaws.com", "--timeout=60s"); err != nil {
+		return fmt.Errorf("ENIConfig definition: %w", err)
+	}
+	var docs []string
+	for _, e := range l.cfg.Kubernetes.ENIConfigs {
+		subnet, ok := l.SubnetID(e.Subnet)
+		if !ok {
+			return fmt.Errorf("ENIConfig %s: no subnet %q", e.Name, e.Subnet)
+		}
+		groups := make([]string, 0, len(e.SecurityGroups))
+		for _, g := range e.SecurityGroups {
+			if g == "default" {
+				id, err := l.defaultGroup()
+				if err != nil {
+					return err
+				}
+				g = id
+			}
+			groups = append(groups, g)
+		}
+		docs = append(docs, k8s.ENIConfigManifest(e.Name, subnet, groups))
+	}
+	if len(docs) == 0 {
+		return nil
+	}
+	if _, err := l.Kubectl(ctx, []byte(strings.Join(docs, "---\n")), "apply", "-f", "-"); err != nil {
+		return fmt.Errorf("ENIConfigs: %w", err)
+	}
+	return nil
+}
+
+// defaultGroup is the id of the lab VPC's default security group.
+func (l *Lab) defaultGroup() (string, error) {
+	for _, g := range l.region.SecurityGroups() {
+		if g.VPCID == l.vpcID && g.Name == "default" {
+			return g.ID, nil
+		}
+	}
+	return "", fmt.Errorf("the lab's VPC %s has no default security group", l.vpcID)
 }

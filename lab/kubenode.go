@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,6 +95,9 @@ func (n *Node) startKubeNode(ctx context.Context) error {
 	go func() { n.imagesDone <- n.importImages(ctx, k8s.ImageTar("agnhost"), k8s.ImageTar("coredns")) }()
 	labels := fmt.Sprintf("topology.kubernetes.io/zone=%s,topology.kubernetes.io/region=%s,node.kubernetes.io/instance-type=%s,vpclab.io/node=%s",
 		n.subnetAZ(), n.lab.cfg.Region, n.Instance.Type, n.Name)
+	for _, k := range slices.Sorted(maps.Keys(n.labels)) {
+		labels += "," + k + "=" + n.labels[k]
+	}
 	if err := n.startKubeProc("kubelet", k8s.Bin("kube"), "kubelet", "--config", "/etc/kubernetes/kubelet-config.yaml", "--kubeconfig", "/etc/kubernetes/kubelet.conf",
 		"--hostname-override", n.KubeName(), "--node-ip", n.Instance.PrivateIP.String(), "--node-labels", labels, "--root-dir", "/var/lib/kubelet"); err != nil {
 		return err
@@ -141,7 +146,7 @@ func (n *Node) writeKubeFiles() error {
 		return fmt.Errorf("instance type %s not in the catalog", n.Instance.Type)
 	}
 	prefix := strings.EqualFold(n.envValue("ENABLE_PREFIX_DELEGATION"), "true")
-	maxPods := t.MaxPods(prefix)
+	maxPods := t.MaxPodsFor(prefix, strings.EqualFold(n.envValue(customNetworkingVar), "true"))
 	if m := n.lab.cfg.Kubernetes.MaxPods; m > 0 {
 		maxPods = m
 	}

@@ -46,6 +46,22 @@ type KubernetesConfig struct {
 	// control plane and aws-node with ENABLE_POD_ENI=true: pods a
 	// SecurityGroupPolicy selects get branch ENIs with its groups.
 	SecurityGroupsForPods bool `yaml:"securityGroupsForPods" json:"securityGroupsForPods,omitempty"`
+	// ENIConfigs are custom networking's ENIConfig objects, created before
+	// aws-node starts (with AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true a node
+	// uses the one its labels name, else "default").
+	ENIConfigs []ENIConfig `yaml:"eniConfigs" json:"eniConfigs,omitempty"`
+}
+
+// ENIConfig is one ENIConfig (crd.k8s.amazonaws.com/v1alpha1): where
+// custom networking puts the ENIs of the nodes that name it.
+type ENIConfig struct {
+	Name string `yaml:"name" json:"name"`
+	// Subnet is the name of one of the lab's subnets (in the zone of the
+	// nodes that use it).
+	Subnet string `yaml:"subnet" json:"subnet"`
+	// SecurityGroups are security group ids, or "default" for the VPC's
+	// default group; none: the node's primary ENI's groups.
+	SecurityGroups []string `yaml:"securityGroups" json:"securityGroups,omitempty"`
 }
 
 // kube is a lab's Kubernetes control plane and the host's way to it.

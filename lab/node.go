@@ -47,6 +47,7 @@ type Node struct {
 	httpc      *http.Client
 	ipamdLog   string
 	hostPaths  bool
+	labels     map[string]string // Kubernetes node labels (its kubelet's --node-labels)
 
 	mu       sync.Mutex
 	pods     map[string]*Pod
@@ -131,7 +132,7 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Name: s.name, Instance: insts[0], lab: l, root: filepath.Join(l.paths.Root(), "nodes", s.name), pods: map[string]*Pod{}, build: s.build, rt: runtimeFor(s.build)}
+	n := &Node{Name: s.name, Instance: insts[0], lab: l, root: filepath.Join(l.paths.Root(), "nodes", s.name), pods: map[string]*Pod{}, build: s.build, rt: runtimeFor(s.build), labels: s.cfg.Labels}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := l.fab.WaitSynced(wctx); err != nil {

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"regexp"
@@ -51,6 +52,16 @@ func (c Config) Validate() error {
 		}
 		if err := validateNodeEnv(s.env); err != nil {
 			return fmt.Errorf("node %s: aws-node environment: %w", s.name, err)
+		}
+	}
+	if c.Kubernetes == nil {
+		for _, s := range c.nodeSpecs() {
+			if strings.EqualFold(s.env[customNetworkingVar], "true") {
+				return fmt.Errorf("node %s: %s=true needs a Kubernetes lab (kubernetes: {eniConfigs: [...]}): the node's ENIConfig lives in the API server", s.name, customNetworkingVar)
+			}
+			if len(s.cfg.Labels) > 0 {
+				return fmt.Errorf("node %s: labels are Kubernetes node labels; this lab has no kubernetes section", s.name)
+			}
 		}
 	}
 	if err := c.validateKubernetes(); err != nil {
@@ -174,13 +185,79 @@ func (c *Config) validateKubernetes() error {
 	if m := c.Kubernetes.MaxPods; m < 0 || m > 1000 {
 		return fmt.Errorf("kubernetes.maxPods %d: want 1 to 1000 (0: EKS's value for the instance type)", m)
 	}
+	if err := c.validateENIConfigs(); err != nil {
+		return err
+	}
 	specs := c.nodeSpecs()
 	for _, s := range specs {
+		if err := validateNodeLabels(s.cfg.Labels); err != nil {
+			return fmt.Errorf("node %s: %w", s.name, err)
+		}
 		if s.cfg.HostNamespace != "" || s.cfg.HostPaths {
 			return fmt.Errorf("node %s: Kubernetes mode runs every node in its own namespaces (no hostNamespace/hostPaths)", s.name)
 		}
 		if s.cni != specs[0].cni {
 			return fmt.Errorf("node %s: cni %s differs from node %s's %s; in Kubernetes mode aws-node is one DaemonSet for every node", s.name, s.cni, specs[0].name, specs[0].cni)
+		}
+	}
+	return nil
+}
+
+// customNetworkingVar turns custom networking on in aws-node.
+const customNetworkingVar = "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG"
+
+var (
+	dnsSubdomainRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
+	labelNameRE    = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`)
+	sgIDRE         = regexp.MustCompile(`^sg-[0-9a-f]{8,17}$`)
+)
+
+// validateENIConfigs checks kubernetes.eniConfigs: names Kubernetes
+// accepts, once each; a lab subnet; group ids or "default".
+func (c *Config) validateENIConfigs() error {
+	seen := map[string]bool{}
+	for i, e := range c.Kubernetes.ENIConfigs {
+		if !dnsSubdomainRE.MatchString(e.Name) {
+			return fmt.Errorf("kubernetes.eniConfigs[%d] name %q: want a DNS subdomain (lower-case letters, digits, '-' and '.')", i, e.Name)
+		}
+		if seen[e.Name] {
+			return fmt.Errorf("kubernetes.eniConfigs[%d]: duplicate name %q", i, e.Name)
+		}
+		seen[e.Name] = true
+		if !slices.ContainsFunc(c.Subnets, func(s SubnetConfig) bool { return s.Name == e.Subnet }) {
+			return fmt.Errorf("kubernetes.eniConfigs[%d] (%s) subnet %q: no such subnet in the lab", i, e.Name, e.Subnet)
+		}
+		if len(e.SecurityGroups) > 5 {
+			return fmt.Errorf("kubernetes.eniConfigs[%d] (%s) securityGroups: %d groups, an ENI has at most 5", i, e.Name, len(e.SecurityGroups))
+		}
+		for _, g := range e.SecurityGroups {
+			if g != "default" && !sgIDRE.MatchString(g) {
+				return fmt.Errorf("kubernetes.eniConfigs[%d] (%s) securityGroups %q: want a group id (sg-…) or default", i, e.Name, g)
+			}
+		}
+	}
+	return nil
+}
+
+// validateNodeLabels checks labels as the kubelet's --node-labels would
+// take them: Kubernetes label syntax, and none in the kubernetes.io or
+// k8s.io namespaces (the kubelet may set only a few there; vpclab sets
+// those itself).
+func validateNodeLabels(labels map[string]string) error {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		v := labels[k]
+		prefix, name, ok := strings.Cut(k, "/")
+		if !ok {
+			prefix, name = "", k
+		}
+		if (ok && (prefix == "" || len(prefix) > 253 || !dnsSubdomainRE.MatchString(prefix))) || !labelNameRE.MatchString(name) {
+			return fmt.Errorf("label %q: not a Kubernetes label key ([prefix/]name, name 1-63 of [A-Za-z0-9-_.])", k)
+		}
+		if prefix == "kubernetes.io" || prefix == "k8s.io" || strings.HasSuffix(prefix, ".kubernetes.io") || strings.HasSuffix(prefix, ".k8s.io") {
+			return fmt.Errorf("label %q: the kubelet may not set labels in the kubernetes.io and k8s.io namespaces", k)
+		}
+		if v != "" && !labelNameRE.MatchString(v) {
+			return fmt.Errorf("label %q value %q: want 0-63 of [A-Za-z0-9-_.], alphanumeric at both ends", k, v)
 		}
 	}
 	return nil

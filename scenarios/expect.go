@@ -64,6 +64,10 @@ type Expect struct {
 	// containers' restarts in all.
 	Running     map[string]int `yaml:"running,omitempty"`
 	PodRestarts map[string]int `yaml:"podRestarts,omitempty"`
+	// PodSubnet (Kubernetes labs): label selector -> the lab subnet (by
+	// name) every Running pod it picks has its address in (custom
+	// networking's ENIConfig subnet, say); at least one must be Running.
+	PodSubnet map[string]string `yaml:"podSubnet,omitempty"`
 	// PodEvents (Kubernetes labs): event reason (FailedCreatePodSandBox,
 	// …) -> minimum and maximum count over the run so far, as Events.
 	PodEvents map[string][2]int `yaml:"podEvents,omitempty"`
@@ -78,8 +82,13 @@ type Expect struct {
 func (e *Expect) apply(context.Context, *run, *lab.Node) error { return nil } // run.step checks it
 
 func (e *Expect) validate(s *Scenario) error {
-	if len(e.Running) > 0 || len(e.PodRestarts) > 0 || len(e.PodEvents) > 0 {
-		return needKube(s, "expect: running, podRestarts or podEvents")
+	if len(e.Running) > 0 || len(e.PodRestarts) > 0 || len(e.PodEvents) > 0 || len(e.PodSubnet) > 0 {
+		return needKube(s, "expect: running, podRestarts, podEvents or podSubnet")
+	}
+	for sel, name := range e.PodSubnet {
+		if !slices.ContainsFunc(s.Lab.Subnets, func(sn lab.SubnetConfig) bool { return sn.Name == name }) {
+			return fmt.Errorf("expect: podSubnet %s: no subnet %q in the lab", sel, name)
+		}
 	}
 	return nil
 }
@@ -331,6 +340,12 @@ func (x *run) waits(ctx context.Context, n *lab.Node, e *Expect) []want {
 			})
 		})
 	}
+	for _, sel := range slices.Sorted(maps.Keys(e.PodSubnet)) {
+		name := e.PodSubnet[sel]
+		checks = append(checks, want{what: "every Running pod " + sel + " in subnet " + name, v: 1, yes: true, get: func() (int, error) {
+			return podsInSubnet(ctx, l, sel, name)
+		}})
+	}
 	for _, sel := range slices.Sorted(maps.Keys(e.PodRestarts)) {
 		num("container restarts, "+sel, Int(e.PodRestarts[sel]), func() (int, error) {
 			return countPods(ctx, l, sel, func(p lab.KubePod) int {
@@ -435,6 +450,40 @@ func countPods(ctx context.Context, l *lab.Lab, selector string, f func(lab.Kube
 		c += f(p)
 	}
 	return c, err
+}
+
+// podsInSubnet returns 1 when the selector picks Running pods and each
+// has its address in the lab subnet named name, else an error naming the
+// first that does not.
+func podsInSubnet(ctx context.Context, l *lab.Lab, selector, name string) (int, error) {
+	id, ok := l.SubnetID(name)
+	if !ok {
+		return 0, fmt.Errorf("no subnet %q", name)
+	}
+	var cidr netip.Prefix
+	for _, s := range l.Region().Subnets() {
+		if s.ID == id {
+			cidr = s.CIDR
+		}
+	}
+	pods, err := l.KubePods(ctx, selector)
+	if err != nil {
+		return 0, err
+	}
+	running := 0
+	for _, p := range pods {
+		if p.Phase != "Running" || p.Terminating {
+			continue
+		}
+		running++
+		if a, err := netip.ParseAddr(p.IP); err != nil || !cidr.Contains(a) {
+			return 0, fmt.Errorf("pod %s/%s has %q, outside %s (%s)", p.Namespace, p.Name, p.IP, name, cidr)
+		}
+	}
+	if running == 0 {
+		return 0, fmt.Errorf("no Running pod %s", selector)
+	}
+	return 1, nil
 }
 
 func mutating(l *lab.Lab) int {

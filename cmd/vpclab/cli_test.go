@@ -62,6 +62,9 @@ func TestMaxPodsPublished(t *testing.T) {
 	if _, out, _ := vpclab(t, dir, "max-pods", "--instance-type", "m5.large", "--prefix-delegation"); strings.TrimSpace(out) != "110" {
 		t.Errorf("m5.large with prefixes: %q, want 110", out)
 	}
+	if _, out, _ := vpclab(t, dir, "max-pods", "--instance-type", "m5.large", "--custom-networking"); strings.TrimSpace(out) != "20" {
+		t.Errorf("max-pods m5.large --custom-networking = %q, want 20 (one ENI fewer: 2 × 9 + 2)", out)
+	}
 	code, out, _ := vpclab(t, dir, "max-pods", "--all")
 	if code != 0 || !strings.Contains(out, "m5.large") || len(strings.Split(out, "\n")) < 1000 {
 		t.Errorf("max-pods --all: exit %d, %d lines", code, len(strings.Split(out, "\n")))

@@ -14,9 +14,10 @@ import (
 )
 
 func cmdMaxPods(e env, args []string) error {
-	fs := flags("max-pods --instance-type T [--prefix-delegation] | max-pods --all")
+	fs := flags("max-pods --instance-type T [--prefix-delegation] [--custom-networking] | max-pods --all")
 	itype := fs.String("instance-type", "", "instance type")
 	prefix := fs.Bool("prefix-delegation", false, "prefix delegation (ENABLE_PREFIX_DELEGATION)")
+	custom := fs.Bool("custom-networking", false, "custom networking (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG): the primary ENI serves no pod")
 	all := fs.Bool("all", false, "a table of every instance type")
 	_ = fs.String("cni-version", "", "VPC CNI version (the limits are the same for v1.9+)")
 	if _, err := fs.Parse(args, 0); err != nil {
@@ -32,7 +33,7 @@ func cmdMaxPods(e env, args []string) error {
 	if !ok {
 		return cli.Usagef("--instance-type %q: unknown instance type", *itype)
 	}
-	fmt.Fprintln(e.stdout, t.MaxPods(*prefix))
+	fmt.Fprintln(e.stdout, t.MaxPodsFor(*prefix, *custom))
 	return nil
 }
 

@@ -108,9 +108,19 @@ func MaxIPv4PerENI() int {
 // holds a /28 (16 addresses) and the figure is capped at 110 for fewer
 // than 30 vCPUs, 250 otherwise (the EKS AMI's max-pods calculator).
 func (t *InstanceType) MaxPods(prefixDelegation bool) int {
+	return t.MaxPodsFor(prefixDelegation, false)
+}
+
+// MaxPodsFor is MaxPods, and with custom networking one ENI fewer (the
+// primary ENI serves no pod), as the max-pods calculator's
+// --cni-custom-networking-enabled.
+func (t *InstanceType) MaxPodsFor(prefixDelegation, customNetworking bool) int {
 	enis := t.MaxENIs
 	if c, ok := t.Card(t.DefaultCard); ok && c.MaxENIs > 0 {
 		enis = c.MaxENIs
+	}
+	if customNetworking {
+		enis--
 	}
 	if !prefixDelegation {
 		return enis*(t.IPv4PerENI-1) + 2

@@ -162,6 +162,9 @@ rules:
 - apiGroups: [vpcresources.k8s.aws]
   resources: [cninodes]
   verbs: [get, list, watch, patch]
+- apiGroups: [crd.k8s.amazonaws.com]
+  resources: [eniconfigs]
+  verbs: [get, list, watch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
