@@ -30,9 +30,9 @@ deps:
 	$(GO) mod download
 
 # The CNI project's reference plugins, built from the module version go.mod
-# pins (its `tool` lines): the lab chains portmap/bandwidth/loopback, the
-# plugin benchmark compares with ptp + host-local.
-CNI_PLUGINS := $(addprefix github.com/containernetworking/plugins/plugins/,meta/portmap meta/bandwidth main/loopback main/ptp ipam/host-local)
+# pins (its `tool` lines): the lab chains portmap/bandwidth/tuning/loopback,
+# the plugin benchmark compares with ptp + host-local.
+CNI_PLUGINS := $(addprefix github.com/containernetworking/plugins/plugins/,meta/portmap meta/bandwidth meta/tuning main/loopback main/ptp ipam/host-local)
 
 ## build: build every binary into bin/ (reference CNI plugins into bin/cni/).
 build:

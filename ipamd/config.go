@@ -142,7 +142,7 @@ func (e *BadValuesError) Error() string { return strings.Join(e.Problems, "; ") 
 // them: --cni upstream@VERSION).
 var Unsupported = []string{
 	"ENABLE_IMDS_ONLY_MODE", "ENABLE_MULTI_NIC", "ENABLE_NFTABLES", "AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER",
-	"ENABLE_V4_EGRESS", "ENABLE_V6_EGRESS", "DISABLE_POD_V6", "CLUSTER_ENDPOINT", "WARM_ENI_TARGET_MULTI_NIC",
+	"ENABLE_V4_EGRESS", "ENABLE_V6_EGRESS", "CLUSTER_ENDPOINT", "WARM_ENI_TARGET_MULTI_NIC",
 }
 
 // UnsupportedSet lists the Unsupported variables env sets, "NAME=value".

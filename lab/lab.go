@@ -32,6 +32,7 @@ import (
 	"github.com/vpclab/vpclab/fakeec2/world"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/lab/k8s"
+	"github.com/vpclab/vpclab/plugin"
 )
 
 // Lab is a running lab.
@@ -435,7 +436,7 @@ func (c *Config) checkBinaries() error {
 			return fmt.Errorf("binary %s not in %s (run make build, or set VPCLAB_BIN)", b, c.BinDir)
 		}
 	}
-	for _, p := range []string{"loopback", "portmap", "bandwidth"} {
+	for _, p := range plugin.RefPlugins {
 		if _, err := os.Stat(filepath.Join(c.RefPluginsDir, p)); err != nil {
 			return fmt.Errorf("reference CNI plugin %s not in %s (run make build, or set refPluginsDir)", p, c.RefPluginsDir)
 		}

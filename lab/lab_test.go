@@ -182,13 +182,15 @@ var _ = Describe("host mode", func() {
 })
 
 var _ = Describe("one environment per node", func() {
-	It("reaches ipamd, the installer and so the conflist and the pods (veth prefix, MTU, the pods' own MTU, cniVersion 0.4.0 with disableCheck)", func() {
+	It("reaches ipamd, the installer and so the conflist and the pods (veth prefix, MTU, the pods' own MTU, cniVersion 0.4.0 with disableCheck, bandwidth and tuning chained)", func() {
 		ctx := context.Background()
 		cfg := testConfig()
 		cfg.Nodes[0].Count = 1
 		cfg.Env["AWS_VPC_K8S_CNI_VETHPREFIX"] = "abc"
 		cfg.Env["AWS_VPC_ENI_MTU"] = "1500"
 		cfg.Env["POD_MTU"] = "1400" // the pods', as aws-node's installer writes it
+		cfg.Env["ENABLE_BANDWIDTH_PLUGIN"] = "true"
+		cfg.Env["DISABLE_POD_V6"] = "true"
 		l, err := lab.New(ctx, cfg, GinkgoWriter.Printf)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(l.Close)
@@ -197,11 +199,16 @@ var _ = Describe("one environment per node", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(conf).To(And(ContainSubstring(`"vethPrefix": "abc"`), ContainSubstring(`"mtu": "1400"`),
 			ContainSubstring(`"cniVersion": "0.4.0"`), ContainSubstring(`"disableCheck": true`), ContainSubstring(`"type": "egress-cni"`)), "as aws-node writes it")
+		portmap, bw, tuning := strings.Index(conf, `"type": "portmap"`), strings.Index(conf, `"type": "bandwidth"`), strings.Index(conf, `"type": "tuning"`)
+		Expect(portmap < bw && bw < tuning && portmap > 0).To(BeTrue(), "portmap, then bandwidth (ENABLE_BANDWIDTH_PLUGIN), then tuning (DISABLE_POD_V6), as aws-node chains them:\n"+conf)
 		p, err := n.AddPodRetry(ctx, "default", "mtu", 20*time.Second)
 		Expect(err).NotTo(HaveOccurred())
 		out, err := p.Exec(ctx, "ip", "link", "show", "eth0")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(out).To(ContainSubstring("mtu 1400"))
+		v6, err := p.Exec(ctx, "cat", "/proc/sys/net/ipv6/conf/all/disable_ipv6")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(strings.TrimSpace(v6)).To(Equal("1"), "DISABLE_POD_V6: tuning turned IPv6 off in the pod")
 		links, _ := n.Exec(ctx, "ip", "-o", "link", "show")
 		Expect(links).To(ContainSubstring(": abc"))
 	})

@@ -17,6 +17,11 @@ import (
 // ConflistName is the file aws-node writes into the CNI conf dir.
 const ConflistName = "10-aws.conflist"
 
+// RefPlugins are the CNI project's reference plugins aws-node installs
+// beside aws-cni (its init container copies them): loopback, and the ones
+// its conflist may chain.
+var RefPlugins = []string{"loopback", "portmap", "bandwidth", "tuning"}
+
 // InstallOptions are what aws-node's entrypoint decides from its
 // environment.
 type InstallOptions struct {
@@ -26,7 +31,7 @@ type InstallOptions struct {
 	Egress        string
 	BinDir        string // e.g. /opt/cni/bin
 	ConfDir       string // e.g. /etc/cni/net.d
-	RefPluginsDir string // reference plugins (loopback, portmap, bandwidth); "" skips
+	RefPluginsDir string // reference plugins (RefPlugins); "" skips
 	Socket        string // ipamd socket; also written to the conflist when not the default
 	Checkpoint    string // ipamd checkpoint, when not the default
 	Wait          time.Duration
@@ -34,6 +39,13 @@ type InstallOptions struct {
 	// DisableCheck sets the conflist's disableCheck (aws-node's does: the
 	// runtime never calls CHECK).
 	DisableCheck bool
+	// Bandwidth (ENABLE_BANDWIDTH_PLUGIN) chains the bandwidth plugin (pod
+	// ingress/egress shaping from the kubernetes.io/*-bandwidth
+	// annotations).
+	Bandwidth bool
+	// DisablePodV6 (DISABLE_POD_V6) chains the tuning plugin turning IPv6
+	// off in every pod's network namespace.
+	DisablePodV6 bool
 	VethPrefix   string
 	MTU          int
 	PodSGMode    string
@@ -42,7 +54,8 @@ type InstallOptions struct {
 }
 
 // Conflist returns the 10-aws.conflist aws-node would write: aws-cni,
-// egress-cni (disabled) when o.Egress is set, then portmap with snat.
+// egress-cni (disabled) when o.Egress is set, portmap with snat, then
+// bandwidth and tuning when asked for, in aws-node's order.
 func Conflist(o InstallOptions) ([]byte, error) {
 	aws := map[string]any{
 		"name": "aws-cni", "type": "aws-cni", "vethPrefix": o.VethPrefix, "mtu": fmt.Sprint(o.MTU),
@@ -69,6 +82,14 @@ func Conflist(o InstallOptions) ([]byte, error) {
 		})
 	}
 	plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true})
+	if o.Bandwidth {
+		plugins = append(plugins, map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}})
+	}
+	if o.DisablePodV6 {
+		plugins = append(plugins, map[string]any{"type": "tuning", "sysctl": map[string]string{
+			"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1", "net.ipv6.conf.lo.disable_ipv6": "1",
+		}})
+	}
 	list := map[string]any{"cniVersion": o.CNIVersion, "name": "aws-cni", "disableCheck": o.DisableCheck, "plugins": plugins}
 	return json.MarshalIndent(list, "", "  ")
 }
@@ -111,7 +132,7 @@ func Install(ctx context.Context, o InstallOptions) error {
 		}
 	}
 	if o.RefPluginsDir != "" {
-		for _, p := range []string{"loopback", "portmap", "bandwidth"} {
+		for _, p := range RefPlugins {
 			src := filepath.Join(o.RefPluginsDir, p)
 			if _, err := os.Stat(src); err == nil {
 				if err := copyAtomic(src, filepath.Join(o.BinDir, p), 0o755); err != nil {

@@ -1,8 +1,9 @@
 // Command aws-vpc-cni installs the CNI plugin the way aws-node's
-// entrypoint does: copy aws-cni and egress-cni (and the reference loopback/portmap/
-// bandwidth plugins, if present) into the CNI bin dir, wait for ipamd's
-// gRPC health, then write 10-aws.conflist (cniVersion 0.4.0, disableCheck)
-// into the CNI conf dir.
+// entrypoint does: copy aws-cni and egress-cni (and the reference plugins
+// loopback, portmap, bandwidth and tuning, if present) into the CNI bin
+// dir, wait for ipamd's gRPC health, then write 10-aws.conflist
+// (cniVersion 0.4.0, disableCheck; bandwidth with ENABLE_BANDWIDTH_PLUGIN,
+// tuning with DISABLE_POD_V6) into the CNI conf dir.
 package main
 
 import (
@@ -26,6 +27,21 @@ func env(k, def string) string {
 	return def
 }
 
+// boolEnv reads a boolean as aws-node's entrypoint does: unset or not a
+// boolean is false (the latter said loudly).
+func boolEnv(k string) bool {
+	v := os.Getenv(k)
+	if v == "" {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "aws-vpc-cni: %s=%q is not a boolean; using false\n", k, v)
+		return false
+	}
+	return b
+}
+
 func run(args []string) int {
 	self, _ := os.Executable()
 	fs := flag.NewFlagSet("aws-vpc-cni", flag.ContinueOnError)
@@ -34,7 +50,7 @@ func run(args []string) int {
 	fs.StringVar(&o.Egress, "egress-plugin", filepath.Join(filepath.Dir(self), "egress-cni"), "egress-cni binary to install and chain (\"\" leaves it out)")
 	fs.StringVar(&o.BinDir, "bin-dir", env("HOST_CNI_BIN_PATH", "/opt/cni/bin"), "CNI bin dir")
 	fs.StringVar(&o.ConfDir, "conf-dir", env("HOST_CNI_CONFDIR_PATH", "/etc/cni/net.d"), "CNI conf dir")
-	fs.StringVar(&o.RefPluginsDir, "ref-plugins", filepath.Join(filepath.Dir(self), "cni"), "directory of the reference CNI plugins loopback, portmap, bandwidth (\"\" to skip)")
+	fs.StringVar(&o.RefPluginsDir, "ref-plugins", filepath.Join(filepath.Dir(self), "cni"), "directory of the reference CNI plugins loopback, portmap, bandwidth, tuning (\"\" to skip)")
 	fs.StringVar(&o.Socket, "socket", plugin.DefaultSocket, "ipamd gRPC socket")
 	fs.StringVar(&o.Checkpoint, "checkpoint", plugin.DefaultCheckpoint, "ipamd checkpoint (for GC)")
 	fs.DurationVar(&o.Wait, "wait", time.Minute, "how long to wait for ipamd")
@@ -55,6 +71,8 @@ func run(args []string) int {
 		}
 		o.MTU = mtu
 	}
+	o.Bandwidth = boolEnv("ENABLE_BANDWIDTH_PLUGIN")
+	o.DisablePodV6 = boolEnv("DISABLE_POD_V6")
 	o.PodSGMode = env("POD_SECURITY_GROUP_ENFORCING_MODE", "strict")
 	o.LogFile = env("AWS_VPC_K8S_PLUGIN_LOG_FILE", "/var/log/aws-routed-eni/plugin.log")
 	o.LogLevel = env("AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "Debug")

@@ -78,13 +78,13 @@ func failureDigest(r types.Report) string {
 }
 
 // RefPlugins, given to Build, also builds the CNI project's reference
-// plugins (portmap, bandwidth, loopback, ptp, host-local) from the module
+// plugins (portmap, bandwidth, tuning, loopback, ptp, host-local) from the module
 // version go.mod pins, into the cni/ directory beside the commands: where
 // the lab and aws-vpc-cni look for them by default.
 const RefPlugins = "cni"
 
 // refPlugins are the reference plugins' packages.
-var refPlugins = []string{"meta/portmap", "meta/bandwidth", "main/loopback", "main/ptp", "ipam/host-local"}
+var refPlugins = []string{"meta/portmap", "meta/bandwidth", "meta/tuning", "main/loopback", "main/ptp", "ipam/host-local"}
 
 // binPrefix starts the name of every directory Build creates; the building
 // process's id follows, so a later Build can tell a leftover of a killed

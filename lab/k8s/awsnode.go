@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/vpclab/vpclab/plugin"
 )
 
 // iptablesNames are the names the VPC CNI (both implementations) runs
@@ -80,7 +82,7 @@ func VpclabAWSNodeImage(tag, binDir, refDir string) (Image, error) {
 	for _, b := range []string{"ipamd", "aws-cni", "aws-vpc-cni", "egress-cni"} {
 		im.Files["/app/"+b] = filepath.Join(binDir, b)
 	}
-	for _, p := range []string{"loopback", "portmap", "bandwidth"} {
+	for _, p := range plugin.RefPlugins {
 		im.Files["/app/cni/"+p] = filepath.Join(refDir, p)
 	}
 	return im.merge(tools), nil
