@@ -111,7 +111,7 @@ func (c *cloud) imdsENI(ctx context.Context, mac string) (imdsENI, error) {
 // there.
 func (c *cloud) instanceLimits(ctx context.Context, typ string) (maxENI, ipv4PerENI int, err error) {
 	if l, ok := knownLimits()[typ]; ok {
-		return l[0], l[1], nil
+		return l.enis, l.perENI, nil
 	}
 	var out *ec2.DescribeInstanceTypesOutput
 	err = c.timed(ctx, "DescribeInstanceTypes", func() (err error) {

@@ -137,13 +137,11 @@ func (d *DataStore) trunkENI() (id, mac string) {
 	return "", ""
 }
 
-// trunkReserve is the ENI slot kept for a trunk: 1 while pod ENIs are on
-// and no trunk is attached. aws-node keeps it only on instance types its
-// own limits table marks trunking-compatible; vpclab's ipamd has no such
-// table (it must not import the fake region's catalog) and keeps it on
-// every type.
+// trunkReserve is the ENI slot kept for a trunk: 1 while pod ENIs are on,
+// the instance type is trunking-compatible (as aws-node reads it from the
+// controller's table) and no trunk is attached.
 func (d *Daemon) trunkReserve() int {
-	if !d.c.EnablePodENI {
+	if !d.c.EnablePodENI || !trunkingCompatible(d.instanceType) {
 		return 0
 	}
 	if id, _ := d.ds.trunkENI(); id != "" {

@@ -147,6 +147,14 @@ func TestPodENI(t *testing.T) {
 		t.Error("without ENABLE_POD_ENI no slot is kept")
 	}
 	c.EnablePodENI = true
+	d.instanceType = "t2.medium" // 3 ENIs, no trunking in the controller's table
+	if !d.hasRoomForENI() {
+		t.Error("t2.medium cannot have a trunk: no slot is kept for one (as aws-node)")
+	}
+	d.instanceType = "m5.large"
+	if d.hasRoomForENI() {
+		t.Error("m5.large is trunking-compatible: its last slot is the trunk's")
+	}
 
 	d.requestTrunk(ctx)
 	d.requestTrunk(ctx)

@@ -277,6 +277,9 @@ func TestKnownLimits(t *testing.T) {
 			t.Errorf("%s: %d ENIs, %d per ENI, %v; want %v", typ, enis, per, err, want)
 		}
 	}
+	if !trunkingCompatible("m5.large") || trunkingCompatible("t3.nano") || !trunkingCompatible("x9.unknown") {
+		t.Error("trunking: m5.large yes, t3.nano no, a type missing from the table yes (as aws-node)")
+	}
 	if n := len(knownLimits()); n < 1000 {
 		t.Errorf("%d types in limits.tsv; the VPC CNI's table has over 1000", n)
 	}
