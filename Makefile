@@ -23,10 +23,11 @@ deps:
 		command -v vagrant >/dev/null || missing="$$missing vagrant"; \
 		command -v runc >/dev/null || missing="$$missing runc"; \
 		command -v busybox >/dev/null || missing="$$missing busybox-static"; \
+		command -v chromium >/dev/null || missing="$$missing chromium"; \
 		if [ -n "$$missing" ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		fi; \
-	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2), iproute2, iptables, nftables, tcpdump, iputils-ping, procps, runc, busybox-static yourself"; fi
+	else echo "deps: not root or no apt-get; install awscli (AWS CLI v2), iproute2, iptables, nftables, tcpdump, iputils-ping, procps, runc, busybox-static, chromium yourself"; fi
 	$(GO) mod download
 
 # The CNI project's reference plugins, built from the module version go.mod

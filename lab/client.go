@@ -140,6 +140,13 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return s, err
 }
 
+// Snapshot returns the lab's status, timeline and audit records now
+// (what vpclab ui shows).
+func (c *Client) Snapshot(ctx context.Context) (Snapshot, error) {
+	var s Snapshot
+	return s, c.do(ctx, http.MethodGet, "/snapshot", nil, &s)
+}
+
 // SecurityGroups reports the lab VPC's groups, members and drops.
 func (c *Client) SecurityGroups(ctx context.Context) (SGReport, error) {
 	var r SGReport

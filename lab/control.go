@@ -107,6 +107,7 @@ func (l *Lab) controlMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, l.Status()) })
 	mux.HandleFunc("GET /security-groups", l.whenReady(l.handleSecurityGroups))
+	mux.HandleFunc("GET /snapshot", l.whenReady(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, l.Snapshot()) }))
 	mux.HandleFunc("POST /pods", l.whenReady(l.handleAddPod))
 	mux.HandleFunc("DELETE /pods/{ns}/{name}", l.whenReady(l.handleDelPod))
 	mux.HandleFunc("GET /nodes/{node}/metrics", l.whenReady(l.onNode(l.handleMetrics)))

@@ -74,6 +74,8 @@ func Demo(ctx context.Context, stdout io.Writer, name string) error {
 		return fmt.Errorf("invariants: %w", err)
 	}
 	fmt.Fprintln(stdout, "\n== invariants hold: EC2 == ipamd == kernel, no address twice")
+	fmt.Fprintln(stdout, "\n== to see a lab: vpclab up, then vpclab ui (a live page: topology, each node's pool, pod ADD/DEL, EC2 calls with the throttled ones marked);")
+	fmt.Fprintln(stdout, "   vpclab scenario run throttling-storm --report storm.html writes the same for a scenario, with its steps")
 	return nil
 }
 

@@ -56,6 +56,12 @@ type Lab struct {
 	kube        *kube             // Kubernetes mode's control plane (nil: plain)
 	sysctls     map[string]string // host sysctls Kubernetes mode changes, as they were
 
+	// rec keeps the timeline (pools, pod operations, restarts, faults);
+	// stopSampling ends its sampler.
+	rec          *recorder
+	stopSampling context.CancelFunc
+	samplingDone chan struct{}
+
 	mu     sync.Mutex
 	nodes  []*Node
 	ready  bool
@@ -102,7 +108,7 @@ func New(ctx context.Context, cfg Config, progress Progress) (*Lab, error) {
 		releaseCNIs()
 		return nil, err
 	}
-	l := &Lab{cfg: cfg, paths: p, owner: own, releaseCNIs: releaseCNIs, log: slog.Default().With("lab", cfg.Name), subnets: map[string]string{}}
+	l := &Lab{cfg: cfg, paths: p, owner: own, releaseCNIs: releaseCNIs, log: slog.Default().With("lab", cfg.Name), subnets: map[string]string{}, rec: newRecorder()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -125,9 +131,15 @@ func New(ctx context.Context, cfg Config, progress Progress) (*Lab, error) {
 		return nil, err
 	}
 	ok = true
+	sctx, stop := context.WithCancel(context.Background())
 	l.mu.Lock()
 	l.ready = true
+	l.stopSampling, l.samplingDone = stop, make(chan struct{})
 	l.mu.Unlock()
+	go func() {
+		defer close(l.samplingDone)
+		l.sampleLoop(sctx)
+	}()
 	return l, nil
 }
 
@@ -387,7 +399,12 @@ func (l *Lab) Close() error {
 	}
 	l.closed = true
 	nodes := append([]*Node(nil), l.nodes...)
+	stop, done := l.stopSampling, l.samplingDone
 	l.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
 	var errs []error
 	if l.ctl != nil {
 		// Answers in flight (POST /down's) finish first; streams

@@ -304,6 +304,7 @@ func (n *Node) ipamdExited(p *ipamdProc) {
 	}
 	pol := n.lab.cfg.IpamdRestart
 	n.lab.log.Warn("ipamd exited", "node", n.Name, "status", fmt.Sprint(p.err), "lastLog", n.lastLog(), "restart", pol.String())
+	n.lab.rec.mark(Mark{T: time.Now(), Node: n.Name, Kind: "ipamd exited", Detail: fmt.Sprint(p.err)})
 	if pol.Never {
 		return
 	}
@@ -315,6 +316,7 @@ func (n *Node) ipamdExited(p *ipamdProc) {
 		}
 		n.mu.Unlock()
 		if again {
+			n.lab.rec.mark(Mark{T: time.Now(), Node: n.Name, Kind: "ipamd restarted"})
 			if _, err := n.startIpamd(); err != nil {
 				n.lab.log.Error("ipamd restart", "node", n.Name, "err", err)
 			}
@@ -412,6 +414,7 @@ func (n *Node) RestartIpamd(ctx context.Context) error {
 	n.mu.Lock()
 	n.restarts++
 	n.mu.Unlock()
+	n.lab.rec.mark(Mark{T: time.Now(), Node: n.Name, Kind: "ipamd restarted", Detail: "restart asked for"})
 	if _, err := n.startIpamd(); err != nil {
 		return err
 	}
@@ -522,7 +525,15 @@ func (n *Node) MountNS() string { return n.mntns }
 
 // HTTPGet fetches a URL from inside the node's network namespace.
 func (n *Node) HTTPGet(url string) ([]byte, error) {
-	resp, err := n.httpc.Get(url)
+	return n.httpGet(context.Background(), url)
+}
+
+func (n *Node) httpGet(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := n.httpc.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -536,7 +547,11 @@ func (n *Node) HTTPGet(url string) ([]byte, error) {
 
 // Metrics returns the node's ipamd Prometheus metrics text.
 func (n *Node) Metrics() (string, error) {
-	b, err := n.HTTPGet("http://127.0.0.1:61678/metrics")
+	return n.metricsCtx(context.Background())
+}
+
+func (n *Node) metricsCtx(ctx context.Context) (string, error) {
+	b, err := n.httpGet(ctx, "http://127.0.0.1:61678/metrics")
 	return string(b), err
 }
 

@@ -74,6 +74,22 @@ func trim(s string) string {
 // AddPod creates a pod sandbox and runs the node's CNI configuration
 // (aws-cni, then portmap) on it through libcni.
 func (n *Node) AddPod(ctx context.Context, namespace, name string) (*Pod, error) {
+	t0 := time.Now()
+	p, err := n.addPod(ctx, namespace, name)
+	n.recordPodOp("ADD", namespace+"/"+name, t0, err)
+	return p, err
+}
+
+// recordPodOp puts a pod operation on the lab's timeline.
+func (n *Node) recordPodOp(op, pod string, t0 time.Time, err error) {
+	o := PodOp{T: time.Now(), Node: n.Name, Pod: pod, Op: op, LatencyMs: float64(time.Since(t0).Microseconds()) / 1000}
+	if err != nil {
+		o.Err = err.Error()
+	}
+	n.lab.rec.podOp(o)
+}
+
+func (n *Node) addPod(ctx context.Context, namespace, name string) (*Pod, error) {
 	if err := ValidatePodName(namespace, name); err != nil {
 		return nil, err
 	}
@@ -182,6 +198,13 @@ func Retry(ctx context.Context, timeout time.Duration, attempt func() (retry boo
 
 // DelPod runs CNI DEL for the pod and removes its sandbox.
 func (n *Node) DelPod(ctx context.Context, p *Pod) error {
+	t0 := time.Now()
+	err := n.delPod(ctx, p)
+	n.recordPodOp("DEL", p.Namespace+"/"+p.Name, t0, err)
+	return err
+}
+
+func (n *Node) delPod(ctx context.Context, p *Pod) error {
 	list, err := n.conflist()
 	if err != nil {
 		return err

@@ -201,5 +201,6 @@ func WriteSummary(w io.Writer, s Status, nameHint string) {
 		fmt.Fprintf(w, "lab %s is up. Next:\n  vpclab status%s\n  vpclab pods add default/web --node %s%s\n", s.Name, nameHint, node, nameHint)
 	}
 	fmt.Fprintf(w, "  AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x /usr/bin/aws --endpoint-url %s --region %s ec2 describe-network-interfaces   # AWS CLI v2\n", s.EC2Endpoint, s.Region)
+	fmt.Fprintf(w, "  vpclab ui%s   # a live page: topology, pools, pods and EC2 calls over time\n", nameHint)
 	fmt.Fprintf(w, "  vpclab down%s\n", nameHint)
 }

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/vpclab/vpclab/fakeec2/model"
 )
 
 // Status is a lab's state as `vpclab status -o json` shows it.
@@ -65,6 +67,20 @@ type ENIStatus struct {
 	// IMDS is how the node's metadata service differs from EC2 for this
 	// ENI right now (nil: it agrees) — the signal of an IMDS lag.
 	IMDS *IMDSDiff `json:"imds,omitempty"`
+	// Secondary are its secondary addresses.
+	Secondary []string `json:"secondary,omitempty"`
+	// Type is EC2's interface type: interface, trunk, efa.
+	Type string `json:"type,omitempty"`
+	// Branches are a trunk's branch ENIs (security groups for pods).
+	Branches []BranchStatus `json:"branches,omitempty"`
+}
+
+// BranchStatus is a branch ENI on a trunk.
+type BranchStatus struct {
+	ID     string   `json:"id"`
+	VLAN   int      `json:"vlan"`
+	IP     string   `json:"ip"`
+	Groups []string `json:"groups,omitempty"`
 }
 
 // PodStatus is one pod.
@@ -78,10 +94,14 @@ type PodStatus struct {
 
 // SubnetStatus is one subnet's free-address count.
 type SubnetStatus struct {
-	ID        string `json:"id"`
+	ID string `json:"id"`
+	// Name is the lab config's name for it ("" for others).
+	Name      string `json:"name,omitempty"`
 	CIDR      string `json:"cidr"`
 	AZ        string `json:"az"`
 	Available int    `json:"available"`
+	// Usable is the addresses EC2 gives out in it (all but 5).
+	Usable int `json:"usable"`
 }
 
 // Status reports the lab: nodes with their ipamd, ENIs and pods, subnets.
@@ -93,6 +113,11 @@ func (l *Lab) Status() Status {
 	}
 	s.EC2Endpoint, s.VPCID, s.Kubeconfig = l.ec2URL, l.vpcID, l.Kubeconfig()
 	enis := l.region.NetworkInterfaces()
+	assocs := l.region.TrunkAssociations()
+	byID := map[string]model.NetworkInterface{}
+	for _, e := range enis {
+		byID[e.ID] = e
+	}
 	var byNode map[string][]podAddr
 	if l.kube != nil { // the API's pods
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -115,7 +140,13 @@ func (l *Lab) Status() Status {
 			if e.Attachment == nil || e.Attachment.InstanceID != n.Instance.ID {
 				continue
 			}
-			es := ENIStatus{ID: e.ID, Device: e.Attachment.DeviceIndex, SubnetID: e.SubnetID, Addresses: 1 + len(e.SecondaryIPs), Groups: e.SecurityGroups}
+			es := ENIStatus{ID: e.ID, Device: e.Attachment.DeviceIndex, SubnetID: e.SubnetID, Addresses: 1 + len(e.SecondaryIPs), Groups: e.SecurityGroups, Type: e.InterfaceType}
+			if e.InterfaceType == "trunk" {
+				es.Branches = branchesOf(e.ID, assocs, byID)
+			}
+			for _, a := range e.SecondaryIPs {
+				es.Secondary = append(es.Secondary, a.String())
+			}
 			for _, p := range ns.Pods {
 				ip, err := netip.ParseAddr(p.IP)
 				if err != nil {
@@ -142,10 +173,35 @@ func (l *Lab) Status() Status {
 		sort.Slice(ns.ENIs, func(i, j int) bool { return ns.ENIs[i].Device < ns.ENIs[j].Device })
 		s.Nodes = append(s.Nodes, ns)
 	}
+	names := map[string]string{}
+	for name, id := range l.subnets {
+		names[id] = name
+	}
 	for _, sn := range l.region.Subnets() {
-		s.Subnets = append(s.Subnets, SubnetStatus{ID: sn.ID, CIDR: sn.CIDR.String(), AZ: sn.AZ, Available: sn.AvailableIPs})
+		if sn.VPCID != l.vpcID {
+			continue
+		}
+		s.Subnets = append(s.Subnets, SubnetStatus{ID: sn.ID, Name: names[sn.ID], CIDR: sn.CIDR.String(), AZ: sn.AZ, Available: sn.AvailableIPs,
+			Usable: 1<<(32-sn.CIDR.Bits()) - 5})
 	}
 	return s
+}
+
+// branchesOf lists a trunk's branch ENIs by VLAN.
+func branchesOf(trunk string, assocs []model.TrunkAssociation, byID map[string]model.NetworkInterface) []BranchStatus {
+	var out []BranchStatus
+	for _, a := range assocs {
+		if a.TrunkID != trunk {
+			continue
+		}
+		b := BranchStatus{ID: a.BranchID, VLAN: a.VlanID}
+		if e, ok := byID[a.BranchID]; ok {
+			b.IP, b.Groups = e.PrivateIP.String(), e.SecurityGroups
+		}
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].VLAN < out[j].VLAN })
+	return out
 }
 
 func (p *Pod) status() PodStatus {

@@ -54,12 +54,17 @@ func labName() string {
 // own, running every step whatever fails, and returns the runs in order.
 // It stops early only when ctx ends.
 func Diff(ctx context.Context, s Scenario, cnis []lab.CNI, binDir string, log func(string, ...any)) []Result {
+	return diffRuns(ctx, s, cnis, binDir, log, false)
+}
+
+// diffRuns is Diff, keeping each run's lab snapshot when capture is set.
+func diffRuns(ctx context.Context, s Scenario, cnis []lab.CNI, binDir string, log func(string, ...any), capture bool) []Result {
 	var out []Result
 	for _, c := range cnis {
 		if ctx.Err() != nil {
 			break
 		}
-		r := Runner{BinDir: binDir, Owner: "scenario diff", CNI: c, KeepGoing: true, Log: log}
+		r := Runner{BinDir: binDir, Owner: "scenario diff", CNI: c, KeepGoing: true, Log: log, Capture: capture}
 		out = append(out, r.Run(ctx, s, labName()))
 	}
 	return out
@@ -69,9 +74,21 @@ func Diff(ctx context.Context, s Scenario, cnis []lab.CNI, binDir string, log fu
 // as a table (WriteDiff) or, with asJSON, as the runs themselves; progress
 // goes to log.
 func RunDiff(ctx context.Context, s Scenario, cnis []lab.CNI, binDir string, asJSON bool, out, log io.Writer) error {
-	runs := Diff(ctx, s, cnis, binDir, func(f string, a ...any) { fmt.Fprintf(log, "  "+f+"\n", a...) })
+	return runDiff(ctx, s, cnis, binDir, asJSON, "", out, log)
+}
+
+// runDiff is RunDiff, also writing an HTML report (the runs' timelines
+// stacked) to report when set.
+func runDiff(ctx context.Context, s Scenario, cnis []lab.CNI, binDir string, asJSON bool, report string, out, log io.Writer) error {
+	runs := diffRuns(ctx, s, cnis, binDir, func(f string, a ...any) { fmt.Fprintf(log, "  "+f+"\n", a...) }, report != "")
 	if ctx.Err() != nil {
 		return errors.New("interrupted; its labs removed")
+	}
+	if report != "" {
+		if err := WriteReportFile(report, s, runs); err != nil {
+			return err
+		}
+		fmt.Fprintf(log, "report: %s\n", report)
 	}
 	if asJSON {
 		enc := json.NewEncoder(out)
@@ -231,6 +248,8 @@ type Command struct {
 	Scenario string // a YAML file, or a built-in's name or slug
 	CNIs     []lab.CNI
 	JSON     bool // diff: the runs as JSON instead of a table
+	// Report is a file to write a self-contained HTML report to ("" none).
+	Report   string
 	BinDir   string
 	Out, Log io.Writer
 }
@@ -255,7 +274,7 @@ func (c Command) Execute(ctx context.Context) error {
 		return err // ErrNoCNI: the caller's
 	}
 	if c.Sub == "run" {
-		return RunFile(ctx, c.Scenario, c.BinDir, append(c.CNIs, lab.CNI{})[0], c.JSON, c.Out, c.Log)
+		return runFile(ctx, c.Scenario, c.BinDir, append(c.CNIs, lab.CNI{})[0], c.JSON, c.Report, c.Out, c.Log)
 	}
-	return RunDiff(ctx, s, c.CNIs, c.BinDir, c.JSON, c.Out, c.Log)
+	return runDiff(ctx, s, c.CNIs, c.BinDir, c.JSON, c.Report, c.Out, c.Log)
 }

@@ -12,6 +12,10 @@ import (
 type StepResult struct {
 	Name     string        `json:"name"`
 	Duration time.Duration `json:"duration"`
+	// Start and End bound the stretch (its first action, the expect
+	// step's end).
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
 	// Pods on the node and pod adds (all nodes) that failed in the stretch.
 	Pods       int `json:"pods"`
 	FailedAdds int `json:"failedAdds"`
@@ -58,7 +62,7 @@ func lastSeq(l *lab.Lab) uint64 {
 
 // observe records a finished stretch.
 func observe(l *lab.Lab, n *lab.Node, name string, seg segment, failed, pods int, checks []Check, stats map[string]*NodeStats) StepResult {
-	r := StepResult{Name: name, Duration: time.Since(seg.start), Pods: pods, FailedAdds: failed, Calls: map[string]int{}, Errors: map[string]int{},
+	r := StepResult{Name: name, Duration: time.Since(seg.start), Start: seg.start, End: time.Now(), Pods: pods, FailedAdds: failed, Calls: map[string]int{}, Errors: map[string]int{},
 		Checks: checks, Reached: map[string]time.Duration{}}
 	for _, c := range checks {
 		if c.After != 0 {

@@ -22,6 +22,11 @@ import (
 // find or read, or one that fails; ctx cancelled (Ctrl-C) stops it and
 // tears its lab down.
 func RunFile(ctx context.Context, path, binDir string, cni lab.CNI, asJSON bool, out, log io.Writer) error {
+	return runFile(ctx, path, binDir, cni, asJSON, "", out, log)
+}
+
+// runFile is RunFile, also writing an HTML report to report when set.
+func runFile(ctx context.Context, path, binDir string, cni lab.CNI, asJSON bool, report string, out, log io.Writer) error {
 	s, err := Find(path)
 	if err != nil {
 		return err
@@ -35,10 +40,16 @@ func RunFile(ctx context.Context, path, binDir string, cni lab.CNI, asJSON bool,
 	if cni.Kind != "" && !s.AppliesTo(cni) {
 		fmt.Fprintf(progress, "  note: its expectations are written for %v, not %s; differences may be known deltas\n", implementations(s), cni)
 	}
-	r := Runner{BinDir: binDir, Owner: "scenario", CNI: cni, Log: func(f string, a ...any) { fmt.Fprintf(progress, "  "+f+"\n", a...) }}
+	r := Runner{BinDir: binDir, Owner: "scenario", CNI: cni, Capture: report != "", Log: func(f string, a ...any) { fmt.Fprintf(progress, "  "+f+"\n", a...) }}
 	res := r.Run(ctx, s, name)
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted; lab %s removed", name)
+	}
+	if report != "" {
+		if err := WriteReportFile(report, s, []Result{res}); err != nil {
+			return err
+		}
+		fmt.Fprintf(progress, "report: %s\n", report)
 	}
 	if asJSON {
 		enc := json.NewEncoder(out)

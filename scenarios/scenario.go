@@ -140,6 +140,8 @@ type Result struct {
 	Steps []StepResult `json:"steps"`
 	// Dump is the lab state, ipamd logs and recent events, on failure.
 	Dump string `json:"dump,omitempty"`
+	// Snapshot is the lab as it ended (Runner.Capture), for a report.
+	Snapshot *lab.Snapshot `json:"-"`
 }
 
 // Runner runs scenarios against labs built from BinDir's binaries.
@@ -155,6 +157,9 @@ type Runner struct {
 	// compare implementations); otherwise a run stops at the first
 	// failing step.
 	KeepGoing bool
+	// Capture keeps the lab's snapshot (status, timeline, EC2 calls) in
+	// the Result before the lab goes, for an HTML report.
+	Capture bool
 }
 
 type podRef struct {
@@ -192,6 +197,10 @@ func (r Runner) Run(ctx context.Context, s Scenario, labName string) (res Result
 		x.stopBackground()
 		if len(res.Failures) > 0 {
 			res.Dump = dump(l, x)
+		}
+		if r.Capture {
+			snap := l.Snapshot()
+			res.Snapshot = &snap
 		}
 		if err := l.Close(); err != nil {
 			x.fail("teardown: %v", err)

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,6 +190,7 @@ func TestCLIFlow(t *testing.T) {
 		t.Errorf("ping: %d %s %s", code, out, errs)
 	}
 	checkSecurityGroupsWithAWSCLI(t, dir, name, st)
+	checkUI(t, dir, name, st)
 	if code, out, _ := vpclab(t, dir, "exec", "--name", name, "default/a", "--", "ip", "-4", "addr", "show", "eth0"); code != 0 || !strings.Contains(out, "/32") {
 		t.Errorf("exec: %d %s", code, out)
 	}
@@ -384,5 +388,68 @@ func TestScenarioOffline(t *testing.T) {
 	}
 	if code, _, errs := vpclab(t, dir, "scenario", "record", filepath.Join(t.TempDir(), "none.json")); code != 2 || !strings.Contains(errs, "no such file") {
 		t.Fatalf("record a missing file: exit %d %q", code, errs)
+	}
+}
+
+// checkUI runs `vpclab ui` on the lab: it prints a loopback URL with a
+// token, serves the page (every node and pod on it) only with that token,
+// and stops on SIGINT.
+func checkUI(t *testing.T, dir, name string, st lab.Status) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(dir, "vpclab"), "ui", "--name", name)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := false
+	defer func() {
+		if !waited {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "vpclab ui: http://127.0.0.1:") {
+		t.Fatalf("vpclab ui printed %q (%v) %s", line, err, errb.String())
+	}
+	url := strings.Fields(line)[2]
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, page)
+	}
+	for _, want := range []string{`data-node="node-1"`, `data-node="node-2"`, `data-pod="default/a"`, `data-pod="default/b"`, `<svg class="timeline"`, st.Nodes[0].ENIs[0].ID} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("vpclab ui's page lacks %s", want)
+		}
+	}
+	base, _, _ := strings.Cut(url, "?")
+	if resp, err := http.Get(base); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("without the token: %v %v; want 403", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	waited = true
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("vpclab ui after Ctrl-C: %v %s", err, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Error("vpclab ui did not stop on Ctrl-C")
 	}
 }

@@ -31,6 +31,7 @@ Inspecting a running lab:
   exec POD|--node NODE -- CMD...   ping POD_A POD_B|IP   metrics NODE
   events             CloudTrail-shaped records of EC2 calls (--action, --errors, --follow, -o table)
   sg                 security groups: rules, members, and packets each ENI's groups dropped (-o json)
+  ui                 a live page: topology, timeline of pools, pods and EC2 calls, the calls' records (--listen)
   faults add|list|clear   throttle set|off   ipamd restart|kill NODE
 Kubernetes labs (up --kubernetes):
   kubectl ARGS...    the lab's kubectl, admin kubeconfig   image import TAR   into every node's containerd
@@ -59,7 +60,7 @@ var commands = map[string]func(e env, args []string) error{
 	"up": cmdUp, "serve-lab": cmdServeLab, "down": cmdDown, "gc": cmdGC, "demo": cmdDemo,
 	"status": cmdStatus, "sg": cmdSG, "pods": cmdPods, "imds": cmdIMDS, "exec": cmdExec, "ping": cmdPing, "metrics": cmdMetrics, "ipamd": cmdIpamd,
 	"events": cmdEvents, "faults": cmdFaults, "throttle": cmdThrottle, "max-pods": cmdMaxPods, "scenario": cmdScenario,
-	"kubectl": cmdKubectl, "image": cmdImage,
+	"kubectl": cmdKubectl, "image": cmdImage, "ui": cmdUI,
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 
 	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"github.com/vpclab/vpclab/internal/cli"
@@ -42,8 +43,8 @@ func cmdMaxPods(e env, args []string) error {
 // its lab down. list, show and new need no lab; record reads a trail.
 func cmdScenario(e env, args []string) error {
 	sub, fs, args, err := subFlags(args, map[string]string{
-		"run":    "scenario run FILE|BUILTIN [--cni C] [-o table|json]   (in a lab of its own; a step-by-step report, then PASS or FAIL)",
-		"diff":   "scenario diff FILE|BUILTIN --cni C --cni C2 [--cni …] [-o table|json]   (the same scenario against each CNI, side by side)",
+		"run":    "scenario run FILE|BUILTIN [--cni C] [-o table|json] [--report OUT.html]   (in a lab of its own; a step-by-step report, then PASS or FAIL)",
+		"diff":   "scenario diff FILE|BUILTIN --cni C --cni C2 [--cni …] [-o table|json] [--report OUT.html]   (the same scenario against each CNI, side by side)",
 		"list":   "scenario list [--label L]   (the built-in scenarios)",
 		"show":   "scenario show BUILTIN   (a built-in scenario's YAML)",
 		"new":    "scenario new [FILE]   (a commented template; stdout without FILE)",
@@ -62,6 +63,7 @@ func cmdScenario(e env, args []string) error {
 	label := fs.String("label", "", "list: only scenarios with this label")
 	pods := fs.Int("pods", 10, "record: pods the replay adds while the recorded faults play")
 	title := fs.String("name-as", "", "record: the replay scenario's name")
+	report := fs.String("report", "", "run, diff: also write a self-contained HTML report (timeline, topology, EC2 calls, steps) to this file")
 	pos, err := fs.Parse(args, map[string]int{"run": 1, "diff": 1, "list": 0, "show": 1, "new": -1, "record": -1}[sub])
 	if err != nil {
 		return err
@@ -85,7 +87,12 @@ func cmdScenario(e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return scenarios.Command{Sub: sub, Scenario: pos[0], CNIs: cnis, JSON: f == "json", BinDir: lab.DefaultBinDir(), Out: e.stdout, Log: e.stderr}.Execute(e.ctx)
+	if *report != "" && (sub == "run" || sub == "diff") {
+		if st, err := os.Stat(filepath.Dir(*report)); err != nil || !st.IsDir() {
+			return cli.Usagef("--report %s: no such directory %s", *report, filepath.Dir(*report))
+		}
+	}
+	return scenarios.Command{Sub: sub, Scenario: pos[0], CNIs: cnis, JSON: f == "json", Report: *report, BinDir: lab.DefaultBinDir(), Out: e.stdout, Log: e.stderr}.Execute(e.ctx)
 }
 
 // writeTemplate writes `scenario new`'s template to stdout or a new file.
