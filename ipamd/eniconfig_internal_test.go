@@ -33,8 +33,7 @@ type fakeENIConfigAPI struct {
 }
 
 func (f *fakeENIConfigAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer tok" {
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	if !withToken(w, r) {
 		return
 	}
 	f.mu.Lock()

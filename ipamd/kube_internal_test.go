@@ -27,9 +27,18 @@ type fakeAPIServer struct {
 	events        []map[string]any
 }
 
-func (f *fakeAPIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// withToken answers 401 unless the request carries the service
+// account's token ("tok"), as the API server does.
+func withToken(w http.ResponseWriter, r *http.Request) bool {
 	if r.Header.Get("Authorization") != "Bearer tok" {
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return false
+	}
+	return true
+}
+
+func (f *fakeAPIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !withToken(w, r) {
 		return
 	}
 	f.mu.Lock()

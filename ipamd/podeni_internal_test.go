@@ -31,8 +31,7 @@ type fakePodAPI struct {
 }
 
 func (f *fakePodAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer tok" {
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	if !withToken(w, r) {
 		return
 	}
 	f.mu.Lock()

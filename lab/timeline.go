@@ -92,23 +92,20 @@ func appendCapped[T any](s []T, v T) []T {
 	return append(s, v)
 }
 
-func (r *recorder) podOp(op PodOp) {
+// record changes the timeline under the recorder's lock (nothing without
+// a recorder).
+func (r *recorder) record(f func(t *Timeline)) {
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
-	r.tl.Pods = appendCapped(r.tl.Pods, op)
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	f(&r.tl)
 }
 
-func (r *recorder) mark(m Mark) {
-	if r == nil {
-		return
-	}
-	r.mu.Lock()
-	r.tl.Marks = appendCapped(r.tl.Marks, m)
-	r.mu.Unlock()
-}
+func (r *recorder) podOp(op PodOp) { r.record(func(t *Timeline) { t.Pods = appendCapped(t.Pods, op) }) }
+
+func (r *recorder) mark(m Mark) { r.record(func(t *Timeline) { t.Marks = appendCapped(t.Marks, m) }) }
 
 // Timeline returns what the lab has recorded so far.
 func (l *Lab) Timeline() Timeline {
