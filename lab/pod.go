@@ -76,7 +76,9 @@ func trim(s string) string {
 func (n *Node) AddPod(ctx context.Context, namespace, name string) (*Pod, error) {
 	t0 := time.Now()
 	p, err := n.addPod(ctx, namespace, name)
-	n.recordPodOp("ADD", namespace+"/"+name, t0, err)
+	if !errors.Is(err, ErrPodExists) && !errors.Is(err, ErrKubernetesPods) { // refused before any CNI ran
+		n.recordPodOp("ADD", namespace+"/"+name, t0, err)
+	}
 	return p, err
 }
 
