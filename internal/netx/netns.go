@@ -162,11 +162,20 @@ func ListenPacket(n ns.NetNS, network, addr string) (net.PacketConn, error) {
 }
 
 // DialContextIn returns a DialContext function whose sockets live in ns,
-// for an http.Transport that must talk from inside a namespace.
+// for an http.Transport that must talk from inside a namespace. Each dial
+// opens the namespace by its path and closes it after, so the caller may
+// close n while a dial is still running: an http.Transport finishes a dial
+// its request gave up on in the background.
 func DialContextIn(n ns.NetNS) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	path := n.Path()
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		h, err := ns.GetNS(path)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s %s in %s: %w", network, addr, path, err)
+		}
+		defer h.Close()
 		var c net.Conn
-		err := n.Do(func(ns.NetNS) (err error) {
+		err = h.Do(func(ns.NetNS) (err error) {
 			var d net.Dialer
 			c, err = d.DialContext(ctx, network, addr)
 			return err
