@@ -74,6 +74,11 @@ e2e: build
 chaos: build
 	$(GO) test -count=1 -timeout 60m ./scenarios/ -ginkgo.label-filter=slow -ginkgo.v
 
+## vagrant-box: a Debian 12 box for vagrant-libvirt built here from Debian
+## packages (.vagrant-box/; ~2 min), and whether KVM boots guests here.
+vagrant-box:
+	bash scripts/vagrant-box.sh .vagrant-box
+
 ## check-scripts: shellcheck the shell scripts and validate the Vagrantfile.
 check-scripts:
 	shellcheck scripts/*.sh .ci/run
