@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/vpclab/vpclab/fakeec2/ec2query"
@@ -73,7 +74,7 @@ var tmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 	"events":   events,
 	"pct":      func(a, b int) int { return a * 100 / max(b, 1) },
 	"sub":      func(a, b int) int { return a - b },
-	"join":     func(s []string) string { return joinComma(s) },
+	"join":     func(s []string) string { return strings.Join(s, ", ") },
 	"runID":    func(i int) string { return fmt.Sprintf("run%d", i+1) },
 	"when":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 }).Parse(pageHTML))
@@ -96,17 +97,6 @@ func WriteFragment(w io.Writer, p Page) error {
 	}
 	_, err := b.WriteTo(w)
 	return err
-}
-
-func joinComma(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += ", "
-		}
-		out += x
-	}
-	return out
 }
 
 // NodeView is a node as the topology shows it.
