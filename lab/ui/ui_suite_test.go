@@ -117,12 +117,10 @@ var _ = Describe("the live page", Label("ui"), func() {
 		// The page's first refresh finds a pod added after the page
 		// was drawn: the test adds it when that refresh arrives.
 		var once sync.Once
+		var addErr error
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/fragment" {
-				once.Do(func() {
-					_, err := l.Nodes()[0].AddPodRetry(ctx, "default", "added-live", 20*time.Second)
-					Expect(err).NotTo(HaveOccurred())
-				})
+				once.Do(func() { _, addErr = l.Nodes()[0].AddPodRetry(ctx, "default", "added-live", 20*time.Second) })
 			}
 			if r.URL.Query().Get("noscript") == "1" {
 				w = &noScript{ResponseWriter: w}
@@ -139,6 +137,8 @@ var _ = Describe("the live page", Label("ui"), func() {
 		Expect(resp.StatusCode).To(Equal(http.StatusForbidden), "no token, no page")
 
 		dom := chromium(ctx, "--virtual-time-budget=6000", "--dump-dom", url)
+		once.Do(func() {}) // after the handler's Do: addErr is settled
+		Expect(addErr).NotTo(HaveOccurred(), "adding the pod while the page refreshed")
 		m := updatesRE.FindStringSubmatch(dom)
 		Expect(m).NotTo(BeNil(), dom[:min(len(dom), 400)])
 		n, _ := strconv.Atoi(m[1])
