@@ -320,7 +320,7 @@ func TestDemo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errs)
 	}
-	for _, want := range []string{"pods get addresses from the VPC", "across nodes: ok", "ping: dropped by sg-", "the ping passes", "EC2 calls throttled", "InsufficientFreeAddressesInSubnet", "invariants hold", "torn down"} {
+	for _, want := range []string{"pods get addresses from the VPC", "across nodes: ok", "ping: dropped by sg-", "the ping passes", "EC2 calls throttled", "InsufficientFreeAddressesInSubnet", "invariants hold", "then vpclab ui", "--report storm.html", "torn down"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
