@@ -87,13 +87,10 @@ func (d *Daemon) initCustomNetworking(ctx context.Context) error {
 	if d.kube == nil {
 		return errors.New("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs the Kubernetes API (the node's ENIConfig); run ipamd in aws-node in a cluster")
 	}
-	v, err := d.kube.readNode(ctx)
+	v, err := d.readNode(ctx)
 	if err != nil {
 		return fmt.Errorf("custom networking: the node's ENIConfig: %w", err)
 	}
-	d.mu.Lock()
-	d.nodeView = v
-	d.mu.Unlock()
 	name := v.ENIConfig
 	d.log.Info("custom networking", "node", d.c.NodeName, "eniConfig", name)
 	if !d.c.EnablePodENI || name == DefaultENIConfigName {

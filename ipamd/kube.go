@@ -184,12 +184,14 @@ func (d *Daemon) nodeLoop(ctx context.Context) {
 	})
 }
 
-// readNode refreshes what the node says; a failure keeps the last view.
-func (d *Daemon) readNode(ctx context.Context) {
+// readNode refreshes what the node says and returns it; a failure keeps
+// the last view (logged; the error is returned for callers that need the
+// node now).
+func (d *Daemon) readNode(ctx context.Context) (nodeView, error) {
 	v, err := d.kube.readNode(ctx)
 	if err != nil {
 		d.log.Warn("reading the node failed; keeping the last view", "node", d.c.NodeName, "err", err)
-		return
+		return nodeView{}, err
 	}
 	d.mu.Lock()
 	changed := v != d.nodeView
@@ -199,6 +201,7 @@ func (d *Daemon) readNode(ctx context.Context) {
 		d.log.Info("node", "name", d.c.NodeName, "maxPods", v.MaxPods, "unschedulable", v.Unschedulable, "eniConfig", v.ENIConfig)
 		d.wake()
 	}
+	return v, nil
 }
 
 // maxPods is the pool's cap (TotalIPs ≥ it: the pool is not low), in both
