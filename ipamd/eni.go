@@ -281,10 +281,10 @@ func Manages(primary bool, tags map[string]string, instanceID string, manageUnta
 	return tags[TagInstanceID] == instanceID || manageUntagged
 }
 
-// eniTags are the tags the VPC CNI puts on the ENIs it manages (createdAt
-// aside): this instance's id, the cluster's name and owner with
-// CLUSTER_NAME, and ADDITIONAL_ENI_TAGS.
-func eniTags(instanceID, cluster string, extra map[string]string) map[string]string {
+// ENITags are the tags the VPC CNI puts on the ENIs it manages (createdAt
+// aside): the instance's id, the cluster's name and owner with
+// CLUSTER_NAME, and ADDITIONAL_ENI_TAGS (extra).
+func ENITags(instanceID, cluster string, extra map[string]string) map[string]string {
 	tags := map[string]string{TagInstanceID: instanceID}
 	if cluster != "" {
 		tags[TagCluster], tags[TagOwner] = cluster, "amazon-vpc-cni"
@@ -302,7 +302,7 @@ func sdkTags(m map[string]string) []types.Tag {
 	return out
 }
 
-// tagMissing gives a managed ENI the tags of eniTags it lacks (or has with
+// tagMissing gives a managed ENI the tags of ENITags it lacks (or has with
 // another value), in one CreateTags, as the VPC CNI does for every managed
 // ENI it finds at start-up or adopts in reconciliation; none missing, no
 // call.
@@ -332,7 +332,7 @@ func (c *cloud) createTags(ctx context.Context, id string, tags map[string]strin
 // answered (id, MAC, addresses or prefixes). A failed attach deletes the
 // new ENI.
 func (c *cloud) allocENI(ctx context.Context, s newENISpec) (imdsENI, error) {
-	want := eniTags(s.instanceID, s.cluster, s.extraTags)
+	want := ENITags(s.instanceID, s.cluster, s.extraTags)
 	want[TagCreatedAt] = time.Now().UTC().Format(time.RFC3339)
 	tags := sdkTags(want)
 	in := &ec2.CreateNetworkInterfaceInput{

@@ -274,7 +274,7 @@ func (d *Daemon) adoptENIs(ctx context.Context) error {
 
 // eniTags are the tags every ENI ipamd manages carries.
 func (d *Daemon) eniTags() map[string]string {
-	return eniTags(d.instanceID, d.c.ClusterName, d.c.AdditionalENITags)
+	return ENITags(d.instanceID, d.c.ClusterName, d.c.AdditionalENITags)
 }
 
 // managedENI says whether ipamd manages an attached ENI with these tags

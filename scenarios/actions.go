@@ -151,9 +151,10 @@ func (a *LeakENIs) apply(_ context.Context, x *run, n *lab.Node) error {
 		age = time.Hour
 	}
 	for range a.Count {
+		tags := ipamd.ENITags(n.Instance.ID, x.l.Name(), nil)
+		tags[ipamd.TagCreatedAt] = time.Now().Add(-age).UTC().Format(time.RFC3339)
 		_, err := x.l.Region().CreateNetworkInterface(model.CreateNetworkInterfaceInput{SubnetID: n.Instance.SubnetID, Description: ipamd.DescriptionPrefix + n.Instance.ID,
-			Tags: model.Tags{ipamd.TagInstanceID: n.Instance.ID, ipamd.TagCreatedAt: time.Now().Add(-age).UTC().Format(time.RFC3339),
-				ipamd.TagCluster: x.l.Name(), ipamd.TagOwner: "amazon-vpc-cni"}})
+			Tags: model.Tags(tags)})
 		if err != nil {
 			return fmt.Errorf("leak an ENI: %w", err)
 		}
