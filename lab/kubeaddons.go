@@ -137,9 +137,9 @@ func (l *Lab) applyENIConfigs(ctx context.Context) error {
 		groups := make([]string, 0, len(e.SecurityGroups))
 		for _, g := range e.SecurityGroups {
 			if g == "default" {
-				id, err := l.defaultGroup()
-				if err != nil {
-					return err
+				id, ok := l.SecurityGroupID("default")
+				if !ok {
+					return fmt.Errorf("the lab's VPC %s has no default security group", l.vpcID)
 				}
 				g = id
 			}
@@ -154,14 +154,4 @@ func (l *Lab) applyENIConfigs(ctx context.Context) error {
 		return fmt.Errorf("ENIConfigs: %w", err)
 	}
 	return nil
-}
-
-// defaultGroup is the id of the lab VPC's default security group.
-func (l *Lab) defaultGroup() (string, error) {
-	for _, g := range l.region.SecurityGroups() {
-		if g.VPCID == l.vpcID && g.Name == "default" {
-			return g.ID, nil
-		}
-	}
-	return "", fmt.Errorf("the lab's VPC %s has no default security group", l.vpcID)
 }

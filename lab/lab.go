@@ -363,6 +363,17 @@ func (l *Lab) SubnetID(name string) (string, bool) {
 	return id, ok
 }
 
+// SecurityGroupID returns the id of the lab VPC's security group named
+// name ("default" is the VPC's default group).
+func (l *Lab) SecurityGroupID(name string) (string, bool) {
+	for _, g := range l.region.SecurityGroups() {
+		if g.VPCID == l.vpcID && g.Name == name {
+			return g.ID, true
+		}
+	}
+	return "", false
+}
+
 // Nodes returns the nodes by name.
 func (l *Lab) Nodes() []*Node {
 	l.mu.Lock()

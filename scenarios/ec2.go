@@ -256,10 +256,8 @@ func templateFuncs(x *run) template.FuncMap {
 			return v, nil
 		},
 		"sg": func(name string) (string, error) {
-			for _, g := range x.l.Region().SecurityGroups() {
-				if g.VPCID == x.l.VPCID() && g.Name == name {
-					return g.ID, nil
-				}
+			if id, ok := x.l.SecurityGroupID(name); ok {
+				return id, nil
 			}
 			return "", fmt.Errorf("no security group %q in the lab's VPC", name)
 		},
