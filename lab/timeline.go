@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"context"
 	"strconv"
 	"strings"
@@ -149,8 +148,10 @@ func (l *Lab) sample(ctx context.Context) {
 		if err != nil {
 			s.Down = true
 		} else {
-			m := gauges(text, "awscni_total_ip_addresses", "awscni_assigned_ip_addresses", "awscni_total_ipv4_prefixes")
-			s.TotalIPs, s.AssignedIPs, s.Prefixes = m[0], m[1], m[2]
+			total, _ := Gauge(text, "awscni_total_ip_addresses") // 0 when absent
+			assigned, _ := Gauge(text, "awscni_assigned_ip_addresses")
+			prefixes, _ := Gauge(text, "awscni_total_ipv4_prefixes")
+			s.TotalIPs, s.AssignedIPs, s.Prefixes = int(total), int(assigned), int(prefixes)
 		}
 		samples = append(samples, s)
 	}
@@ -191,24 +192,17 @@ func (l *Lab) sample(ctx context.Context) {
 	}
 }
 
-// gauges reads unlabelled series from Prometheus text (0 when absent).
-func gauges(text string, names ...string) []int {
-	out := make([]int, len(names))
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 2 {
-			continue
-		}
-		for i, n := range names {
-			if f[0] == n {
-				v, _ := strconv.ParseFloat(f[1], 64)
-				out[i] = int(v)
-			}
+// Gauge reads one unlabelled series from Prometheus text (ok false when
+// it is absent).
+func Gauge(text, name string) (v float64, ok bool) {
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == name {
+			v, err := strconv.ParseFloat(f[1], 64)
+			return v, err == nil
 		}
 	}
-	return out
+	return 0, false
 }
 
 // Snapshot is a lab's state and history at one moment: what a UI page or

@@ -502,14 +502,11 @@ func metric(n *lab.Node, name string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, l := range strings.Split(m, "\n") {
-		f := strings.Fields(l)
-		if len(f) == 2 && f[0] == name {
-			v, err := strconv.ParseFloat(f[1], 64)
-			return int(v), err
-		}
+	v, ok := lab.Gauge(m, name)
+	if !ok {
+		return 0, fmt.Errorf("no metric %s", name)
 	}
-	return 0, fmt.Errorf("no metric %s", name)
+	return int(v), nil
 }
 
 // Int is a helper for writing expectations in Go.
