@@ -51,36 +51,27 @@ func labName() string {
 }
 
 // Diff runs s once per CNI, one after the other, each in a lab of its
-// own, running every step whatever fails, and returns the runs in order.
-// It stops early only when ctx ends.
+// own, running every step whatever fails, and returns the runs in order,
+// each with its lab's snapshot (for a report). It stops early only when
+// ctx ends.
 func Diff(ctx context.Context, s Scenario, cnis []lab.CNI, binDir string, log func(string, ...any)) []Result {
-	return diffRuns(ctx, s, cnis, binDir, log, false)
-}
-
-// diffRuns is Diff, keeping each run's lab snapshot when capture is set.
-func diffRuns(ctx context.Context, s Scenario, cnis []lab.CNI, binDir string, log func(string, ...any), capture bool) []Result {
 	var out []Result
 	for _, c := range cnis {
 		if ctx.Err() != nil {
 			break
 		}
-		r := Runner{BinDir: binDir, Owner: "scenario diff", CNI: c, KeepGoing: true, Log: log, Capture: capture}
+		r := Runner{BinDir: binDir, Owner: "scenario diff", CNI: c, KeepGoing: true, Log: log, Capture: true}
 		out = append(out, r.Run(ctx, s, labName()))
 	}
 	return out
 }
 
 // RunDiff runs s against each CNI (Diff) and writes the comparison to out
-// as a table (WriteDiff) or, with asJSON, as the runs themselves; progress
+// as a table (WriteDiff) or, with asJSON, as the runs themselves, and with
+// report set an HTML report with the runs' timelines stacked; progress
 // goes to log.
-func RunDiff(ctx context.Context, s Scenario, cnis []lab.CNI, binDir string, asJSON bool, out, log io.Writer) error {
-	return runDiff(ctx, s, cnis, binDir, asJSON, "", out, log)
-}
-
-// runDiff is RunDiff, also writing an HTML report (the runs' timelines
-// stacked) to report when set.
-func runDiff(ctx context.Context, s Scenario, cnis []lab.CNI, binDir string, asJSON bool, report string, out, log io.Writer) error {
-	runs := diffRuns(ctx, s, cnis, binDir, func(f string, a ...any) { fmt.Fprintf(log, "  "+f+"\n", a...) }, report != "")
+func RunDiff(ctx context.Context, s Scenario, cnis []lab.CNI, binDir string, asJSON bool, report string, out, log io.Writer) error {
+	runs := Diff(ctx, s, cnis, binDir, func(f string, a ...any) { fmt.Fprintf(log, "  "+f+"\n", a...) })
 	if ctx.Err() != nil {
 		return errors.New("interrupted; its labs removed")
 	}
@@ -274,7 +265,7 @@ func (c Command) Execute(ctx context.Context) error {
 		return err // ErrNoCNI: the caller's
 	}
 	if c.Sub == "run" {
-		return runFile(ctx, c.Scenario, c.BinDir, append(c.CNIs, lab.CNI{})[0], c.JSON, c.Report, c.Out, c.Log)
+		return RunFile(ctx, c.Scenario, c.BinDir, append(c.CNIs, lab.CNI{})[0], c.JSON, c.Report, c.Out, c.Log)
 	}
-	return runDiff(ctx, s, c.CNIs, c.BinDir, c.JSON, c.Report, c.Out, c.Log)
+	return RunDiff(ctx, s, c.CNIs, c.BinDir, c.JSON, c.Report, c.Out, c.Log)
 }

@@ -18,15 +18,11 @@ import (
 // binaries, with every node on cni when it is set. It reports each step
 // as it runs — every expectation PASS or FAIL with its measured value —
 // and the verdict on out, or with asJSON the progress on log and the
-// result as JSON on out. It returns an error for a scenario it cannot
-// find or read, or one that fails; ctx cancelled (Ctrl-C) stops it and
-// tears its lab down.
-func RunFile(ctx context.Context, path, binDir string, cni lab.CNI, asJSON bool, out, log io.Writer) error {
-	return runFile(ctx, path, binDir, cni, asJSON, "", out, log)
-}
-
-// runFile is RunFile, also writing an HTML report to report when set.
-func runFile(ctx context.Context, path, binDir string, cni lab.CNI, asJSON bool, report string, out, log io.Writer) error {
+// result as JSON on out; with report set, it also writes the run's HTML
+// report there. It returns an error for a scenario it cannot find or
+// read, or one that fails; ctx cancelled (Ctrl-C) stops it and tears its
+// lab down.
+func RunFile(ctx context.Context, path, binDir string, cni lab.CNI, asJSON bool, report string, out, log io.Writer) error {
 	s, err := Find(path)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html"
 	"html/template"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -302,14 +303,7 @@ func ec2Lane(b *svgBuilder, r Run, sp span, top int, runID string) {
 		top+16, top+30, len(evs), bucket, top+44, errs, throttled)
 	barTop, barH := float64(top+22), float64(ec2Height-36)
 	w := math.Max(1, sp.x(sp.t0.Add(bucket))-sp.x(sp.t0)-0.5)
-	idx := slices.Sorted(func(yield func(int) bool) {
-		for i := range totals {
-			if !yield(i) {
-				return
-			}
-		}
-	})
-	for _, i := range idx {
+	for _, i := range slices.Sorted(maps.Keys(totals)) {
 		x := sp.x(sp.t0.Add(time.Duration(i) * bucket))
 		y := barTop + barH
 		for _, a := range actions {
