@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/vpclab/vpclab/fakeec2/faults"
+	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/lab"
 	"github.com/vpclab/vpclab/lab/k8s"
 )
@@ -364,5 +365,46 @@ var _ = Describe("Kubernetes mode with the real VPC CNI", Label("kubernetes", "u
 			Expect(p.OnNodeENIs).To(BeTrue(), "pod %s's %s on %s's ENIs in EC2", p.Name, p.IP, p.Node)
 		}
 		Expect(l.CheckInvariants(context.Background())).To(Succeed())
+	})
+})
+
+var _ = Describe("Kubernetes mode on an existing namespace (the Vagrant VM's shape)", Label("kubernetes"), func() {
+	It("makes the namespace the node: its kubelet registers with the instance's address, pods get VPC addresses and their veths there, Close leaves it intact", func() {
+		Expect(k8s.Built()).To(Succeed())
+		cfg := lab.Default()
+		cfg.Name, cfg.BinDir = labName(), *bins
+		host := cfg.Name + "host"
+		Expect(exec.Command("ip", "netns", "add", host).Run()).To(Succeed())
+		DeferCleanup(func() { _ = netx.DeleteNamed(host) })
+		// What the node OS does (the Vagrant provisioning too).
+		Expect(exec.Command("ip", "netns", "exec", host, "sh", "-c", "ip link set lo up && sysctl -qw net.ipv4.ip_forward=1").Run()).To(Succeed())
+		cfg.Nodes = []lab.NodeConfig{{Name: "vm", InstanceType: "m5.large", HostNamespace: netx.Path(host), LinkPrefix: "lab"}}
+		cfg.Kubernetes = &lab.KubernetesConfig{}
+		cfg.TimeScale = 2 // the VM's knob, with deadlines that still hold here
+		l, err := lab.New(context.Background(), cfg, GinkgoWriter.Printf)
+		Expect(err).NotTo(HaveOccurred())
+		closed := false
+		DeferCleanup(func() {
+			if !closed {
+				Expect(l.Close()).To(Succeed())
+			}
+		})
+		vm := l.Node("vm")
+		Expect(vm.NetNS()).To(Equal(netx.Path(host)))
+		Expect(kubectl(l, "get", "node", vm.KubeName(), "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address} {.status.capacity.pods}`)).
+			To(Equal(vm.Instance.PrivateIP.String()+" 29"), "the instance's address, EKS's max pods for m5.large")
+		apply(l, deployment("onhost", 2, ""))
+		for _, p := range running(l, "onhost", 2, 2*time.Minute) {
+			Expect(p.OnNodeENIs).To(BeTrue(), "pod %s at %s: an address of the instance's ENIs", p.Name, p.IP)
+		}
+		links, err := exec.Command("ip", "netns", "exec", host, "ip", "-br", "link").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(links)).To(And(ContainSubstring("labeth0"), ContainSubstring("eni")), "the ENI and the pods' host veths are in the namespace")
+		closed = true
+		Expect(l.Close()).To(Succeed())
+		_, err = os.Stat(netx.Path(host))
+		Expect(err).NotTo(HaveOccurred(), "the namespace survives")
+		links, _ = exec.Command("ip", "netns", "exec", host, "ip", "-br", "link").CombinedOutput()
+		Expect(string(links)).NotTo(ContainSubstring("labeth"), "the lab's links are gone from it")
 	})
 })

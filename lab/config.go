@@ -55,6 +55,11 @@ type Config struct {
 	// restart it after a delay, as a kubelet restarts aws-node ("1s", the
 	// default), or "never" (scenarios that control restarts themselves).
 	IpamdRestart Restart `yaml:"ipamdRestart" json:"ipamdRestart"`
+	// TimeScale multiplies the lab's start-up deadlines (the fabric, the
+	// control plane, containerd, nodes and aws-node Ready) on a slow
+	// machine: a VM under software emulation (TCG) runs ~16× slower than
+	// its host. 0 or 1: the deadlines as they are.
+	TimeScale int `yaml:"timeScale" json:"timeScale,omitempty"`
 	// Owner says what runs the lab (up, demo, scenario, test …); other
 	// commands show it. Not part of a lab file.
 	Owner string `yaml:"-" json:"owner,omitempty"`
@@ -244,4 +249,9 @@ func DefaultBinDir() string {
 	}
 	self, _ := os.Executable()
 	return filepath.Dir(self)
+}
+
+// slow is a start-up deadline d stretched by TimeScale.
+func (c *Config) slow(d time.Duration) time.Duration {
+	return d * time.Duration(max(c.TimeScale, 1))
 }

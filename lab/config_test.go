@@ -62,6 +62,21 @@ func TestValidate(t *testing.T) {
 			c.Kubernetes = &lab.KubernetesConfig{}
 			c.Nodes[0].Labels = map[string]string{"team": "a,b"}
 		}, `label "team" value "a,b"`},
+		{"Kubernetes on the machine itself", func(c *lab.Config) {
+			c.Kubernetes = &lab.KubernetesConfig{}
+			c.Nodes = []lab.NodeConfig{{Name: "vm", InstanceType: "m5.large", HostNamespace: "/proc/self/ns/net", LinkPrefix: "vpc", HostPaths: true}}
+		}, ""},
+		{"Kubernetes on the machine's paths in a namespace of its own", func(c *lab.Config) {
+			c.Kubernetes = &lab.KubernetesConfig{}
+			c.Nodes[0].Count, c.Nodes[0].HostPaths = 1, true
+		}, "hostPaths in Kubernetes mode needs hostNamespace"},
+		{"two Kubernetes nodes on the machine's paths", func(c *lab.Config) {
+			c.Kubernetes = &lab.KubernetesConfig{}
+			c.Nodes = []lab.NodeConfig{{Name: "a", InstanceType: "m5.large", HostNamespace: "/proc/self/ns/net", LinkPrefix: "a", HostPaths: true},
+				{Name: "b", InstanceType: "m5.large", HostNamespace: "/proc/self/ns/net", LinkPrefix: "b", HostPaths: true}}
+		}, "2 nodes with hostPaths"},
+		{"a negative time scale", func(c *lab.Config) { c.TimeScale = -1 }, "timeScale -1"},
+		{"an emulated machine's time scale", func(c *lab.Config) { c.TimeScale = 20 }, ""},
 		{"an unknown allocation policy", func(c *lab.Config) { c.Allocation.Policy = "first-fit" }, `allocation.policy "first-fit"`},
 		{"a fault without an action", func(c *lab.Config) { c.Faults = append(c.Faults, faults.Rule{Code: "X"}) }, "faults[0]: fault rule \"\": needs an action"},
 	} {

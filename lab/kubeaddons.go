@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/vpclab/vpclab/fabric"
 	"github.com/vpclab/vpclab/lab/k8s"
@@ -104,10 +105,11 @@ func (l *Lab) installAddons(ctx context.Context, b CNIBuild, progress Progress) 
 	if _, err := l.Kubectl(ctx, []byte(k8s.CoreDNSManifest()), "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("CoreDNS: %w", err)
 	}
+	timeout := "--timeout=" + l.cfg.slow(180*time.Second).String()
 	steps := [][]string{
-		{"wait", "--for=condition=Ready", "node", "--all", "--timeout=180s"},
-		{"-n", "kube-system", "rollout", "status", "daemonset/aws-node", "--timeout=180s"},
-		{"-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=180s"},
+		{"wait", "--for=condition=Ready", "node", "--all", timeout},
+		{"-n", "kube-system", "rollout", "status", "daemonset/aws-node", timeout},
+		{"-n", "kube-system", "rollout", "status", "deployment/coredns", timeout},
 	}
 	for _, s := range steps {
 		if _, err := l.Kubectl(ctx, nil, s...); err != nil {
@@ -125,7 +127,7 @@ func (l *Lab) applyENIConfigs(ctx context.Context) error {
 	if _, err := l.Kubectl(ctx, []byte(k8s.ENIConfigCRD), "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("ENIConfig definition: %w", err)
 	}
-	if _, err := l.Kubectl(ctx, nil, "wait", "--for=condition=Established", "crd/eniconfigs.crd.k8s.amazonaws.com", "--timeout=60s"); err != nil {
+	if _, err := l.Kubectl(ctx, nil, "wait", "--for=condition=Established", "crd/eniconfigs.crd.k8s.amazonaws.com", "--timeout="+l.cfg.slow(time.Minute).String()); err != nil {
 		return fmt.Errorf("ENIConfig definition: %w", err)
 	}
 	var docs []string

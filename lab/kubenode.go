@@ -19,6 +19,7 @@ import (
 
 	"github.com/vpclab/vpclab/fakeec2/catalog"
 	"github.com/vpclab/vpclab/fakeec2/model"
+	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/lab/k8s"
 )
 
@@ -63,14 +64,25 @@ func (n *Node) cgroupRoot() string { return "/vpclab-" + n.lab.cfg.Name + "-" + 
 // containerd (with the cluster's images imported), the kubelet and
 // kube-proxy. The node stays NotReady until aws-node writes the conflist.
 func (n *Node) startKubeNode(ctx context.Context) error {
-	// sysfs shows the mounting process's network namespace: the kubelet
-	// must see the node's links, not the host's (cgroups kept).
-	stash := filepath.Join(n.root, "cgroup-stash")
-	if err := os.MkdirAll(stash, 0o755); err != nil {
-		return err
-	}
-	if out, err := n.command("sh", "-ec", fmt.Sprintf("mount --rbind /sys/fs/cgroup %s; mount -t sysfs sysfs /sys; mount --move %s /sys/fs/cgroup", stash, stash)).CombinedOutput(); err != nil {
-		return fmt.Errorf("node sysfs: %v: %s", err, out)
+	if n.hostPaths {
+		// The machine is the node: its own /sys already shows its links,
+		// and the kubelet's and containerd's directories are its own.
+		for _, d := range kubeNodeDirs {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+	} else {
+		// sysfs shows the mounting process's network namespace: the
+		// kubelet must see the node's links, not the host's (cgroups
+		// kept).
+		stash := filepath.Join(n.root, "cgroup-stash")
+		if err := os.MkdirAll(stash, 0o755); err != nil {
+			return err
+		}
+		if out, err := n.command("sh", "-ec", fmt.Sprintf("mount --rbind /sys/fs/cgroup %s; mount -t sysfs sysfs /sys; mount --move %s /sys/fs/cgroup", stash, stash)).CombinedOutput(); err != nil {
+			return fmt.Errorf("node sysfs: %v: %s", err, out)
+		}
 	}
 	if err := k8s.CreateCgroups(n.cgroupRoot()); err != nil {
 		return fmt.Errorf("cgroups: %w", err)
@@ -207,7 +219,8 @@ func (n *Node) kubeLog(name string) string {
 
 // waitSocket waits until a unix socket accepts connections.
 func (n *Node) waitSocket(ctx context.Context, path string) error {
-	deadline := time.Now().Add(30 * time.Second)
+	wait := n.lab.cfg.slow(30 * time.Second)
+	deadline := time.Now().Add(wait)
 	for {
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
@@ -215,7 +228,7 @@ func (n *Node) waitSocket(ctx context.Context, path string) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not listening after 30 s: %v", path, err)
+			return fmt.Errorf("%s not listening after %s: %v", path, wait, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -274,11 +287,32 @@ func (n *Node) stopKube() error {
 	var err error
 	for i := 0; i < 50; i++ { // a killed process leaves its cgroup shortly after
 		if err = k8s.RemoveCgroups(n.cgroupRoot()); err == nil {
-			return nil
+			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if n.hostPaths {
+		err = errors.Join(err, releaseHostKubeDirs())
+	}
 	return err
+}
+
+// releaseHostKubeDirs undoes what a node's kubelet and containerd mounted
+// in the machine's own directories (a hostPaths node has no mount
+// namespace to drop them with): pods' volumes, containers' root
+// filesystems, and the pods' network namespaces (containerd's cni-…),
+// whose removal also takes their host veths.
+func releaseHostKubeDirs() error {
+	var errs []error
+	for _, d := range []string{"/var/lib/kubelet", "/run/containerd", "/var/lib/containerd"} {
+		errs = append(errs, unmountUnder(d))
+	}
+	sandboxes, err := netx.ListNamed("cni-")
+	errs = append(errs, err)
+	for _, name := range sandboxes {
+		errs = append(errs, netx.DeleteNamed(name))
+	}
+	return errors.Join(errs...)
 }
 
 // ipamdPID finds the node's ipamd in Kubernetes mode (it runs in the
@@ -330,7 +364,7 @@ func (n *Node) restartKubeIpamd(ctx context.Context) error {
 	if err := n.signalKubeIpamd(syscall.SIGKILL); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(n.lab.cfg.slow(2 * time.Minute))
 	for {
 		if pid := n.ipamdPID(); pid != 0 && pid != old {
 			if _, err := n.Metrics(); err == nil {

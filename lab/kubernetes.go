@@ -76,6 +76,8 @@ type kube struct {
 
 	awsNodeTars []string // the aws-node images every node imports
 
+	slow func(time.Duration) time.Duration // the lab's start-up deadline stretch (Config.TimeScale)
+
 	mu    sync.Mutex
 	procs []*exec.Cmd
 }
@@ -146,9 +148,9 @@ func (l *Lab) startControlPlane(ctx context.Context, progress Progress) error {
 	if err != nil {
 		return fmt.Errorf("control plane instance: %w", err)
 	}
-	k := &kube{dir: l.kubeDir(), cp: insts[0]}
+	k := &kube{dir: l.kubeDir(), cp: insts[0], slow: l.cfg.slow}
 	l.kube = k
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	wctx, cancel := context.WithTimeout(ctx, l.cfg.slow(time.Minute))
 	defer cancel()
 	if err := l.fab.WaitSynced(wctx); err != nil {
 		return err
@@ -343,7 +345,8 @@ func (k *kube) waitReady(ctx context.Context) error {
 	}
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: netx.DialContextIn(k.cpNS),
 		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
-	deadline := time.Now().Add(90 * time.Second)
+	wait := k.slow(90 * time.Second)
+	deadline := time.Now().Add(wait)
 	var last error
 	for time.Now().Before(deadline) {
 		resp, err := c.Get(k.endpoint + "/readyz")
@@ -361,7 +364,7 @@ func (k *kube) waitReady(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("kube-apiserver not ready after 90 s (%v); see %s", last, filepath.Join(k.dir, "kube-apiserver.log"))
+	return fmt.Errorf("kube-apiserver not ready after %s (%v); see %s", wait, last, filepath.Join(k.dir, "kube-apiserver.log"))
 }
 
 // Kubectl runs the lab's kubectl (the pinned build) with the admin

@@ -93,7 +93,8 @@ func (l *Lab) startResourceController(ctx context.Context, progress Progress) er
 		return err
 	}
 	dial := netx.DialContextIn(k.cpNS)
-	deadline := time.Now().Add(90 * time.Second)
+	wait := l.cfg.slow(90 * time.Second)
+	deadline := time.Now().Add(wait)
 	for {
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
 		c, err := dial(dctx, "tcp", net.JoinHostPort(ip, rcWebhookPort))
@@ -103,7 +104,7 @@ func (l *Lab) startResourceController(ctx context.Context, progress Progress) er
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("the VPC Resource Controller's webhook did not listen within 90 s (%v); see %s", err, filepath.Join(k.dir, k8s.ResourceControllerBin+".log"))
+			return fmt.Errorf("the VPC Resource Controller's webhook did not listen within %s (%v); see %s", wait, err, filepath.Join(k.dir, k8s.ResourceControllerBin+".log"))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

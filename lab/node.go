@@ -133,7 +133,7 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{Name: s.name, Instance: insts[0], lab: l, root: filepath.Join(l.paths.Root(), "nodes", s.name), pods: map[string]*Pod{}, build: s.build, rt: runtimeFor(s.build), labels: s.cfg.Labels}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	wctx, cancel := context.WithTimeout(ctx, l.cfg.slow(time.Minute))
 	defer cancel()
 	if err := l.fab.WaitSynced(wctx); err != nil {
 		return nil, err

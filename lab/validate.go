@@ -31,6 +31,9 @@ func (c Config) Validate() error {
 	if vpc.Masked() != vpc {
 		return fmt.Errorf("vpcCidr %s: host bits set (the block is %s)", vpc, vpc.Masked())
 	}
+	if c.TimeScale < 0 || c.TimeScale > 100 {
+		return fmt.Errorf("timeScale %d: want 1 to 100 (0: 1)", c.TimeScale)
+	}
 	names, err := c.validateSubnets(vpc)
 	if err != nil {
 		return err
@@ -173,8 +176,9 @@ func (c *Config) validateCapacity() error {
 }
 
 // validateKubernetes checks a Kubernetes lab: the pinned version, one CNI
-// for every node (aws-node is one DaemonSet), nodes of their own (not the
-// host's namespace).
+// for every node (aws-node is one DaemonSet), at most one node on the
+// machine's own paths (the Vagrant VM: its network namespace and
+// directories are the node).
 func (c *Config) validateKubernetes() error {
 	if c.Kubernetes == nil {
 		return nil
@@ -189,16 +193,23 @@ func (c *Config) validateKubernetes() error {
 		return err
 	}
 	specs := c.nodeSpecs()
+	hostPathNodes := 0
 	for _, s := range specs {
 		if err := validateNodeLabels(s.cfg.Labels); err != nil {
 			return fmt.Errorf("node %s: %w", s.name, err)
 		}
-		if s.cfg.HostNamespace != "" || s.cfg.HostPaths {
-			return fmt.Errorf("node %s: Kubernetes mode runs every node in its own namespaces (no hostNamespace/hostPaths)", s.name)
+		if s.cfg.HostPaths && s.cfg.HostNamespace == "" {
+			return fmt.Errorf("node %s: hostPaths in Kubernetes mode needs hostNamespace too (the machine is the node: its kubelet, containerd and pods use the machine's directories)", s.name)
+		}
+		if s.cfg.HostPaths {
+			hostPathNodes++
 		}
 		if s.cni != specs[0].cni {
 			return fmt.Errorf("node %s: cni %s differs from node %s's %s; in Kubernetes mode aws-node is one DaemonSet for every node", s.name, s.cni, specs[0].name, specs[0].cni)
 		}
+	}
+	if hostPathNodes > 1 {
+		return fmt.Errorf("nodes: %d nodes with hostPaths; the machine's kubelet and containerd directories can be one node's only", hostPathNodes)
 	}
 	return nil
 }

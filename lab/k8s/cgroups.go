@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,9 @@ const cgroupBase = "/sys/fs/cgroup"
 // hierarchies lists the mounted cgroup hierarchies (each v1 controller,
 // named ones, the unified v2 tree).
 func hierarchies() []string {
+	if _, err := os.Stat(filepath.Join(cgroupBase, "cgroup.controllers")); err == nil {
+		return []string{cgroupBase} // a pure v2 host (its directories are cgroups, not hierarchies)
+	}
 	ents, _ := os.ReadDir(cgroupBase)
 	var out []string
 	for _, e := range ents {
@@ -33,6 +37,16 @@ func hierarchies() []string {
 // as a kubelet's cgroupRoot must exist; cpuset needs its cpus and mems
 // copied from the parent before anything can join it.
 func CreateCgroups(root string) error {
+	// On cgroup v2 a child has the controllers its parent delegates: the
+	// kubelet needs these below its cgroup root (systemd delegates some
+	// of them only once a unit asks for them).
+	if b, err := os.ReadFile(filepath.Join(cgroupBase, "cgroup.controllers")); err == nil {
+		for _, c := range strings.Fields(string(b)) {
+			if slices.Contains([]string{"cpu", "cpuset", "memory", "pids", "io", "hugetlb"}, c) {
+				_ = os.WriteFile(filepath.Join(cgroupBase, "cgroup.subtree_control"), []byte("+"+c), 0o644)
+			}
+		}
+	}
 	for _, h := range hierarchies() {
 		dir := filepath.Join(h, root)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
