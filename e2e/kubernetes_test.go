@@ -369,7 +369,7 @@ var _ = Describe("Kubernetes mode with the real VPC CNI", Label("kubernetes", "u
 })
 
 var _ = Describe("Kubernetes mode on an existing namespace (the Vagrant VM's shape)", Label("kubernetes"), func() {
-	It("makes the namespace the node: its kubelet registers with the instance's address, pods get VPC addresses and their veths there, Close leaves it intact", func() {
+	It("makes the namespace the node: its kubelet registers with the instance's address, pods get VPC addresses and their veths there, services answer it, Close leaves it intact", func() {
 		Expect(k8s.Built()).To(Succeed())
 		cfg := lab.Default()
 		cfg.Name, cfg.BinDir = labName(), *bins
@@ -397,6 +397,11 @@ var _ = Describe("Kubernetes mode on an existing namespace (the Vagrant VM's sha
 		for _, p := range running(l, "onhost", 2, 2*time.Minute) {
 			Expect(p.OnNodeENIs).To(BeTrue(), "pod %s at %s: an address of the instance's ENIs", p.Name, p.IP)
 		}
+		// The namespace's own connections to a service leave from the
+		// instance's address (a host keeps its default route; the lab
+		// routes the service range out of the primary ENI).
+		out, err := exec.Command("ip", "netns", "exec", host, "timeout", "10", "bash", "-c", "echo > /dev/tcp/"+k8s.APIServiceIP+"/443").CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), "the API's service address from the node's namespace: %s", out)
 		links, err := exec.Command("ip", "netns", "exec", host, "ip", "-br", "link").CombinedOutput()
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(links)).To(And(ContainSubstring("labeth0"), ContainSubstring("eni")), "the ENI and the pods' host veths are in the namespace")

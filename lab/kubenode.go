@@ -84,6 +84,11 @@ func (n *Node) startKubeNode(ctx context.Context) error {
 			return fmt.Errorf("node sysfs: %v: %s", err, out)
 		}
 	}
+	if n.hostNS {
+		if err := n.routeServices(); err != nil {
+			return err
+		}
+	}
 	if err := k8s.CreateCgroups(n.cgroupRoot()); err != nil {
 		return fmt.Errorf("cgroups: %w", err)
 	}
@@ -115,6 +120,29 @@ func (n *Node) startKubeNode(ctx context.Context) error {
 		return err
 	}
 	return n.startKubeProc("kube-proxy", k8s.Bin("kube"), "kube-proxy", "--config", "/etc/kubernetes/kube-proxy-config.yaml")
+}
+
+// routeServices sends the node's own connections to the cluster's
+// services out of its primary ENI, from its primary address, as an EKS
+// node's default route does. A hostNamespace node keeps the machine's
+// default route (the VM's own NIC): without this route a host-network pod
+// (aws-node) reaching the API through its service address would leave
+// from the VM's address, which the VPC cannot answer. The route goes with
+// the ENI's link when the lab closes.
+func (n *Node) routeServices() error {
+	var router string
+	for _, s := range n.lab.region.Subnets() {
+		if s.ID == n.Instance.SubnetID {
+			router = s.CIDR.Addr().Next().String() // the VPC router, as EC2 places it
+		}
+	}
+	if router == "" {
+		return fmt.Errorf("node %s: subnet %s not in the region", n.Name, n.Instance.SubnetID)
+	}
+	if out, err := n.command("ip", "route", "replace", k8s.ServiceCIDR, "via", router, "src", n.Instance.PrivateIP.String()).CombinedOutput(); err != nil {
+		return fmt.Errorf("node %s: route to the cluster's services: %v: %s", n.Name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // subnetAZ is the zone of the node's subnet.

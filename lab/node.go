@@ -47,6 +47,7 @@ type Node struct {
 	httpc      *http.Client
 	ipamdLog   string
 	hostPaths  bool
+	hostNS     bool              // an existing namespace (hostNamespace), not one of the fabric's
 	labels     map[string]string // Kubernetes node labels (its kubelet's --node-labels)
 
 	mu       sync.Mutex
@@ -132,7 +133,8 @@ func (l *Lab) startNode(ctx context.Context, s nodeSpec) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Name: s.name, Instance: insts[0], lab: l, root: filepath.Join(l.paths.Root(), "nodes", s.name), pods: map[string]*Pod{}, build: s.build, rt: runtimeFor(s.build), labels: s.cfg.Labels}
+	n := &Node{Name: s.name, Instance: insts[0], lab: l, root: filepath.Join(l.paths.Root(), "nodes", s.name), pods: map[string]*Pod{}, build: s.build, rt: runtimeFor(s.build), labels: s.cfg.Labels,
+		hostNS: s.cfg.HostNamespace != ""}
 	wctx, cancel := context.WithTimeout(ctx, l.cfg.slow(time.Minute))
 	defer cancel()
 	if err := l.fab.WaitSynced(wctx); err != nil {
