@@ -3,7 +3,7 @@ GO ?= go
 GOBIN ?= $(shell $(GO) env GOPATH)/bin
 PKGS := ./...
 
-.PHONY: all deps build kubernetes test test-cli check-scripts scenarios e2e chaos bench fuzz lint fmt vet catalog proto clean
+.PHONY: all deps build kubernetes vagrant-box vagrant-stage vagrant-e2e test test-cli check-scripts scenarios e2e chaos bench fuzz lint fmt vet catalog proto clean
 
 all: build
 
@@ -79,9 +79,20 @@ chaos: build
 vagrant-box:
 	bash scripts/vagrant-box.sh .vagrant-box
 
+## vagrant-stage: what the Vagrant VM runs, built here, staged for its
+## rsync folder (.vagrant-stage/: bin/ and Kubernetes mode's build).
+vagrant-stage: build kubernetes
+	bash scripts/vagrant-stage.sh .vagrant-stage
+
+## vagrant-e2e: vagrant up with libvirt and the local box, the node and
+## aws-node Ready, a pod with a VPC address, vagrant destroy; phase times
+## (root; not in CI: ~30 min under TCG).
+vagrant-e2e:
+	bash scripts/vagrant-e2e.sh
+
 ## check-scripts: shellcheck the shell scripts and validate the Vagrantfile.
 check-scripts:
-	shellcheck scripts/*.sh .ci/run
+	shellcheck scripts/*.sh .ci/run deploy/vpclab-kubeconfig
 	vagrant validate
 
 lint: vet

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds a Debian 12 (bookworm) box for vagrant-libvirt from Debian
 # packages alone — nothing from Vagrant Cloud: debootstrap a root file
-# system (cloud kernel, systemd, sshd, sudo, rsync), add the vagrant user
-# with Vagrant's well-known insecure key, make it an ext4 image (mkfs -d:
-# no loop device, no partition table, no boot loader), and boot it by
-# direct kernel boot (the box's Vagrantfile names its kernel and initrd).
+# system (cloud kernel, systemd, sshd, sudo, rsync, and what vpclab's
+# Kubernetes mode needs on a node: runc, iptables, nftables, conntrack,
+# busybox-static for the aws-node image), add the vagrant user with
+# Vagrant's well-known insecure key, make it an ext4 image (mkfs -d: no
+# loop device, no partition table, no boot loader), and boot it by direct
+# kernel boot (the box's Vagrantfile names its kernel and initrd).
 #
 # It ends by asking whether a guest kernel boots under KVM here
 # (scripts/kvm-probe.sh) and writes the answer, kvm or tcg, to
@@ -40,7 +42,7 @@ mkdir -p "$box" "$out"
 start=$(date +%s)
 echo "vagrant-box: debootstrap bookworm from $mirror"
 debootstrap --variant=minbase \
-	--include=linux-image-cloud-amd64,systemd-sysv,systemd-resolved,openssh-server,sudo,rsync,iproute2,ca-certificates,iptables,nftables,procps,kmod,udev,dbus \
+	--include=linux-image-cloud-amd64,systemd-sysv,systemd-resolved,openssh-server,sudo,rsync,iproute2,ca-certificates,iptables,nftables,procps,kmod,udev,dbus,mount,runc,conntrack,iputils-ping,tcpdump,busybox-static \
 	bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
 
 echo "vagrant-box: the vagrant user, networking, sshd"
@@ -54,7 +56,9 @@ chroot "$root" chown -R vagrant:vagrant /home/vagrant/.ssh
 echo '/dev/vda / ext4 defaults 0 1' >"$root/etc/fstab"
 echo vpclab >"$root/etc/hostname"
 mkdir -p "$root/etc/systemd/network"
-printf '[Match]\nName=eth* en*\n\n[Network]\nDHCP=yes\n' >"$root/etc/systemd/network/50-dhcp.network"
+# Only the VM's own NIC: networkd must not touch the CNI's pod veths
+# (eni…), whose names its usual en* pattern would catch.
+printf '[Match]\nName=eth0\n\n[Network]\nDHCP=yes\n' >"$root/etc/systemd/network/50-dhcp.network"
 chroot "$root" systemctl enable systemd-networkd systemd-resolved ssh >/dev/null 2>&1
 : >"$root/etc/machine-id"
 cp "$root"/boot/vmlinuz-* "$box/vmlinuz"

@@ -4,6 +4,7 @@
 // cache; pieces already built are kept.
 //
 //	go run ./tools/kbuild [-repo DIR]
+//	go run ./tools/kbuild -print-dir   (where the build is, and nothing else)
 package main
 
 import (
@@ -18,7 +19,12 @@ import (
 
 func main() {
 	repo := flag.String("repo", ".", "the vpclab source tree (tools/kube, tools/pause)")
+	printDir := flag.Bool("print-dir", false, "print the build's directory and exit (make vagrant-stage copies it)")
 	flag.Parse()
+	if *printDir {
+		fmt.Println(k8s.Dir())
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	err := k8s.Build(ctx, *repo, func(f string, a ...any) { fmt.Printf("  "+f+"\n", a...) })
