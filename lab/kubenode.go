@@ -130,29 +130,31 @@ func (n *Node) startKubeNode(ctx context.Context) error {
 // from the VM's address, which the VPC cannot answer. The route goes with
 // the ENI's link when the lab closes.
 func (n *Node) routeServices() error {
-	var router string
-	for _, s := range n.lab.region.Subnets() {
-		if s.ID == n.Instance.SubnetID {
-			router = s.CIDR.Addr().Next().String() // the VPC router, as EC2 places it
-		}
-	}
-	if router == "" {
+	s, ok := n.subnet()
+	if !ok {
 		return fmt.Errorf("node %s: subnet %s not in the region", n.Name, n.Instance.SubnetID)
 	}
+	router := s.CIDR.Addr().Next().String() // the VPC router, as EC2 places it
 	if out, err := n.command("ip", "route", "replace", k8s.ServiceCIDR, "via", router, "src", n.Instance.PrivateIP.String()).CombinedOutput(); err != nil {
 		return fmt.Errorf("node %s: route to the cluster's services: %v: %s", n.Name, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
 
-// subnetAZ is the zone of the node's subnet.
-func (n *Node) subnetAZ() string {
+// subnet is the node's subnet, as the region has it.
+func (n *Node) subnet() (model.Subnet, bool) {
 	for _, s := range n.lab.region.Subnets() {
 		if s.ID == n.Instance.SubnetID {
-			return s.AZ
+			return s, true
 		}
 	}
-	return ""
+	return model.Subnet{}, false
+}
+
+// subnetAZ is the zone of the node's subnet.
+func (n *Node) subnetAZ() string {
+	s, _ := n.subnet()
+	return s.AZ
 }
 
 // writeKubeFiles writes the node's /etc/kubernetes: credentials (one

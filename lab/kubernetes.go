@@ -76,8 +76,6 @@ type kube struct {
 
 	awsNodeTars []string // the aws-node images every node imports
 
-	slow func(time.Duration) time.Duration // the lab's start-up deadline stretch (Config.TimeScale)
-
 	mu    sync.Mutex
 	procs []*exec.Cmd
 }
@@ -148,7 +146,7 @@ func (l *Lab) startControlPlane(ctx context.Context, progress Progress) error {
 	if err != nil {
 		return fmt.Errorf("control plane instance: %w", err)
 	}
-	k := &kube{dir: l.kubeDir(), cp: insts[0], slow: l.cfg.slow}
+	k := &kube{dir: l.kubeDir(), cp: insts[0]}
 	l.kube = k
 	wctx, cancel := context.WithTimeout(ctx, l.cfg.slow(time.Minute))
 	defer cancel()
@@ -170,7 +168,7 @@ func (l *Lab) startControlPlane(ctx context.Context, progress Progress) error {
 	if err := k.serveProxy(); err != nil {
 		return err
 	}
-	if err := k.startEtcdAndAPIServer(ctx, path, ip); err != nil {
+	if err := k.startEtcdAndAPIServer(ctx, path, ip, l.cfg.slow(90*time.Second)); err != nil {
 		return err
 	}
 	progress("Kubernetes %s control plane at %s (in the VPC), %s (host); kubeconfig %s", k8s.KubeVersion, k.endpoint, "https://"+k.proxy.Addr().String(), k.kubeconfig)
@@ -275,10 +273,10 @@ func (k *kube) serveProxy() error {
 	return os.WriteFile(k.kubeconfig, k8s.Kubeconfig("https://"+ln.Addr().String(), k.ca.PEM, "kubernetes-admin", k8s.Pair{Cert: cert, Key: key}), 0o600)
 }
 
-// startEtcdAndAPIServer starts etcd and the apiserver, waits for the
-// apiserver's readiness, then starts the controller manager and the
+// startEtcdAndAPIServer starts etcd and the apiserver, waits up to wait
+// for the apiserver's readiness, then starts the controller manager and the
 // scheduler.
-func (k *kube) startEtcdAndAPIServer(ctx context.Context, nsPath, ip string) error {
+func (k *kube) startEtcdAndAPIServer(ctx context.Context, nsPath, ip string, wait time.Duration) error {
 	pki := filepath.Join(k.dir, "pki")
 	p := func(f string) string { return filepath.Join(pki, f) }
 	if err := k.start(nsPath, "etcd", "--data-dir", filepath.Join(k.dir, "etcd"), "--listen-client-urls", "http://127.0.0.1:2379", "--listen-peer-urls", "http://127.0.0.1:2380"); err != nil {
@@ -292,7 +290,7 @@ func (k *kube) startEtcdAndAPIServer(ctx context.Context, nsPath, ip string) err
 		"--authorization-mode", "Node,RBAC", "--allow-privileged", "--profiling=false", "--enable-priority-and-fairness=false", "--endpoint-reconciler-type", "lease"); err != nil {
 		return err
 	}
-	if err := k.waitReady(ctx); err != nil {
+	if err := k.waitReady(ctx, wait); err != nil {
 		return err
 	}
 	if err := k.start(nsPath, "kube-controller-manager", "--kubeconfig", filepath.Join(k.dir, "controller-manager.conf"),
@@ -335,8 +333,8 @@ func (k *kube) startProg(nsPath, name string, env []string, prog string, args ..
 	return nil
 }
 
-// waitReady waits for the apiserver's /readyz.
-func (k *kube) waitReady(ctx context.Context) error {
+// waitReady waits up to wait for the apiserver's /readyz.
+func (k *kube) waitReady(ctx context.Context, wait time.Duration) error {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(k.ca.PEM)
 	cert, err := tls.LoadX509KeyPair(filepath.Join(k.dir, "pki", "admin.crt"), filepath.Join(k.dir, "pki", "admin.key"))
@@ -345,7 +343,6 @@ func (k *kube) waitReady(ctx context.Context) error {
 	}
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: netx.DialContextIn(k.cpNS),
 		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
-	wait := k.slow(90 * time.Second)
 	deadline := time.Now().Add(wait)
 	var last error
 	for time.Now().Before(deadline) {
