@@ -124,11 +124,17 @@ type Fabric struct {
 	nodes    map[string]*node    // instance id
 	enis     map[string]*eniLink // ENI id (non-branch)
 	branches map[string]*branchLink
-	owners   map[netip.Addr]string   // private IPv4 -> instance id (IMDS dispatch)
-	pfxOwner map[netip.Prefix]string // delegated prefix -> instance id
 	subnets  map[string]model.Subnet
 	vpcs     map[string]model.VPC
 	groups   map[string]model.SecurityGroup // with their rules
+
+	// ownMu guards the IMDS dispatch books apart from mu: a metadata
+	// request never waits for the kernel work mu is held across (a node's
+	// namespace, a security group render), which takes seconds on a busy
+	// machine while an ipamd's IMDS client gives up after one.
+	ownMu    sync.RWMutex
+	owners   map[netip.Addr]string   // private IPv4 -> instance id
+	pfxOwner map[netip.Prefix]string // delegated prefix -> instance id
 }
 
 // New builds the kernel state for the region's current state and starts
@@ -410,8 +416,8 @@ func (f *Fabric) RouterLinkName(eniID string) (string, bool) {
 
 // ownerOf maps a source address to the instance whose ENI owns it.
 func (f *Fabric) ownerOf(a netip.Addr) string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.ownMu.RLock()
+	defer f.ownMu.RUnlock()
 	if id, ok := f.owners[a]; ok {
 		return id
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpclab/vpclab/fabric"
+	"github.com/vpclab/vpclab/fakeec2"
 	"github.com/vpclab/vpclab/fakeec2/model"
 	"github.com/vpclab/vpclab/internal/netx"
 	"github.com/vpclab/vpclab/internal/vlan"
@@ -372,3 +375,69 @@ func mustPath(w *world, inst string) string {
 	return p
 }
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// stallingRegion is a region whose ENI listing, once armed, waits until
+// released: the fabric reading it while it reconciles a change is held
+// there, as a slow kernel transaction would hold it.
+type stallingRegion struct {
+	*model.Region
+	armed   atomic.Bool
+	entered chan struct{} // closed when a stalled read begins
+	release chan struct{}
+	once    sync.Once
+}
+
+func (r *stallingRegion) NetworkInterfaces() []model.NetworkInterface {
+	if r.armed.Load() {
+		r.once.Do(func() { close(r.entered) })
+		<-r.release
+	}
+	return r.Region.NetworkInterfaces()
+}
+
+var _ = Describe("a fabric busy reconciling", func() {
+	It("still answers every instance's IMDS at once", func() {
+		region := model.NewRegion(model.Options{Seed: 53})
+		srv := fakeec2.NewServer(region, fakeec2.ServerOptions{})
+		DeferCleanup(srv.Close)
+		v, err := region.CreateVPC(model.CreateVPCInput{CIDR: netip.MustParsePrefix("10.0.0.0/16")})
+		Expect(err).NotTo(HaveOccurred())
+		sn, err := region.CreateSubnet(model.CreateSubnetInput{VPCID: v.ID, CIDR: netip.MustParsePrefix("10.0.0.0/24")})
+		Expect(err).NotTo(HaveOccurred())
+		stall := &stallingRegion{Region: region, entered: make(chan struct{}), release: make(chan struct{})}
+		f, err := fabric.New(fabric.Config{Name: uniqueName(), Region: stall, IMDS: srv.IMDS(), VLAN: vlan.BPF{}})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { Expect(f.Close()).To(Succeed()) })
+		released := false
+		release := func() {
+			if !released {
+				released = true
+				close(stall.release)
+			}
+		}
+		DeferCleanup(release)
+		synced := func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			Expect(f.WaitSynced(ctx)).To(Succeed())
+		}
+
+		a, err := region.RunInstances(model.RunInstancesInput{InstanceType: "m5.large", SubnetID: sn.ID})
+		Expect(err).NotTo(HaveOccurred())
+		synced()
+		p, ok := f.NodeNamespace(a[0].ID)
+		Expect(ok).To(BeTrue())
+		client := httpIn(p, 2*time.Second)
+
+		// A second instance's launch: the fabric builds its namespace and
+		// stalls reading its ENIs.
+		stall.armed.Store(true)
+		_, err = region.RunInstances(model.RunInstancesInput{InstanceType: "m5.large", SubnetID: sn.ID})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(stall.entered, 30*time.Second).Should(BeClosed())
+
+		Expect(imdsGet(client, "instance-id")).To(Equal(a[0].ID), "IMDS waited for the fabric's reconcile")
+		release()
+		synced()
+	})
+})

@@ -170,6 +170,8 @@ func (f *Fabric) forgetENI(id string) {
 }
 
 func (f *Fabric) setOwner(addrs []netip.Addr, prefixes []netip.Prefix, inst string) {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
 	for _, a := range addrs {
 		if inst == "" {
 			delete(f.owners, a)

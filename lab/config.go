@@ -122,7 +122,7 @@ func (c *Config) ownerKind() string {
 func (c *Config) nodeSpecs() []nodeSpec {
 	var specs []nodeSpec
 	for _, nc := range c.Nodes {
-		for _, name := range nc.names() {
+		for _, name := range nc.Names() {
 			env := baseNodeEnv()
 			// The cluster is the lab, as aws-node's manifest names it in EKS:
 			// the ENIs the CNI creates carry it, and its leaked-ENI sweep
@@ -147,8 +147,8 @@ func (c *Config) nodeSpecs() []nodeSpec {
 	return specs
 }
 
-// names are the node names a declaration makes: Name, or Name-1 … Name-N.
-func (n NodeConfig) names() []string {
+// Names are the node names a declaration makes: Name, or Name-1 … Name-N.
+func (n NodeConfig) Names() []string {
 	if n.Count <= 1 {
 		return []string{n.Name}
 	}

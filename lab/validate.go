@@ -144,7 +144,7 @@ func (c *Config) validateNodes(names map[string]bool) error {
 		if n.Count < 0 || n.Count > 200 {
 			return fmt.Errorf("nodes[%d] count %d: want 0..200", i, n.Count)
 		}
-		for _, name := range n.names() {
+		for _, name := range n.Names() {
 			if j, dup := nodeNames[name]; dup {
 				return fmt.Errorf("nodes[%d]: node name %q is already used by nodes[%d]", i, name, j)
 			}
@@ -163,7 +163,7 @@ func (c *Config) validateCapacity() error {
 		if subnet == "" {
 			subnet = c.Subnets[0].Name
 		}
-		nodes[subnet] += len(n.names())
+		nodes[subnet] += len(n.Names())
 	}
 	for _, s := range c.Subnets {
 		p := netip.MustParsePrefix(s.CIDR)

@@ -85,6 +85,11 @@ func (e *Expect) validate(s *Scenario) error {
 	if len(e.Running) > 0 || len(e.PodRestarts) > 0 || len(e.PodEvents) > 0 || len(e.PodSubnet) > 0 {
 		return needKube(s, "expect: running, podRestarts, podEvents or podSubnet")
 	}
+	for _, key := range slices.Sorted(maps.Keys(e.Events)) {
+		if _, by, ok := strings.Cut(key, " by "); ok && !s.callerNamed(by) {
+			return fmt.Errorf("expect: events %q: no node, peer or ec2 step's principal named %q", key, by)
+		}
+	}
 	for sel, name := range e.PodSubnet {
 		if !slices.ContainsFunc(s.Lab.Subnets, func(sn lab.SubnetConfig) bool { return sn.Name == name }) {
 			return fmt.Errorf("expect: podSubnet %s: no subnet %q in the lab", sel, name)
@@ -94,6 +99,27 @@ func (e *Expect) validate(s *Scenario) error {
 }
 
 func (e *Expect) String() string { return "expect" }
+
+// callerNamed reports whether name is someone the scenario's EC2 calls can
+// come from: a node, a peer or an ec2 step's principal.
+func (s *Scenario) callerNamed(name string) bool {
+	if slices.ContainsFunc(s.Lab.Nodes, func(n lab.NodeConfig) bool { return slices.Contains(n.Names(), name) }) {
+		return true
+	}
+	for _, st := range s.Steps {
+		switch a := st.Action.(type) {
+		case *Peer:
+			if a.Name == name {
+				return true
+			}
+		case *EC2Call:
+			if a.principal() == name {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // Check is one expectation as a step measured it.
 type Check struct {
@@ -297,13 +323,15 @@ func (x *run) waits(ctx context.Context, n *lab.Node, e *Expect) []want {
 			if by == "" {
 				return len(recs), nil
 			}
-			id, err := x.instanceID(by)
-			if err != nil {
-				return 0, err
+			// A node or peer by its instance; anyone else (an ec2 step's
+			// principal, "console" by default) by its name.
+			names := []string{by}
+			if id, err := x.instanceID(by); err == nil {
+				names = []string{id}
 			}
 			c := 0
 			for _, r := range recs {
-				if r.UserIdentity.InstanceID == id {
+				if slices.ContainsFunc(r.UserIdentity.Names(), func(n string) bool { return slices.Contains(names, n) }) {
 					c++
 				}
 			}

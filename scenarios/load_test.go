@@ -113,11 +113,18 @@ func TestBadScenariosAreRefused(t *testing.T) {
 		{"name: x\nlab: {}\nsteps: [{checkpoint: {}}]\n", "delete: true or corrupt: true"},
 		{"name: x\nlab: {}\ntimers: slow\nsteps: [{sleep: 1s}]\n", `timers "slow"`},
 		{"name: x\nlab: {}\nsteps: []\n", "at least one step"},
+		{"name: x\nlab: {nodes: [{name: n1}]}\nsteps: [{expect: {events: {\"X by n2\": [0, 0]}}}]\n", `no node, peer or ec2 step's principal named "n2"`},
 	} {
 		_, err := Parse([]byte(c.yaml), "bad.yaml")
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: error %v, want one containing %q", c.yaml, err, c.want)
 		}
+	}
+	// A node, a peer and an ec2 step's principal are callers.
+	ok := "name: x\nlab: {nodes: [{name: n1}]}\nsteps:\n- peer: {name: p1}\n- ec2: {action: DescribeVpcs, as: ops}\n- ec2: {action: DescribeVpcs}\n" +
+		"- expect: {events: {\"X by n1\": [0, 0], \"X by p1\": [0, 0], \"X by ops\": [0, 0], \"X by console\": [0, 0]}}\n"
+	if _, err := Parse([]byte(ok), "ok.yaml"); err != nil {
+		t.Errorf("callers refused: %v", err)
 	}
 	// A run of a refused scenario fails at once, without a lab.
 	res := Runner{}.Run(context.Background(), Scenario{Name: "x"}, "never-made")
