@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -38,14 +40,63 @@ type Image struct {
 // identical inputs give identical layers.
 var fixed = time.Unix(0, 0)
 
-// Write writes the image as a docker-archive tarball to w.
+// Write writes the image as a docker-archive tarball to w. The layer is
+// staged in a temporary file (its digest goes into the config, which
+// comes first), so memory stays small whatever the image holds.
 func (im Image) Write(w io.Writer) error {
-	layer, err := im.layer()
+	return im.write(w, "")
+}
+
+// WriteFile writes the image's tarball to path (through path.tmp, with the
+// layer staged beside it).
+func (im Image) WriteFile(p string) error {
+	tmp := p + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", im.Tag, err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = im.write(bw, filepath.Dir(p))
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("image %s: %w", im.Tag, err)
+	}
+	return os.Rename(tmp, p)
+}
+
+// write writes the tarball to w, staging the layer in a file in dir ("":
+// the system's temporary directory).
+func (im Image) write(w io.Writer, dir string) error {
+	layer, err := os.CreateTemp(dir, "vpclab-layer-*.tar")
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(layer)
-	diffID := "sha256:" + hex.EncodeToString(sum[:])
+	defer func() {
+		layer.Close()
+		os.Remove(layer.Name())
+	}()
+	h := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(layer, h), 1<<20)
+	if err := im.writeLayer(bw); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	size, err := layer.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	if _, err := layer.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	diffID := "sha256:" + hex.EncodeToString(h.Sum(nil))
 	env := im.Env
 	if len(env) == 0 {
 		env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -67,50 +118,34 @@ func (im Image) Write(w io.Writer) error {
 	tw := tar.NewWriter(w)
 	for _, f := range []struct {
 		name string
-		data []byte
-	}{{configName, config}, {"layer.tar", layer}, {"manifest.json", manifest}} {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), ModTime: fixed}); err != nil {
+		size int64
+		r    io.Reader
+	}{{configName, int64(len(config)), bytes.NewReader(config)}, {"layer.tar", size, layer}, {"manifest.json", int64(len(manifest)), bytes.NewReader(manifest)}} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: f.size, ModTime: fixed}); err != nil {
 			return err
 		}
-		if _, err := tw.Write(f.data); err != nil {
+		if n, err := io.Copy(tw, f.r); err != nil {
 			return err
+		} else if n != f.size {
+			return fmt.Errorf("%s: wrote %d of %d bytes", f.name, n, f.size)
 		}
 	}
 	return tw.Close()
 }
 
-// WriteFile writes the image's tarball to path.
-func (im Image) WriteFile(p string) error {
-	var b bytes.Buffer
-	if err := im.Write(&b); err != nil {
-		return fmt.Errorf("image %s: %w", im.Tag, err)
-	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, b.Bytes(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
-}
-
-// layer is the image's one filesystem layer as a tar.
-func (im Image) layer() ([]byte, error) {
+// writeLayer writes the image's one filesystem layer as a tar to w,
+// streaming host files (a file that changes size meanwhile is an error).
+func (im Image) writeLayer(w io.Writer) error {
 	type entry struct {
-		data    []byte
+		src     string // host file, or
+		data    []byte // contents
 		mode    int64
 		link    string
 		symlink bool
 	}
 	entries := map[string]entry{}
 	for dst, src := range im.Files {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			return nil, err
-		}
-		st, err := os.Stat(src)
-		if err != nil {
-			return nil, err
-		}
-		entries[clean(dst)] = entry{data: b, mode: int64(st.Mode().Perm())}
+		entries[clean(dst)] = entry{src: src}
 	}
 	for dst, b := range im.Data {
 		entries[clean(dst)] = entry{data: b, mode: 0o644}
@@ -132,33 +167,57 @@ func (im Image) layer() ([]byte, error) {
 		names = append(names, p)
 	}
 	sort.Strings(names)
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
+	tw := tar.NewWriter(w)
 	for _, n := range names {
 		h := &tar.Header{Name: n, ModTime: fixed, Format: tar.FormatPAX}
-		if strings.HasSuffix(n, "/") {
+		e := entries[n]
+		switch {
+		case strings.HasSuffix(n, "/"):
 			h.Typeflag, h.Mode = tar.TypeDir, 0o755
 			if n == "tmp/" {
 				h.Mode = 0o1777
 			}
-		} else if e := entries[n]; e.symlink {
+		case e.symlink:
 			h.Typeflag, h.Linkname, h.Mode = tar.TypeSymlink, e.link, 0o777
-		} else {
+		case e.src != "":
+			if err := copyFileEntry(tw, h, e.src); err != nil {
+				return err
+			}
+			continue
+		default:
 			h.Typeflag, h.Mode, h.Size = tar.TypeReg, e.mode, int64(len(e.data))
 		}
 		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
+			return err
 		}
-		if e := entries[n]; h.Typeflag == tar.TypeReg {
+		if h.Typeflag == tar.TypeReg {
 			if _, err := tw.Write(e.data); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return nil, err
+	return tw.Close()
+}
+
+// copyFileEntry writes host file src as the regular file h names.
+func copyFileEntry(tw *tar.Writer, h *tar.Header, src string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
 	}
-	return b.Bytes(), nil
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	h.Typeflag, h.Mode, h.Size = tar.TypeReg, int64(st.Mode().Perm()), st.Size()
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	if _, err := io.Copy(tw, f); err != nil {
+		return fmt.Errorf("%s: %w", src, err)
+	}
+	return nil
 }
 
 func clean(p string) string { return strings.TrimPrefix(path.Clean("/"+p), "/") }

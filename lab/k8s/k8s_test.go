@@ -123,6 +123,22 @@ func TestImageIsADockerArchive(t *testing.T) {
 	if !bytes.Equal(a.Bytes(), b.Bytes()) {
 		t.Error("the same inputs gave different tarballs")
 	}
+	out := filepath.Join(t.TempDir(), "t.tar")
+	if err := im.WriteFile(out); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, a.Bytes()) {
+		t.Errorf("WriteFile differs from Write (%v)", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), "*")); len(left) != 1 {
+		t.Errorf("WriteFile left %v beside the tarball", left)
+	}
+	if err := (Image{Tag: "x", Files: map[string]string{"/a": filepath.Join(dir, "missing")}}).WriteFile(filepath.Join(filepath.Dir(out), "bad.tar")); err == nil {
+		t.Error("an image of a missing file was written")
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), "*")); len(left) != 1 {
+		t.Errorf("a failed WriteFile left %v", left)
+	}
 	files := map[string][]byte{}
 	tr := tar.NewReader(&a)
 	for {
