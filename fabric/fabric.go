@@ -131,7 +131,8 @@ type Fabric struct {
 	// ownMu guards the IMDS dispatch books apart from mu: a metadata
 	// request never waits for the kernel work mu is held across (a node's
 	// namespace, a security group render), which takes seconds on a busy
-	// machine while an ipamd's IMDS client gives up after one.
+	// machine while the real ipamd's IMDS client waits 500 ms for an
+	// answer's headers (three tries, then ipamd exits).
 	ownMu    sync.RWMutex
 	owners   map[netip.Addr]string   // private IPv4 -> instance id
 	pfxOwner map[netip.Prefix]string // delegated prefix -> instance id
