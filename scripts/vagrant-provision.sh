@@ -23,6 +23,9 @@ SRC="${SRC:-/vagrant}"
 GO_VERSION="${GO_VERSION:-1.26.8}"
 INSTANCE_TYPE="${VPCLAB_INSTANCE_TYPE:-m5.large}"
 TIME_SCALE="${VPCLAB_TIME_SCALE:-1}"
+# 1: security groups for pods (the real VPC Resource Controller in the
+# control plane, a trunk ENI on the VM, branch ENIs for selected pods).
+SGP="${VPCLAB_SGP:-0}"
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf '==> [%s] %s\n' "$(date +%T)" "$*"; }
@@ -62,6 +65,9 @@ install_vpclab() {
 	rsync -a --delete "$STAGE/bin/" /usr/local/lib/vpclab/
 	rsync -a --delete "$STAGE/cache/" /var/cache/vpclab/
 	ln -sf /usr/local/lib/vpclab/vpclab /usr/local/bin/vpclab
+	if [ -x "$STAGE/upstream/aws-cni" ]; then
+		install -D -m 0755 "$STAGE/upstream/aws-cni" /usr/local/lib/vpclab/upstream/aws-cni
+	fi
 	local kube
 	kube=$(find /var/cache/vpclab/k8s -path '*/bin/kube' -type f | head -n1)
 	ln -sf "$kube" /usr/local/bin/kubectl
@@ -102,8 +108,10 @@ node_network() {
 }
 
 lab_service() {
-	log "the lab: instance type ${INSTANCE_TYPE}, time scale ${TIME_SCALE}"
-	sed -e "s/instanceType: m5.large/instanceType: ${INSTANCE_TYPE}/" "$SRC/deploy/host-lab.yaml" >/etc/vpclab/host-lab.yaml
+	log "the lab: instance type ${INSTANCE_TYPE}, time scale ${TIME_SCALE}, security groups for pods ${SGP}"
+	local sgp=
+	[ "$SGP" = 1 ] && sgp='securityGroupsForPods: true'
+	sed -e "s/instanceType: m5.large/instanceType: ${INSTANCE_TYPE}/" -e "s/^kubernetes: {}\$/kubernetes: {${sgp}}/" "$SRC/deploy/host-lab.yaml" >/etc/vpclab/host-lab.yaml
 	if [ "$TIME_SCALE" != 1 ]; then
 		printf '# This VM is emulated (no KVM): start-up deadlines stretched.\ntimeScale: %s\n' "$TIME_SCALE" >>/etc/vpclab/host-lab.yaml
 	fi

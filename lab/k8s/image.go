@@ -3,7 +3,6 @@ package k8s
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -41,61 +39,16 @@ type Image struct {
 var fixed = time.Unix(0, 0)
 
 // Write writes the image as a docker-archive tarball to w. The layer is
-// staged in a temporary file (its digest goes into the config, which
-// comes first), so memory stays small whatever the image holds.
+// made twice, streamed from the host files each time: once for its digest
+// (the config, which comes first, names it) and once into the tarball, so
+// neither memory nor a staging file grows with the image.
 func (im Image) Write(w io.Writer) error {
-	return im.write(w, "")
-}
-
-// WriteFile writes the image's tarball to path (through path.tmp, with the
-// layer staged beside it).
-func (im Image) WriteFile(p string) error {
-	tmp := p + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("image %s: %w", im.Tag, err)
-	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	err = im.write(bw, filepath.Dir(p))
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("image %s: %w", im.Tag, err)
-	}
-	return os.Rename(tmp, p)
-}
-
-// write writes the tarball to w, staging the layer in a file in dir ("":
-// the system's temporary directory).
-func (im Image) write(w io.Writer, dir string) error {
-	layer, err := os.CreateTemp(dir, "vpclab-layer-*.tar")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		layer.Close()
-		os.Remove(layer.Name())
-	}()
 	h := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(layer, h), 1<<20)
-	if err := im.writeLayer(bw); err != nil {
+	n := &countingWriter{w: h}
+	if err := im.writeLayer(n); err != nil {
 		return err
 	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	size, err := layer.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return err
-	}
-	if _, err := layer.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
+	size := n.n
 	diffID := "sha256:" + hex.EncodeToString(h.Sum(nil))
 	env := im.Env
 	if len(env) == 0 {
@@ -116,21 +69,61 @@ func (im Image) write(w io.Writer, dir string) error {
 		return err
 	}
 	tw := tar.NewWriter(w)
-	for _, f := range []struct {
-		name string
-		size int64
-		r    io.Reader
-	}{{configName, int64(len(config)), bytes.NewReader(config)}, {"layer.tar", size, layer}, {"manifest.json", int64(len(manifest)), bytes.NewReader(manifest)}} {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: f.size, ModTime: fixed}); err != nil {
+	file := func(name string, size int64, write func(io.Writer) error) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: size, ModTime: fixed}); err != nil {
 			return err
 		}
-		if n, err := io.Copy(tw, f.r); err != nil {
-			return err
-		} else if n != f.size {
-			return fmt.Errorf("%s: wrote %d of %d bytes", f.name, n, f.size)
-		}
+		return write(tw)
+	}
+	bytesOf := func(b []byte) func(io.Writer) error {
+		return func(w io.Writer) error { _, err := w.Write(b); return err }
+	}
+	if err := file(configName, int64(len(config)), bytesOf(config)); err != nil {
+		return err
+	}
+	// A host file that changed between the passes makes the tar writer
+	// refuse the layer (too long or too short).
+	if err := file("layer.tar", size, im.writeLayer); err != nil {
+		return fmt.Errorf("layer (changed while written?): %w", err)
+	}
+	if err := file("manifest.json", int64(len(manifest)), bytesOf(manifest)); err != nil {
+		return err
 	}
 	return tw.Close()
+}
+
+// WriteFile writes the image's tarball to path (through path.tmp).
+func (im Image) WriteFile(p string) error {
+	tmp := p + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", im.Tag, err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = im.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("image %s: %w", im.Tag, err)
+	}
+	return os.Rename(tmp, p)
+}
+
+// countingWriter counts what passes through to w.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }
 
 // writeLayer writes the image's one filesystem layer as a tar to w,
