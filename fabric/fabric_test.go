@@ -408,13 +408,7 @@ var _ = Describe("a fabric busy reconciling", func() {
 		f, err := fabric.New(fabric.Config{Name: uniqueName(), Region: stall, IMDS: srv.IMDS(), VLAN: vlan.BPF{}})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { Expect(f.Close()).To(Succeed()) })
-		released := false
-		release := func() {
-			if !released {
-				released = true
-				close(stall.release)
-			}
-		}
+		release := sync.OnceFunc(func() { close(stall.release) })
 		DeferCleanup(release)
 		synced := func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

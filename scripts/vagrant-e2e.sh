@@ -124,6 +124,12 @@ box() {
 
 in_vm() { vagrant ssh -c "$1" -- -q; }
 
+# lab_status is the VM's lab as `vpclab status -o json` shows it.
+lab_status() { in_vm 'sudo vpclab --name host status -o json'; }
+
+# kube_version is the pinned Kubernetes version (agnhost's image tag).
+kube_version() { sed -n 's/^\tKubeVersion *= *"\(v[^"]*\)"/\1/p' lab/k8s/build.go; }
+
 pod_check() {
 	in_vm 'kubectl wait --for=condition=Ready node --all --timeout=30m && kubectl -n kube-system rollout status daemonset/aws-node --timeout=30m'
 	local pods
@@ -132,7 +138,7 @@ pod_check() {
 	echo "node max pods: $pods (EKS's for $instance_type: $want)"
 	[ "$pods" = "$want" ] || { echo "vagrant-e2e: the node's max pods $pods, want $want" >&2; return 1; }
 	local version
-	version=$(sed -n 's/^\tKubeVersion *= *"\(v[^"]*\)"/\1/p' lab/k8s/build.go)
+	version=$(kube_version)
 	in_vm "kubectl run e2e --image=vpclab.local/agnhost:$version --image-pull-policy=Never --restart=Never -- netexec --http-port=8080 &&
 		kubectl wait --for=condition=Ready pod/e2e --timeout=20m"
 	ip=$(in_vm "kubectl get pod e2e -o jsonpath='{.status.podIP}'")
@@ -140,7 +146,7 @@ pod_check() {
 	python3 -c "import ipaddress,sys; sys.exit(0 if ipaddress.ip_address('$ip') in ipaddress.ip_network('$vpc_cidr') else 1)" ||
 		{ echo "vagrant-e2e: pod address $ip is not in the VPC $vpc_cidr" >&2; return 1; }
 	local status
-	status=$(in_vm 'sudo vpclab --name host status -o json')
+	status=$(lab_status)
 	tr -d ' \n' <<<"$status" | grep -o '"secondary":\[[^]]*\]' | grep -qF "\"$ip\"" ||
 		{ echo "vagrant-e2e: vpclab status in the VM does not show $ip on the node's ENIs" >&2; return 1; }
 	echo "vpclab status: $ip is a secondary address of the node's ENIs"
@@ -153,7 +159,7 @@ pod_check() {
 # against vpclab's ipamd (VPCLAB_SGP=1).
 sgp_check() {
 	local status sg version ann ip vid
-	status=$(in_vm 'sudo vpclab --name host status -o json')
+	status=$(lab_status)
 	sg=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["nodes"][0]["enis"][0]["groups"][0])' <<<"$status")
 	echo "the pod's group: $sg (the VPC's default group)"
 	# shellcheck disable=SC2016 # expanded in the VM
@@ -165,7 +171,7 @@ sgp_check() {
 		echo "vagrant-e2e: the node never advertised vpc.amazonaws.com/pod-eni" >&2; exit 1'
 	in_vm 'sudo install -m 0755 /usr/local/lib/vpclab/upstream/aws-cni /opt/cni/bin/aws-cni'
 	echo "the node's aws-cni is now the real VPC CNI's plugin"
-	version=$(sed -n 's/^\tKubeVersion *= *"\(v[^"]*\)"/\1/p' lab/k8s/build.go)
+	version=$(kube_version)
 	in_vm "printf '%s\n' 'apiVersion: vpcresources.k8s.aws/v1beta1' 'kind: SecurityGroupPolicy' 'metadata: {name: e2e, namespace: default}' \
 		'spec: {podSelector: {matchLabels: {role: sgp}}, securityGroups: {groupIds: [$sg]}}' '---' \
 		'apiVersion: v1' 'kind: Pod' 'metadata: {name: sgp, labels: {role: sgp}}' \
@@ -179,7 +185,7 @@ sgp_check() {
 	in_vm "ip -d link show vlan.eth.$vid" | grep -q "vlan protocol 802.1Q id $vid " ||
 		{ echo "vagrant-e2e: no 802.1Q link vlan.eth.$vid (upstream's plugin makes it) in the VM" >&2; return 1; }
 	echo "upstream's plugin made vlan.eth.$vid (802.1Q id $vid) on the trunk's link"
-	status=$(in_vm 'sudo vpclab --name host status -o json')
+	status=$(lab_status)
 	python3 -c '
 import json, sys
 s = json.load(sys.stdin)
